@@ -1,0 +1,1 @@
+"""Features: plain typed functions, one module per kind (calendar, lags, drivers, baseline)."""

@@ -1,0 +1,64 @@
+"""The ``phasecast`` command: parse, build the configuration, call a plain function, map errors
+to exit codes (see :mod:`pipeline.errors`). Every job here is a function a test or notebook calls.
+
+Each command imports its job lazily so ``phasecast --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.config import Paths
+from pipeline.errors import EXIT_INTERNAL, PhasecastError
+
+log = logging.getLogger("phasecast")
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PhasecastError as exc:
+            click.echo(f"phasecast: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Cli)
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Folder holding data/, mlflow/ and outputs/.")
+@click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
+@click.version_option(package_name="phasecast")
+@click.pass_context
+def cli(ctx: click.Context, home: Path, verbose: int) -> None:
+    """Forecast the cost of large AI models per lifecycle phase, plan budgets, flag overruns."""
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Paths(home=home.resolve())
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception:  # a bug: show it, exit 1
+        log.exception("internal error")
+        sys.exit(EXIT_INTERNAL)
+
+
+# One module per command family, each registering its commands on ``cli`` when imported.
+COMMAND_MODULES = ("data", "forecast", "monthly", "budget")
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"pipeline.cli.{name}")
+
+
+_register()

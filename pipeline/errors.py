@@ -1,0 +1,83 @@
+"""Errors that reach the user, each with the exit code the CLI maps it to.
+
+Exit codes (documented in the README):
+    0  success
+    1  unexpected internal error (a bug: please report it)
+    2  bad input or usage: the message names the file, row and column and says how to fix it
+    3  ``flag --fail-on-risk``: at least one budget line is at_risk or over_budget
+    4  another run holds the lock; nothing was done
+    5  a pipeline step failed; previous outputs are untouched and a re-run is safe
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_AT_RISK = 3
+EXIT_LOCKED = 4
+EXIT_RUN_FAILED = 5
+
+
+class PhasecastError(Exception):
+    """Base class for errors shown to the user without a traceback."""
+
+    exit_code = EXIT_INTERNAL
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One offending place in an input: file, 1-based data row (header excluded) and column."""
+
+    message: str
+    file: str | None = None
+    row: int | None = None
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(str(self.file))
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column:
+            where.append(f"column {self.column!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class InputError(PhasecastError):
+    """Bad input: collects every problem found, shows a few, and says how to fix it."""
+
+    exit_code = EXIT_BAD_INPUT
+    max_shown = 5
+
+    def __init__(self, problems: list[Problem] | Problem | str, fix: str = "") -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        self.fix = fix
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        n = len(self.problems)
+        head = "1 problem" if n == 1 else f"{n} problems"
+        lines = [f"{head} in the input:"]
+        lines += [f"  - {p}" for p in self.problems[: self.max_shown]]
+        if n > self.max_shown:
+            lines.append(f"  ... and {n - self.max_shown} more")
+        if self.fix:
+            lines.append(f"How to fix: {self.fix}")
+        return "\n".join(lines)
+
+
+class LockHeldError(PhasecastError):
+    exit_code = EXIT_LOCKED
+
+
+class RunFailedError(PhasecastError):
+    exit_code = EXIT_RUN_FAILED

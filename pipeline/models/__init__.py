@@ -1,0 +1,1 @@
+"""Forecasting models, chosen by name from :data:`REGISTRY`."""
