@@ -53,4 +53,4 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m tests.benchmarks.run
