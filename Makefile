@@ -26,7 +26,7 @@ system-deps:
 
 ## The official FOCUS validator needs Python >= 3.12: it lives in its own venv.
 $(FOCUS_VENV)/.installed:
-	python3.12 -m venv $(FOCUS_VENV)
+	python3.12 -m venv $(FOCUS_VENV) 2>/dev/null || PYENV_VERSION=3.12 python3.12 -m venv $(FOCUS_VENV)  # pyenv shim: pick its 3.12
 	$(FOCUS_VENV)/bin/python -m pip install -q --upgrade pip
 	$(FOCUS_VENV)/bin/python -m pip install -q 'focus-validator==2.2.1' 'pyarrow<18'
 	touch $@

@@ -1,8 +1,56 @@
-"""Commands: TODO."""
+"""``phasecast estimate --plan FILE [--start YYYY-MM] [--months N] [--output FILE]``: the analytic
+baseline's cost per phase, category and month from a plan, with no history needed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+import pandas as pd
 
 from pipeline.cli import cli
 from pipeline.config import Paths
+from pipeline.errors import InputError
+
+
+def run_estimate(plan_path: Path, start: str | None, months: int, output: Path | None) -> pd.DataFrame:
+    """Load the plan, estimate ``months`` months from ``start`` (default: next month), write it."""
+    from pipeline.estimate import estimate_from_plan
+    from pipeline.plan import load_plan, month
+
+    if months < 1:
+        raise InputError(f"--months must be >= 1. Got {months} instead.", fix="pass e.g. --months 12")
+    try:
+        first = month(start) if start else pd.Timestamp.today().to_period("M").to_timestamp() + pd.DateOffset(months=1)
+    except ValueError as exc:
+        raise InputError(f"--start must be a month YYYY-MM. Got {start!r} instead.") from exc
+    plan = load_plan(plan_path)
+    est = estimate_from_plan(plan, first, months)
+    est["currency"] = plan.currency
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix == ".parquet":
+            est.to_parquet(output, index=False)
+        else:
+            est.assign(ds=est["ds"].dt.strftime("%Y-%m-%d")).to_csv(output, index=False, float_format="%.2f")
+    return est
+
+
+@cli.command("estimate")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Plan YAML (default: the sample plan under --home).")
+@click.option("--start", default=None, help="First month, YYYY-MM (default: next month).")
+@click.option("--months", default=12, show_default=True, type=int, help="How many months.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV or .parquet to write; a per-phase summary is printed either way.")
+@click.pass_obj
+def estimate(paths: Paths, plan_path: Path | None, start: str | None, months: int, output: Path | None) -> None:
+    """Analytic-baseline costs per phase, category and month from a plan."""
+    est = run_estimate(plan_path or paths.plan, start, months, output)
+    if est.empty:
+        click.echo("the plan schedules no cost in these months")
+        return
+    summary = est.groupby("phase")["cost"].sum().sort_values(ascending=False)
+    for phase, cost in summary.items():
+        click.echo(f"{phase:<20} {cost:>16,.2f}")
+    click.echo(f"{'total':<20} {summary.sum():>16,.2f} {est['currency'].iloc[0]}")

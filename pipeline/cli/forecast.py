@@ -1,8 +1,126 @@
-"""Commands: TODO."""
+"""Command ``phasecast forecast``: forecast any monthly series file with the full job."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import click
 
 from pipeline.cli import cli
 from pipeline.config import Paths
+
+log = logging.getLogger("phasecast.forecast")
+
+GAPS_HELP = (
+    "What a month missing inside a series (or an empty y there) becomes: 'zero' (default: a month "
+    "without a charge costs nothing), 'interpolate' (linear between neighbours) or 'error' (exit 2 "
+    "naming the series). Rows after a series' last observed y carry future values of the drivers."
+)
+
+
+def read_series(path: Path):  # type: ignore[no-untyped-def]
+    """A long ``unique_id, ds, y`` table from CSV (optionally gzipped) or Parquet."""
+    import pandas as pd
+
+    from pipeline.errors import InputError, Problem
+
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"unique_id": str})
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InputError(Problem(f"cannot read the file: {exc}", str(path)),
+                         fix="give a CSV or Parquet file with columns unique_id, ds, y") from exc
+
+
+def write_table(df, path: Path) -> None:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.name.lower().endswith((".parquet", ".pq")):
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False, date_format="%Y-%m-%d")
+    tmp.replace(path)  # atomic: a crash never leaves half a table
+
+
+def sidecar(path: Path, what: str) -> Path:
+    """``out.csv`` -> ``out.<what>.csv`` (always CSV, human-readable)."""
+    stem = path.name.split(".")[0]
+    return path.with_name(f"{stem}.{what}.csv")
+
+
+@cli.command("forecast")
+@click.option("--series", "series", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Long table unique_id, ds, y (CSV, CSV.gz or Parquet); ds the first day of a month; "
+                   "extra columns are drivers.")
+@click.option("--horizon", type=click.IntRange(1, 120), default=18, show_default=True, help="Months to forecast.")
+@click.option("--level", "levels", type=click.IntRange(50, 99), multiple=True, default=(80, 95), show_default=True,
+              help="Interval level in percent (repeat for several).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Forecast table, CSV or Parquet by extension; the backtest metrics go beside it as "
+                   "<stem>.metrics.csv and the per-series model choice as <stem>.selection.csv.")
+@click.option("--models", "models", multiple=True,
+              help="Models to run (repeat; default: all registered). The analytic baseline always runs.")
+@click.option("--n-windows", type=click.IntRange(1, 24), default=3, show_default=True, help="Backtest cutoffs.")
+@click.option("--step", type=click.IntRange(1, 24), default=3, show_default=True, help="Months between cutoffs.")
+@click.option("--executor", type=click.Choice(["serial", "processes", "dask"]), default="serial", show_default=True,
+              help="Where per-series fits run.")
+@click.option("--gaps", type=click.Choice(["zero", "interpolate", "error"]), default="zero", show_default=True,
+              help=GAPS_HELP)
+@click.option("--reconcile/--no-reconcile", default=None,
+              help="Make total = sum of phases = sum of phase x category (default: on when a 'total' series is present).")
+@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Plan YAML for the analytic baseline (run-rate without it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def forecast_cmd(paths: Paths, series: Path, horizon: int, levels: tuple[int, ...], output: Path,
+                 models: tuple[str, ...], n_windows: int, step: int, executor: str, gaps: str,
+                 reconcile: bool | None, plan_path: Path | None, seed: int, quiet: bool) -> None:
+    """Forecast every series in --series: one row per series and future month with
+    unique_id, ds, model, mean, lo_L, hi_L, from the model the backtest selects for that series.
+
+    Series may be 3 months to decades long; zeros, negatives and constants are fine. Exit 2 on bad
+    input (the message names the file, row and column).
+    """
+    from pipeline.forecast import DEFAULT_MODELS, ForecastConfig, run_forecast
+    from pipeline.frames import TOTAL, UID, check_levels
+
+    df = read_series(series)
+    plan = None
+    if plan_path is not None:
+        from pipeline.plan import load_plan
+
+        plan = load_plan(plan_path)
+    if reconcile is None:
+        reconcile = UID in df.columns and (df[UID].astype(str) == TOTAL).any()
+    config = ForecastConfig(
+        horizon=horizon,
+        levels=check_levels(levels),
+        models=tuple(models) if models else DEFAULT_MODELS,
+        n_windows=n_windows,
+        step=step,
+        n_paths=1000 if reconcile else 200,
+        seed=seed,
+        reconcile=bool(reconcile),
+        executor=executor,
+        gaps=gaps,
+    )
+    from pipeline.frames import validate_frame
+
+    validate_frame(df, source=str(series))  # file-named errors before any work
+    res = run_forecast(df, config, plan=plan, progress=not quiet)
+    write_table(res.forecast, output)
+    write_table(res.metrics, sidecar(output, "metrics"))
+    write_table(res.selection, sidecar(output, "selection"))
+    m = res.metrics
+    if len(m):
+        top = m[m["scope"] == "model"].sort_values("MASE")
+        cols = ["model", "MASE", "sMAPE", "WAPE", *[c for c in top.columns if c.startswith("coverage_")]]
+        click.echo("backtest accuracy (rolling origin, out-of-sample calibrated intervals):", err=True)
+        click.echo(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"), err=True)
+    counts = res.selection["model"].value_counts().to_dict()
+    click.echo(f"wrote {len(res.forecast)} rows for {res.forecast[UID].nunique()} series to {output}; "
+               f"models selected: {counts}", err=True)

@@ -1,8 +1,136 @@
-"""Commands: TODO."""
+"""Commands: ``ingest`` (billing, usage, labor into the warehouse) and ``series`` (forecasting frames)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from pipeline.cli import cli
 from pipeline.config import Paths
+
+_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+@cli.command("ingest")
+@click.option(
+    "--billing",
+    "billing",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="FOCUS export (CSV, CSV.gz, Parquet) or folder of them; repeatable, or list several after it.",
+)
+@click.argument("more_billing", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--usage", type=_FILE, help="Usage metrics CSV: ts,phase,metric,value[,unit][,team].")
+@click.option("--labor", type=_FILE, help="Labor CSV: month,phase,team,hours,hourly_rate,currency.")
+@click.option(
+    "--report", type=_FILE, help="Write a JSON report (rows and exact totals, source vs warehouse)."
+)
+@click.option("--warehouse", type=_FILE, help="DuckDB file [default: HOME/data/phasecast.duckdb].")
+@click.option(
+    "--rules",
+    type=_FILE,
+    help="Attribution rules YAML [default: the shipped pipeline/attribution_rules.yaml].",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def ingest_cmd(
+    paths: Paths,
+    billing: tuple[Path, ...],
+    more_billing: tuple[Path, ...],
+    usage: Path | None,
+    labor: Path | None,
+    report: Path | None,
+    warehouse: Path | None,
+    rules: Path | None,
+    no_progress: bool,
+) -> None:
+    """Load billing exports (and usage, labor) into the warehouse, exactly and idempotently.
+
+    A restated export replaces its billing period; a file already ingested is skipped; any bad file
+    leaves the warehouse untouched (exit code 2).
+    """
+    from pipeline.errors import InputError
+    from pipeline.ingest import IngestConfig, ingest
+
+    all_billing = tuple(billing) + tuple(more_billing)
+    if more_billing and not billing:
+        raise InputError(
+            "paths given without --billing", fix="write: phasecast ingest --billing PATH [PATH ...]"
+        )
+    cfg = IngestConfig(
+        billing=all_billing,
+        warehouse=warehouse or paths.warehouse,
+        usage=usage,
+        labor=labor,
+        rules=rules,
+        report=report,
+        progress=not no_progress,
+    )
+    rep = ingest(cfg)
+    done = [f for f in rep.files if f.status != "unchanged"]
+    skipped = len(rep.files) - len(done)
+    click.echo(
+        f"ingested {len(done)} file(s), {rep.rows:,} billing rows into {cfg.warehouse} "
+        f"in {rep.seconds:.2f}s ({skipped} unchanged, skipped)"
+    )
+    for cur, cols in sorted(rep.warehouse_totals.items()):
+        click.echo(
+            f"  {cur}: "
+            + ", ".join(f"{c} {v:,.2f}" for c, v in cols.items())
+            + " (billing periods touched)"
+        )
+
+
+@cli.command("series")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Months before this date's month are complete [default: the day after the last charge].",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for monthly.csv, daily.csv, partial.csv [default: HOME/outputs/series].",
+)
+@click.option(
+    "--cost",
+    "cost",
+    type=click.Choice(["EffectiveCost", "BilledCost", "ListCost"]),
+    default="EffectiveCost",
+    show_default=True,
+    help="Which FOCUS cost column to forecast.",
+)
+@click.option(
+    "--currency", help="Currency to build (needed only when the warehouse holds several)."
+)
+@click.option("--team", "include_team", is_flag=True, help="Add a <phase>/<category>/<team> level.")
+@click.option("--warehouse", type=_FILE, help="DuckDB file [default: HOME/data/phasecast.duckdb].")
+@click.pass_obj
+def series_cmd(
+    paths: Paths,
+    as_of,
+    output: Path | None,
+    cost: str,
+    currency: str | None,
+    include_team: bool,
+    warehouse: Path | None,
+) -> None:
+    """Write the forecasting series (long unique_id, ds, y) built from the warehouse."""
+    from pipeline.series import build_series
+
+    frames = build_series(
+        warehouse or paths.warehouse,
+        as_of=as_of.date() if as_of else None,
+        cost_column=cost,
+        include_team=include_team,
+        currency=currency,
+    )
+    out = output or (paths.outputs / "series")
+    written = frames.write(out)
+    click.echo(
+        f"{frames.monthly['unique_id'].nunique()} series, {len(frames.monthly)} monthly rows "
+        f"(complete months before {frames.as_of}, {frames.currency}) -> "
+        + ", ".join(str(p) for p in written)
+    )

@@ -1,0 +1,173 @@
+"""Rolling-origin backtest: every model, several cutoffs, horizons up to 18 months.
+
+Window rule (per series of ``n`` observed months, requested horizon ``H``, ``W`` windows, ``step``):
+
+1. ``min_train = min(24, max(3, ceil(n / 2)))``: at least half the history (at most two years is
+   asked for) stays in every training set;
+2. the backtest horizon is ``h = min(H, n - min_train)``; a series with ``h < 1`` (fewer than 4
+   months) is not backtested (its intervals come from the pooled errors of the other series, or
+   the model's own when there are none);
+3. cutoffs sit ``h``, ``h + step``, ..., ``h + (W - 1) step`` months before the end; a cutoff that
+   would leave fewer than ``min_train`` months is dropped, so short series get fewer windows.
+
+Cutoffs are positions from each series' own end, so series of different lengths and end dates are
+backtested together: window ``k`` fits every model once, on all series cut at their own ``k``-th
+cutoff (a global model such as LightGBM sees them all at once).
+
+A model that raises in a window is replaced there by the analytic baseline (run-rate without a
+plan), and series the model itself handed to a fallback are marked too: the ``fallback`` column
+says which rows are not the model's own forecast, and the metrics keep them (an honest score).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from pipeline.frames import CUTOFF, DS, MEAN, MODEL, UID, Y, hi_col, lo_col
+from pipeline.metrics import scale_of
+from pipeline.models.base import Forecaster
+
+log = logging.getLogger(__name__)
+
+H = "h"
+SIGMA = "sigma"
+SCALE = "scale"
+WINDOW = "window"
+FALLBACK = "fallback"
+
+ModelFactory = Callable[[str], Forecaster]
+_Z80 = float(norm.ppf(0.9))
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    horizon: int = 18
+    n_windows: int = 3
+    step: int = 3
+
+
+def min_train(n: int) -> int:
+    return min(24, max(3, math.ceil(n / 2)))
+
+
+def plan_windows(lengths: pd.Series, spec: WindowSpec) -> pd.DataFrame:
+    """``unique_id, window, train_len, h`` for every backtest window of every series
+    (``lengths``: observed months per series, indexed by unique_id)."""
+    rows = []
+    for uid, n in lengths.items():
+        n = int(n)
+        mt = min_train(n)
+        h = min(spec.horizon, n - mt)
+        if h < 1:
+            continue
+        for k in range(spec.n_windows):
+            c = n - h - k * spec.step
+            if c < mt:
+                break
+            rows.append((uid, k, c, h))
+    return pd.DataFrame(rows, columns=[UID, WINDOW, "train_len", H])
+
+
+def native_sigma(pred: pd.DataFrame) -> np.ndarray:
+    """The model's own per-step standard deviation, read back from its 80 % interval."""
+    return ((pred[hi_col(80)] - pred[lo_col(80)]).to_numpy(float) / (2.0 * _Z80)).clip(min=0.0)
+
+
+def predict_frame(
+    model: Forecaster, h: int, X_future: pd.DataFrame | None
+) -> pd.DataFrame:
+    """``unique_id, ds, mean, sigma`` from a fitted model (drivers passed only when it uses them)."""
+    xf = X_future if (model.uses_exogenous and X_future is not None) else None
+    pred = model.predict(h, level=(80,), X_future=xf)
+    out = pred[[UID, DS, MEAN]].copy()
+    out[SIGMA] = native_sigma(pred)
+    fb = set(getattr(model, "fallback_ids_", set()) or set())
+    out[FALLBACK] = out[UID].isin(fb)
+    return out
+
+
+def fit_predict(
+    name: str,
+    train: pd.DataFrame,
+    h: int,
+    make: ModelFactory,
+    X_future: pd.DataFrame | None = None,
+    fallback: str = "analytic_baseline",
+) -> tuple[pd.DataFrame, Forecaster, str | None]:
+    """Fit ``name`` and predict ``h``; on any exception use ``fallback`` and say why."""
+    try:
+        model = make(name).fit(train)
+        return predict_frame(model, h, X_future), model, None
+    except Exception as exc:  # a model failing must not sink the run: record and fall back
+        reason = f"fallback: {name} failed ({type(exc).__name__}: {str(exc)[:120]})"
+        log.warning("%s", reason)
+        if name == fallback:
+            raise
+        model = make(fallback).fit(train)
+        out = predict_frame(model, h, None)
+        out[FALLBACK] = True
+        return out, model, reason
+
+
+def truncate(df: pd.DataFrame, train_len: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split each series at its own position: first ``train_len[uid]`` rows train, the rest test."""
+    pos = df.groupby(UID, sort=False).cumcount()
+    keep_len = df[UID].map(train_len)
+    inside = keep_len.notna()
+    train = df[inside & (pos < keep_len)]
+    test = df[inside & (pos >= keep_len)]
+    return train, test
+
+
+def backtest(
+    df: pd.DataFrame,
+    models: Sequence[str],
+    make: ModelFactory,
+    spec: WindowSpec,
+    drivers: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """Rolling-origin forecasts of every model.
+
+    ``df`` is validated, gap-free and sorted, with only observed rows (``y`` not null).
+    Returns the backtest table (``unique_id, cutoff, ds, h, model, y, mean, sigma, scale, window,
+    fallback``; intervals are added by :mod:`pipeline.intervals`) and a list of fallback events.
+    """
+    lengths = df.groupby(UID, sort=False).size()
+    windows = plan_windows(lengths, spec)
+    parts: list[pd.DataFrame] = []
+    events: list[dict[str, object]] = []
+    for k, wdf in windows.groupby(WINDOW, sort=True):
+        train_len = wdf.set_index(UID)["train_len"]
+        h_of = wdf.set_index(UID)[H]
+        train, test = truncate(df, train_len)
+        cut = train.groupby(UID, sort=False)[DS].max()
+        scales = train.groupby(UID, sort=False)[Y].apply(lambda s: scale_of(s.to_numpy()))
+        hmax = int(h_of.max())
+        X_future = test[[UID, DS, *drivers]] if drivers else None
+        for name in models:
+            if progress:
+                progress(f"backtest window {k + 1}: {name}")
+            pred, _, reason = fit_predict(name, train, hmax, make, X_future)
+            if reason:
+                events.append({MODEL: name, WINDOW: int(k), "reason": reason})
+            pred[H] = pred.groupby(UID, sort=False).cumcount() + 1
+            pred = pred[pred[H] <= pred[UID].map(h_of)]
+            pred = pred.merge(test[[UID, DS, Y]], on=[UID, DS], how="inner")
+            pred[MODEL] = name
+            pred[CUTOFF] = pred[UID].map(cut)
+            pred[SCALE] = pred[UID].map(scales)
+            pred[WINDOW] = int(k)
+            parts.append(pred)
+    cols = [UID, CUTOFF, DS, H, MODEL, Y, MEAN, SIGMA, SCALE, WINDOW, FALLBACK]
+    if not parts:
+        return pd.DataFrame(columns=cols), events
+    bt = pd.concat(parts, ignore_index=True)[cols]
+    return bt, events

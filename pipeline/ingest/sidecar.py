@@ -1,0 +1,141 @@
+"""Usage metrics and labor: the two small CSV inputs that sit beside billing.
+
+Usage ``ts,phase,metric,value[,unit][,team]`` is aggregated per day; a file replaces the
+``(day, phase, metric)`` cells it covers. Labor ``month,phase,team,hours,hourly_rate,currency`` is kept
+monthly with ``cost = hours x hourly_rate`` as an exact decimal; a file replaces the months it covers.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipeline.errors import InputError, Problem
+from pipeline.frames import PHASES
+from pipeline.ingest.attribution import sql_str
+from pipeline.ingest.billing import MAX_SHOWN, _numbered, _ordered
+from pipeline.ingest.readers import SourceFile, describe, read_error
+from pipeline.ingest.readers import source_sql as src_sql
+
+USAGE_COLUMNS = ("ts", "phase", "metric", "value")
+LABOR_COLUMNS = ("month", "phase", "team", "hours", "hourly_rate", "currency")
+_PHASES_SQL = ", ".join(sql_str(p) for p in PHASES)
+
+
+def _require(
+    src: SourceFile, schema: dict[str, str], needed: tuple[str, ...], what: str
+) -> dict[str, str]:
+    by_lower = {c.lower(): c for c in schema}
+    missing = [c for c in needed if c not in by_lower]
+    if missing:
+        raise InputError(
+            Problem(f"missing column(s) {missing}; the file has {list(schema)}", str(src.path)),
+            fix=f"a {what} file needs the header {','.join(needed)}",
+        )
+    return {low: '"' + actual.replace('"', '""') + '"' for low, actual in by_lower.items()}
+
+
+def _validate(
+    con: duckdb.DuckDBPyConnection,
+    src: SourceFile,
+    checks: list[tuple[str, str, str, str]],
+    fix: str,
+) -> None:
+    """``checks``: (column, raw expr, ok expr, what it must be). One ordered pass over the file."""
+    proj = ", ".join(
+        f"CAST({raw} AS VARCHAR) AS r{i}, NOT coalesce({ok}, false) AS b{i}"
+        for i, (_, raw, ok, _) in enumerate(checks)
+    )
+    where = " OR ".join(f"b{i}" for i in range(len(checks)))
+    try:
+        (n_bad,) = con.execute(
+            f"SELECT count(*) FROM (SELECT {proj} FROM {src_sql(src)}) WHERE {where}"
+        ).fetchone()  # type: ignore[misc]
+        (n_rows,) = con.execute(f"SELECT count(*) FROM {src_sql(src)}").fetchone()  # type: ignore[misc]
+    except duckdb.Error as exc:
+        raise read_error(src, exc) from None
+    if n_rows == 0:
+        raise InputError(Problem("the file has a header but no data rows", str(src.path)), fix=fix)
+    if not n_bad:
+        return
+    raw_where = " OR ".join(f"NOT coalesce({ok}, false)" for _, _, ok, _ in checks)
+    rows = _ordered(con, _numbered(src, proj, raw_where) + f" LIMIT {MAX_SHOWN}")
+    problems = [Problem(f"{n_bad} row(s) have bad values; the first ones:", str(src.path))]
+    for row in rows:
+        for i, (col, _, _, must) in enumerate(checks):
+            if row[2 + 2 * i]:
+                problems.append(
+                    Problem(f"{row[1 + 2 * i]!r} is not {must}", str(src.path), int(row[0]), col)
+                )
+    raise InputError(problems, fix=fix)
+
+
+def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, object]:
+    c = _require(src, describe(con, src), USAGE_COLUMNS, "usage")
+    unit = c.get("unit", "NULL")
+    team = c.get("team", "NULL")
+    ts = f"CAST(TRY_CAST({c['ts']} AS TIMESTAMPTZ) AS DATE)"
+    value = f"TRY_CAST({c['value']} AS DOUBLE)"
+    phase = f"lower(trim({c['phase']}))"
+    _validate(
+        con,
+        src,
+        [
+            ("ts", c["ts"], f"{ts} IS NOT NULL", "a date or ISO 8601 timestamp"),
+            ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
+            ("metric", c["metric"], f"{c['metric']} IS NOT NULL", "a metric name"),
+            ("value", c["value"], f"{value} IS NOT NULL AND isfinite({value})", "a number"),
+        ],
+        fix="usage rows are ts,phase,metric,value[,unit][,team] with an ISO date, a known phase and a number",
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE usage_stage AS
+        SELECT {ts} AS day, {phase} AS phase, {team} AS team, {c["metric"]} AS metric, any_value({unit}) AS unit,
+               sum({value}) AS value_sum, avg({value}) AS value_mean, min({value}) AS value_min,
+               max({value}) AS value_max, count(*) AS n
+        FROM {src_sql(src)} GROUP BY ALL
+    """)
+    con.execute("""
+        DELETE FROM usage_daily u WHERE EXISTS (
+            SELECT 1 FROM usage_stage s WHERE s.day = u.day AND s.phase = u.phase AND s.metric = u.metric)
+    """)
+    con.execute(f"""
+        INSERT INTO usage_daily SELECT day, phase, team, metric, unit, value_sum, value_mean, value_min,
+               value_max, n, {sql_str(src.sha256)} FROM usage_stage
+    """)
+    (rows, d0, d1) = con.execute("SELECT sum(n), min(day), max(day) FROM usage_stage").fetchone()  # type: ignore[misc]
+    return {"rows": int(rows), "first_day": str(d0), "last_day": str(d1)}
+
+
+def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, object]:
+    c = _require(src, describe(con, src), LABOR_COLUMNS, "labor")
+    m = c["month"]
+    month = f"date_trunc('month', TRY_CAST(CASE WHEN length(trim({m})) = 7 THEN trim({m}) || '-01' ELSE trim({m}) END AS DATE))"
+    hours = f"TRY_CAST({c['hours']} AS DECIMAL(38,12))"
+    rate = f"TRY_CAST({c['hourly_rate']} AS DECIMAL(38,12))"
+    phase = f"lower(trim({c['phase']}))"
+    _validate(
+        con,
+        src,
+        [
+            ("month", m, f"{month} IS NOT NULL", "a month (YYYY-MM or YYYY-MM-DD)"),
+            ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
+            ("hours", c["hours"], f"{hours} IS NOT NULL", "a decimal number"),
+            ("hourly_rate", c["hourly_rate"], f"{rate} IS NOT NULL", "a decimal number"),
+            ("currency", c["currency"], f"{c['currency']} IS NOT NULL", "a currency code"),
+        ],
+        fix="labor rows are month,phase,team,hours,hourly_rate,currency, e.g. 2026-09,operations,sre,320,95.50,USD",
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE labor_stage AS
+        SELECT CAST({month} AS DATE) AS month, {phase} AS phase, {c["team"]} AS team,
+               CAST({hours} AS DECIMAL(38,12)) AS hours, CAST({rate} AS DECIMAL(38,12)) AS hourly_rate,
+               upper(trim({c["currency"]})) AS currency,
+               CAST(CAST({hours} AS DECIMAL(18,6)) * CAST({rate} AS DECIMAL(18,6)) AS DECIMAL(38,12)) AS cost
+        FROM {src_sql(src)}
+    """)
+    con.execute("DELETE FROM labor_monthly WHERE month IN (SELECT DISTINCT month FROM labor_stage)")
+    con.execute(f"INSERT INTO labor_monthly SELECT *, {sql_str(src.sha256)} FROM labor_stage")
+    (rows, m0, m1) = con.execute(
+        "SELECT count(*), min(month), max(month) FROM labor_stage"
+    ).fetchone()  # type: ignore[misc]
+    return {"rows": int(rows), "first_month": str(m0)[:7], "last_month": str(m1)[:7]}

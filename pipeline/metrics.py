@@ -1,0 +1,160 @@
+"""Forecast accuracy: MASE, WAPE, sMAPE, pinball loss, interval coverage and interval score (MSIS).
+
+Definitions follow the M4 competition (Makridakis et al., 2020):
+
+- ``MASE = mean|y - f| / scale``, ``scale = mean|y_t - y_{t-m}|`` over the in-sample history with
+  ``m = 12``; a history of ``m`` months or fewer has no seasonal difference, so ``m = 1`` (naive).
+- ``sMAPE = 200 / h * sum |y - f| / (|y| + |f|)`` (a term with ``y = f = 0`` counts as 0).
+- ``MSIS = mean[(U - L) + 2/a (L - y) 1{y < L} + 2/a (y - U) 1{y > U}] / scale``, ``a = 1 - L/100``.
+- ``WAPE = sum|y - f| / sum|y|`` (not in M4: it is what finance reads, errors as a share of spend).
+- pinball loss of quantile ``q``: ``mean max(q (y - f_q), (q - 1)(y - f_q))``; an interval at level L
+  gives the quantiles ``(1 - L/100)/2`` and ``(1 + L/100)/2``, the mean stands for the median.
+
+When the scale is zero (a constant history) the seasonal-naive MAE cannot scale anything; we fall
+back to the naive (m = 1) MAE, then to the mean absolute level, then to 1, so every series gets a
+finite, positive scale. :func:`scale_of` documents the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y, hi_col, lo_col
+
+SEASON = 12
+
+
+def seasonal_mae(insample: np.ndarray, m: int = SEASON) -> float:
+    """In-sample MAE of the seasonal naive forecast (``m`` falls back to 1 for short histories);
+    ``nan`` when there is nothing to difference."""
+    y = np.asarray(insample, dtype=float)
+    y = y[np.isfinite(y)]
+    if len(y) <= m:
+        m = 1
+    if len(y) <= m:
+        return float("nan")
+    return float(np.mean(np.abs(y[m:] - y[:-m])))
+
+
+def scale_of(insample: np.ndarray, m: int = SEASON) -> float:
+    """The MASE scale with a fallback chain so it is always finite and > 0:
+    seasonal-naive MAE -> naive MAE -> mean |y| -> 1."""
+    y = np.asarray(insample, dtype=float)
+    y = y[np.isfinite(y)]
+    for cand in (seasonal_mae(y, m), seasonal_mae(y, 1)):
+        if np.isfinite(cand) and cand > 0:
+            return cand
+    level = float(np.mean(np.abs(y))) if len(y) else 0.0
+    return level if level > 0 else 1.0
+
+
+def mase(y: np.ndarray, f: np.ndarray, insample: np.ndarray, m: int = SEASON) -> float:
+    return float(np.mean(np.abs(np.asarray(y) - np.asarray(f)))) / scale_of(insample, m)
+
+
+def wape(y: np.ndarray, f: np.ndarray) -> float:
+    y, f = np.asarray(y, dtype=float), np.asarray(f, dtype=float)
+    den = np.sum(np.abs(y))
+    return float(np.sum(np.abs(y - f)) / den) if den > 0 else float("nan")
+
+
+def smape_terms(y: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Per-point sMAPE (x 200), 0 where both are 0."""
+    y, f = np.asarray(y, dtype=float), np.asarray(f, dtype=float)
+    den = np.abs(y) + np.abs(f)
+    num = 200.0 * np.abs(y - f)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def smape(y: np.ndarray, f: np.ndarray) -> float:
+    return float(np.mean(smape_terms(y, f)))
+
+
+def pinball(y: np.ndarray, fq: np.ndarray, q: float) -> float:
+    return float(np.mean(pinball_terms(y, fq, q)))
+
+
+def pinball_terms(y: np.ndarray, fq: np.ndarray, q: float) -> np.ndarray:
+    d = np.asarray(y, dtype=float) - np.asarray(fq, dtype=float)
+    return np.maximum(q * d, (q - 1.0) * d)
+
+
+def coverage(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    y = np.asarray(y, dtype=float)
+    return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
+
+
+def interval_score_terms(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: int) -> np.ndarray:
+    """Unscaled interval score per point (divide by the MASE scale for MSIS)."""
+    a = 1.0 - level / 100.0
+    y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
+    return (hi - lo) + (2.0 / a) * (lo - y) * (y < lo) + (2.0 / a) * (y - hi) * (y > hi)
+
+
+def msis(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, insample: np.ndarray, level: int = 95, m: int = SEASON) -> float:
+    return float(np.mean(interval_score_terms(y, lo, hi, level))) / scale_of(insample, m)
+
+
+def quantile_levels(levels: Sequence[int]) -> list[tuple[str, float]]:
+    """``(column, quantile)`` for every interval bound plus the mean as the median."""
+    out: list[tuple[str, float]] = [(MEAN, 0.5)]
+    for lv in levels:
+        a = 1.0 - lv / 100.0
+        out += [(lo_col(lv), a / 2.0), (hi_col(lv), 1.0 - a / 2.0)]
+    return out
+
+
+# --- tables ----------------------------------------------------------------
+
+
+def add_point_terms(bt: pd.DataFrame, levels: Sequence[int]) -> pd.DataFrame:
+    """Per-row error terms of a backtest (or hold-out) table that already carries ``scale``
+    (the in-sample MASE scale at that row's cutoff): the building blocks every summary averages."""
+    out = bt.copy()
+    y, f, s = out[Y].to_numpy(float), out[MEAN].to_numpy(float), out["scale"].to_numpy(float)
+    out["_ae"] = np.abs(y - f)
+    out["_absy"] = np.abs(y)
+    out["_mase"] = out["_ae"] / s
+    out["_smape"] = smape_terms(y, f)
+    qs = quantile_levels([lv for lv in levels if lo_col(lv) in out.columns])
+    out["_pinball"] = np.mean([pinball_terms(y, out[c].to_numpy(float), q) for c, q in qs], axis=0) / s
+    for lv in levels:
+        lo, hi = lo_col(lv), hi_col(lv)
+        if lo in out.columns:
+            out[f"_cov_{lv}"] = ((y >= out[lo].to_numpy(float)) & (y <= out[hi].to_numpy(float))).astype(float)
+            out[f"_msis_{lv}"] = interval_score_terms(y, out[lo], out[hi], lv) / s
+    return out
+
+
+def summarize(bt: pd.DataFrame, levels: Sequence[int], by: Sequence[str] = (MODEL,)) -> pd.DataFrame:
+    """Metrics per group: MASE, WAPE, sMAPE, scaled pinball, coverage_L, MSIS_L, n.
+
+    MASE, sMAPE, pinball and MSIS are first averaged per series and cutoff (one forecast), then
+    over forecasts, so long windows do not outweigh short ones (the M4 convention); WAPE pools the
+    group's absolute errors over its absolute actuals; coverage is the share of points inside.
+    """
+    t = add_point_terms(bt, levels)
+    keys = [k for k in (UID, CUTOFF) if k in t.columns]
+    per_cols = ["_mase", "_smape", "_pinball"] + [c for c in t.columns if c.startswith("_msis_")]
+    group = list(by)
+    if keys and not set(keys) <= set(group):
+        per = t.groupby(group + [k for k in keys if k not in group], dropna=False)[per_cols].mean()
+        agg = per.groupby(level=list(range(len(group))), dropna=False).mean()
+    else:
+        agg = t.groupby(group, dropna=False)[per_cols].mean()
+    sums = t.groupby(group, dropna=False)[["_ae", "_absy"]].sum()
+    cov = t.groupby(group, dropna=False)[[c for c in t.columns if c.startswith("_cov_")]].mean()
+    out = pd.DataFrame(index=agg.index)
+    out["MASE"] = agg["_mase"]
+    out["WAPE"] = sums["_ae"] / sums["_absy"].where(sums["_absy"] > 0)
+    out["sMAPE"] = agg["_smape"]
+    out["pinball"] = agg["_pinball"]
+    for lv in levels:
+        if f"_cov_{lv}" in cov.columns:
+            out[f"coverage_{lv}"] = cov[f"_cov_{lv}"]
+            out[f"MSIS_{lv}"] = agg[f"_msis_{lv}"]
+    out["n"] = t.groupby(group, dropna=False).size()
+    return out.reset_index()

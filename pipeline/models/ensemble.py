@@ -1,0 +1,131 @@
+"""The combination model: a weighted mean of member forecasts.
+
+Choice, and why: the M4 competition's lesson is that simple combinations of ETS, Theta and
+ARIMA-type forecasts beat the single methods (the median or mean of SES/Holt/damped was already
+near the top), and that weights fitted per series from a few holdout windows mostly add noise.
+So the weights are *global* (one per member, shared by all series): the inverse of each member's
+backtest MASE pooled over every series and window, after trimming members more than ``trim``
+times worse than the best one. A few parameters estimated from thousands of errors do not
+over-fit. Without backtest weights (``weights=None``), the members are averaged equally.
+
+Per-series choice between this combination and the single models happens in the forecasting
+job (:mod:`pipeline.forecast`), from the same backtest.
+
+The combined sigma is the weighted mean of the members' sigmas (a conservative upper bound of the
+sd of a combination of correlated forecasts); intervals are recalibrated on the backtest anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.frames import DS, MEAN, UID
+from pipeline.models.base import Forecaster, SeriesForecast
+
+DEFAULT_MEMBERS: tuple[str, ...] = ("ets", "theta", "sarimax", "lightgbm")
+
+
+def inverse_error_weights(errors: Mapping[str, float], trim: float = 1.25) -> dict[str, float]:
+    """Weights proportional to ``1 / error`` over members within ``trim`` x the best error
+    (non-finite errors are dropped); they sum to 1."""
+    ok = {k: float(v) for k, v in errors.items() if np.isfinite(v) and v > 0}
+    if not ok:
+        return {}
+    best = min(ok.values())
+    kept = {k: 1.0 / v for k, v in ok.items() if v <= trim * best}
+    total = sum(kept.values())
+    return {k: v / total for k, v in kept.items()}
+
+
+def combine(means: Sequence[np.ndarray], sigmas: Sequence[np.ndarray], weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    mean = sum(wi * m for wi, m in zip(w, means, strict=True))
+    sigma = sum(wi * s for wi, s in zip(w, sigmas, strict=True))
+    return np.asarray(mean), np.asarray(sigma)
+
+
+class Ensemble(Forecaster):
+    """Weighted mean of member models (fitted on the same frame)."""
+
+    name = "ensemble"
+    uses_exogenous = True  # passes drivers on to the members that use them
+
+    def __init__(self, members: tuple[str, ...] = DEFAULT_MEMBERS, weights: dict[str, float] | None = None) -> None:
+        self.members = members
+        self.weights = weights
+
+    @classmethod
+    def from_fitted(cls, members: Mapping[str, Forecaster], weights: Mapping[str, float]) -> Ensemble:
+        """An ensemble over already-fitted members (the job fits each model once)."""
+        names = tuple(n for n in weights if n in members)
+        ens = cls(members=names, weights={n: float(weights[n]) for n in names})
+        first = members[names[0]]
+        ens.ids_ = first.ids_
+        ens.last_ds_ = first.last_ds_
+        ens.fallback_ids_ = set()
+        ens.members_ = {n: members[n] for n in names}
+        ens.failed_members_ = {}
+        ens.is_fitted_ = True
+        return ens
+
+    def _fit(self, df: pd.DataFrame) -> None:
+        from pipeline.models import make_model
+
+        self.members_: dict[str, Forecaster] = {}
+        self.failed_members_: dict[str, str] = {}
+        for name in self.members:
+            try:
+                self.members_[name] = make_model(name).fit(df)
+            except Exception as exc:  # a member that cannot fit leaves the combination, recorded
+                self.failed_members_[name] = f"{type(exc).__name__}: {exc}"
+        if not self.members_:
+            raise RuntimeError(f"no ensemble member could be fitted: {self.failed_members_}")
+
+    def _predict(self, h: int, X_future: pd.DataFrame | None) -> SeriesForecast:
+        from pipeline.backtest import native_sigma
+
+        key = pd.MultiIndex.from_arrays([np.repeat(self.ids_, h), np.tile(np.arange(h), len(self.ids_))])
+        means, sigmas, ws = [], [], []
+        for name, model in self.members_.items():
+            xf = X_future if model.uses_exogenous else None
+            pred = model.predict(h, level=(80,), X_future=xf)
+            step = pred.groupby(UID, sort=False).cumcount().to_numpy()
+            idx = pd.MultiIndex.from_arrays([pred[UID].to_numpy(), step])
+            m = pd.Series(pred[MEAN].to_numpy(float), index=idx).reindex(key).to_numpy()
+            s = pd.Series(native_sigma(pred), index=idx).reindex(key).to_numpy()
+            means.append(m.reshape(len(self.ids_), h))
+            sigmas.append(s.reshape(len(self.ids_), h))
+            ws.append(1.0 if self.weights is None else float(self.weights.get(name, 0.0)))
+            self.fallback_ids_ |= set(getattr(model, "fallback_ids_", set()) or set())
+        if sum(ws) <= 0:
+            ws = [1.0] * len(ws)
+        mean, sigma = combine(means, sigmas, ws)
+        return SeriesForecast(mean, sigma)
+
+
+def combine_backtest(bt: pd.DataFrame, weights: Mapping[str, float], name: str = "ensemble") -> pd.DataFrame:
+    """The combination's backtest rows from its members' rows (same series, cutoff and month)."""
+    from pipeline.backtest import FALLBACK, SIGMA
+    from pipeline.frames import CUTOFF, MODEL
+
+    members = [m for m in weights if weights[m] > 0]
+    sub = bt[bt[MODEL].isin(members)].copy()
+    if sub.empty:
+        return sub
+    sub["_w"] = sub[MODEL].map(weights).astype(float)
+    sub["_wm"] = sub["_w"] * sub[MEAN]
+    sub["_ws"] = sub["_w"] * sub[SIGMA]
+    keys = [UID, CUTOFF, DS]
+    g = sub.groupby(keys, sort=False)
+    out = g[["_wm", "_ws", "_w"]].sum()
+    first = g[[c for c in sub.columns if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK, "_w", "_wm", "_ws")]].first()
+    res = first.join(out).reset_index()
+    res[MEAN] = res["_wm"] / res["_w"]
+    res[SIGMA] = res["_ws"] / res["_w"]
+    res[FALLBACK] = g[FALLBACK].any().to_numpy()
+    res[MODEL] = name
+    return res[bt.columns]

@@ -1,0 +1,322 @@
+"""statsmodels forecasters, fitted one series at a time: AutoETS, Theta, SARIMAX.
+
+They share :class:`PerSeriesForecaster`: ``_fit`` maps a per-series fit over the series through
+:func:`pipeline.parallel.map_series` (serial, processes or a Dask cluster), and any series whose
+fit fails, is too short, or is constant falls back to the analytic baseline's run-rate. Fallbacks
+are recorded in ``fallback_ids_`` (never silent) and the forecast is never NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from features.drivers import driver_columns
+from pipeline.frames import DS, UID, Y
+from pipeline.models.base import Forecaster, SeriesForecast
+from pipeline.models.baseline import run_rate, run_rate_sigma
+from pipeline.parallel import map_series
+
+SEASON = 12
+_Z95 = float(norm.ppf(0.975))
+
+
+@dataclass
+class SeriesState:
+    """What one series' fit leaves behind: the statsmodels results, or None after a fallback."""
+
+    uid: str
+    y: np.ndarray
+    result: Any = None
+    spec: str = "fallback"
+    x_last: np.ndarray | None = None
+    exog_keep: np.ndarray | None = None
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """statsmodels warns on every hard series (convergence, frequency); fallbacks record those.
+    BLAS is held to one thread: these fits are tiny, and multi-threaded BLAS on busy cores spins
+    (measured: 10x slower ETS, 100x slower Theta at load 8 on 2 cores)."""
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _is_constant(y: np.ndarray) -> bool:
+    return bool(np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())))
+
+
+def _pd(y: np.ndarray) -> pd.Series:
+    # statsmodels' ETS prediction needs a pandas index; a monthly one also sets the period
+    return pd.Series(y, index=pd.period_range("2000-01", periods=len(y), freq="M"))
+
+
+class PerSeriesForecaster(Forecaster):
+    """Per-series fitting with a run-rate fallback; subclasses fill in ``_fit_one`` / ``_forecast_one``."""
+
+    min_length: int = 4
+    executor: str
+    n_jobs: int
+
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+        raise NotImplementedError
+
+    def _forecast_one(
+        self, state: SeriesState, h: int, X_future: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _safe_fit(self, item: tuple[str, np.ndarray, np.ndarray | None]) -> SeriesState:
+        uid, y, X = item
+        if len(y) < self.min_length or _is_constant(y):
+            return SeriesState(uid, y)
+        try:
+            with _quiet():
+                st = self._fit_one(y, X)
+            st.uid = uid
+            return st
+        except Exception:  # any numerical failure: run-rate fallback, recorded
+            return SeriesState(uid, y)
+
+    def _exog_cols(self, df: pd.DataFrame) -> list[str]:
+        return driver_columns(df) if self.uses_exogenous else []
+
+    def _fit(self, df: pd.DataFrame) -> None:
+        self.exog_cols_ = self._exog_cols(df)
+        items = [
+            (str(uid), g[Y].to_numpy(dtype=float),
+             g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None)
+            for uid, g in df.groupby(UID, sort=False)
+        ]
+        with _quiet():
+            states = map_series(self._safe_fit, items, executor=self.executor, n_jobs=self.n_jobs,
+                                progress=False)
+        self.states_ = {s.uid: s for s in states}
+        self.specs_ = {s.uid: s.spec for s in states}
+        self.fallback_ids_ |= {s.uid for s in states if s.result is None}
+
+    def _future_exog(self, X_future: pd.DataFrame | None, uid: str, h: int) -> np.ndarray | None:
+        if not self.exog_cols_:
+            return None
+        st = self.states_[uid]
+        if X_future is not None and set(self.exog_cols_) <= set(X_future.columns):
+            xf = X_future[X_future[UID].astype(str) == uid].sort_values(DS)[self.exog_cols_]
+            if len(xf) >= h:
+                return xf.to_numpy(dtype=float)[:h]
+        # drivers not given for the future: hold their last known values (documented behaviour)
+        last = st.x_last if st.x_last is not None else np.zeros(len(self.exog_cols_))
+        return np.tile(last, (h, 1))
+
+    def _predict(self, h: int, X_future: pd.DataFrame | None) -> SeriesForecast:
+        n = len(self.ids_)
+        mean, sigma = np.zeros((n, h)), np.zeros((n, h))
+        for i, uid in enumerate(self.ids_):
+            st = self.states_[str(uid)]
+            m = s = None
+            if st.result is not None:
+                try:
+                    with _quiet():
+                        m, s = self._forecast_one(st, h, self._future_exog(X_future, str(uid), h))
+                    if not (np.isfinite(m).all() and np.isfinite(s).all()):
+                        m = s = None
+                except Exception:
+                    m = s = None
+            if m is None or s is None:
+                self.fallback_ids_.add(str(uid))
+                m, s = np.full(h, run_rate(st.y)), run_rate_sigma(st.y, h)
+            mean[i], sigma[i] = m, s
+        return SeriesForecast(mean, sigma)
+
+
+# --- ETS ------------------------------------------------------------------------------------
+def ets_candidates(y: np.ndarray, season_length: int) -> list[tuple[str, str | None, bool, str | None]]:
+    """The handful of (error, trend, damped, seasonal) forms tried, by what the data allows."""
+    n = len(y)
+    cands: list[tuple[str, str | None, bool, str | None]] = [("add", None, False, None)]
+    if n >= 6:
+        cands += [("add", "add", False, None), ("add", "add", True, None)]
+    if season_length > 1 and n >= 2 * season_length + 3:
+        cands += [("add", None, False, "add"), ("add", "add", True, "add")]
+        if (y > 0).all():
+            cands += [("mul", None, False, "mul"), ("mul", "add", True, "mul")]
+    return cands
+
+
+def _code(c: tuple[str, str | None, bool, str | None]) -> str:
+    e, t, d, s = c
+    return "ETS(" + ",".join([e[0].upper(), ("N" if t is None else "A" + ("d" if d else "")),
+                             "N" if s is None else s[0].upper()]) + ")"
+
+
+class AutoETS(PerSeriesForecaster):
+    """ETS with error, trend (none / additive / damped) and seasonality (none / additive /
+    multiplicative, period 12 once there are two full seasons and a quarter) chosen by AICc among a
+    handful of candidate forms (statsmodels ``ETSModel``). Sigma per step from the model's own
+    forecast variance (analytic for additive forms, simulated for multiplicative ones); sample paths
+    are simulated from the fitted model."""
+
+    name = "ets"
+
+    def __init__(self, season_length: int = SEASON, maxiter: int = 60, executor: str = "serial",
+                 n_jobs: int = 2) -> None:
+        self.season_length = season_length
+        self.maxiter = maxiter
+        self.executor = executor
+        self.n_jobs = n_jobs
+
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+        from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+        ys = _pd(y)
+        best, best_aicc, best_c = None, np.inf, None
+        for c in ets_candidates(y, self.season_length):
+            e, t, d, s = c
+            try:
+                res = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
+                               seasonal_periods=self.season_length if s else None).fit(
+                    disp=False, maxiter=self.maxiter)
+            except Exception:
+                continue
+            aicc = res.aicc
+            if np.isfinite(aicc) and aicc < best_aicc:
+                best, best_aicc, best_c = res, aicc, c
+        if best is None or best_c is None:
+            raise RuntimeError("no ETS form could be fitted")
+        return SeriesState("", y, best, _code(best_c))
+
+    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        res = state.result
+        n = len(state.y)
+        pred = res.get_prediction(start=n, end=n + h - 1, simulate_repetitions=300, rng=np.random.default_rng(0))
+        return np.asarray(pred.predicted_mean, dtype=float), np.sqrt(np.asarray(pred.forecast_variance, dtype=float))
+
+    def _sample_errors(self, fc: SeriesForecast, n_paths: int, rng: np.random.Generator) -> np.ndarray:
+        """Paths simulated from each fitted ETS (errors relative to the point forecast)."""
+        base = super()._sample_errors(fc, n_paths, rng)
+        h = fc.mean.shape[1]
+        for i, uid in enumerate(self.ids_):
+            st = self.states_[str(uid)]
+            if st.result is None or str(uid) in self.fallback_ids_:
+                continue
+            try:
+                with _quiet():
+                    sims = st.result.simulate(nsimulations=h, repetitions=n_paths, anchor="end",
+                                              rng=np.random.default_rng(int(rng.integers(2**31 - 1))))
+                paths = np.asarray(sims, dtype=float).reshape(h, n_paths).T
+                if np.isfinite(paths).all():
+                    base[i] = paths - fc.mean[i][None, :]
+            except Exception:  # keep the Gaussian paths for this series
+                pass
+        return base
+
+
+# --- Theta ----------------------------------------------------------------------------------
+class Theta(PerSeriesForecaster):
+    """The standard Theta method (Assimakopoulos & Nikolopoulos; as in M3/M4): SES with drift of
+    half the linear-trend slope, on data seasonally adjusted by classical multiplicative
+    decomposition when the lag-12 autocorrelation is significant at 90 % (additive when the series
+    is not positive). statsmodels ``ThetaModel``; its prediction intervals give sigma."""
+
+    name = "theta"
+    min_length = 4
+
+    def __init__(self, season_length: int = SEASON, executor: str = "serial", n_jobs: int = 2) -> None:
+        self.season_length = season_length
+        self.executor = executor
+        self.n_jobs = n_jobs
+
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+        from statsmodels.tsa.forecasting.theta import ThetaModel
+
+        m = self.season_length
+        seasonal = m > 1 and len(y) >= 2 * m
+        res = ThetaModel(_pd(y), period=m if seasonal else 1, deseasonalize=seasonal,
+                         use_test=True, method="auto").fit(disp=False)
+        return SeriesState("", y, res, "theta")
+
+    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        res = state.result
+        mean = np.asarray(res.forecast(h), dtype=float)
+        pi = res.prediction_intervals(h, alpha=0.05)
+        sigma = (np.asarray(pi["upper"], dtype=float) - np.asarray(pi["lower"], dtype=float)) / (2 * _Z95)
+        # Theta's interval comes from the SES on the adjusted series; never narrower than 1-step
+        return mean, np.maximum.accumulate(sigma)
+
+
+# --- SARIMAX --------------------------------------------------------------------------------
+def seasonal_difference_needed(y: np.ndarray, m: int) -> bool:
+    """Seasonal differencing when the lag-m autocorrelation of the first differences is
+    significant at 90 % and there are three full seasons."""
+    if m <= 1 or len(y) < 3 * m:
+        return False
+    d = np.diff(y)
+    d = d - d.mean()
+    denom = float(d @ d)
+    if denom <= 0:
+        return False
+    r = float(d[m:] @ d[:-m]) / denom
+    return abs(r) > 1.645 / np.sqrt(len(d))
+
+
+class Sarimax(PerSeriesForecaster):
+    """(S)ARIMA(X) with a small order search by AIC: d = 1, (p, q) in (0,1), (1,0), (1,1); seasonal
+    (0,1,1)12 when the series has three seasons and a significant seasonal autocorrelation.
+    Drivers are the frame's extra numeric columns (future values from ``X_future``; held at their
+    last value when not given). Without drivers it is plain SARIMA."""
+
+    name = "sarimax"
+    uses_exogenous = True
+    min_length = 6
+
+    def __init__(self, season_length: int = SEASON, orders: Sequence[tuple[int, int, int]] = ((0, 1, 1), (1, 1, 0), (1, 1, 1)),
+                 maxiter: int = 50, executor: str = "serial", n_jobs: int = 2) -> None:
+        self.season_length = season_length
+        self.orders = orders
+        self.maxiter = maxiter
+        self.executor = executor
+        self.n_jobs = n_jobs
+
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        m = self.season_length
+        seas = (0, 1, 1, m) if seasonal_difference_needed(y, m) else (0, 0, 0, 0)
+        exog, keep = None, None
+        if X is not None and X.shape[1]:
+            keep = np.ptp(X, axis=0) > 0  # a constant driver only duplicates the level
+            exog = X[:, keep] if keep.any() else None
+        best, best_aic, best_o = None, np.inf, None
+        for order in self.orders:
+            try:
+                res = SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
+                              enforce_stationarity=False, enforce_invertibility=False).fit(
+                    disp=False, maxiter=self.maxiter, method="lbfgs")
+            except Exception:
+                continue
+            if np.isfinite(res.aic) and res.aic < best_aic:
+                best, best_aic, best_o = res, res.aic, order
+        if best is None:
+            raise RuntimeError("no SARIMAX order could be fitted")
+        st = SeriesState("", y, best, f"SARIMA{best_o}{seas[:3]}" + ("X" if exog is not None else ""))
+        st.x_last = X[-1] if X is not None and len(X) else None
+        st.exog_keep = keep if exog is not None else None
+        return st
+
+    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        keep = state.exog_keep
+        exog = X_future[:, keep] if keep is not None and X_future is not None else None
+        fc = state.result.get_forecast(h, exog=exog)
+        return np.asarray(fc.predicted_mean, dtype=float), np.asarray(fc.se_mean, dtype=float)

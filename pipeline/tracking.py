@@ -1,0 +1,668 @@
+"""MLflow at the edge: the ONLY module that imports mlflow (models and features never do).
+
+What a monthly run leaves in MLflow
+-----------------------------------
+* an experiment per job kind (``phasecast/monthly``; :func:`experiment_name`), whose artifacts go
+  under ``Paths.artifact_root`` with the default SQLite store, or to the server's artifact store
+  when ``MLFLOW_TRACKING_URI`` (read by the CLI only) points at a tracking server;
+* a run per as-of date, named by it, with params (configuration, data window, input checksums),
+  metrics (backtest per model and level, champion decisions), the output tables, report and plots
+  as artifacts, and tags (git commit, package versions, fingerprint);
+* every model (the analytic baseline included) logged and registered as a version of
+  ``phasecast-<model>``, plus the published per-series selection as ``phasecast-forecaster``.
+
+How a model is logged
+---------------------
+The registered version is a pyfunc **defined from code** (MLflow "models from code": a three-line
+code file that instantiates :class:`PhasecastPyfunc`), never a pickled Python object. Its artifacts:
+
+* ``spec.json``: role, model name, hyperparameters (as given to ``__init__``), horizon, levels,
+  the forecast configuration and how the state is stored;
+* ``series.parquet``: the exact training frame; ``plan.yaml`` when the baseline used a plan;
+* ``state/``: the fitted state (every attribute ending in ``_``) as data: numpy arrays in
+  ``arrays.npz``, the rest in ``state.json``, a LightGBM booster through the native
+  ``mlflow.lightgbm`` flavor. The state is restored into ``cls(**params)`` without re-fitting, and
+  checked at log time: restored state must re-forecast the logged forecast bit for bit. A model whose
+  state cannot be written as data (statsmodels results objects) is stored as ``refit``: the pyfunc
+  re-fits it deterministically on ``series.parquet`` at load time;
+* ``forecast.parquet``: the forecast that was published, what ``phasecast reproduce`` compares to.
+
+Native objects are also logged with their own flavor beside the pyfunc: the LightGBM booster with
+``mlflow.lightgbm`` and a statsmodels results object (of the ``total`` series) with
+``mlflow.statsmodels``; the registered version's tag ``native_model_uri`` points at them.
+
+Champion and challenger (``decide``)
+------------------------------------
+Scores are the backtest MASE of the role's rows (per series and cutoff first, then the mean; for
+``phasecast-forecaster`` the rows of the model selected for each series). The current champion is
+compared **on the new run's backtest windows**: its configuration (model, hyperparameters, or the
+forecast configuration for the forecaster) is re-run on the new windows of the new data
+(:func:`rescore` is given by the caller), so both numbers come from the same rows. When the champion's
+configuration equals the new one, that re-run *is* the new backtest: the two tie by construction and
+the newer version (same model, newer data) takes over as a refresh. Otherwise the new version becomes
+``champion`` only when its MASE is strictly lower; else it gets ``challenger``. The decision and both
+numbers go on the run (tags and metrics), on the version (tags) and into ``run.json``.
+
+A version whose fingerprint (role configuration + input series + as-of) is already registered is
+reused, not registered again: re-running a month never duplicates registry versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+MODEL_PREFIX = "phasecast-"
+FORECASTER = "forecaster"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+SCORE_METRIC = "MASE"
+PIP_REQUIREMENTS = ["phasecast", "mlflow", "pandas", "numpy", "pyarrow", "statsmodels", "lightgbm"]
+PACKAGES = ("phasecast", "mlflow", "numpy", "pandas", "statsmodels", "lightgbm", "duckdb", "scikit-learn")
+
+CODE_FILE = '''"""phasecast forecaster, defined from code (MLflow models-from-code)."""
+import mlflow
+from pipeline.tracking import PhasecastPyfunc
+
+mlflow.models.set_model(PhasecastPyfunc())
+'''
+
+
+# --- configuration ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs and models go. ``artifact_root`` is used for new experiments on a local store
+    (``None`` with a tracking server: the server decides where artifacts live)."""
+
+    tracking_uri: str
+    artifact_root: Path | None = None
+    prefix: str = "phasecast"
+    register: bool = True
+
+    @classmethod
+    def for_paths(cls, paths: Any, env_uri: str | None = None) -> TrackingConfig:
+        """The default store under ``paths.mlflow_dir``, or ``env_uri`` (``MLFLOW_TRACKING_URI``,
+        read by the caller at the edge) when given."""
+        if env_uri:
+            local = env_uri.startswith(("sqlite:", "file:")) or "://" not in env_uri
+            return cls(env_uri, paths.artifact_root if local else None)
+        return cls(paths.tracking_uri, paths.artifact_root)
+
+
+def experiment_name(prefix: str, kind: str) -> str:
+    return f"{prefix}/{kind}"
+
+
+def registered_name(role: str) -> str:
+    return f"{MODEL_PREFIX}{role}"
+
+
+def _prepare_local_store(cfg: TrackingConfig) -> None:
+    if cfg.tracking_uri.startswith("sqlite:///"):
+        Path(cfg.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if cfg.artifact_root is not None:
+        Path(cfg.artifact_root).mkdir(parents=True, exist_ok=True)
+
+
+def checksum_frame(df: pd.DataFrame) -> str:
+    """sha256 of a frame's canonical CSV (sorted rows, full float precision)."""
+    cols = list(df.columns)
+    d = df.sort_values(cols[:2], kind="stable") if len(cols) >= 2 else df
+    buf = d.to_csv(index=False, float_format="%.17g", date_format="%Y-%m-%d").encode()
+    return hashlib.sha256(buf).hexdigest()
+
+
+def checksum_file(path: Path | None) -> str | None:
+    if path is None or not Path(path).exists():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def git_commit(cwd: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+# --- the fitted state, as data ----------------------------------------------------------------
+class _Unencodable(Exception):
+    pass
+
+
+class _StateWriter:
+    """Encode a tree of fitted attributes: arrays to npz, natives to their flavor, the rest JSON."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def enc(self, v: Any, key: str) -> Any:
+        if v is None or isinstance(v, bool | int | str):
+            return v
+        if isinstance(v, float):
+            return {"__float__": repr(v)}
+        if isinstance(v, np.generic):
+            return self.enc(v.item(), key)
+        if isinstance(v, pd.Timestamp):
+            return {"__ts__": v.isoformat()}
+        if isinstance(v, np.ndarray):
+            if v.dtype == object:
+                if all(isinstance(x, str) for x in v.ravel()):
+                    return {"__strarray__": v.tolist(), "shape": list(v.shape)}
+                raise _Unencodable(f"{key}: object array")
+            name = f"a{len(self.arrays)}"
+            self.arrays[name] = v
+            return {"__array__": name}
+        if isinstance(v, pd.DatetimeIndex):
+            return {"__dtindex__": self.enc(v.to_numpy(), key), "freq": v.freqstr}
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise _Unencodable(f"{key}: dict with non-str keys")
+            return {"__dict__": {k: self.enc(x, f"{key}.{k}") for k, x in v.items()}}
+        if isinstance(v, list | tuple | set | frozenset):
+            kind = type(v).__name__
+            items = sorted(v, key=repr) if isinstance(v, set | frozenset) else v
+            return {"__seq__": kind, "items": [self.enc(x, f"{key}[]") for x in items]}
+        if type(v).__module__.startswith("lightgbm") and type(v).__name__ == "Booster":
+            rel = f"native_{len(self.arrays)}_{abs(hash(key)) % 10**8}"
+            self.arrays[rel + "_marker"] = np.zeros(0)
+            mlflow.lightgbm.save_model(v, str(self.folder / rel), pip_requirements=["lightgbm"])
+            return {"__lightgbm__": rel}
+        raise _Unencodable(f"{key}: {type(v).__name__}")
+
+    def close(self, tree: dict[str, Any]) -> None:
+        np.savez(self.folder / "arrays.npz", **self.arrays)  # type: ignore[arg-type]
+        (self.folder / "state.json").write_text(json.dumps(tree, indent=1, sort_keys=True))
+
+
+def _dec(v: Any, folder: Path, arrays: Any) -> Any:
+    if not isinstance(v, dict):
+        return v
+    if "__float__" in v:
+        return float(v["__float__"])
+    if "__ts__" in v:
+        return pd.Timestamp(v["__ts__"])
+    if "__array__" in v:
+        return arrays[v["__array__"]]
+    if "__strarray__" in v:
+        return np.array(v["__strarray__"], dtype=object).reshape(v["shape"])
+    if "__dtindex__" in v:
+        return pd.DatetimeIndex(_dec(v["__dtindex__"], folder, arrays), freq=v["freq"])
+    if "__dict__" in v:
+        return {k: _dec(x, folder, arrays) for k, x in v["__dict__"].items()}
+    if "__seq__" in v:
+        items = [_dec(x, folder, arrays) for x in v["items"]]
+        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[v["__seq__"]](items)
+    if "__lightgbm__" in v:
+        return mlflow.lightgbm.load_model(str(folder / v["__lightgbm__"]))
+    raise ValueError(f"unknown state entry {sorted(v)}")
+
+
+def fitted_attrs(model: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def write_state(model: Any, folder: Path) -> None:
+    """The fitted attributes of ``model`` as data in ``folder`` (raises ``_Unencodable``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    w = _StateWriter(folder)
+    tree = {k: w.enc(v, k) for k, v in fitted_attrs(model).items()}
+    w.close(tree)
+
+
+def read_state(model: Any, folder: Path) -> Any:
+    tree = json.loads((folder / "state.json").read_text())
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, v in tree.items():
+        setattr(model, k, _dec(v, folder, arrays))
+    return model
+
+
+def encode_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as JSON; a plan becomes a reference to the ``plan.yaml`` artifact."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if type(v).__name__ == "Plan":
+            out[k] = {"__plan__": "plan.yaml"}
+        elif isinstance(v, tuple):
+            out[k] = {"__tuple__": list(v)}
+        else:
+            out[k] = v
+    return out
+
+
+def decode_params(params: dict[str, Any], artifacts: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, dict) and "__plan__" in v:
+            from pipeline.plan import load_plan
+
+            out[k] = load_plan(artifacts["plan"])
+        elif isinstance(v, dict) and "__tuple__" in v:
+            out[k] = tuple(v["__tuple__"])
+        else:
+            out[k] = v
+    return out
+
+
+def canonical(df: pd.DataFrame) -> pd.DataFrame:
+    """A frame as it reads back from Parquet (how forecasts are stored and compared)."""
+    buf = io.BytesIO()
+    df.reset_index(drop=True).to_parquet(buf, index=False)
+    buf.seek(0)
+    return pd.read_parquet(buf)
+
+
+def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> tuple[bool, str]:
+    """Exact equality (values, dtypes, order); ``(ok, first difference)``."""
+    a, b = canonical(a), canonical(b)
+    try:
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        return True, ""
+    except AssertionError as exc:
+        return False, str(exc).splitlines()[0] + " " + " ".join(str(exc).splitlines()[1:4])
+
+
+# --- how a spec turns into a forecast (used at log time and at load time alike) ----------------
+def role_forecast(model: Any, spec: dict[str, Any]) -> pd.DataFrame:
+    return model.predict(int(spec["horizon"]), level=tuple(spec["levels"]))
+
+
+def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
+    from pipeline.models import make_model
+
+    model = make_model(spec["model"], **decode_params(spec["params"], artifacts))
+    if spec["state"] == "state":
+        return read_state(model, Path(artifacts["state"]))
+    series = pd.read_parquet(artifacts["series"])
+    return model.fit(series)
+
+
+def pipeline_forecast(spec: dict[str, Any], artifacts: dict[str, str]) -> pd.DataFrame:
+    from pipeline.forecast import ForecastConfig, run_forecast
+    from pipeline.plan import load_plan
+
+    cfg = forecast_config_from(spec["forecast_config"])
+    plan = load_plan(artifacts["plan"]) if "plan" in artifacts else None
+    series = pd.read_parquet(artifacts["series"])
+    assert isinstance(cfg, ForecastConfig)
+    return run_forecast(series, cfg, plan, progress=False).forecast
+
+
+def forecast_config_from(d: dict[str, Any]) -> Any:
+    from pipeline.forecast import ForecastConfig
+
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return ForecastConfig(**kw)
+
+
+class PhasecastPyfunc(mlflow.pyfunc.PythonModel):
+    """A registered phasecast version. ``predict(None or any frame)`` returns its forecast table:
+    the role's model forecast from its restored state, or for ``phasecast-forecaster`` the published
+    selection re-run end to end from the logged series and configuration."""
+
+    def load_context(self, context: Any) -> None:
+        self.artifacts = dict(context.artifacts)
+        self.spec = json.loads(Path(self.artifacts["spec"]).read_text())
+        self.model = None if self.spec["state"] == "pipeline" else build_model(self.spec, self.artifacts)
+
+    def predict(self, context: Any, model_input: Any = None, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if self.spec["state"] == "pipeline":
+            return pipeline_forecast(self.spec, self.artifacts)
+        spec = dict(self.spec)
+        if params and "horizon" in params:
+            spec["horizon"] = int(params["horizon"])
+        return role_forecast(self.model, spec)
+
+
+# --- the tracker --------------------------------------------------------------------------------
+@dataclass
+class VersionRecord:
+    role: str
+    name: str
+    version: str
+    model_uri: str
+    reused: bool
+    state: str
+    score: float | None
+    decision: str = ""
+    alias: str | None = None
+    champion_version: str | None = None
+    champion_score: float | None = None
+    method: str = ""
+    native_model_uri: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class ModelToLog:
+    """Everything needed to log one role: the fitted model (None for the forecaster), its spec,
+    the training series, the published forecast and its backtest score."""
+
+    role: str
+    spec: dict[str, Any]
+    series: pd.DataFrame
+    forecast: pd.DataFrame
+    score: float | None
+    fitted: Any = None
+    plan_path: Path | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+class Tracker:
+    """A thin wrapper over the MLflow client for one tracking configuration."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+        _prepare_local_store(cfg)
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        mlflow.set_registry_uri(cfg.tracking_uri)
+        self.client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+
+    # experiments and runs
+    def experiment_id(self, kind: str) -> str:
+        name = experiment_name(self.cfg.prefix, kind)
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        location = None
+        if self.cfg.artifact_root is not None:
+            location = (Path(self.cfg.artifact_root) / name.replace("/", "-")).resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by someone else
+            exp = self.client.get_experiment_by_name(name)
+            assert exp is not None
+            return exp.experiment_id
+
+    def find_run(self, kind: str, as_of: str, fp: str) -> str | None:
+        """The id of a FINISHED run for ``as_of`` with fingerprint ``fp``, if any."""
+        runs = self.client.search_runs(
+            [self.experiment_id(kind)],
+            filter_string=f"tags.as_of = '{as_of}' and tags.fingerprint = '{fp}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    @contextmanager
+    def run(self, kind: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """Start a run; it ends FINISHED, or FAILED (with the error as a tag) if the block raises."""
+        exp = self.experiment_id(kind)
+        active = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags)
+        run_id = active.info.run_id
+        try:
+            yield run_id
+        except BaseException as exc:
+            self._fail(run_id, exc)
+            raise
+        else:
+            mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+    def _fail(self, run_id: str, exc: BaseException) -> None:
+        try:
+            self.client.set_tag(run_id, "error", f"{type(exc).__name__}: {str(exc)[:4000]}")
+        finally:
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run_id:  # type: ignore[union-attr]
+                mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+            else:
+                self.client.set_terminated(run_id, status="FAILED")
+
+    def record_failure(self, kind: str, run_name: str, tags: dict[str, str], params: dict[str, Any], exc: BaseException) -> str:
+        """A FAILED run for a job that failed before its run started (e.g. a bad inbox file)."""
+        run = self.client.create_run(self.experiment_id(kind), run_name=run_name, tags=tags)
+        for k, v in _flat_params(params).items():
+            self.client.log_param(run.info.run_id, k, v)
+        self.client.set_tag(run.info.run_id, "error", f"{type(exc).__name__}: {str(exc)[:4000]}")
+        self.client.set_terminated(run.info.run_id, status="FAILED")
+        return run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        mlflow.log_params(_flat_params(params))
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        clean = {_metric_key(k): float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        if clean:
+            mlflow.log_metrics(clean)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifacts(str(folder), artifact_path)
+
+    # models
+    def existing_version(self, name: str, fp: str) -> Any:
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return None
+        for v in versions:
+            if v.tags.get("fingerprint") == fp:
+                return v
+        return None
+
+    def champion(self, name: str) -> Any:
+        try:
+            return self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def version_spec(self, name: str, version: str) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/artifacts/spec.json", dst_path=tmp
+            )
+            return json.loads(Path(local).read_text())
+
+    def log_model(self, item: ModelToLog, as_of: str) -> VersionRecord:
+        """Log (or reuse) one role's model version. Returns its record, decision not yet made."""
+        name = registered_name(item.role)
+        fp = item.spec["fingerprint"]
+        old = self.existing_version(name, fp) if self.cfg.register else None
+        if old is not None:
+            log.info("%s: version %s already holds this model and data; not registering again", name, old.version)
+            return VersionRecord(item.role, name, str(old.version), f"models:/{name}/{old.version}", True,
+                                 item.spec["state"], item.score, decision="unchanged (same model and data already registered)")
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            spec = dict(item.spec)
+            artifacts = {"spec": str(root / "spec.json"), "series": str(root / "series.parquet"),
+                         "forecast": str(root / "forecast.parquet")}
+            item.series.to_parquet(artifacts["series"], index=False)
+            canonical(item.forecast).to_parquet(artifacts["forecast"], index=False)
+            if item.plan_path is not None:
+                shutil.copyfile(item.plan_path, root / "plan.yaml")
+                artifacts["plan"] = str(root / "plan.yaml")
+            if item.fitted is not None:
+                spec["state"] = self._write_checked_state(item, root, artifacts)
+                if spec["state"] == "state":
+                    artifacts["state"] = str(root / "state")
+            else:
+                spec["state"] = "pipeline"
+            Path(artifacts["spec"]).write_text(json.dumps(spec, indent=1, sort_keys=True, default=str))
+            code = root / "phasecast_model.py"
+            code.write_text(CODE_FILE)
+            native_uri = self._log_natives(item)
+            info = mlflow.pyfunc.log_model(
+                name=item.role.replace("_", "-"),
+                python_model=str(code),
+                artifacts=artifacts,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=name if self.cfg.register else None,
+                metadata={"role": item.role, "as_of": as_of, "state": spec["state"]},
+            )
+        version = str(info.registered_model_version)
+        tags = {"fingerprint": fp, "as_of": as_of, "state": spec["state"], "role": item.role,
+                "score_" + SCORE_METRIC: "" if item.score is None else repr(item.score), **item.extra_tags}
+        if native_uri:
+            tags["native_model_uri"] = native_uri
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, v)
+        return VersionRecord(item.role, name, version, f"models:/{name}/{version}", False, spec["state"],
+                             item.score, native_model_uri=native_uri)
+
+    def _write_checked_state(self, item: ModelToLog, root: Path, artifacts: dict[str, str]) -> str:
+        """``state`` when the fitted attributes round-trip to the same forecast, else ``refit``."""
+        folder = root / "state"
+        try:
+            write_state(item.fitted, folder)
+            probe = dict(item.spec, state="state")
+            restored = build_model(probe, {**artifacts, "state": str(folder)})
+            ok, why = same_frame(role_forecast(restored, item.spec), item.forecast)
+            if ok:
+                return "state"
+            log.info("%s: restored state does not re-forecast exactly (%s); storing as refit", item.role, why)
+        except _Unencodable as exc:
+            log.info("%s: fitted state is not plain data (%s); storing as refit", item.role, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return "refit"
+
+    def _log_natives(self, item: ModelToLog) -> str | None:
+        """Log native objects (LightGBM booster, a statsmodels results object) with their flavors."""
+        if item.fitted is None:
+            return None
+        attrs = fitted_attrs(item.fitted)
+        flat: list[tuple[str, Any]] = []
+        for k, v in attrs.items():
+            if isinstance(v, dict):
+                pick = v.get("total", next(iter(v.values()), None)) if v else None
+                flat.append((k, pick))
+            else:
+                flat.append((k, v))
+        for k, v in flat:
+            mod = type(v).__module__
+            try:
+                if mod.startswith("lightgbm") and type(v).__name__ == "Booster":
+                    info = mlflow.lightgbm.log_model(v, name=f"{item.role}-booster".replace("_", "-"),
+                                                     pip_requirements=["lightgbm"])
+                    return str(info.model_uri)
+                if mod.startswith("statsmodels") and hasattr(v, "params") and hasattr(v, "predict"):
+                    info = mlflow.statsmodels.log_model(v, name=f"{item.role}-statsmodels".replace("_", "-"),
+                                                        remove_data=True, pip_requirements=["statsmodels"])
+                    return str(info.model_uri)
+            except Exception as exc:  # a native copy is for inspection; the pyfunc is the version
+                log.warning("%s: could not log native %s (%s)", item.role, k, exc)
+        return None
+
+    def decide(self, rec: VersionRecord, new_spec: dict[str, Any],
+               rescore: Callable[[dict[str, Any]], float | None]) -> VersionRecord:
+        """Move ``champion`` to the new version when it wins on the new backtest, else
+        ``challenger`` (see the module docstring). ``rescore(champion_spec)`` returns the champion
+        configuration's MASE on the new backtest windows."""
+        if rec.reused:
+            cur = self.champion(rec.name)
+            rec.alias = CHAMPION if cur is not None and str(cur.version) == rec.version else None
+            return rec
+        cur = self.champion(rec.name)
+        if cur is None:
+            rec.decision, rec.alias, rec.method = "champion: first version of this model", CHAMPION, "first"
+        else:
+            rec.champion_version = str(cur.version)
+            champ_spec = self.version_spec(rec.name, rec.champion_version)
+            if champ_spec.get("config_fingerprint") == new_spec.get("config_fingerprint"):
+                rec.champion_score = rec.score
+                rec.method = "same configuration: the champion re-run on the new windows is this backtest"
+                rec.decision, rec.alias = "champion: refresh (same model and configuration, newer data; equal score on the same backtest)", CHAMPION
+            else:
+                rec.champion_score = rescore(champ_spec)
+                rec.method = "champion configuration re-run on the new backtest windows"
+                new, old = rec.score, rec.champion_score
+                if old is None or (new is not None and new < old):
+                    rec.decision, rec.alias = f"champion: beats version {cur.version} on the same backtest ({SCORE_METRIC} {_fmt(new)} < {_fmt(old)})", CHAMPION
+                else:
+                    rec.decision, rec.alias = f"challenger: does not beat champion version {cur.version} ({SCORE_METRIC} {_fmt(new)} >= {_fmt(old)})", CHALLENGER
+        self.client.set_registered_model_alias(rec.name, rec.alias, rec.version)
+        for k, v in (("decision", rec.decision), ("champion_score_" + SCORE_METRIC, _fmt(rec.champion_score)),
+                     ("compared_with_version", rec.champion_version or "")):
+            self.client.set_model_version_tag(rec.name, rec.version, k, v)
+        return rec
+
+    # reproduction
+    def resolve(self, name: str, alias: str | None, version: int | None) -> Any:
+        if version is not None:
+            return self.client.get_model_version(name, str(version))
+        return self.client.get_model_version_by_alias(name, alias or CHAMPION)
+
+    def reproduce(self, name: str, alias: str | None = None, version: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+        """Load a registered version, re-forecast; ``(reproduced, logged, version)``."""
+        mv = self.resolve(name, alias, version)
+        uri = f"models:/{name}/{mv.version}"
+        model = mlflow.pyfunc.load_model(uri)
+        reproduced = model.predict(pd.DataFrame())
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/artifacts/forecast.parquet", dst_path=tmp)
+            logged = pd.read_parquet(local)
+        return reproduced, logged, mv
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6g}"
+
+
+def _metric_key(k: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in k)
+
+
+def _flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_params(v, key + "."))
+        else:
+            s = json.dumps(v, default=str) if isinstance(v, list | tuple) else str(v)
+            out[key] = s[:6000]
+    return out

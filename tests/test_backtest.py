@@ -1,0 +1,91 @@
+"""Rolling-origin backtest: window rule, no leakage, fallback visible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.backtest import WindowSpec, backtest, plan_windows
+from pipeline.models.base import Forecaster, SeriesForecast, series_arrays
+from pipeline.models.baseline import AnalyticBaseline
+from pipeline.models.naive import SeasonalNaive
+
+
+def frame(lengths: dict[str, int]) -> pd.DataFrame:
+    parts = []
+    for uid, n in lengths.items():
+        ds = pd.date_range(end="2026-10-01", periods=n, freq="MS")
+        parts.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": np.arange(1.0, n + 1) * 10}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_window_rule():
+    w = plan_windows(pd.Series({"long": 48, "mid": 30, "short": 10, "tiny": 3}), WindowSpec(18, 3, 3))
+    got = {u: list(zip(g["train_len"], g["h"], strict=True)) for u, g in w.groupby("unique_id")}
+    assert got["long"] == [(30, 18), (27, 18), (24, 18)]  # min_train 24
+    assert got["mid"] == [(15, 15)]  # min_train 15, h = 30 - 15, the next cutoff would leave 12
+    assert got["short"] == [(5, 5)]
+    assert "tiny" not in got  # 3 months: min_train 3, nothing left to test
+
+
+class Spy(Forecaster):
+    """Records what it was trained on; forecasts the last value."""
+
+    name = "spy"
+    seen: list[pd.Timestamp] = []
+
+    def __init__(self) -> None:
+        pass
+
+    def _fit(self, df):
+        Spy.seen.append(df["ds"].max())
+        self.y_ = series_arrays(df)
+
+    def _predict(self, h, X_future):
+        m = np.array([[self.y_[str(u)][-1]] * h for u in self.ids_])
+        return SeriesForecast(m, np.ones_like(m))
+
+
+class Broken(Spy):
+    name = "broken"
+
+    def _fit(self, df):
+        raise RuntimeError("cannot fit")
+
+
+def make(name):
+    return {"spy": Spy, "broken": Broken, "seasonal_naive": SeasonalNaive, "analytic_baseline": AnalyticBaseline}[name]()
+
+
+def test_no_leakage_and_values():
+    df = frame({"a": 40})
+    Spy.seen = []
+    bt, events = backtest(df, ["spy"], make, WindowSpec(6, 3, 2))
+    assert not events
+    # every forecast starts after its training data and uses only the value at the cutoff
+    for cutoff, g in bt.groupby("cutoff"):
+        assert (g["ds"] > cutoff).all()
+        assert (g["mean"] == df.loc[df["ds"] == cutoff, "y"].item()).all()
+    assert sorted(Spy.seen) == sorted(bt["cutoff"].unique())
+    # 40 months, h 6: cutoffs after 34, 32, 30 months
+    assert sorted(bt.groupby("cutoff").size().tolist()) == [6, 6, 6]
+    assert bt["h"].max() == 6 and bt["scale"].iloc[0] == pytest.approx(120.0)  # seasonal diff of 10*t
+
+
+def test_seasonal_naive_backtest_is_exact():
+    df = frame({"a": 30})
+    bt, _ = backtest(df, ["seasonal_naive"], make, WindowSpec(3, 1, 1))
+    # trained on 27 months (10..270), forecasts y[t-12]: 160, 170, 180
+    np.testing.assert_allclose(bt["mean"], [160, 170, 180])
+    np.testing.assert_allclose(bt["y"], [280, 290, 300])
+
+
+def test_failed_model_falls_back_to_baseline_visibly():
+    df = frame({"a": 30, "b": 20})
+    bt, events = backtest(df, ["broken"], make, WindowSpec(4, 2, 2))
+    assert len(events) == 2 and all("fallback: broken failed" in e["reason"] for e in events)
+    assert bt["fallback"].all() and (bt["model"] == "broken").all()
+    # run-rate of the last 3 months at the cutoff
+    g = bt[(bt["unique_id"] == "a") & (bt["h"] == 1)].sort_values("cutoff").iloc[-1]
+    assert g["mean"] == pytest.approx(np.mean([240.0, 250.0, 260.0]))

@@ -1,0 +1,218 @@
+"""Bad input: one clear InputError naming file, row and column, exit code 2, warehouse untouched."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.errors import EXIT_BAD_INPUT, InputError
+from pipeline.ingest import IngestConfig, content_checksum, ingest
+from tests.test_ingest import V12, row, tags, write_focus
+
+N_BIG = 60_000
+BAD_ROW = 50_000
+
+
+def big_csv(path: Path, bad_col: str | None = None, bad_value: str = "", gz: bool = False) -> Path:
+    """A 60,000-row FOCUS 1.2 export, fast to write; data row 50,000 gets ``bad_col = bad_value``."""
+    template = row(cost="0.125")
+    lines = [",".join(V12)]
+    good = ",".join("NULL" if template[c] is None else str(template[c]) for c in V12)
+    for i in range(1, N_BIG + 1):
+        if i == BAD_ROW and bad_col:
+            lines.append(
+                ",".join(
+                    bad_value
+                    if c == bad_col
+                    else ("NULL" if template[c] is None else str(template[c]))
+                    for c in V12
+                )
+            )
+        else:
+            lines.append(good)
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.fixture()
+def warehouse(tmp_path: Path) -> Path:
+    """A warehouse that already holds one ingested file (so 'unchanged' means something)."""
+    db = tmp_path / "wh.duckdb"
+    ingest(
+        IngestConfig(
+            billing=(write_focus(tmp_path / "ok" / "base.csv", [row("2026-08-05", "42.5")]),),
+            warehouse=db,
+            progress=False,
+        )
+    )
+    return db
+
+
+def file_sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def expect_rejected(
+    db: Path, billing: list[Path], *, row_no: int | None, column: str | None, file: Path, words: str
+) -> InputError:
+    before_content, before_bytes = content_checksum(db), file_sha(db)
+    with pytest.raises(InputError) as ei:
+        ingest(IngestConfig(billing=tuple(billing), warehouse=db, progress=False))
+    err = ei.value
+    assert err.exit_code == EXIT_BAD_INPUT
+    located = [p for p in err.problems if p.file == str(file)]
+    assert located, str(err)
+    if row_no is not None:
+        assert any(p.row == row_no and p.column == column for p in located), str(err)
+    elif column is not None:
+        assert any(p.column == column for p in located) or column in str(err), str(err)
+    assert words.lower() in str(err).lower(), str(err)
+    assert "How to fix:" in str(err)
+    assert content_checksum(db) == before_content
+    assert file_sha(db) == before_bytes
+    return err
+
+
+def test_truncated_gzip(tmp_path: Path, warehouse: Path) -> None:
+    full = big_csv(tmp_path / "full.csv.gz", gz=True)
+    bad = tmp_path / "cut.csv.gz"
+    data = full.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    err = expect_rejected(warehouse, [bad], row_no=None, column=None, file=bad, words="gzip")
+    assert "download or copy it again" in str(err)
+
+
+def test_missing_mandatory_column(tmp_path: Path, warehouse: Path) -> None:
+    f = tmp_path / "nocost.csv"
+    f.write_text("ChargePeriodStart,BillingCurrency\n2026-09-01,USD\n")
+    err = expect_rejected(
+        warehouse, [f], row_no=None, column=None, file=f, words="missing mandatory"
+    )
+    assert "BilledCost" in str(err) and "EffectiveCost" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "words"),
+    [
+        ("ChargePeriodStart", "2026-13-45T00:00:00Z", "as a date"),
+        ("BilledCost", "12,50", "as a decimal"),
+        ("EffectiveCost", "abc", "as a decimal"),
+        ("ListCost", "NULL", "value is required"),
+    ],
+)
+def test_bad_value_at_row_50000(
+    tmp_path: Path, warehouse: Path, column: str, value: str, words: str
+) -> None:
+    f = big_csv(
+        tmp_path / "big.csv", bad_col=column, bad_value=f'"{value}"' if "," in value else value
+    )
+    err = expect_rejected(warehouse, [f], row_no=BAD_ROW, column=column, file=f, words=words)
+    assert "1 row(s)" in str(err)
+
+
+def test_bad_value_in_parquet(tmp_path: Path, warehouse: Path) -> None:
+    rows = [row(cost="1")] * 3 + [row(cost="1", ChargePeriodStart="yesterday")]
+    f = write_focus(tmp_path / "p.parquet", rows)
+    expect_rejected(warehouse, [f], row_no=4, column="ChargePeriodStart", file=f, words="yesterday")
+
+
+def test_empty_file(tmp_path: Path, warehouse: Path) -> None:
+    f = tmp_path / "empty.csv"
+    f.write_bytes(b"")
+    expect_rejected(warehouse, [f], row_no=None, column=None, file=f, words="empty")
+
+
+def test_header_only_file(tmp_path: Path, warehouse: Path) -> None:
+    f = write_focus(tmp_path / "h.csv", [])
+    expect_rejected(warehouse, [f], row_no=None, column=None, file=f, words="no data rows")
+
+
+def test_unknown_phase_tag(tmp_path: Path, warehouse: Path) -> None:
+    rows = [row(Tags=tags(phase="inference"))] * 2 + [row(Tags=tags(phase="serving"))]
+    f = write_focus(tmp_path / "t.csv", rows)
+    err = expect_rejected(
+        warehouse, [f], row_no=3, column="Tags", file=f, words="unknown phase tag 'serving'"
+    )
+    assert "inference" in str(err)  # the fix lists the known phases
+
+
+def test_invalid_tags_json(tmp_path: Path, warehouse: Path) -> None:
+    f = write_focus(tmp_path / "j.csv", [row(), row(Tags="{phase: inference")])
+    expect_rejected(warehouse, [f], row_no=2, column="Tags", file=f, words="not valid JSON")
+
+
+def test_third_file_bad_changes_nothing(tmp_path: Path, warehouse: Path) -> None:
+    files = [write_focus(tmp_path / "in" / f"{i}.csv", [row(f"2026-0{i}-03", "1")]) for i in (1, 2)]
+    bad = write_focus(tmp_path / "in" / "3.csv", [row("2026-03-03", "1"), row("2026-03-04", "x1")])
+    expect_rejected(
+        warehouse, [tmp_path / "in"], row_no=2, column="BilledCost", file=bad, words="'x1'"
+    )
+    # and files 1 and 2 were not recorded as ingested: after fixing file 3 all three go in.
+    write_focus(bad, [row("2026-03-03", "1")])
+    rep = ingest(IngestConfig(billing=(tmp_path / "in",), warehouse=warehouse, progress=False))
+    assert [f.status for f in rep.files] == ["ingested"] * 3 and files
+
+
+def test_bad_labor_row(tmp_path: Path, warehouse: Path) -> None:
+    labor = tmp_path / "labor.csv"
+    labor.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-09,operations,sre,10,90,USD\n"
+        "2026-09,on_call,sre,ten,90,USD\n"
+    )
+    before = content_checksum(warehouse)
+    with pytest.raises(InputError) as ei:
+        ingest(IngestConfig(labor=labor, warehouse=warehouse, progress=False))
+    cols = {(p.row, p.column) for p in ei.value.problems}
+    assert {(2, "phase"), (2, "hours")} <= cols
+    assert content_checksum(warehouse) == before
+
+
+def test_cli_exit_code_2_and_one_message(tmp_path: Path, warehouse: Path) -> None:
+    from pipeline.cli import cli
+
+    f = write_focus(tmp_path / "t.csv", [row(Tags=tags(phase="serving"))])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(tmp_path),
+            "ingest",
+            "--no-progress",
+            "--billing",
+            str(f),
+            "--warehouse",
+            str(warehouse),
+        ],
+    )
+    assert res.exit_code == EXIT_BAD_INPUT
+    out = res.output
+    assert (
+        out.count("phasecast: error:") == 1 and str(f) in out and "row 1" in out and "'Tags'" in out
+    )
+    assert "Traceback" not in out
+    json.dumps(out)  # printable
+
+
+def test_ragged_csv_line(tmp_path: Path, warehouse: Path) -> None:
+    f = write_focus(tmp_path / "r.csv", [row(), row()])
+    lines = f.read_text().splitlines()
+    lines[2] += ",surplus"
+    f.write_text("\n".join(lines) + "\n")
+    err = expect_rejected(
+        warehouse, [f], row_no=None, column=None, file=f, words="malformed CSV line"
+    )
+    assert [p.row for p in err.problems] == [2]
+
+
+def test_ragged_line_at_row_50000(tmp_path: Path, warehouse: Path) -> None:
+    f = big_csv(tmp_path / "rag.csv", bad_col="SkuId", bad_value="SKU1,extra")
+    err = expect_rejected(
+        warehouse, [f], row_no=None, column=None, file=f, words="Expected Number of Columns"
+    )
+    assert [p.row for p in err.problems] == [BAD_ROW]

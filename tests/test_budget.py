@@ -1,0 +1,487 @@
+"""Quarterly budgets and scenarios: period parsing, quantiles of sums, recommendations, and the
+plan edits checked against hand-computed arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.budget import (
+    Period,
+    load_budgets,
+    nice_ceil,
+    parse_period,
+    period_samples,
+    quantiles_of_sums,
+    quarter_table,
+)
+from pipeline.errors import InputError
+from pipeline.plan import plan_from_dict
+from pipeline.scenarios import (
+    add_run,
+    apply_scenario,
+    baseline_by_phase,
+    change_headcount,
+    change_price,
+    load_scenario,
+    quantize,
+    scale_traffic,
+    scenario_deltas,
+    scenario_from_dict,
+)
+
+IDS = ["total", "inference", "pretraining"]
+
+
+def make_history(months: int = 12, start: str = "2026-01-01") -> pd.DataFrame:
+    """Closed months for a three-node hierarchy (total = inference + pretraining)."""
+    ds = pd.date_range(start, periods=months, freq="MS")
+    inf = 100_000.0 + 1_000.0 * np.arange(months)
+    pre = np.full(months, 20_000.0)
+    rows = [
+        (u, d, v)
+        for u, ys in (("inference", inf), ("pretraining", pre), ("total", inf + pre))
+        for d, v in zip(ds, ys, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
+
+
+def make_paths(
+    n_paths: int = 2000, h: int = 6, seed: int = 1, start: str = "2027-01-01"
+) -> tuple[np.ndarray, list[str], pd.DatetimeIndex]:
+    """Coherent paths: independent monthly noise for inference, skewed bursts for pretraining."""
+    rng = np.random.default_rng(seed)
+    inf = 110_000.0 + rng.normal(0, 8_000, (n_paths, h))
+    pre = rng.gamma(2.0, 10_000.0, (n_paths, h))
+    paths = np.stack([inf + pre, inf, pre])
+    return paths, IDS, pd.date_range(start, periods=h, freq="MS")
+
+
+PLAN = {
+    "currency": "USD",
+    "price_book": {
+        "gpu_hour": {
+            "H100": {"on_demand": 4.10, "committed": 2.90},
+            "A10": {"on_demand": 1.10, "committed": 0.80},
+        },
+        "cpu_core_hour": 0.05,
+        "storage_gb_month": 0.02,
+    },
+    "scheduled_runs": [
+        {
+            "name": "ranker",
+            "phase": "pretraining",
+            "gpu": "H100",
+            "gpus": 64,
+            "start": "2026-11-01",
+            "days": 5,
+            "pricing": "committed",
+        }
+    ],
+    "traffic": {
+        "gpu": "A10",
+        "pricing": "committed",
+        "gpu_hours_per_1k_requests": 0.02,
+        "months": {"2027-01": 2.0e8, "2027-02": 1.5e8, "2027-03": 1.8e8},
+    },
+    "headcount": [
+        {
+            "phase": "operations",
+            "team": "sre",
+            "people": 6,
+            "hours_per_month": 160,
+            "hourly_rate": 95,
+            "start": "2026-12",
+        }
+    ],
+}
+Q1 = list(pd.date_range("2027-01-01", periods=3, freq="MS"))
+
+
+# --- periods and budgets ----------------------------------------------------------------------
+def test_parse_period_quarter_month_and_previous() -> None:
+    q = parse_period("2027Q1")
+    assert q.kind == "quarter" and q.label == "2027Q1"
+    assert list(q.months) == Q1
+    assert q.end == pd.Timestamp("2027-03-31")
+    assert parse_period("2027-q4").months[0] == pd.Timestamp("2027-10-01")
+    assert q.previous().label == "2026Q4"
+    m = parse_period("2027-01")
+    assert m.kind == "month" and m.previous().label == "2026-12"
+    for bad in ("2027Q5", "Q1-2027", "2027-13", "soon"):
+        with pytest.raises(InputError):
+            parse_period(bad)
+
+
+def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
+    f = tmp_path / "budgets.csv"
+    f.write_text(
+        "period,phase,amount,currency\n2027Q1,total,1000000,USD\n2027-13,inference,5,USD\n2027-01,trainin,10,USD\n2027-02,total,-3,USD\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_budgets(f)
+    msg = str(e.value)
+    assert "3 problems" in msg
+    assert "row 2" in msg and "'period'" in msg
+    assert "row 3" in msg and "trainin" in msg
+    assert "row 4" in msg and "'amount'" in msg
+    f.write_text(
+        'period,phase,amount,currency\n2027Q1,total,"1,000,000",USD\n2027-01,inference,5000,\n'
+    )
+    b = load_budgets(f)
+    assert b["amount"].tolist() == [1_000_000.0, 5000.0]
+    assert b["currency"].tolist() == ["USD", "USD"]
+
+
+# --- quantiles of sums ------------------------------------------------------------------------
+def _quantile_by_hand(values: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default), written out."""
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def test_quarter_quantiles_are_quantiles_of_sums_not_sums_of_quantiles() -> None:
+    paths, ids, pds = make_paths()
+    t = quarter_table("2027Q1", make_history(), paths, ids, pds).set_index("phase")
+    for phase, i in (("total", 0), ("inference", 1), ("pretraining", 2)):
+        sums = [
+            float(paths[i, j, 0] + paths[i, j, 1] + paths[i, j, 2]) for j in range(paths.shape[1])
+        ]
+        for col, q in (("p50", 0.5), ("p80", 0.8), ("p95", 0.95)):
+            assert t.loc[phase, col] == pytest.approx(_quantile_by_hand(sums, q), rel=1e-12)
+        # summing monthly quantiles overstates upper quantiles when months are not perfectly correlated
+        sum_of_q = sum(np.quantile(paths[i, :, k], 0.95) for k in range(3))
+        assert sum_of_q > t.loc[phase, "p95"] * 1.01
+    assert quantiles_of_sums(paths, [0, 1, 2], (0.8,))[1, 0] == pytest.approx(
+        t.loc["inference", "p80"]
+    )
+
+
+def test_closed_months_count_with_their_actuals() -> None:
+    """A quarter whose first month is closed: actual + sums of the paths' remaining months."""
+    hist = make_history(months=13, start="2026-01-01")  # up to 2027-01
+    paths, ids, pds = make_paths(start="2027-02-01")
+    actual_jan = float(hist[(hist.unique_id == "inference") & (hist.ds == "2027-01-01")].y.iloc[0])
+    actual, rest, totals = period_samples(
+        "inference",
+        parse_period("2027Q1"),
+        {("inference", pd.Timestamp("2027-01-01")): actual_jan},
+        paths,
+        ids,
+        pds,
+    )
+    assert actual == actual_jan == 112_000.0
+    np.testing.assert_allclose(totals, actual_jan + paths[1, :, 0] + paths[1, :, 1])
+    assert rest == pytest.approx(float(np.mean(paths[1, :, 0] + paths[1, :, 1])))
+
+
+def test_missing_months_are_an_input_error() -> None:
+    paths, ids, pds = make_paths(h=2)
+    with pytest.raises(InputError, match="--horizon"):
+        period_samples("total", parse_period("2027Q1"), {}, paths, ids, pds)
+
+
+def test_recommendation_baseline_budget_and_change_vs_last_quarter() -> None:
+    hist = make_history(months=12, start="2026-01-01")  # 2026Q4 closed: inference 109k+110k+111k
+    paths, ids, pds = make_paths()
+    plan = plan_from_dict(PLAN)
+    from pipeline.estimate import estimate_from_plan
+
+    base = estimate_from_plan(plan, "2027-01", 3)
+    budgets = pd.DataFrame(
+        {"period": ["2027Q1"], "phase": ["inference"], "amount": [340_000.0], "currency": ["USD"]}
+    )
+    t = quarter_table(
+        "2027Q1", hist, paths, ids, pds, baseline=base, budgets=budgets, quantile=0.9
+    ).set_index("phase")
+    inf = t.loc["inference"]
+    assert inf["last_quarter"] == "2026Q4"
+    assert inf["last_quarter_actual"] == 109_000 + 110_000 + 111_000
+    assert inf["change_vs_last_quarter"] == pytest.approx(inf["p50"] / 330_000 - 1)
+    sums = paths[1, :, :3].sum(axis=1)
+    assert inf["p_overrun"] == pytest.approx(float(np.mean(sums > 340_000)))
+    assert inf["recommended"] == nice_ceil(float(np.quantile(sums, 0.9)))
+    assert inf["recommended"] >= np.quantile(sums, 0.9)
+    # inference baseline: requests / 1000 x 0.02 GPU-h x $0.80
+    assert inf["plan_estimate"] == pytest.approx((2.0e8 + 1.5e8 + 1.8e8) / 1000 * 0.02 * 0.80)
+    assert np.isnan(inf["baseline"])  # no baseline model rows given
+    bf = pd.DataFrame(
+        {
+            "unique_id": "inference",
+            "ds": pd.date_range("2027-01-01", periods=3, freq="MS"),
+            "mean": [1.0, 2.0, 4.0],
+        }
+    )
+    t2 = quarter_table("2027Q1", hist, paths, ids, pds, baseline_forecast=bf).set_index("phase")
+    assert t2.loc["inference", "baseline"] == 7.0 and np.isnan(t2.loc["total", "baseline"])
+    assert np.isnan(t.loc["pretraining", "budget"])
+
+
+def test_nice_ceil() -> None:
+    assert nice_ceil(636_123.4) == 637_000
+    assert nice_ceil(1234.5) == 1240
+    assert nice_ceil(1000.0) == 1000
+    assert nice_ceil(0.0) == 0.0
+
+
+# --- scenarios --------------------------------------------------------------------------------
+def test_oracle_added_run_adds_gpus_x_hours_x_price() -> None:
+    """256 x H100 for 10 days at $2.90 adds exactly 256 x 240 x 2.90 = 178,176 to the quarter."""
+    plan = plan_from_dict(PLAN)
+    edited = add_run(plan, gpu="H100", gpus=256, days=10, start="2027-02-03", pricing="committed")
+    before, after = baseline_by_phase(plan, Q1), baseline_by_phase(edited, Q1)
+    assert after["pretraining"] - before.get("pretraining", 0.0) == pytest.approx(
+        256 * 240 * 2.90, abs=1e-6
+    )
+    assert 256 * 240 * 2.90 == pytest.approx(178_176.0)
+    assert after["total"] - before["total"] == pytest.approx(178_176.0, abs=1e-6)
+    assert plan.scheduled_runs != edited.scheduled_runs  # pure: the input plan is unchanged
+    assert len(plan.scheduled_runs) == 1
+
+
+def test_oracle_through_scenario_file_and_deltas(tmp_path) -> None:
+    f = tmp_path / "llm.yaml"
+    f.write_text(
+        "name: llm-run\nchanges:\n  - add_run: {gpu: H100, gpus: 256, days: 10, start: 2027-02-03, pricing: committed}\n"
+    )
+    sc = load_scenario(f)
+    d = scenario_deltas(plan_from_dict(PLAN), [sc], Q1, "2027Q1").set_index(["phase"])
+    assert d.loc["pretraining", "delta"] == pytest.approx(178_176.0)
+    assert d.loc["total", "delta"] == pytest.approx(178_176.0)
+    assert d.loc["inference", "delta"] == 0.0
+    assert set(d["source"]) == {"analytic_baseline"}
+
+
+def test_traffic_quantization_price_and_headcount_edits() -> None:
+    plan = plan_from_dict(PLAN)
+    inf_cost = lambda p: baseline_by_phase(p, Q1)["inference"]  # noqa: E731
+    base = inf_cost(plan)
+    per_month = {m: r / 1000 * 0.02 * 0.80 for m, r in plan.traffic.months.items()}
+    # +30 % over the whole of January and the first 14 of February's 28 days (half: +15 %)
+    up = scale_traffic(plan, change=0.30, start="2027-01-01", end="2027-02-14")
+    expected = (
+        per_month[pd.Timestamp("2027-01-01")] * 0.30 + per_month[pd.Timestamp("2027-02-01")] * 0.15
+    )
+    assert inf_cost(up) - base == pytest.approx(expected)
+    down = scale_traffic(plan, change=-0.20, start="2027-03-01", end="2027-03-31")
+    assert inf_cost(down) - base == pytest.approx(-0.20 * per_month[pd.Timestamp("2027-03-01")])
+    # quantization -40 % from 1 March: March inference GPU cost x 0.6
+    q = quantize(plan, cut=0.40, start="2027-03-01")
+    assert inf_cost(q) - base == pytest.approx(-0.40 * per_month[pd.Timestamp("2027-03-01")])
+    # A10 committed 0.80 -> 0.60 from 1 January: inference cost x 0.75
+    pc = change_price(plan, gpu="A10", start="2027-01-01", prices={"committed": 0.60})
+    assert inf_cost(pc) == pytest.approx(base * 0.75)
+    rel = change_price(plan, gpu="A10", start="2027-01-01", change=-0.25)
+    assert inf_cost(rel) == pytest.approx(base * 0.75)
+    # two more SREs from February: 2 x 160 h x $95 for two months
+    hc = change_headcount(plan, phase="operations", team="sre", change=2, start="2027-02")
+    assert baseline_by_phase(hc, Q1)["operations"] - baseline_by_phase(plan, Q1)[
+        "operations"
+    ] == pytest.approx(2 * 160 * 95 * 2)
+
+
+def test_scenario_file_validation_and_fold_order() -> None:
+    with pytest.raises(InputError) as e:
+        scenario_from_dict({"changes": [{"add_rn": {}}, "x", {"traffic": 3}]})
+    assert "3 problems" in str(e.value) and "add_rn" in str(e.value)
+    with pytest.raises(InputError, match="no changes"):
+        scenario_from_dict({"name": "empty"})
+    sc = scenario_from_dict(
+        {
+            "name": "two",
+            "changes": [
+                {"price": {"gpu": "H100", "start": "2027-01-01", "committed": 3.0}},
+                {"add_run": {"gpu": "H100", "gpus": 10, "days": 1, "start": "2027-01-10"}},
+            ],
+        }
+    )
+    edited = apply_scenario(plan_from_dict(PLAN), sc)
+    delta = baseline_by_phase(edited, Q1)["pretraining"] - baseline_by_phase(
+        plan_from_dict(PLAN), Q1
+    ).get("pretraining", 0.0)
+    assert delta == pytest.approx(10 * 24 * 3.0)  # the run is priced at the changed price
+    with pytest.raises(InputError, match="price book"):
+        add_run(plan_from_dict(PLAN), gpu="B200", gpus=8, days=1, start="2027-01-01")
+
+
+def test_period_type_is_frozen() -> None:
+    p = Period("2027-01", (pd.Timestamp("2027-01-01"),))
+    with pytest.raises(AttributeError):
+        p.label = "x"  # type: ignore[misc]
+
+
+# --- the commands, end to end on generated data -----------------------------------------------
+FAST = [
+    "--model",
+    "analytic_baseline",
+    "--model",
+    "seasonal_naive",
+    "--model",
+    "ets",
+    "--paths",
+    "300",
+]
+
+
+@pytest.fixture(scope="module")
+def sample_home(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A home folder with a generated sample ingested into its warehouse."""
+    synth = pytest.importorskip("pipeline.synth")
+    from pipeline.config import Paths
+    from pipeline.ingest import IngestConfig, ingest
+
+    home = tmp_path_factory.mktemp("home")
+    paths = Paths(home=home)
+    synth.generate(synth.SynthConfig(out=paths.sample, months=26, seed=3))
+    ingest(
+        IngestConfig(
+            billing=(paths.sample / "billing",),
+            warehouse=paths.warehouse,
+            usage=paths.sample / "usage.csv",
+            labor=paths.sample / "labor.csv",
+            progress=False,
+        )
+    )
+    return paths
+
+
+def _run(*args: str):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _next_quarter(paths) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    from pipeline.series import build_series
+
+    last = pd.Timestamp(build_series(paths.warehouse).as_of) - pd.Timedelta(days=1)
+    as_of = last.to_period("M").start_time + pd.Timedelta(days=14)  # mid-month: a partial month
+    nxt = as_of + pd.DateOffset(months=3)
+    return f"{nxt.year}Q{(nxt.month - 1) // 3 + 1}", f"{as_of:%Y-%m-%d}"
+
+
+@pytest.mark.slow
+def test_budget_command_with_scenario(sample_home, tmp_path) -> None:
+    quarter, as_of = _next_quarter(sample_home)
+    period = parse_period(quarter)
+    sc = tmp_path / "run.yaml"
+    from pipeline.plan import load_plan
+
+    plan = load_plan(sample_home.plan)
+    gpu = "H100" if "H100" in plan.price_book.gpu_hour else next(iter(plan.price_book.gpu_hour))
+    pricing = (
+        "committed"
+        if "committed" in plan.price_book.gpu_hour[gpu]
+        else next(iter(plan.price_book.gpu_hour[gpu]))
+    )
+    start = period.start + pd.Timedelta(days=3)
+    sc.write_text(
+        f"name: big-run\nchanges:\n  - add_run: {{gpu: {gpu}, gpus: 256, days: 10, start: {start:%Y-%m-%d}, pricing: {pricing}}}\n"
+    )
+    out = tmp_path / "out"
+    r = _run(
+        "--home",
+        str(sample_home.home),
+        "budget",
+        "--quarter",
+        quarter,
+        "--as-of",
+        as_of,
+        "--scenario",
+        str(sc),
+        "--budgets",
+        str(sample_home.sample / "budgets.csv"),
+        "--output",
+        str(out),
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert f"budget for {quarter}" in r.output and "big-run" in r.output
+    t = pd.read_csv(out / f"budget-{quarter}.csv")
+    assert (
+        t["phase"].iloc[0] == "total"
+        and (t["p50"] <= t["p80"]).all()
+        and (t["p80"] <= t["p95"]).all()
+    )
+    assert (t["recommended"] >= t["p80"]).all()
+    s = pd.read_csv(out / f"scenarios-{quarter}.csv")
+    base = s[(s.source == "analytic_baseline") & (s.phase == "pretraining")]
+    price = plan.price_book.gpu_price(gpu, pricing, start.date())
+    assert base["delta"].iloc[0] == pytest.approx(256 * 240 * price)
+
+
+@pytest.mark.slow
+def test_flag_command_exit_codes_and_outputs(sample_home, tmp_path) -> None:
+    quarter, as_of = _next_quarter(sample_home)
+    cur = pd.Timestamp(as_of).to_period("M")
+    tight = tmp_path / "tight.csv"  # a tiny current-month budget: certainly over
+    tight.write_text(f"period,phase,amount,currency\n{cur},total,1,USD\n{quarter},total,1e12,USD\n")
+    r = _run(
+        "--home",
+        str(sample_home.home),
+        "flag",
+        "--budgets",
+        str(tight),
+        "--as-of",
+        as_of,
+        "--fail-on-risk",
+        "--output",
+        str(tmp_path / "f1"),
+        *FAST,
+    )
+    assert r.exit_code == 3, r.output
+    f = pd.read_csv(tmp_path / "f1" / "flags.csv").set_index("period")
+    assert f.loc[str(cur), "status"] == "over_budget"
+    assert f.loc[quarter, "status"] == "ok" and f.loc[quarter, "p_overrun"] == 0.0
+    assert f.loc[str(cur), "days_covered"] == 14
+    loose = tmp_path / "loose.csv"
+    loose.write_text(f"period,phase,amount,currency\n{quarter},total,1e12,USD\n")
+    r = _run(
+        "--home",
+        str(sample_home.home),
+        "flag",
+        "--budgets",
+        str(loose),
+        "--as-of",
+        as_of,
+        "--fail-on-risk",
+        "--output",
+        str(tmp_path / "f2"),
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f2" / "flags.json").exists() and (
+        tmp_path / "f2" / "anomalies.csv"
+    ).exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("period,phase,amount\n2027Q9,total,5\n")
+    r = _run("--home", str(sample_home.home), "flag", "--budgets", str(bad))
+    assert r.exit_code == 2 and "row 1" in r.output
+
+
+@pytest.mark.slow
+def test_report_command_with_sample_budgets(sample_home, tmp_path) -> None:
+    quarter, as_of = _next_quarter(sample_home)
+    r = _run(
+        "--home",
+        str(sample_home.home),
+        "report",
+        "--as-of",
+        as_of,
+        "--quarter",
+        quarter,
+        "--budgets",
+        str(sample_home.sample / "budgets.csv"),
+        "--output",
+        str(tmp_path),
+        *FAST,
+    )
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "Budget lines and overrun risk" in html

@@ -1,0 +1,76 @@
+"""Conformal calibration: hand-checked quantiles, nesting, paths consistent with the bounds,
+and empirical coverage on series whose future is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import intervals as iv
+from pipeline.forecast import ForecastConfig, run_forecast
+from tests.benchmarks.forecast_bench import evaluate, make_collection
+
+
+def pool_of(values: np.ndarray) -> iv.ErrorPool:
+    z = np.asarray(values, float).reshape(-1, 1)
+    return iv.ErrorPool("m", z, np.ones(len(z)), len(z))
+
+
+def test_conformal_quantile_finite_sample_correction():
+    p = pool_of(np.arange(1.0, 100.0))  # 1..99
+    q = p.quantiles([0.9, 0.1, 0.5], 1)[:, 0]
+    # split conformal: the ceil((n + 1) 0.9) = 90th smallest; mirrored for the lower bound
+    assert q[0] == 90.0
+    assert q[1] == 10.0
+    assert q[2] == 50.0
+    # horizons past the pool reuse the last one
+    assert p.quantiles([0.9], 3)[0].tolist() == [90.0, 90.0, 90.0]
+
+
+def test_prior_dominates_small_pools():
+    bt = pd.DataFrame({"unique_id": "a", "cutoff": pd.Timestamp("2020-01-01"), "h": [1, 2],
+                       "model": "m", "y": [10.0, 10.0], "mean": [10.0, 10.0], "sigma": 1.0, "scale": 1.0})
+    pool = iv.calibrate(bt, 2)["m"]
+    q = pool.quantiles([0.975], 2)[0]
+    # one zero-error vector against 20 pseudo-windows of N(0, 1): close to 1.96, a bit wider
+    assert 1.7 < q[0] < 2.4
+
+
+def test_bounds_nest_and_paths_match_bounds():
+    rng = np.random.default_rng(0)
+    z = rng.standard_t(4, size=(3000, 6)).cumsum(axis=1) / np.sqrt(np.arange(1, 7))
+    z[:, 0] += 0.8  # biased model: the lower quantiles still stay below the mean
+    pool = iv.ErrorPool("m", z, np.ones(len(z)), len(z))
+    mean = np.array([[100.0] * 6, [5.0] * 6])
+    d = np.array([[10.0] * 6, [0.5] * 6])
+    b = iv.apply_intervals(mean, d, pool, (80, 95))
+    assert (b["lo_95"] <= b["lo_80"]).all() and (b["lo_80"] <= mean).all()
+    assert (mean <= b["hi_80"]).all() and (b["hi_80"] <= b["hi_95"]).all()
+    paths = iv.sample_paths(mean, d, pool, 4000, np.random.default_rng(1))
+    for lv, a in ((80, 0.2), (95, 0.05)):
+        qhi = np.quantile(paths, 1 - a / 2, axis=1)
+        np.testing.assert_allclose(qhi, b[f"hi_{lv}"], rtol=0.05)
+    # a sum over months keeps the correlation of the resampled vectors
+    s = paths[0].sum(axis=1)
+    assert s.std() > np.sqrt(6) * paths[0].std(axis=0).mean() * 0.9
+
+
+@pytest.mark.slow
+def test_heldout_coverage_all_models():
+    """The quality bar on 200 generated series (all kinds, lengths 24-150), last 18 months held out."""
+    hist, test = make_collection(200, seed=11)
+    res = run_forecast(hist, ForecastConfig(executor="processes"), progress=False)
+    ev = evaluate(res.forecast, hist, test).iloc[0]
+    assert abs(ev["coverage_80"] - 0.80) <= 0.03
+    assert abs(ev["coverage_95"] - 0.95) <= 0.03
+
+
+def test_heldout_coverage_quick():
+    """Same check with the fast models (seasonal naive, baseline, Theta), 120 series."""
+    hist, test = make_collection(120, seed=5)
+    cfg = ForecastConfig(models=("analytic_baseline", "seasonal_naive", "theta"), n_paths=50)
+    res = run_forecast(hist, cfg, progress=False)
+    ev = evaluate(res.forecast, hist, test).iloc[0]
+    assert abs(ev["coverage_80"] - 0.80) <= 0.05
+    assert abs(ev["coverage_95"] - 0.95) <= 0.04

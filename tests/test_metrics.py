@@ -1,0 +1,56 @@
+"""Metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import metrics as mt
+
+
+def test_scale_seasonal_and_fallbacks():
+    assert mt.scale_of(np.arange(24.0)) == 12.0  # every seasonal difference is 12
+    assert mt.scale_of(np.array([1.0, 2, 4, 7])) == pytest.approx(2.0)  # short: naive, (1+2+3)/3
+    assert mt.scale_of(np.array([5.0, 5, 5])) == 5.0  # constant: mean |y|
+    assert mt.scale_of(np.array([0.0, 0.0])) == 1.0
+
+
+def test_mase_wape_smape():
+    ins = np.array([1.0, 2, 3, 4, 5])  # naive scale 1
+    y, f = np.array([6.0, 8]), np.array([5.0, 9])
+    assert mt.mase(y, f, ins) == pytest.approx(1.0)
+    assert mt.wape(y, f) == pytest.approx(2 / 14)
+    assert mt.smape(y, f) == pytest.approx(100 * (1 / 11 + 1 / 17))
+    assert mt.smape(np.array([0.0]), np.array([0.0])) == 0.0
+
+
+def test_pinball_coverage_msis():
+    assert mt.pinball(np.array([10.0]), np.array([8.0]), 0.9) == pytest.approx(1.8)
+    assert mt.pinball(np.array([10.0]), np.array([12.0]), 0.9) == pytest.approx(0.2)
+    y = np.array([10.0, 20, 5])
+    lo, hi = np.full(3, 8.0), np.full(3, 12.0)
+    assert mt.coverage(y, lo, hi) == pytest.approx(1 / 3)
+    # widths 4; 20 is 8 above: 4 + 40*8; 5 is 3 below: 4 + 40*3  (2/a = 40 at 95 %)
+    terms = mt.interval_score_terms(y, lo, hi, 95)
+    np.testing.assert_allclose(terms, [4, 324, 124])
+    assert mt.msis(y, lo, hi, np.arange(24.0), 95) == pytest.approx(452 / 3 / 12)
+
+
+def test_summarize_averages_per_forecast_then_overall():
+    bt = pd.DataFrame({
+        "unique_id": ["a", "a", "a", "b"],
+        "cutoff": pd.to_datetime(["2020-01-01"] * 3 + ["2020-01-01"]),
+        "model": "m",
+        "y": [10.0, 10.0, 10.0, 4.0],
+        "mean": [9.0, 11.0, 13.0, 4.0],
+        "scale": [2.0, 2.0, 2.0, 1.0],
+        "lo_80": [8.0, 8.0, 8.0, 3.0],
+        "hi_80": [12.0, 12.0, 12.0, 5.0],
+    })
+    s = mt.summarize(bt, (80,)).iloc[0]
+    # series a: |e| = 1, 1, 3 over scale 2 -> 5/6; series b: 0 -> mean 5/12
+    assert s["MASE"] == pytest.approx(5 / 12)
+    assert s["WAPE"] == pytest.approx(5 / 34)
+    assert s["coverage_80"] == 1.0
+    assert s["n"] == 4

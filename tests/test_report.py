@@ -1,0 +1,202 @@
+"""The HTML report: self-contained, every billing-data string escaped, and really rendered by
+headless Chromium (charts drawn, no console errors, no script run); a screenshot is kept in
+tests/artifacts/report.png."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.budget import quarter_table
+from pipeline.flags import flag_budgets
+from pipeline.report import fan_bands, write_report
+from tests.test_budget import make_history, make_paths
+
+EVIL = "<script>alert(1)</script>"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def _metrics() -> pd.DataFrame:
+    rows = []
+    for model, mase, c80, c95 in (
+        ("analytic_baseline", 1.31, 0.62, 0.81),
+        ("ets", 0.74, 0.79, 0.94),
+        ("ensemble", 0.69, 0.82, 0.96),
+        (EVIL, 0.9, 0.5, 0.7),
+    ):
+        rows.append(
+            {
+                "scope": "model",
+                "model": model,
+                "MASE": mase,
+                "WAPE": mase / 10,
+                "sMAPE": mase / 8,
+                "pinball": mase / 5,
+                "coverage_80": c80,
+                "MSIS_80": 4.0,
+                "coverage_95": c95,
+                "MSIS_95": 6.0,
+                "n": 60,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def build_report(out: Path) -> tuple[Path, int]:
+    """A report with every section filled, and billing strings carrying markup."""
+    hist = make_history(months=24, start="2025-01-01")
+    paths, ids, pds = make_paths(h=6, start="2027-01-01")
+    budgets = pd.DataFrame(
+        {
+            "period": ["2027-01", "2027Q1", "2027Q1"],
+            "phase": ["total", "inference", "pretraining"],
+            "amount": [125_000.0, 345_000.0, 40_000.0],
+            "currency": "USD",
+        }
+    )
+    fr = flag_budgets(budgets, hist, paths, ids, pds, as_of="2027-01-01")
+    flags = pd.concat([fr.flags, fr.flags.iloc[[0]].assign(phase=EVIL)], ignore_index=True)
+    anomalies = pd.DataFrame(
+        {
+            "unique_id": [f"inference/{EVIL}"],
+            "ds": [pd.Timestamp("2026-11-01")],
+            "model": ["ets"],
+            "h": [1],
+            "y": [150_000.0],
+            "mean": [120_000.0],
+            "lo_95": [100_000.0],
+            "hi_95": [140_000.0],
+            "direction": ["above"],
+        }
+    )
+    scen = pd.DataFrame(
+        {
+            "scenario": [EVIL, "llm-run"],
+            "period": "2027Q1",
+            "phase": ["total", "pretraining"],
+            "source": ["analytic_baseline", "sarimax"],
+            "base": [1e6, 2e5],
+            "scenario_value": [1.1e6, 3.78176e5],
+            "delta": [1e5, 1.78176e5],
+            "delta_pct": [0.1, 0.89],
+        }
+    )
+    path = write_report(
+        out,
+        history=hist,
+        fan=fan_bands(paths, ids, pds),
+        budgets=budgets,
+        flags=flags,
+        anomalies=anomalies,
+        metrics=_metrics(),
+        budget_table=quarter_table("2027Q1", hist, paths, ids, pds, budgets=budgets),
+        scenarios=scen,
+        model_versions=[
+            {"model": "ets", "version": 7, "alias": "champion"},
+            {"model": EVIL, "version": 1, "alias": f"team {EVIL}"},
+        ],
+        selection=pd.DataFrame(
+            {"unique_id": ["total"], "model": ["ensemble"], "reason": [f"tag {EVIL}"]}
+        ),
+        data_window={"first month": "2025-01", "source": EVIL},
+        as_of="2027-01-01",
+    )
+    return path, len(ids)
+
+
+def test_report_escapes_billing_strings_and_is_self_contained(tmp_path) -> None:
+    path, _ = build_report(tmp_path)
+    html = path.read_text()
+    assert EVIL not in html
+    assert "<script" not in html.lower()
+    assert (
+        html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
+    )  # flags, anomalies, scenarios, metrics, versions, window
+    # nothing is fetched: every src/href is inline data
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", html)
+    assert refs and all(r.startswith("data:") for r in refs)
+    assert "http://" not in html and "https://" not in html
+    assert 'class="badge at_risk"' in html or 'class="badge over_budget"' in html
+    assert "analytic_baseline" in html and 'class="baseline"' in html
+
+
+def _chrome():  # type: ignore[no-untyped-def]
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.skip(
+            "chromium and chromium-driver are not installed (make system-deps installs them)"
+        )
+    opts = webdriver.ChromeOptions()
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='phasecast-chrome-')}",
+        "--window-size=1400,1000",
+    ):
+        opts.add_argument(arg)
+    opts.binary_location = binary
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service(driver))
+
+
+def test_report_renders_in_headless_chromium(tmp_path) -> None:
+    path, n_nodes = build_report(tmp_path)
+    from selenium.common.exceptions import NoAlertPresentException
+
+    d = _chrome()
+    try:
+        d.get(path.resolve().as_uri())
+        assert d.execute_script("return document.readyState") == "complete"
+        with pytest.raises(NoAlertPresentException):
+            d.switch_to.alert.text  # noqa: B018  (the injected alert never ran)
+        assert d.execute_script("return document.scripts.length") == 0
+        widths = d.execute_script(
+            "return Array.from(document.querySelectorAll('.chart img')).map(i => [i.complete, i.naturalWidth])"
+        )
+        assert len(widths) == n_nodes  # total + every phase
+        assert all(ok and w > 300 for ok, w in widths)
+        body = d.find_element("tag name", "body").text
+        assert EVIL in body  # shown as text, not run
+        assert "Budget lines and overrun risk" in body and "Backtest accuracy" in body
+        badges = d.execute_script(
+            "return Array.from(document.querySelectorAll('.badge')).map(b => getComputedStyle(b).backgroundColor)"
+        )
+        assert badges and all(
+            c not in ("rgba(0, 0, 0, 0)", "transparent") for c in badges
+        )  # statuses are coloured
+        errors = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+        assert errors == []
+        height = d.execute_script("return document.body.scrollHeight")
+        d.set_window_size(1400, min(int(height) + 120, 8000))
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert d.save_screenshot(str(ARTIFACTS / "report.png"))
+    finally:
+        d.quit()
+    assert (ARTIFACTS / "report.png").stat().st_size > 20_000
+
+
+def test_fan_bands_are_path_quantiles() -> None:
+    paths, ids, pds = make_paths(n_paths=501, h=2)
+    f = fan_bands(paths, ids, pds)
+    assert len(f) == 3 * 2
+    row = f[(f.unique_id == "inference") & (f.ds == pds[1])].iloc[0]
+    s = np.sort(paths[1, :, 1])
+    assert row["q50"] == pytest.approx(s[250])  # the middle of 501 sorted values
+    assert (
+        row["q025"] < row["q10"] < row["q25"] < row["q50"] < row["q75"] < row["q90"] < row["q975"]
+    )
