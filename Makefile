@@ -5,6 +5,13 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-dev
 FOCUS_VENV := .venv-focus
 AS_OF   ?= 2026-11-15
+# One BLAS/OpenMP thread per process: statsmodels and LightGBM run 10-100x slower on 2 shared
+# cores when their thread pools oversubscribe; parallelism comes from pipeline.parallel instead.
+export OPENBLAS_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
 
 .PHONY: venv demo test test-quick lint bench system-deps focus-validator clean-demo
 

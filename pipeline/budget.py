@@ -665,6 +665,36 @@ def partial_for(series: Any) -> dict[str, PartialMonth]:
     return partial_months(series.partial, series.daily)
 
 
+def driver_model_totals(
+    series: Any,
+    inputs: ForecastInputs,
+    horizon: int,
+    period: Period,
+    models: tuple[str, ...] | None,
+) -> Any:
+    """``plan -> {model: {phase: period mean}}`` for the registered models that use drivers
+    (re-forecast with the plan's GPU-hours as the future driver; ``total`` is the sum of the
+    phases, as a model's own forecast of the total is not coherent with its phases). None when no
+    driver model is in use."""
+    dm = [m for m in driver_models() if m in (models or dm_default())]
+    if not dm:
+        return None
+
+    def model_totals(p: Plan) -> dict[str, dict[str, float]]:
+        r = forecast_to(series, p, inputs, horizon, tuple(dm))
+        f = r.all_forecasts
+        f = f[f[MODEL_COL].isin(dm) & pd.to_datetime(f[DS]).isin(period.months)]
+        out: dict[str, dict[str, float]] = {}
+        for (model, uid), g in f.groupby([MODEL_COL, UID]):
+            if str(uid) in PHASES:
+                out.setdefault(str(model), {})[str(uid)] = float(g["mean"].sum())
+        for by_phase in out.values():
+            by_phase[TOTAL] = sum(by_phase.values())
+        return out
+
+    return model_totals
+
+
 def budget_job(
     inputs: ForecastInputs,
     config: BudgetConfig,
@@ -675,7 +705,9 @@ def budget_job(
 
     Returns ``(budget_plan, series, forecast_result)``. Scenarios are evaluated through the
     analytic baseline (plan arithmetic) and, when any is registered, the models that use drivers
-    (re-forecast with the edited plan's drivers; their quarter mean per phase).
+    (re-forecast with the edited plan's GPU-hours as the future driver; their quarter mean per
+    phase, and the total as the sum of the phases). A driver model sees what moves GPU-hours
+    (runs, traffic, quantization); price and headcount changes reach it only through the baseline.
     """
     from pipeline.scenarios import scenario_deltas
 
@@ -693,20 +725,9 @@ def budget_job(
                 "scenarios edit the plan, but there is no plan",
                 fix="pass --plan FILE (phasecast synth writes one)",
             )
-        dm = [m for m in driver_models() if m in (config.models or inputs.models or dm_default())]
-
-        def model_totals(p: Plan) -> dict[str, dict[str, float]]:
-            if not dm:
-                return {}
-            r = forecast_to(series, p, inputs, h, tuple(dm))
-            f = r.all_forecasts
-            f = f[f[MODEL_COL].isin(dm) & pd.to_datetime(f[DS]).isin(period.months)]
-            out: dict[str, dict[str, float]] = {}
-            for (model, uid), g in f.groupby([MODEL_COL, UID]):
-                if uid == TOTAL or "/" not in str(uid):
-                    out.setdefault(str(model), {})[str(uid)] = float(g["mean"].sum())
-            return out
-
+        model_totals = driver_model_totals(
+            series, inputs, h, period, config.models or inputs.models
+        )
         scen = scenario_deltas(plan, scenarios, list(period.months), period.label, model_totals)
     bp = plan_budget(
         series.monthly,

@@ -393,7 +393,8 @@ def _aligned_residuals(bt: pd.DataFrame, selection: pd.DataFrame, ids: list[str]
     return wide.to_numpy(float)
 
 
-def _reconcile(ids, mean, paths, resid, var1, nonneg):  # type: ignore[no-untyped-def]
+def _reconcile(ids: list[str], mean: np.ndarray, paths: np.ndarray, resid: np.ndarray | None,
+               var1: np.ndarray | None, nonneg: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     from pipeline.reconcile import reconcile
 
     m, p, info = reconcile(ids, mean, paths, resid, var1, nonneg)

@@ -400,6 +400,7 @@ def report_job(
     from pipeline.budget import (
         BudgetConfig,
         baseline_rows,
+        driver_model_totals,
         forecast_to,
         load_budgets,
         load_inputs,
@@ -451,7 +452,13 @@ def report_job(
         baseline_forecast=baseline_rows(result),
     )
     scen = (
-        scenario_deltas(plan, scenarios, list(q.months), q.label)
+        scenario_deltas(
+            plan,
+            scenarios,
+            list(q.months),
+            q.label,
+            driver_model_totals(series, inputs, max(need), q, inputs.models),
+        )
         if scenarios and plan is not None
         else None
     )

@@ -70,6 +70,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import mlflow  # noqa: E402
+import mlflow.artifacts  # noqa: E402
+import mlflow.lightgbm  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+import mlflow.statsmodels  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -183,6 +187,7 @@ class _StateWriter:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.arrays: dict[str, np.ndarray] = {}
+        self.n_native = 0
 
     def enc(self, v: Any, key: str) -> Any:
         if v is None or isinstance(v, bool | int | str):
@@ -201,6 +206,12 @@ class _StateWriter:
             name = f"a{len(self.arrays)}"
             self.arrays[name] = v
             return {"__array__": name}
+        if isinstance(v, pd.DataFrame | pd.Series):
+            self.n_native += 1
+            rel = f"frame_{self.n_native}.parquet"
+            frame = v.to_frame("__series__") if isinstance(v, pd.Series) else v
+            frame.to_parquet(self.folder / rel)
+            return {"__frame__": rel, "series": isinstance(v, pd.Series)}
         if isinstance(v, pd.DatetimeIndex):
             return {"__dtindex__": self.enc(v.to_numpy(), key), "freq": v.freqstr}
         if isinstance(v, dict):
@@ -212,8 +223,8 @@ class _StateWriter:
             items = sorted(v, key=repr) if isinstance(v, set | frozenset) else v
             return {"__seq__": kind, "items": [self.enc(x, f"{key}[]") for x in items]}
         if type(v).__module__.startswith("lightgbm") and type(v).__name__ == "Booster":
-            rel = f"native_{len(self.arrays)}_{abs(hash(key)) % 10**8}"
-            self.arrays[rel + "_marker"] = np.zeros(0)
+            self.n_native += 1
+            rel = f"native_{self.n_native}"
             mlflow.lightgbm.save_model(v, str(self.folder / rel), pip_requirements=["lightgbm"])
             return {"__lightgbm__": rel}
         raise _Unencodable(f"{key}: {type(v).__name__}")
@@ -241,6 +252,9 @@ def _dec(v: Any, folder: Path, arrays: Any) -> Any:
     if "__seq__" in v:
         items = [_dec(x, folder, arrays) for x in v["items"]]
         return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[v["__seq__"]](items)
+    if "__frame__" in v:
+        frame = pd.read_parquet(folder / v["__frame__"])
+        return frame["__series__"].rename(None) if v["series"] else frame
     if "__lightgbm__" in v:
         return mlflow.lightgbm.load_model(str(folder / v["__lightgbm__"]))
     raise ValueError(f"unknown state entry {sorted(v)}")
@@ -577,11 +591,10 @@ class Tracker:
         attrs = fitted_attrs(item.fitted)
         flat: list[tuple[str, Any]] = []
         for k, v in attrs.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict):  # per-series state: the total's (or the first) stands for it
                 pick = v.get("total", next(iter(v.values()), None)) if v else None
-                flat.append((k, pick))
-            else:
-                flat.append((k, v))
+                v = getattr(pick, "result", pick)
+            flat.append((k, v))
         for k, v in flat:
             mod = type(v).__module__
             try:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.cli import cli
 from pipeline.config import Paths
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("phasecast.forecast")
 
@@ -19,7 +23,7 @@ GAPS_HELP = (
 )
 
 
-def read_series(path: Path):  # type: ignore[no-untyped-def]
+def read_series(path: Path) -> pd.DataFrame:
     """A long ``unique_id, ds, y`` table from CSV (optionally gzipped) or Parquet."""
     import pandas as pd
 
@@ -35,7 +39,7 @@ def read_series(path: Path):  # type: ignore[no-untyped-def]
                          fix="give a CSV or Parquet file with columns unique_id, ds, y") from exc
 
 
-def write_table(df, path: Path) -> None:  # type: ignore[no-untyped-def]
+def write_table(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if path.name.lower().endswith((".parquet", ".pq")):

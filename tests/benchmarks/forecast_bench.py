@@ -165,6 +165,9 @@ def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs
     # conformal windows of length h must fit in the history: as many as fit, at most n_windows
     n = int(hist.groupby("unique_id").size().min())
     ci_windows = max(1, min(n_windows, (n - 12) // horizon))
+    # mlforecast needs >= 2 conformal windows; with 48 months that leaves 12 for training, so the
+    # peer's lags stop at 6 and the month of year carries the seasonality
+    ml_windows = max(2, min(n_windows, (n - 12) // horizon))
     sf = StatsForecast(models=[AutoETS(season_length=12, prediction_intervals=ConformalIntervals(h=horizon, n_windows=ci_windows))],
                        freq="MS", n_jobs=n_jobs)
     cv_sf = sf.cross_validation(df=hist, h=horizon, n_windows=n_windows, step_size=step)
@@ -172,11 +175,11 @@ def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs
     from mlforecast.target_transforms import LocalStandardScaler
 
     gbm = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=31, verbosity=-1, n_jobs=n_jobs)
-    mlf = MLForecast(models={"lightgbm": gbm}, freq="MS", lags=[1, 2, 3, 6, 12],
-                     lag_transforms={1: [RollingMean(window_size=3)], 12: [RollingMean(window_size=12)]},
+    mlf = MLForecast(models={"lightgbm": gbm}, freq="MS", lags=[1, 2, 3, 6],
+                     lag_transforms={1: [RollingMean(window_size=3)]},
                      date_features=["month"], target_transforms=[LocalStandardScaler()])
     cv_ml = mlf.cross_validation(df=hist, h=horizon, n_windows=n_windows, step_size=step)
-    mlf.fit(hist, prediction_intervals=PredictionIntervals(n_windows=ci_windows, h=horizon))
+    mlf.fit(hist, prediction_intervals=PredictionIntervals(n_windows=ml_windows, h=horizon))
     fc_ml = mlf.predict(horizon, level=levels)
     cv = cv_sf.merge(cv_ml[["unique_id", "ds", "cutoff", "lightgbm"]], on=["unique_id", "ds", "cutoff"])
     mae = pd.DataFrame({
@@ -196,7 +199,7 @@ def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs
     ets, gbm = table(fc_sf, "AutoETS"), table(fc_ml, "lightgbm")
     both = pd.concat([ets, gbm], ignore_index=True)
     chosen = both[both["model"].to_numpy() == both["unique_id"].map(pick).to_numpy()].assign(model="peer")
-    return chosen, {"all": both, "conformal_windows": ci_windows, "picked": pick.value_counts().to_dict()}
+    return chosen, {"all": both, "conformal_windows": {"statsforecast": ci_windows, "mlforecast": ml_windows}, "picked": pick.value_counts().to_dict()}
 
 
 def _timed(fn, *args):  # type: ignore[no-untyped-def]

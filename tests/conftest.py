@@ -1,0 +1,58 @@
+"""Shared fixtures: a small seeded synthetic sample, ingested once per session.
+
+* ``small_sample``: ``phasecast synth`` output (billing/, usage.csv, labor.csv, plan.yaml,
+  budgets.csv) for 20 months ending 2026-10 (+ 14 days of November), seed 7;
+* ``small_home``: a :class:`~pipeline.config.Paths` home whose warehouse holds that sample; treat it
+  as read-only (copy it with ``home_copy`` before running jobs that write to it);
+* ``home_copy``: a fresh copy of ``small_home`` under the test's ``tmp_path`` (warehouse and sample;
+  its own empty ``mlflow/`` store and ``outputs/``).
+
+MLflow never reaches the network in tests: telemetry is off and every test that tracks points
+the tracking URI at its own temporary SQLite store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own store
+
+SMALL_MONTHS = 20
+SMALL_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("small") / "sample"
+    generate(SynthConfig(out=out, months=SMALL_MONTHS, seed=SMALL_SEED, end="2026-10"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_home(tmp_path_factory: pytest.TempPathFactory, small_sample: Path):  # type: ignore[no-untyped-def]
+    from pipeline.config import Paths
+    from pipeline.ingest import IngestConfig, ingest
+
+    home = tmp_path_factory.mktemp("small_home")
+    paths = Paths(home=home)
+    shutil.copytree(small_sample, paths.sample)
+    ingest(IngestConfig(billing=(paths.sample / "billing",), warehouse=paths.warehouse,
+                        usage=paths.sample / "usage.csv", labor=paths.sample / "labor.csv", progress=False))
+    return paths
+
+
+@pytest.fixture()
+def home_copy(tmp_path: Path, small_home):  # type: ignore[no-untyped-def]
+    from pipeline.config import Paths
+
+    home = tmp_path / "home"
+    shutil.copytree(small_home.data, home / "data")
+    return Paths(home=home)
