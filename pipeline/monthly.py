@@ -429,7 +429,8 @@ def _existing_record(tracker: Any, item: Any) -> Any:
     if v is None:
         return None
     return tr.VersionRecord(item.role, name, str(v.version), f"models:/{name}/{v.version}", True,
-                            v.tags.get("state", ""), item.score, decision=v.tags.get("decision", "existing version"))
+                            v.tags.get("state", ""), item.score,
+                            decision=f"existing version {v.version}: {v.tags.get('decision', '')}")
 
 
 def _rescore(cfg: MonthlyConfig, tracker: Any, item: Any, champ: dict[str, Any], series: pd.DataFrame,

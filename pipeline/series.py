@@ -10,7 +10,8 @@ Hierarchy (ids from :func:`pipeline.frames.hierarchy_id`): ``total`` -> ``<phase
 ``<phase>/<category>`` (the bottom level; with ``include_team`` one more level
 ``<phase>/<category>/<team>``, ``team`` ``unassigned`` when the tags do not say). Labor (hours x
 hourly_rate, from the labor table) is the category ``labor`` under its phase; in the daily frame it is
-spread evenly over the days of its month. Every node runs from its first month with cost to the last
+spread evenly over the days of its month (a labor row is the hours booked so far, so the current
+month's row is spread over the days up to the as-of date and counts whole in month-to-date). Every node runs from its first month with cost to the last
 complete month; months without cost inside that span are 0. Aggregates are sums of their bottom nodes,
 so the frames are coherent. ``y`` is float (the models' type); exact decimals stay in the warehouse.
 One currency per build: money in different currencies is never added.
@@ -168,9 +169,13 @@ def build_series(
                 SELECT day, phase, category{team_sel}, CAST({col} AS DOUBLE) AS y
                 FROM daily_facts WHERE currency = $cur AND day < $as_of
                 UNION ALL
-                SELECT CAST(d AS DATE), phase, 'labor'{team_sel}, CAST(cost AS DOUBLE) / day(last_day(month))
-                FROM labor_monthly, generate_series(month, last_day(month), INTERVAL 1 DAY) AS g(d)
-                WHERE currency = $cur AND d < $as_of
+                -- A month's labor row is the hours booked so far: spread over the month's days
+                -- up to the as-of date, so the current month's booking is month-to-date, not 1/30th.
+                SELECT CAST(d AS DATE), phase, 'labor'{team_sel},
+                       CAST(cost AS DOUBLE) / (date_diff('day', month, least(last_day(month), CAST($as_of AS DATE) - 1)) + 1)
+                FROM labor_monthly,
+                     generate_series(month, least(last_day(month), CAST($as_of AS DATE) - 1), INTERVAL 1 DAY) AS g(d)
+                WHERE currency = $cur AND month < $as_of
             ) GROUP BY ALL
         """,
             {"cur": currency, "as_of": as_of_d},

@@ -68,6 +68,7 @@ import pandas as pd
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
@@ -369,7 +370,7 @@ class PhasecastPyfunc(mlflow.pyfunc.PythonModel):
         self.spec = json.loads(Path(self.artifacts["spec"]).read_text())
         self.model = None if self.spec["state"] == "pipeline" else build_model(self.spec, self.artifacts)
 
-    def predict(self, context: Any, model_input: Any = None, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # (MLflow reads hints)
         if self.spec["state"] == "pipeline":
             return pipeline_forecast(self.spec, self.artifacts)
         spec = dict(self.spec)
@@ -529,7 +530,8 @@ class Tracker:
         if old is not None:
             log.info("%s: version %s already holds this model and data; not registering again", name, old.version)
             return VersionRecord(item.role, name, str(old.version), f"models:/{name}/{old.version}", True,
-                                 item.spec["state"], item.score, decision="unchanged (same model and data already registered)")
+                                 old.tags.get("state", ""), item.score,
+                                 decision="unchanged: this model on this data is already version " + str(old.version))
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             spec = dict(item.spec)

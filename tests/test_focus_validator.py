@@ -134,7 +134,8 @@ def test_validator_all_applicable_criteria(month_files: dict[str, Path], fmt: st
     passed = {r for r, (st, _) in results.items() if st == "PASS"}
     assert len(passed) > 300
     # the rules that check what the generator is about did run and pass
-    for rule in ("BilledCost-C-000-M", "EffectiveCost-C-000-M", "ListUnitPrice-C-010-C",
-                 "ContractedCost-C-009-C", "CommitmentDiscountId-C-000-C", "CapacityReservationId-C-000-C",
-                 "Tags-C-000-C", "ServiceSubcategory-C-004-M", "ConsumedQuantity-C-000-C"):
+    for rule in ("BilledCost-C-000-M", "EffectiveCost-C-000-M", "EffectiveCost-C-005-C", "ListUnitPrice-C-010-C",
+                 "ContractedUnitPrice-C-011-C", "CommitmentDiscountId-C-000-C", "CommitmentDiscountCategory-C-005-M",
+                 "CapacityReservationId-C-000-C", "ConsumedQuantity-C-004-C", "Tags-C-000-C",
+                 "ServiceSubcategory-C-004-M", "SkuPriceDetails-C-000-C", "BillingPeriodStart-C-002-M"):
         assert rule in passed, (rule, results.get(rule))

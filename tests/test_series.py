@@ -88,11 +88,10 @@ def test_partial_month_and_daily(wh: Path) -> None:
     assert (
         p.loc["inference/compute_gpu", "y"] == 2.0
     )  # the 1000 on 2026-04-11 is not known at as_of
-    assert p.loc["operations/labor", "y"] == pytest.approx(
-        100.0
-    )  # 300 spread over 30 days, 10 covered
+    # the current month's labor row is what was booked so far: all of it is month-to-date
+    assert p.loc["operations/labor", "y"] == pytest.approx(300.0)
     assert p.loc["data_preprocessing/storage", "y"] == 0.0
-    assert p.loc["total", "y"] == pytest.approx(102.0)
+    assert p.loc["total", "y"] == pytest.approx(302.0)
     d = f.daily
     assert d["ds"].max() == pd.Timestamp("2026-04-10")
     assert ys(d, "inference/compute_gpu")["2026-01-05"] == 4.0

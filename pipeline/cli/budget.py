@@ -279,7 +279,10 @@ def report_cmd(
     "--method", type=click.Choice(["enkf", "proportional"]), default="enkf", show_default=True
 )
 @click.option(
-    "--model", default="ets", show_default=True, help="A registered model (its own paths) or pipeline (run_forecast, calibrated intervals)."
+    "--model",
+    default="ets",
+    show_default=True,
+    help="A registered model (its own paths) or pipeline (run_forecast, calibrated intervals).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def calibrate_cmd(n_series: int, method: str, model: str, seed: int) -> None:
