@@ -85,7 +85,9 @@ class MonthlyResult:
 
 
 # --- scores -----------------------------------------------------------------------------------
-def backtest_mase(bt: pd.DataFrame, selection: pd.DataFrame | None = None, model: str | None = None) -> float | None:
+def backtest_mase(
+    bt: pd.DataFrame, selection: pd.DataFrame | None = None, model: str | None = None
+) -> float | None:
     """MASE of a role's backtest rows: per series and cutoff first, then the mean (M4).
 
     ``model``: that model's rows; ``selection`` (``unique_id, model``): each series' selected model."""
@@ -181,10 +183,20 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         log.info("billing inbox %s: no new files", inbox)
         return {"inbox": str(inbox), "new_files": [], "ingested": 0}
     log.info("billing inbox %s: %d new or changed file(s), ingesting", inbox, len(pending))
-    rep = ingest(IngestConfig(billing=tuple(p.path for p in pending), warehouse=cfg.paths.warehouse,
-                              progress=cfg.progress))
-    return {"inbox": str(inbox), "new_files": [str(p.path) for p in pending], "ingested": len(rep.ingested),
-            "rows": rep.rows, "conserved": rep.conserved}
+    rep = ingest(
+        IngestConfig(
+            billing=tuple(p.path for p in pending),
+            warehouse=cfg.paths.warehouse,
+            progress=cfg.progress,
+        )
+    )
+    return {
+        "inbox": str(inbox),
+        "new_files": [str(p.path) for p in pending],
+        "ingested": len(rep.ingested),
+        "rows": rep.rows,
+        "conserved": rep.conserved,
+    }
 
 
 def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
@@ -211,8 +223,12 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     as_of = cfg.as_of.isoformat()
     tracker = tr.Tracker(cfg.tracking)
     commit = tr.git_commit(cfg.paths.home)
-    base_tags = {"as_of": as_of, "job": JOB_KIND, "git_commit": commit,
-                 **{f"version.{k}": v for k, v in tr.package_versions().items()}}
+    base_tags = {
+        "as_of": as_of,
+        "job": JOB_KIND,
+        "git_commit": commit,
+        **{f"version.{k}": v for k, v in tr.package_versions().items()},
+    }
 
     # 1-2: inputs. A failure here is recorded as a FAILED run before the error goes up.
     try:
@@ -222,7 +238,9 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         frames = build_series(cfg.paths.warehouse, as_of=cfg.as_of, cost_column=cfg.cost_column)
         series = frames.monthly
         if series.empty:
-            raise RunFailedError(f"no complete month of cost before {as_of} in {cfg.paths.warehouse}")
+            raise RunFailedError(
+                f"no complete month of cost before {as_of} in {cfg.paths.warehouse}"
+            )
         plan = None
         if cfg.plan is not None:
             from pipeline.plan import load_plan
@@ -234,38 +252,81 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
 
             budgets = load_budgets(cfg.budgets)
     except BaseException as exc:
-        rid = tracker.record_failure(JOB_KIND, as_of, {**base_tags, "failed_step": "inputs"}, _config_dict(cfg), exc)
-        log.error("monthly run %s failed while reading inputs; MLflow run %s marked FAILED", as_of, rid)
+        rid = tracker.record_failure(
+            JOB_KIND, as_of, {**base_tags, "failed_step": "inputs"}, _config_dict(cfg), exc
+        )
+        log.error(
+            "monthly run %s failed while reading inputs; MLflow run %s marked FAILED", as_of, rid
+        )
         raise _wrap(exc) from exc
 
     series_sum = tr.checksum_frame(series[[UID, "ds", Y]])
-    window = {"first_month": f"{series['ds'].min():%Y-%m}", "last_month": f"{series['ds'].max():%Y-%m}",
-              "n_months": int(series["ds"].nunique()), "n_series": int(series[UID].nunique()),
-              "currency": frames.currency, "cost_column": cfg.cost_column}
-    checks = {"series_sha256": series_sum, "plan_sha256": tr.checksum_file(cfg.plan),
-              "budgets_sha256": tr.checksum_file(cfg.budgets)}
+    window = {
+        "first_month": f"{series['ds'].min():%Y-%m}",
+        "last_month": f"{series['ds'].max():%Y-%m}",
+        "n_months": int(series["ds"].nunique()),
+        "n_series": int(series[UID].nunique()),
+        "currency": frames.currency,
+        "cost_column": cfg.cost_column,
+    }
+    checks = {
+        "series_sha256": series_sum,
+        "plan_sha256": tr.checksum_file(cfg.plan),
+        "budgets_sha256": tr.checksum_file(cfg.budgets),
+    }
     config = _config_dict(cfg)
     config_no_paths = {k: v for k, v in config.items() if k not in ("budgets", "plan", "inbox")}
     fp = tr.fingerprint({"config": config_no_paths, "checks": checks})
     existing = tracker.find_run(JOB_KIND, as_of, fp)
     if existing:
-        log.info("a FINISHED run (%s) for %s on the same data and configuration exists: reusing it "
-                 "(outputs recomputed, no new run or model versions)", existing, as_of)
-    log.info("series: %d nodes, %s to %s (sha256 %s)", window["n_series"], window["first_month"],
-             window["last_month"], series_sum[:12])
+        log.info(
+            "a FINISHED run (%s) for %s on the same data and configuration exists: reusing it "
+            "(outputs recomputed, no new run or model versions)",
+            existing,
+            as_of,
+        )
+    log.info(
+        "series: %d nodes, %s to %s (sha256 %s)",
+        window["n_series"],
+        window["first_month"],
+        window["last_month"],
+        series_sum[:12],
+    )
 
-    run_ctx = _reuse(existing) if existing else tracker.run(JOB_KIND, as_of, {**base_tags, "fingerprint": fp})
+    run_ctx = (
+        _reuse(existing)
+        if existing
+        else tracker.run(JOB_KIND, as_of, {**base_tags, "fingerprint": fp})
+    )
     with run_ctx as run_id, staging_dir(cfg.out_root, as_of) as tmp:
         try:
-            manifest = _compute_and_log(cfg, tracker, run_id, bool(existing), tmp, frames, series, plan, budgets,
-                                        window, checks, config, fp, ingest_info, commit, t0)
+            manifest = _compute_and_log(
+                cfg,
+                tracker,
+                run_id,
+                bool(existing),
+                tmp,
+                frames,
+                series,
+                plan,
+                budgets,
+                window,
+                checks,
+                config,
+                fp,
+                ingest_info,
+                commit,
+                t0,
+            )
             out = cfg.out_root / as_of
             publish(tmp, out)
         except PhasecastError:
             raise
         except Exception as exc:
-            raise RunFailedError(f"monthly run {as_of} failed: {type(exc).__name__}: {exc}. "
-                                 f"Previous outputs are untouched; MLflow run {run_id} is marked FAILED") from exc
+            raise RunFailedError(
+                f"monthly run {as_of} failed: {type(exc).__name__}: {exc}. "
+                f"Previous outputs are untouched; MLflow run {run_id} is marked FAILED"
+            ) from exc
     seconds = time.perf_counter() - t0
     log.info("monthly run %s done in %.1f s: %s (MLflow run %s)", as_of, seconds, out, run_id)
     return MonthlyResult(out, run_id, bool(existing), manifest, manifest.pop("_result"), seconds)
@@ -282,33 +343,67 @@ def _wrap(exc: BaseException) -> BaseException:
     return RunFailedError(f"{type(exc).__name__}: {exc}")
 
 
-def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool, tmp: Path, frames: Any,
-                     series: pd.DataFrame, plan: Any, budgets: pd.DataFrame | None, window: dict[str, Any],
-                     checks: dict[str, Any], config: dict[str, Any], fp: str, ingest_info: dict[str, Any],
-                     commit: str, t0: float) -> dict[str, Any]:
+def _compute_and_log(
+    cfg: MonthlyConfig,
+    tracker: Any,
+    run_id: str,
+    reused: bool,
+    tmp: Path,
+    frames: Any,
+    series: pd.DataFrame,
+    plan: Any,
+    budgets: pd.DataFrame | None,
+    window: dict[str, Any],
+    checks: dict[str, Any],
+    config: dict[str, Any],
+    fp: str,
+    ingest_info: dict[str, Any],
+    commit: str,
+    t0: float,
+) -> dict[str, Any]:
     from pipeline import tracking as tr
     from pipeline.forecast import run_forecast
 
     as_of = cfg.as_of.isoformat()
     fc = cfg.forecast
-    log.info("forecasting: models %s, horizon %d, levels %s, %d backtest windows",
-             ",".join(fc.models), fc.horizon, fc.levels, fc.n_windows)
+    log.info(
+        "forecasting: models %s, horizon %d, levels %s, %d backtest windows",
+        ",".join(fc.models),
+        fc.horizon,
+        fc.levels,
+        fc.n_windows,
+    )
     res = run_forecast(series, fc, plan, progress=cfg.progress)
     for ev in res.events:
         log.info("event: %s", ev)
 
     files: list[str] = []
-    for name, df in (("forecast", res.forecast), ("all_forecasts", res.all_forecasts), ("backtest", res.backtest),
-                     ("metrics", res.metrics), ("selection", res.selection), ("series", series)):
+    for name, df in (
+        ("forecast", res.forecast),
+        ("all_forecasts", res.all_forecasts),
+        ("backtest", res.backtest),
+        ("metrics", res.metrics),
+        ("selection", res.selection),
+        ("series", series),
+    ):
         files += [p.name for p in write_table(df, tmp, name)]
 
     flag_result = None
     if budgets is not None:
         from pipeline.flags import flag_budgets, format_flags, write_flags
 
-        flag_result = flag_budgets(budgets, frames.monthly, res.paths, res.path_ids, res.path_ds, as_of=cfg.as_of,
-                                   mtd=frames.partial, daily=frames.daily, backtest=res.backtest,
-                                   selection=res.selection)
+        flag_result = flag_budgets(
+            budgets,
+            frames.monthly,
+            res.paths,
+            res.path_ids,
+            res.path_ds,
+            as_of=cfg.as_of,
+            mtd=frames.partial,
+            daily=frames.daily,
+            backtest=res.backtest,
+            selection=res.selection,
+        )
         files += [p.name for p in write_flags(flag_result, tmp).values()]
         files += [p.name for p in write_table(flag_result.flags, tmp, "flags")[1:]]
         log.info("budget flags:\n%s", format_flags(flag_result.flags))
@@ -317,13 +412,22 @@ def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool
         files.append("plots/backtest_metrics.png")
 
     # models: one version per role, champion / challenger on the same backtest
-    scores = {m: backtest_mase(res.backtest, model=m) for m in sorted(set(res.backtest[MODEL]))} if len(res.backtest) else {}
+    scores = (
+        {m: backtest_mase(res.backtest, model=m) for m in sorted(set(res.backtest[MODEL]))}
+        if len(res.backtest)
+        else {}
+    )
     published_score = backtest_mase(res.backtest, selection=res.selection)
     items = _models_to_log(cfg, res, series, checks, as_of, scores, published_score)
     records = []
     if not reused:
-        tracker.set_tags({"fingerprint": fp, "data.first_month": window["first_month"],
-                          "data.last_month": window["last_month"]})
+        tracker.set_tags(
+            {
+                "fingerprint": fp,
+                "data.first_month": window["first_month"],
+                "data.last_month": window["last_month"],
+            }
+        )
         tracker.log_params({"config": config, "data": window, "checks": checks})
         metrics: dict[str, float] = {}
         if len(res.metrics):
@@ -338,7 +442,9 @@ def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool
         rec = tracker.log_model(item, as_of) if not reused else _existing_record(tracker, item)
         if rec is None:
             continue
-        rec = tracker.decide(rec, item.spec, lambda champ, it=item: _rescore(cfg, tracker, it, champ, series, plan))
+        rec = tracker.decide(
+            rec, item.spec, lambda champ, it=item: _rescore(cfg, tracker, it, champ, series, plan)
+        )
         log.info("%s v%s: %s", rec.name, rec.version, rec.decision)
         records.append(rec)
     if not reused:
@@ -352,18 +458,37 @@ def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool
         tracker.log_metrics(dm)
         tracker.set_tags({f"decision.{r.role}": f"v{r.version} {r.decision}" for r in records})
 
-    versions = [{"model": r.name, "version": r.version, "alias": r.alias or "", "state": r.state,
-                 "backtest_MASE": None if r.score is None else round(r.score, 4), "decision": r.decision,
-                 "run_id": run_id} for r in records]
+    versions = [
+        {
+            "model": r.name,
+            "version": r.version,
+            "alias": r.alias or "",
+            "state": r.state,
+            "backtest_MASE": None if r.score is None else round(r.score, 4),
+            "decision": r.decision,
+            "run_id": run_id,
+        }
+        for r in records
+    ]
     if cfg.report:
         from pipeline.report import fan_bands, write_report
 
-        write_report(tmp, history=frames.monthly, fan=fan_bands(res.paths, res.path_ids, res.path_ds),
-                     forecast=res.forecast, budgets=budgets,
-                     flags=flag_result.flags if flag_result is not None else None,
-                     anomalies=flag_result.anomalies if flag_result is not None else None,
-                     metrics=res.metrics, model_versions=pd.DataFrame(versions), selection=res.selection,
-                     data_window=window, as_of=as_of, currency=frames.currency, levels=fc.levels)
+        write_report(
+            tmp,
+            history=frames.monthly,
+            fan=fan_bands(res.paths, res.path_ids, res.path_ds),
+            forecast=res.forecast,
+            budgets=budgets,
+            flags=flag_result.flags if flag_result is not None else None,
+            anomalies=flag_result.anomalies if flag_result is not None else None,
+            metrics=res.metrics,
+            model_versions=pd.DataFrame(versions),
+            selection=res.selection,
+            data_window=window,
+            as_of=as_of,
+            currency=frames.currency,
+            levels=fc.levels,
+        )
         files.append("report.html")
 
     manifest = {
@@ -373,17 +498,34 @@ def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool
         "ingest": ingest_info,
         "config": config,
         "fingerprint": fp,
-        "mlflow": {"tracking_uri": cfg.tracking.tracking_uri, "experiment": tr.experiment_name(cfg.tracking.prefix, JOB_KIND),
-                   "run_id": run_id, "reused_existing_run": reused},
+        "mlflow": {
+            "tracking_uri": cfg.tracking.tracking_uri,
+            "experiment": tr.experiment_name(cfg.tracking.prefix, JOB_KIND),
+            "run_id": run_id,
+            "reused_existing_run": reused,
+        },
         "git_commit": commit,
         "package_versions": tr.package_versions(),
         "models": [r.as_dict() for r in records],
-        "champion_decisions": {r.role: {"version": r.version, "alias": r.alias, "decision": r.decision,
-                                        "new_MASE": r.score, "champion_version": r.champion_version,
-                                        "champion_MASE": r.champion_score, "method": r.method} for r in records},
+        "champion_decisions": {
+            r.role: {
+                "version": r.version,
+                "alias": r.alias,
+                "decision": r.decision,
+                "new_MASE": r.score,
+                "champion_version": r.champion_version,
+                "champion_MASE": r.champion_score,
+                "method": r.method,
+            }
+            for r in records
+        },
         "published_backtest_MASE": published_score,
         "events": [{k: str(v) for k, v in ev.items()} for ev in res.events],
-        "flags": (flag_result.flags["status"].value_counts().to_dict() if flag_result is not None and len(flag_result.flags) else None),
+        "flags": (
+            flag_result.flags["status"].value_counts().to_dict()
+            if flag_result is not None and len(flag_result.flags)
+            else None
+        ),
         "files": sorted(files) + ["run.json"],
         "seconds_to_publish": round(time.perf_counter() - t0, 2),
     }
@@ -394,8 +536,15 @@ def _compute_and_log(cfg: MonthlyConfig, tracker: Any, run_id: str, reused: bool
     return manifest
 
 
-def _models_to_log(cfg: MonthlyConfig, res: ForecastResult, series: pd.DataFrame, checks: dict[str, Any],
-                   as_of: str, scores: dict[str, float | None], published: float | None) -> list[Any]:
+def _models_to_log(
+    cfg: MonthlyConfig,
+    res: ForecastResult,
+    series: pd.DataFrame,
+    checks: dict[str, Any],
+    as_of: str,
+    scores: dict[str, float | None],
+    published: float | None,
+) -> list[Any]:
     from pipeline import tracking as tr
 
     fc = cfg.forecast
@@ -404,20 +553,60 @@ def _models_to_log(cfg: MonthlyConfig, res: ForecastResult, series: pd.DataFrame
     for name, model in res.fitted.items():
         params = tr.encode_params(model.get_params())
         uses_plan = any(isinstance(v, dict) and "__plan__" in v for v in params.values())
-        conf = {"model": model.name, "params": params, "plan_sha256": checks["plan_sha256"] if uses_plan else None}
-        spec = {"role": name, "model": model.name, "params": params, "horizon": fc.horizon, "levels": levels,
-                "config_fingerprint": tr.fingerprint(conf), "as_of": as_of, "series_sha256": checks["series_sha256"],
-                "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step}}
-        spec["fingerprint"] = tr.fingerprint({"conf": conf, "series": checks["series_sha256"], "as_of": as_of})
+        conf = {
+            "model": model.name,
+            "params": params,
+            "plan_sha256": checks["plan_sha256"] if uses_plan else None,
+        }
+        spec = {
+            "role": name,
+            "model": model.name,
+            "params": params,
+            "horizon": fc.horizon,
+            "levels": levels,
+            "config_fingerprint": tr.fingerprint(conf),
+            "as_of": as_of,
+            "series_sha256": checks["series_sha256"],
+            "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step},
+        }
+        spec["fingerprint"] = tr.fingerprint(
+            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of}
+        )
         forecast = model.predict(fc.horizon, level=fc.levels)
-        items.append(tr.ModelToLog(role=name, spec=spec, series=series, forecast=forecast, score=scores.get(name),
-                                   fitted=model, plan_path=cfg.plan if uses_plan else None))
+        items.append(
+            tr.ModelToLog(
+                role=name,
+                spec=spec,
+                series=series,
+                forecast=forecast,
+                score=scores.get(name),
+                fitted=model,
+                plan_path=cfg.plan if uses_plan else None,
+            )
+        )
     fconf = {"forecast_config": dataclasses.asdict(fc), "plan_sha256": checks["plan_sha256"]}
-    spec = {"role": FORECASTER, "forecast_config": dataclasses.asdict(fc), "horizon": fc.horizon, "levels": levels,
-            "config_fingerprint": tr.fingerprint(fconf), "as_of": as_of, "series_sha256": checks["series_sha256"],
-            "fingerprint": tr.fingerprint({"conf": fconf, "series": checks["series_sha256"], "as_of": as_of})}
-    items.append(tr.ModelToLog(role=FORECASTER, spec=spec, series=series, forecast=res.forecast, score=published,
-                               plan_path=cfg.plan))
+    spec = {
+        "role": FORECASTER,
+        "forecast_config": dataclasses.asdict(fc),
+        "horizon": fc.horizon,
+        "levels": levels,
+        "config_fingerprint": tr.fingerprint(fconf),
+        "as_of": as_of,
+        "series_sha256": checks["series_sha256"],
+        "fingerprint": tr.fingerprint(
+            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of}
+        ),
+    }
+    items.append(
+        tr.ModelToLog(
+            role=FORECASTER,
+            spec=spec,
+            series=series,
+            forecast=res.forecast,
+            score=published,
+            plan_path=cfg.plan,
+        )
+    )
     return items
 
 
@@ -428,13 +617,26 @@ def _existing_record(tracker: Any, item: Any) -> Any:
     v = tracker.existing_version(name, item.spec["fingerprint"])
     if v is None:
         return None
-    return tr.VersionRecord(item.role, name, str(v.version), f"models:/{name}/{v.version}", True,
-                            v.tags.get("state", ""), item.score,
-                            decision=f"existing version {v.version}: {v.tags.get('decision', '')}")
+    return tr.VersionRecord(
+        item.role,
+        name,
+        str(v.version),
+        f"models:/{name}/{v.version}",
+        True,
+        v.tags.get("state", ""),
+        item.score,
+        decision=f"existing version {v.version}: {v.tags.get('decision', '')}",
+    )
 
 
-def _rescore(cfg: MonthlyConfig, tracker: Any, item: Any, champ: dict[str, Any], series: pd.DataFrame,
-             plan: Any) -> float | None:
+def _rescore(
+    cfg: MonthlyConfig,
+    tracker: Any,
+    item: Any,
+    champ: dict[str, Any],
+    series: pd.DataFrame,
+    plan: Any,
+) -> float | None:
     """The champion's configuration re-run on this run's backtest windows (its MASE)."""
     from pipeline import tracking as tr
     from pipeline.backtest import WindowSpec, backtest
@@ -445,12 +647,23 @@ def _rescore(cfg: MonthlyConfig, tracker: Any, item: Any, champ: dict[str, Any],
     log.info("%s: re-running the champion's configuration on this backtest", item.role)
     if champ.get("role") == FORECASTER:
         ccfg = tr.forecast_config_from(champ["forecast_config"])
-        ccfg = dataclasses.replace(ccfg, horizon=fc.horizon, n_windows=fc.n_windows, step=fc.step,
-                                   levels=fc.levels, n_paths=min(ccfg.n_paths, 200))
+        ccfg = dataclasses.replace(
+            ccfg,
+            horizon=fc.horizon,
+            n_windows=fc.n_windows,
+            step=fc.step,
+            levels=fc.levels,
+            n_paths=min(ccfg.n_paths, 200),
+        )
         r = run_forecast(series, ccfg, plan, progress=False)
         return backtest_mase(r.backtest, selection=r.selection)
     params = tr.decode_params(champ["params"], {"plan": str(cfg.plan)} if cfg.plan else {})
     hist, _, drivers = prepare(series, fc.gaps)
-    bt, _ = backtest(hist, [champ["model"]], lambda n: make_model(champ["model"], **params),
-                     WindowSpec(fc.horizon, fc.n_windows, fc.step), drivers)
+    bt, _ = backtest(
+        hist,
+        [champ["model"]],
+        lambda n: make_model(champ["model"], **params),
+        WindowSpec(fc.horizon, fc.n_windows, fc.step),
+        drivers,
+    )
     return backtest_mase(bt, model=champ["model"])

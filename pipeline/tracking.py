@@ -70,14 +70,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import mlflow  # noqa: E402
-import mlflow.artifacts  # noqa: E402
-import mlflow.lightgbm  # noqa: E402
-import mlflow.pyfunc  # noqa: E402
-import mlflow.statsmodels  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import RunStatus  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
+import mlflow.artifacts
+import mlflow.lightgbm
+import mlflow.pyfunc
+import mlflow.statsmodels
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+
+import mlflow
+from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,16 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 SCORE_METRIC = "MASE"
 PIP_REQUIREMENTS = ["phasecast", "mlflow", "pandas", "numpy", "pyarrow", "statsmodels", "lightgbm"]
-PACKAGES = ("phasecast", "mlflow", "numpy", "pandas", "statsmodels", "lightgbm", "duckdb", "scikit-learn")
+PACKAGES = (
+    "phasecast",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "statsmodels",
+    "lightgbm",
+    "duckdb",
+    "scikit-learn",
+)
 
 CODE_FILE = '''"""phasecast forecaster, defined from code (MLflow models-from-code)."""
 import mlflow
@@ -129,7 +139,7 @@ def registered_name(role: str) -> str:
 
 def _prepare_local_store(cfg: TrackingConfig) -> None:
     if cfg.tracking_uri.startswith("sqlite:///"):
-        Path(cfg.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if cfg.artifact_root is not None:
         Path(cfg.artifact_root).mkdir(parents=True, exist_ok=True)
 
@@ -154,12 +164,19 @@ def fingerprint(obj: Any) -> str:
 
 def git_commit(cwd: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
         sha = out.stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -252,7 +269,9 @@ def _dec(v: Any, folder: Path, arrays: Any) -> Any:
         return {k: _dec(x, folder, arrays) for k, x in v["__dict__"].items()}
     if "__seq__" in v:
         items = [_dec(x, folder, arrays) for x in v["items"]]
-        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[v["__seq__"]](items)
+        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[v["__seq__"]](
+            items
+        )
     if "__frame__" in v:
         frame = pd.read_parquet(folder / v["__frame__"])
         return frame["__series__"].rename(None) if v["series"] else frame
@@ -356,11 +375,11 @@ def pipeline_forecast(spec: dict[str, Any], artifacts: dict[str, str]) -> pd.Dat
 def forecast_config_from(d: dict[str, Any]) -> Any:
     from pipeline.forecast import ForecastConfig
 
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return ForecastConfig(**kw)
 
 
-class PhasecastPyfunc(mlflow.pyfunc.PythonModel):
+class PhasecastPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """A registered phasecast version. ``predict(None or any frame)`` returns its forecast table:
     the role's model forecast from its restored state, or for ``phasecast-forecaster`` the published
     selection re-run end to end from the logged series and configuration."""
@@ -368,9 +387,13 @@ class PhasecastPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.artifacts = dict(context.artifacts)
         self.spec = json.loads(Path(self.artifacts["spec"]).read_text())
-        self.model = None if self.spec["state"] == "pipeline" else build_model(self.spec, self.artifacts)
+        self.model = (
+            None if self.spec["state"] == "pipeline" else build_model(self.spec, self.artifacts)
+        )
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # (MLflow reads hints)
+    def predict(
+        self, context, model_input, params=None
+    ):  # no annotations: MLflow would read them as a schema
         if self.spec["state"] == "pipeline":
             return pipeline_forecast(self.spec, self.artifacts)
         spec = dict(self.spec)
@@ -475,7 +498,14 @@ class Tracker:
             else:
                 self.client.set_terminated(run_id, status="FAILED")
 
-    def record_failure(self, kind: str, run_name: str, tags: dict[str, str], params: dict[str, Any], exc: BaseException) -> str:
+    def record_failure(
+        self,
+        kind: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        exc: BaseException,
+    ) -> str:
         """A FAILED run for a job that failed before its run started (e.g. a bad inbox file)."""
         run = self.client.create_run(self.experiment_id(kind), run_name=run_name, tags=tags)
         for k, v in _flat_params(params).items():
@@ -488,7 +518,9 @@ class Tracker:
         mlflow.log_params(_flat_params(params))
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        clean = {_metric_key(k): float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        clean = {
+            _metric_key(k): float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)
+        }
         if clean:
             mlflow.log_metrics(clean)
 
@@ -528,15 +560,30 @@ class Tracker:
         fp = item.spec["fingerprint"]
         old = self.existing_version(name, fp) if self.cfg.register else None
         if old is not None:
-            log.info("%s: version %s already holds this model and data; not registering again", name, old.version)
-            return VersionRecord(item.role, name, str(old.version), f"models:/{name}/{old.version}", True,
-                                 old.tags.get("state", ""), item.score,
-                                 decision="unchanged: this model on this data is already version " + str(old.version))
+            log.info(
+                "%s: version %s already holds this model and data; not registering again",
+                name,
+                old.version,
+            )
+            return VersionRecord(
+                item.role,
+                name,
+                str(old.version),
+                f"models:/{name}/{old.version}",
+                True,
+                old.tags.get("state", ""),
+                item.score,
+                decision="unchanged: this model on this data is already version "
+                + str(old.version),
+            )
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             spec = dict(item.spec)
-            artifacts = {"spec": str(root / "spec.json"), "series": str(root / "series.parquet"),
-                         "forecast": str(root / "forecast.parquet")}
+            artifacts = {
+                "spec": str(root / "spec.json"),
+                "series": str(root / "series.parquet"),
+                "forecast": str(root / "forecast.parquet"),
+            }
             item.series.to_parquet(artifacts["series"], index=False)
             canonical(item.forecast).to_parquet(artifacts["forecast"], index=False)
             if item.plan_path is not None:
@@ -548,7 +595,9 @@ class Tracker:
                     artifacts["state"] = str(root / "state")
             else:
                 spec["state"] = "pipeline"
-            Path(artifacts["spec"]).write_text(json.dumps(spec, indent=1, sort_keys=True, default=str))
+            Path(artifacts["spec"]).write_text(
+                json.dumps(spec, indent=1, sort_keys=True, default=str)
+            )
             code = root / "phasecast_model.py"
             code.write_text(CODE_FILE)
             native_uri = self._log_natives(item)
@@ -561,14 +610,28 @@ class Tracker:
                 metadata={"role": item.role, "as_of": as_of, "state": spec["state"]},
             )
         version = str(info.registered_model_version)
-        tags = {"fingerprint": fp, "as_of": as_of, "state": spec["state"], "role": item.role,
-                "score_" + SCORE_METRIC: "" if item.score is None else repr(item.score), **item.extra_tags}
+        tags = {
+            "fingerprint": fp,
+            "as_of": as_of,
+            "state": spec["state"],
+            "role": item.role,
+            "score_" + SCORE_METRIC: "" if item.score is None else repr(item.score),
+            **item.extra_tags,
+        }
         if native_uri:
             tags["native_model_uri"] = native_uri
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, v)
-        return VersionRecord(item.role, name, version, f"models:/{name}/{version}", False, spec["state"],
-                             item.score, native_model_uri=native_uri)
+        return VersionRecord(
+            item.role,
+            name,
+            version,
+            f"models:/{name}/{version}",
+            False,
+            spec["state"],
+            item.score,
+            native_model_uri=native_uri,
+        )
 
     def _write_checked_state(self, item: ModelToLog, root: Path, artifacts: dict[str, str]) -> str:
         """``state`` when the fitted attributes round-trip to the same forecast, else ``refit``."""
@@ -580,7 +643,11 @@ class Tracker:
             ok, why = same_frame(role_forecast(restored, item.spec), item.forecast)
             if ok:
                 return "state"
-            log.info("%s: restored state does not re-forecast exactly (%s); storing as refit", item.role, why)
+            log.info(
+                "%s: restored state does not re-forecast exactly (%s); storing as refit",
+                item.role,
+                why,
+            )
         except _Unencodable as exc:
             log.info("%s: fitted state is not plain data (%s); storing as refit", item.role, exc)
         shutil.rmtree(folder, ignore_errors=True)
@@ -601,19 +668,30 @@ class Tracker:
             mod = type(v).__module__
             try:
                 if mod.startswith("lightgbm") and type(v).__name__ == "Booster":
-                    info = mlflow.lightgbm.log_model(v, name=f"{item.role}-booster".replace("_", "-"),
-                                                     pip_requirements=["lightgbm"])
+                    info = mlflow.lightgbm.log_model(
+                        v,
+                        name=f"{item.role}-booster".replace("_", "-"),
+                        pip_requirements=["lightgbm"],
+                    )
                     return str(info.model_uri)
                 if mod.startswith("statsmodels") and hasattr(v, "params") and hasattr(v, "predict"):
-                    info = mlflow.statsmodels.log_model(v, name=f"{item.role}-statsmodels".replace("_", "-"),
-                                                        remove_data=True, pip_requirements=["statsmodels"])
+                    info = mlflow.statsmodels.log_model(
+                        v,
+                        name=f"{item.role}-statsmodels".replace("_", "-"),
+                        remove_data=True,
+                        pip_requirements=["statsmodels"],
+                    )
                     return str(info.model_uri)
             except Exception as exc:  # a native copy is for inspection; the pyfunc is the version
                 log.warning("%s: could not log native %s (%s)", item.role, k, exc)
         return None
 
-    def decide(self, rec: VersionRecord, new_spec: dict[str, Any],
-               rescore: Callable[[dict[str, Any]], float | None]) -> VersionRecord:
+    def decide(
+        self,
+        rec: VersionRecord,
+        new_spec: dict[str, Any],
+        rescore: Callable[[dict[str, Any]], float | None],
+    ) -> VersionRecord:
         """Move ``champion`` to the new version when it wins on the new backtest, else
         ``challenger`` (see the module docstring). ``rescore(champion_spec)`` returns the champion
         configuration's MASE on the new backtest windows."""
@@ -623,25 +701,43 @@ class Tracker:
             return rec
         cur = self.champion(rec.name)
         if cur is None:
-            rec.decision, rec.alias, rec.method = "champion: first version of this model", CHAMPION, "first"
+            rec.decision, rec.alias, rec.method = (
+                "champion: first version of this model",
+                CHAMPION,
+                "first",
+            )
         else:
             rec.champion_version = str(cur.version)
             champ_spec = self.version_spec(rec.name, rec.champion_version)
             if champ_spec.get("config_fingerprint") == new_spec.get("config_fingerprint"):
                 rec.champion_score = rec.score
-                rec.method = "same configuration: the champion re-run on the new windows is this backtest"
-                rec.decision, rec.alias = "champion: refresh (same model and configuration, newer data; equal score on the same backtest)", CHAMPION
+                rec.method = (
+                    "same configuration: the champion re-run on the new windows is this backtest"
+                )
+                rec.decision, rec.alias = (
+                    "champion: refresh (same model and configuration, newer data; equal score on the same backtest)",
+                    CHAMPION,
+                )
             else:
                 rec.champion_score = rescore(champ_spec)
                 rec.method = "champion configuration re-run on the new backtest windows"
                 new, old = rec.score, rec.champion_score
                 if old is None or (new is not None and new < old):
-                    rec.decision, rec.alias = f"champion: beats version {cur.version} on the same backtest ({SCORE_METRIC} {_fmt(new)} < {_fmt(old)})", CHAMPION
+                    rec.decision, rec.alias = (
+                        f"champion: beats version {cur.version} on the same backtest ({SCORE_METRIC} {_fmt(new)} < {_fmt(old)})",
+                        CHAMPION,
+                    )
                 else:
-                    rec.decision, rec.alias = f"challenger: does not beat champion version {cur.version} ({SCORE_METRIC} {_fmt(new)} >= {_fmt(old)})", CHALLENGER
+                    rec.decision, rec.alias = (
+                        f"challenger: does not beat champion version {cur.version} ({SCORE_METRIC} {_fmt(new)} >= {_fmt(old)})",
+                        CHALLENGER,
+                    )
         self.client.set_registered_model_alias(rec.name, rec.alias, rec.version)
-        for k, v in (("decision", rec.decision), ("champion_score_" + SCORE_METRIC, _fmt(rec.champion_score)),
-                     ("compared_with_version", rec.champion_version or "")):
+        for k, v in (
+            ("decision", rec.decision),
+            ("champion_score_" + SCORE_METRIC, _fmt(rec.champion_score)),
+            ("compared_with_version", rec.champion_version or ""),
+        ):
             self.client.set_model_version_tag(rec.name, rec.version, k, v)
         return rec
 
@@ -651,14 +747,18 @@ class Tracker:
             return self.client.get_model_version(name, str(version))
         return self.client.get_model_version_by_alias(name, alias or CHAMPION)
 
-    def reproduce(self, name: str, alias: str | None = None, version: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    def reproduce(
+        self, name: str, alias: str | None = None, version: int | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
         """Load a registered version, re-forecast; ``(reproduced, logged, version)``."""
         mv = self.resolve(name, alias, version)
         uri = f"models:/{name}/{mv.version}"
         model = mlflow.pyfunc.load_model(uri)
         reproduced = model.predict(pd.DataFrame())
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/artifacts/forecast.parquet", dst_path=tmp)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{uri}/artifacts/forecast.parquet", dst_path=tmp
+            )
             logged = pd.read_parquet(local)
         return reproduced, logged, mv
 

@@ -37,20 +37,27 @@ def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_home(tmp_path_factory: pytest.TempPathFactory, small_sample: Path):  # type: ignore[no-untyped-def]
+def small_home(tmp_path_factory: pytest.TempPathFactory, small_sample: Path):
     from pipeline.config import Paths
     from pipeline.ingest import IngestConfig, ingest
 
     home = tmp_path_factory.mktemp("small_home")
     paths = Paths(home=home)
     shutil.copytree(small_sample, paths.sample)
-    ingest(IngestConfig(billing=(paths.sample / "billing",), warehouse=paths.warehouse,
-                        usage=paths.sample / "usage.csv", labor=paths.sample / "labor.csv", progress=False))
+    ingest(
+        IngestConfig(
+            billing=(paths.sample / "billing",),
+            warehouse=paths.warehouse,
+            usage=paths.sample / "usage.csv",
+            labor=paths.sample / "labor.csv",
+            progress=False,
+        )
+    )
     return paths
 
 
 @pytest.fixture()
-def home_copy(tmp_path: Path, small_home):  # type: ignore[no-untyped-def]
+def home_copy(tmp_path: Path, small_home):
     from pipeline.config import Paths
 
     home = tmp_path / "home"

@@ -22,32 +22,43 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.config import Paths
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_RUN_FAILED, InputError
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_LOCKED, InputError
 from pipeline.forecast import ForecastConfig
 from pipeline.monthly import MonthlyConfig, run_monthly
 
 AS_OF = dt.date(2026, 11, 15)
-SMALL = ForecastConfig(horizon=6, models=("seasonal_naive",), n_windows=2, n_paths=200, reconcile=True)
+SMALL = ForecastConfig(
+    horizon=6, models=("seasonal_naive",), n_windows=2, n_paths=200, reconcile=True
+)
 
 
-def config(paths: Paths, fc: ForecastConfig = SMALL, **kw) -> MonthlyConfig:  # type: ignore[no-untyped-def]
+def config(paths: Paths, fc: ForecastConfig = SMALL, **kw) -> MonthlyConfig:
     from pipeline.tracking import TrackingConfig
 
     kw.setdefault("plan", paths.sample / "plan.yaml")
     kw.setdefault("report", False)
-    return MonthlyConfig(as_of=AS_OF, paths=paths, tracking=TrackingConfig.for_paths(paths), forecast=fc,
-                         progress=False, **kw)
+    return MonthlyConfig(
+        as_of=AS_OF,
+        paths=paths,
+        tracking=TrackingConfig.for_paths(paths),
+        forecast=fc,
+        progress=False,
+        **kw,
+    )
 
 
-def client(paths: Paths):  # type: ignore[no-untyped-def]
+def client(paths: Paths):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def warehouse_rows(paths: Paths) -> tuple[int, int]:
@@ -55,13 +66,15 @@ def warehouse_rows(paths: Paths) -> tuple[int, int]:
 
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
-        return (con.execute("SELECT count(*) FROM daily_facts").fetchone()[0],  # type: ignore[index]
-                con.execute("SELECT count(*) FROM manifest").fetchone()[0])  # type: ignore[index]
+        facts = con.execute("SELECT count(*) FROM daily_facts").fetchone()
+        files = con.execute("SELECT count(*) FROM manifest").fetchone()
+        assert facts is not None and files is not None
+        return int(facts[0]), int(files[0])
     finally:
         con.close()
 
 
-def cli(paths: Paths, *args: str):  # type: ignore[no-untyped-def]
+def cli(paths: Paths, *args: str):
     from pipeline.cli import cli as phasecast
 
     return CliRunner().invoke(phasecast, ["--home", str(paths.home), *args], catch_exceptions=False)
@@ -82,8 +95,21 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(home_copy: Paths) -> None:
     assert not list(paths.outputs.glob(".*tmp*")), "staging folder left behind"
 
     fc = pd.read_parquet(out / "forecast.parquet")
-    assert {"unique_id", "ds", "model", "mean", "lo_80", "hi_80", "lo_95", "hi_95", "phase", "category"} <= set(fc.columns)
-    assert fc["ds"].min() == pd.Timestamp("2026-11-01") and fc.groupby("unique_id").size().eq(6).all()
+    assert {
+        "unique_id",
+        "ds",
+        "model",
+        "mean",
+        "lo_80",
+        "hi_80",
+        "lo_95",
+        "hi_95",
+        "phase",
+        "category",
+    } <= set(fc.columns)
+    assert (
+        fc["ds"].min() == pd.Timestamp("2026-11-01") and fc.groupby("unique_id").size().eq(6).all()
+    )
 
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["data_window"]["last_month"] == "2026-10"
@@ -98,7 +124,10 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(home_copy: Paths) -> None:
     assert run.info.status == "FINISHED" and run.info.run_name == AS_OF.isoformat()
     assert run.data.params["checks.series_sha256"] == manifest["input_checksums"]["series_sha256"]
     assert run.data.params["config.forecast.horizon"] == "6"
-    assert "backtest.seasonal_naive.MASE" in run.data.metrics and "backtest.seasonal_naive.coverage_95" in run.data.metrics
+    assert (
+        "backtest.seasonal_naive.MASE" in run.data.metrics
+        and "backtest.seasonal_naive.coverage_95" in run.data.metrics
+    )
     assert run.data.tags["git_commit"] and run.data.tags["version.mlflow"]
     arts = {a.path for a in c.list_artifacts(res.run_id, "outputs")}
     assert {"outputs/forecast.parquet", "outputs/run.json", "outputs/report.html"} <= arts
@@ -118,7 +147,16 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(home_copy: Paths) -> None:
     assert len(runs) == 1
 
     # exact re-forecast from the registry, by alias and by version number
-    r = cli(paths, "reproduce", "--model", "forecaster", "--alias", "champion", "--output", str(paths.home / "re.parquet"))
+    r = cli(
+        paths,
+        "reproduce",
+        "--model",
+        "forecaster",
+        "--alias",
+        "champion",
+        "--output",
+        str(paths.home / "re.parquet"),
+    )
     assert r.exit_code == 0, r.output
     assert "exactly" in r.output
     pd.testing.assert_frame_equal(pd.read_parquet(paths.home / "re.parquet"), fc, check_exact=True)
@@ -136,9 +174,24 @@ def test_lock_held_exits_4(home_copy: Paths) -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
     exe = Path(sys.executable).with_name("phasecast")
     with run_lock(home_copy.lock):
-        p = subprocess.run([str(exe), "--home", str(home_copy.home), "run-monthly", "--as-of", "2026-11-15",
-                            "--horizon", "3", "--models", "seasonal_naive"],
-                           capture_output=True, text=True, env=env, timeout=120)
+        p = subprocess.run(
+            [
+                str(exe),
+                "--home",
+                str(home_copy.home),
+                "run-monthly",
+                "--as-of",
+                "2026-11-15",
+                "--horizon",
+                "3",
+                "--models",
+                "seasonal_naive",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     assert p.returncode == EXIT_LOCKED, p.stderr
     assert "lock" in p.stderr and "nothing was done" in p.stderr
     assert not home_copy.outputs.exists()
@@ -177,12 +230,28 @@ def test_failure_is_recorded_previous_outputs_kept_and_rerun_completes(home_copy
     assert failed[0].info.run_name == AS_OF.isoformat()
 
     # the same through the CLI: exit code 2, a second FAILED run
-    r = cli(paths, "run-monthly", "--as-of", "2026-11-15", "--horizon", "6", "--models", "seasonal_naive", "--no-progress")
+    r = cli(
+        paths,
+        "run-monthly",
+        "--as-of",
+        "2026-11-15",
+        "--horizon",
+        "6",
+        "--models",
+        "seasonal_naive",
+        "--no-progress",
+    )
     assert r.exit_code == EXIT_BAD_INPUT
 
     # a step failing after the run started (an unknown model): FAILED too, outputs untouched
     with pytest.raises(InputError):
-        run_monthly(config(paths, ForecastConfig(horizon=6, models=("no_such_model",), n_windows=2), inbox=paths.home / "empty"))
+        run_monthly(
+            config(
+                paths,
+                ForecastConfig(horizon=6, models=("no_such_model",), n_windows=2),
+                inbox=paths.home / "empty",
+            )
+        )
     failed = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'")
     assert len(failed) == 3
     assert tree_digest(out) == before
@@ -192,7 +261,9 @@ def test_failure_is_recorded_previous_outputs_kept_and_rerun_completes(home_copy
     shutil.copyfile(good, paths.inbox / good.name)
     res2 = run_monthly(config(paths))
     assert res2.run_id == res.run_id and res2.reused_run  # same data: the finished run is reused
-    assert pd.read_parquet(out / "forecast.parquet").equals(pd.read_parquet(res.output_dir / "forecast.parquet"))
+    assert pd.read_parquet(out / "forecast.parquet").equals(
+        pd.read_parquet(res.output_dir / "forecast.parquet")
+    )
     assert warehouse_rows(paths) == rows
 
 
@@ -200,11 +271,29 @@ def test_champion_moves_only_when_beaten_on_the_same_backtest(home_copy: Paths) 
     paths = home_copy
     c = client(paths)
     # v1: seasonal naive (+ the baseline) -> first champion
-    r1 = run_monthly(config(paths, ForecastConfig(horizon=6, models=("seasonal_naive",), n_windows=2, n_paths=200, reconcile=True)))
+    r1 = run_monthly(
+        config(
+            paths,
+            ForecastConfig(
+                horizon=6, models=("seasonal_naive",), n_windows=2, n_paths=200, reconcile=True
+            ),
+        )
+    )
     d1 = r1.manifest["champion_decisions"]["forecaster"]
     assert d1["alias"] == "champion" and d1["version"] == "1"
     # v2: adds ETS: per series the better of three models, on the same windows -> beats v1
-    r2 = run_monthly(config(paths, ForecastConfig(horizon=6, models=("seasonal_naive", "ets"), n_windows=2, n_paths=200, reconcile=True)))
+    r2 = run_monthly(
+        config(
+            paths,
+            ForecastConfig(
+                horizon=6,
+                models=("seasonal_naive", "ets"),
+                n_windows=2,
+                n_paths=200,
+                reconcile=True,
+            ),
+        )
+    )
     d2 = r2.manifest["champion_decisions"]["forecaster"]
     assert d2["version"] == "2" and d2["champion_version"] == "1"
     assert d2["new_MASE"] < d2["champion_MASE"], d2
@@ -212,7 +301,14 @@ def test_champion_moves_only_when_beaten_on_the_same_backtest(home_copy: Paths) 
     # v1's configuration re-run on v2's windows is v1's own backtest here (same data, same windows)
     assert d2["champion_MASE"] == pytest.approx(d1["new_MASE"], rel=1e-12)
     # v3: the analytic baseline alone -> worse on the same backtest -> challenger, champion stays v2
-    r3 = run_monthly(config(paths, ForecastConfig(horizon=6, models=("analytic_baseline",), n_windows=2, n_paths=200, reconcile=True)))
+    r3 = run_monthly(
+        config(
+            paths,
+            ForecastConfig(
+                horizon=6, models=("analytic_baseline",), n_windows=2, n_paths=200, reconcile=True
+            ),
+        )
+    )
     d3 = r3.manifest["champion_decisions"]["forecaster"]
     assert d3["version"] == "3" and d3["alias"] == "challenger", d3
     assert d3["new_MASE"] >= d3["champion_MASE"]
@@ -222,7 +318,9 @@ def test_champion_moves_only_when_beaten_on_the_same_backtest(home_copy: Paths) 
     run3 = c.get_run(r3.run_id)
     assert run3.data.tags["decision.forecaster"].startswith("v3 challenger")
     assert run3.data.metrics["decision.forecaster.promoted"] == 0.0
-    assert run3.data.metrics["decision.forecaster.champion_MASE"] == pytest.approx(d3["champion_MASE"])
+    assert run3.data.metrics["decision.forecaster.champion_MASE"] == pytest.approx(
+        d3["champion_MASE"]
+    )
     v3 = c.get_model_version("phasecast-forecaster", "3")
     assert v3.tags["compared_with_version"] == "2" and "challenger" in v3.tags["decision"]
     # the same model on the same data is never registered twice across the three runs

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,34 +20,75 @@ from pipeline.config import Paths
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def _tracking(paths: Paths):  # type: ignore[no-untyped-def]
+def _tracking(paths: Paths) -> Any:
     from pipeline.tracking import ENV_TRACKING_URI, TrackingConfig
 
     return TrackingConfig.for_paths(paths, os.environ.get(ENV_TRACKING_URI) or None)
 
 
 @cli.command("run-monthly")
-@click.option("--as-of", "as_of", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="Run date: months before its month are complete and forecast from.")
-@click.option("--horizon", type=click.IntRange(1, 60), default=18, show_default=True, help="Months ahead.")
-@click.option("--budgets", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Budgets CSV (period,phase,amount,currency): flags are computed when given.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Outputs root [default: HOME/outputs]; the run writes <output>/<as-of>/.")
-@click.option("--inbox", type=click.Path(file_okay=False, path_type=Path),
-              help="Billing inbox to ingest new files from [default: HOME/data/inbox/billing].")
-@click.option("--plan", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Plan YAML for the analytic baseline [default: HOME/data/sample/plan.yaml if present].")
-@click.option("--models", "models", multiple=True, help="Models to run (repeatable) [default: all].")
-@click.option("--level", "levels", multiple=True, type=int, default=(80, 95), show_default=True,
-              help="Interval levels (repeatable).")
-@click.option("--windows", type=click.IntRange(1, 12), default=3, show_default=True, help="Backtest windows.")
+@click.option(
+    "--as-of",
+    "as_of",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Run date: months before its month are complete and forecast from.",
+)
+@click.option(
+    "--horizon", type=click.IntRange(1, 60), default=18, show_default=True, help="Months ahead."
+)
+@click.option(
+    "--budgets",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Budgets CSV (period,phase,amount,currency): flags are computed when given.",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Outputs root [default: HOME/outputs]; the run writes <output>/<as-of>/.",
+)
+@click.option(
+    "--inbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Billing inbox to ingest new files from [default: HOME/data/inbox/billing].",
+)
+@click.option(
+    "--plan",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Plan YAML for the analytic baseline [default: HOME/data/sample/plan.yaml if present].",
+)
+@click.option(
+    "--models", "models", multiple=True, help="Models to run (repeatable) [default: all]."
+)
+@click.option(
+    "--level",
+    "levels",
+    multiple=True,
+    type=int,
+    default=(80, 95),
+    show_default=True,
+    help="Interval levels (repeatable).",
+)
+@click.option(
+    "--windows", type=click.IntRange(1, 12), default=3, show_default=True, help="Backtest windows."
+)
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_obj
-def run_monthly_cmd(paths: Paths, as_of: dt.datetime, horizon: int, budgets: Path | None, output: Path | None,
-                    inbox: Path | None, plan: Path | None, models: tuple[str, ...], levels: tuple[int, ...],
-                    windows: int, no_report: bool, no_progress: bool) -> None:
+def run_monthly_cmd(
+    paths: Paths,
+    as_of: dt.datetime,
+    horizon: int,
+    budgets: Path | None,
+    output: Path | None,
+    inbox: Path | None,
+    plan: Path | None,
+    models: tuple[str, ...],
+    levels: tuple[int, ...],
+    windows: int,
+    no_report: bool,
+    no_progress: bool,
+) -> None:
     """The scheduled monthly job: ingest, backtest, forecast, flag, report, register models.
 
     Exit codes: 0 done; 2 bad input (the message says which file, row and column); 4 another run
@@ -57,42 +99,68 @@ def run_monthly_cmd(paths: Paths, as_of: dt.datetime, horizon: int, budgets: Pat
 
     if plan is None and paths.plan.exists():
         plan = paths.plan
-    fc = ForecastConfig(horizon=horizon, levels=tuple(sorted(set(levels))), models=tuple(models) or DEFAULT_MODELS,
-                        n_windows=windows, reconcile=True)
-    cfg = MonthlyConfig(as_of=as_of.date(), paths=paths, tracking=_tracking(paths), forecast=fc,
-                        inbox=inbox.resolve() if inbox else None, budgets=budgets.resolve() if budgets else None,
-                        plan=plan.resolve() if plan else None, output_root=output.resolve() if output else None,
-                        progress=not no_progress, report=not no_report)
+    fc = ForecastConfig(
+        horizon=horizon,
+        levels=tuple(sorted(set(levels))),
+        models=tuple(models) or DEFAULT_MODELS,
+        n_windows=windows,
+        reconcile=True,
+    )
+    cfg = MonthlyConfig(
+        as_of=as_of.date(),
+        paths=paths,
+        tracking=_tracking(paths),
+        forecast=fc,
+        inbox=inbox.resolve() if inbox else None,
+        budgets=budgets.resolve() if budgets else None,
+        plan=plan.resolve() if plan else None,
+        output_root=output.resolve() if output else None,
+        progress=not no_progress,
+        report=not no_report,
+    )
     res = run_monthly(cfg)
     click.echo(f"outputs: {res.output_dir}")
-    click.echo(f"MLflow run: {res.run_id}{' (reused: same data and configuration)' if res.reused_run else ''}")
+    click.echo(
+        f"MLflow run: {res.run_id}{' (reused: same data and configuration)' if res.reused_run else ''}"
+    )
     for role, d in res.manifest["champion_decisions"].items():
         click.echo(f"  phasecast-{role} v{d['version']} [{d['alias'] or '-'}]: {d['decision']}")
     click.echo(f"done in {res.seconds:.1f} s")
 
 
 @cli.command("reproduce")
-@click.option("--model", "model", required=True,
-              help="Registered model: a role (forecaster, ets, ...) or its full name (phasecast-ets).")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="Registered model: a role (forecaster, ets, ...) or its full name (phasecast-ets).",
+)
 @click.option("--alias", default=None, help="Alias to load [default: champion].")
 @click.option("--version", "version", type=int, default=None, help="Version number to load.")
 @click.option("--output", type=_FILE, help="Write the reproduced forecast here (.csv or .parquet).")
 @click.pass_obj
-def reproduce_cmd(paths: Paths, model: str, alias: str | None, version: int | None, output: Path | None) -> None:
+def reproduce_cmd(
+    paths: Paths, model: str, alias: str | None, version: int | None, output: Path | None
+) -> None:
     """Load a registered version and reproduce its logged forecast exactly (exit 5 if it differs)."""
     from pipeline.errors import InputError, RunFailedError
     from pipeline.tracking import MODEL_PREFIX, Tracker, same_frame
 
     if alias and version is not None:
-        raise InputError("give --alias or --version, not both", fix="e.g. --alias champion or --version 3")
+        raise InputError(
+            "give --alias or --version, not both", fix="e.g. --alias champion or --version 3"
+        )
     name = model if model.startswith(MODEL_PREFIX) else MODEL_PREFIX + model
     try:
         reproduced, logged, mv = Tracker(_tracking(paths)).reproduce(name, alias, version)
     except Exception as exc:
         from mlflow.exceptions import MlflowException  # noqa: F401  (only to name it in the message)
 
-        raise InputError(f"cannot load {name} ({'version ' + str(version) if version else 'alias ' + (alias or 'champion')}): "
-                         f"{str(exc).splitlines()[0][:300]}", fix="list versions in the MLflow UI (phasecast ui)") from exc
+        raise InputError(
+            f"cannot load {name} ({'version ' + str(version) if version else 'alias ' + (alias or 'champion')}): "
+            f"{str(exc).splitlines()[0][:300]}",
+            fix="list versions in the MLflow UI (phasecast ui)",
+        ) from exc
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix == ".parquet":
@@ -101,8 +169,12 @@ def reproduce_cmd(paths: Paths, model: str, alias: str | None, version: int | No
             reproduced.to_csv(output, index=False)
     ok, why = same_frame(reproduced, logged)
     if not ok:
-        raise RunFailedError(f"{name} v{mv.version}: the reproduced forecast differs from the logged one: {why}")
-    click.echo(f"{name} v{mv.version}: reproduced its logged forecast exactly ({len(reproduced)} rows)")
+        raise RunFailedError(
+            f"{name} v{mv.version}: the reproduced forecast differs from the logged one: {why}"
+        )
+    click.echo(
+        f"{name} v{mv.version}: reproduced its logged forecast exactly ({len(reproduced)} rows)"
+    )
 
 
 @cli.command("ui")
@@ -114,8 +186,20 @@ def ui_cmd(paths: Paths, port: int, host: str) -> None:
     import subprocess
 
     paths.artifact_root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.tracking_uri,
-           "--default-artifact-root", paths.artifact_root.resolve().as_uri(), "--host", host, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        paths.tracking_uri,
+        "--default-artifact-root",
+        paths.artifact_root.resolve().as_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     click.echo(" ".join(cmd), err=True)
     click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)", err=True)
     raise SystemExit(subprocess.call(cmd))

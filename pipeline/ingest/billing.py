@@ -105,8 +105,11 @@ def stage_file(
         + [f"{dec[c][0]} AS c_{c}" for c in COSTS]
         + [f"({bad}) AS bad"]
     )
+    # The attribution fields of a group, and a 64-bit hash of them to join attributions back on.
+    attr_keys = [f"f_{f}" for f in ("ProviderName", "ServiceName", *fields, "Tags")]
     grouped = f"""
         CREATE OR REPLACE TEMP TABLE groups AS
+        SELECT *, hash({", ".join(attr_keys)}) AS k FROM (
         SELECT {proj.replace("day, billing_period", f"{day_to_date('day')} AS day, {day_to_date('billing_period')} AS billing_period", 1)}
         FROM (
             SELECT day, billing_period, {", ".join(f"f_{f}" for f in g_text)},
@@ -114,7 +117,7 @@ def stage_file(
                    count(*) AS row_count, count_if(bad) AS n_bad
             FROM (SELECT {inner} FROM {source_sql(src)})
             GROUP BY ALL
-        )
+        ))
     """
     try:
         con.execute(grouped)
@@ -131,21 +134,41 @@ def stage_file(
         )
     if n_bad:
         raise _row_problems(con, src, cols, int(n_bad))
-    _check_tags(con, src, cols)
 
+    # Attribution (JSON tags, rule regexes, GPU regex) depends only on the text fields, and a file has
+    # few distinct combinations of them (thousands) against many day groups (hundreds of thousands):
+    # attribute each combination once, then join the result back to the day groups.
+    # The join on the hash ``k`` is exact unless two combinations of the file share a hash; then it
+    # falls back to comparing the fields themselves.
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE combos AS SELECT DISTINCT k, {', '.join(attr_keys)} FROM groups"
+    )
+    (unique_k,) = con.execute("SELECT count(*) = count(DISTINCT k) FROM combos").fetchone()  # type: ignore[misc]
+    _check_tags(con, src, cols)
     col = {f: f"f_{f}" for f in ("ServiceName", *fields)}
     col["ProviderName"] = "f_ProviderName"
     phase_rule = phase_sql(rules, col, "f_Tags")
     con.execute(f"""
-        INSERT INTO stage
-        SELECT {idx}, day, billing_period, f_ProviderName, f_BillingAccountId, f_BillingCurrency,
-               coalesce(tag_phase, {phase_rule}), {category_sql(col)}, tag_team, tag_model,
-               billed_cost, effective_cost, list_cost, contracted_cost, row_count
+        CREATE OR REPLACE TEMP TABLE attributed AS
+        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {phase_rule}) AS phase,
+               {category_sql(col)} AS category, tag_team AS team, tag_model AS model
         FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase,
                      nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
                      nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
-              FROM groups)
+              FROM combos)
     """)
+    if unique_k:
+        on = "g.k = a.k"
+    else:  # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM
+        on = " AND ".join(f"g.{k} IS NOT DISTINCT FROM a.{k}" for k in attr_keys)
+    con.execute(f"""
+        INSERT INTO stage
+        SELECT {idx}, g.day, g.billing_period, g.f_ProviderName, g.f_BillingAccountId,
+               g.f_BillingCurrency, a.phase, a.category, a.team, a.model,
+               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count
+        FROM groups g JOIN attributed a ON {on}
+    """)
+    con.execute("DROP TABLE groups; DROP TABLE combos; DROP TABLE attributed")
     return Staged(idx, src, int(n_rows))
 
 
@@ -214,7 +237,7 @@ def _check_tags(con: duckdb.DuckDBPyConnection, src: SourceFile, cols: Columns) 
         return
     known = ", ".join(sql_str(p) for p in PHASES)
     bad_json = con.execute(
-        "SELECT f_Tags FROM groups WHERE f_Tags IS NOT NULL AND NOT json_valid(f_Tags) LIMIT 1"
+        "SELECT f_Tags FROM combos WHERE f_Tags IS NOT NULL AND NOT json_valid(f_Tags) LIMIT 1"
     ).fetchall()
     tags = cols.text_nullword("Tags")
     if bad_json:
@@ -228,7 +251,7 @@ def _check_tags(con: duckdb.DuckDBPyConnection, src: SourceFile, cols: Columns) 
             fix='Tags must be a JSON object such as {"phase": "inference", "team": "search"}, or empty / NULL',
         )
     bad_phase = con.execute(
-        f"SELECT DISTINCT f_Tags FROM groups WHERE {_tag_phase('f_Tags')} NOT IN ({known}) LIMIT 1"
+        f"SELECT DISTINCT f_Tags FROM combos WHERE {_tag_phase('f_Tags')} NOT IN ({known}) LIMIT 1"
     ).fetchall()
     if bad_phase:
         where = f"{_tag_phase(tags)} NOT IN ({known})"

@@ -139,11 +139,16 @@ def _dict(idx: np.ndarray, vocab: list[str | None]):
     import pyarrow as pa
 
     idx = idx.astype(np.int32)
-    keep = [k for k, v in enumerate(vocab) if v is not None]
+    # One dictionary entry per distinct value: pyarrow writes a dictionary with repeated values as
+    # PLAIN-encoded Parquet, which no real exporter produces for an 11-value column (it made 5 text
+    # columns of the bench file decode row by row). Repeated vocabulary words map to their first index.
+    first: dict[str, int] = {}
     remap = np.full(len(vocab), -1, dtype=np.int32)
-    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    for k, v in enumerate(vocab):
+        if v is not None:
+            remap[k] = first.setdefault(v, len(first))
     new = remap[idx]
-    values = pa.array([vocab[k] for k in keep] or [""], pa.string())
+    values = pa.array(list(first) or [""], pa.string())
     indices = pa.array(
         np.maximum(new, 0), mask=new < 0
     )  # nulls as null indices, not in the dictionary
@@ -395,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
         return 0
 
-    data = a.data or Path(tempfile.gettempdir()) / f"phasecast-ingest-bench-{a.rows}-{a.seed}"
+    data = a.data or Path(tempfile.gettempdir()) / f"phasecast-ingest-bench-v2-{a.rows}-{a.seed}"
     t0 = time.perf_counter()
     # In a child: the parent stays small, and children forked from it do not inherit its peak RSS.
     made = subprocess.run(
