@@ -7,7 +7,8 @@ reconcile, and sample paths of the published forecast.
    driver values; gaps inside a series are filled per ``config.gaps`` (``zero``: a month without a
    charge costs nothing, the default for cost data; ``interpolate``: linear; ``error``: refuse);
 2. rolling-origin backtest of every model (:mod:`pipeline.backtest`); the combination's backtest
-   is built from its members' (:mod:`pipeline.models.ensemble`), weights from pooled MASE;
+   is built from its members' (:mod:`pipeline.models.ensemble`): ETS, Theta and SARIMAX with
+   equal weights, a member more than 1.25x the best pooled backtest MASE trimmed;
 3. intervals calibrated on the backtest errors, pooled per model and horizon
    (:mod:`pipeline.intervals`); the backtest table itself carries leave-one-window-out calibrated
    bounds so the coverage it reports is out of sample;
@@ -61,15 +62,18 @@ from pipeline.frames import (
 )
 from pipeline.metrics import scale_of, summarize
 from pipeline.models.base import Forecaster
-from pipeline.models.ensemble import Ensemble, combine_backtest, inverse_error_weights
+from pipeline.models.ensemble import (
+    DEFAULT_MEMBERS,
+    Ensemble,
+    combine_backtest,
+    trimmed_equal_weights,
+)
 from pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
 BASELINE = "analytic_baseline"
-# never combination members: the baseline is the reference, seasonal naive the benchmark
-NOT_MEMBERS = frozenset({BASELINE, "seasonal_naive", ENSEMBLE})
 DEFAULT_MODELS = ("analytic_baseline", "seasonal_naive", "ets", "theta", "sarimax", "lightgbm", "ensemble")
 
 
@@ -85,8 +89,8 @@ class ForecastConfig:
     reconcile: bool = False  # True when the series form the phasecast hierarchy
     executor: str = "serial"  # or "processes" / "dask", passed to pipeline.parallel
     gaps: str = "zero"  # zero | interpolate | error: what a month missing inside a series becomes
-    selection_margin: float = 0.1  # a single model replaces the combination if >10 % better
-    ensemble_trim: float = 1.25  # combination members within 1.25x the best pooled MASE
+    selection_margin: float = 0.3  # a single model replaces the combination only if >30 % better
+    ensemble_trim: float = 1.25  # a member worse than 1.25x the best pooled MASE leaves the mix
 
 
 @dataclass
@@ -251,8 +255,8 @@ def run_forecast(
     pooled = bt.assign(_e=(bt[Y] - bt[MEAN]).abs() / bt[SCALE]).groupby(MODEL)["_e"].mean() if len(bt) else pd.Series(dtype=float)
     weights: dict[str, float] = {}
     if ENSEMBLE in names:
-        member_err = {m: float(v) for m, v in pooled.items() if m not in NOT_MEMBERS}
-        weights = inverse_error_weights(member_err, trim=config.ensemble_trim)
+        member_err = {m: float(v) for m, v in pooled.items() if m in DEFAULT_MEMBERS}
+        weights = trimmed_equal_weights(member_err, trim=config.ensemble_trim)
         if not weights:  # no statistical member available: combine what there is
             weights = {m: 1.0 / len(base) for m in base}
         if len(bt):

@@ -5,7 +5,8 @@ Design (why, in order):
 - **Scale-free errors.** A backtest error ``y - mean`` is divided by the model's own standard
   deviation for that series and horizon (``sigma``, read from its native interval), floored at 5 %
   of the series' MASE scale so a model that over-fits a short series cannot claim a tiny spread.
-  The ratio is comparable across series and horizons, so errors of thousands of series can be
+  It is also capped at 10 x that scale (an exploded variance would otherwise dominate). The ratio
+  is comparable across series and horizons, so errors of thousands of series can be
   pooled, and the model's native interval shape (how it widens with the horizon, how noisy the
   series is) carries over.
 - **Pooled per model and horizon, signed.** For each model, the ratios of every (series, window)
@@ -38,10 +39,16 @@ import pandas as pd
 from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y, hi_col, lo_col
 
 SIGMA_FLOOR = 0.05  # share of the MASE scale below which a model's sigma is not believed
+SIGMA_CAP = 10.0  # multiple of the MASE scale above which it is not believed either
 
 
 def normalizer(sigma: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return np.maximum(np.nan_to_num(np.asarray(sigma, float), nan=0.0), SIGMA_FLOOR * np.asarray(scale, float))
+    """The model's sigma, kept within [0.05, 10] x the series' MASE scale: an over-fitted model
+    cannot claim a tiny spread, and one whose variance exploded (an ARIMA near a unit root) cannot
+    blow the interval up by orders of magnitude."""
+    s = np.asarray(scale, float)
+    sig = np.nan_to_num(np.asarray(sigma, float), nan=0.0, posinf=np.inf)
+    return np.clip(sig, SIGMA_FLOOR * s, SIGMA_CAP * s)
 
 
 @dataclass(frozen=True)

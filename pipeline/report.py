@@ -169,7 +169,10 @@ def fan_chart(
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     import matplotlib.dates as mdates
 
-    loc = mdates.AutoDateLocator(minticks=4, maxticks=8)
+    loc = mdates.AutoDateLocator(minticks=4, maxticks=8, interval_multiples=True)
+    # long monthly spans (history + 18 months) need yearly steps between months: without 12 here
+    # matplotlib warns and falls back to 6
+    loc.intervald[mdates.MONTHLY] = [1, 2, 3, 4, 6, 12]
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, ncol=6)
