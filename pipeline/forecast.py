@@ -14,7 +14,9 @@ reconcile, and sample paths of the published forecast.
    bounds so the coverage it reports is out of sample;
 4. per series, the model with the lowest backtest MASE among the combination and the single
    models; the combination is kept unless a single model beats it by ``selection_margin``
-   (per-series choices from a few windows are noisy: the margin asks for real evidence);
+   (per-series choices from a few windows are noisy: the margin asks for overwhelming evidence,
+   e.g. a constant or exactly repeating series; on generated M3-like series of 48 months, per-series
+   selection with a 10-30 % margin was 4-7 % worse by MASE than keeping the combination);
    a series too short for any backtest gets the model with the best pooled MASE;
 5. every model re-fitted on the full history and forecast ``horizon`` months (a failed fit falls
    back to the analytic baseline: ``model`` says ``analytic_baseline(fallback)``);
@@ -89,7 +91,7 @@ class ForecastConfig:
     reconcile: bool = False  # True when the series form the phasecast hierarchy
     executor: str = "serial"  # or "processes" / "dask", passed to pipeline.parallel
     gaps: str = "zero"  # zero | interpolate | error: what a month missing inside a series becomes
-    selection_margin: float = 0.3  # a single model replaces the combination only if >30 % better
+    selection_margin: float = 0.7  # a single model replaces the combination only if its backtest MASE is < 30 % of it
     ensemble_trim: float = 1.25  # a member worse than 1.25x the best pooled MASE leaves the mix
 
 
