@@ -7,30 +7,13 @@ import datetime as dt
 
 import numpy as np
 
-# Lunar New Year's Day (Spring Festival), Gregorian date per year. Traffic dips around it.
-SPRING_FESTIVAL: dict[int, dt.date] = {
-    2020: dt.date(2020, 1, 25),
-    2021: dt.date(2021, 2, 12),
-    2022: dt.date(2022, 2, 1),
-    2023: dt.date(2023, 1, 22),
-    2024: dt.date(2024, 2, 10),
-    2025: dt.date(2025, 1, 29),
-    2026: dt.date(2026, 2, 17),
-    2027: dt.date(2027, 2, 6),
-    2028: dt.date(2028, 1, 26),
-    2029: dt.date(2029, 2, 13),
-    2030: dt.date(2030, 2, 3),
-}
+# The Spring Festival table and Black Friday rule are the features' own: one calendar for both.
+from features.calendar import SPRING_FESTIVAL, black_friday
+
+__all__ = ["SPRING_FESTIVAL", "WEEKLY", "black_friday", "cyber_monday", "promotion_factor"]
 
 # Monday .. Sunday: shoppers browse more at the weekend.
 WEEKLY: tuple[float, ...] = (0.96, 0.95, 0.96, 0.97, 1.00, 1.07, 1.09)
-
-
-def black_friday(year: int) -> dt.date:
-    """The day after the fourth Thursday of November."""
-    first = dt.date(year, 11, 1)
-    first_thu = first + dt.timedelta(days=(3 - first.weekday()) % 7)
-    return first_thu + dt.timedelta(days=22)
 
 
 def cyber_monday(year: int) -> dt.date:
