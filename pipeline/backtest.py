@@ -12,7 +12,10 @@ Window rule (per series of ``n`` observed months, requested horizon ``H``, ``W``
 
 Cutoffs are positions from each series' own end, so series of different lengths and end dates are
 backtested together: window ``k`` fits every model once, on all series cut at their own ``k``-th
-cutoff (a global model such as LightGBM sees them all at once).
+cutoff (a global model such as LightGBM sees them all at once). Windows run from the earliest
+cutoff forward: a per-series model's form search (ETS form, SARIMA order) done on an earlier
+window is reused on the later ones and in the final fit while the data allow the same candidates
+(:mod:`pipeline.models.stats`), so no window's choice sees data after its cutoff.
 
 A model that raises in a window is replaced there by the analytic baseline (run-rate without a
 plan), and series the model itself handed to a fallback are marked too: the ``fallback`` column
@@ -100,10 +103,18 @@ def fit_predict(
     make: ModelFactory,
     X_future: pd.DataFrame | None = None,
     fallback: str = "analytic_baseline",
+    keep_state: bool = True,
 ) -> tuple[pd.DataFrame, Forecaster, str | None]:
-    """Fit ``name`` and predict ``h``; on any exception use ``fallback`` and say why."""
+    """Fit ``name`` and predict ``h``; on any exception use ``fallback`` and say why.
+
+    Per-series models forecast ``h`` months in their workers right after fitting; with
+    ``keep_state=False`` (backtest windows) they then drop their statsmodels results."""
     try:
-        model = make(name).fit(train)
+        model = make(name)
+        if hasattr(model, "horizon_hint"):
+            model.horizon_hint = h
+            model.keep_state = keep_state
+        model.fit(train)
         return predict_frame(model, h, X_future), model, None
     except Exception as exc:  # a model failing must not sink the run: record and fall back
         reason = f"fallback: {name} failed ({type(exc).__name__}: {str(exc)[:120]})"
@@ -144,7 +155,10 @@ def backtest(
     windows = plan_windows(lengths, spec)
     parts: list[pd.DataFrame] = []
     events: list[dict[str, object]] = []
-    for k, wdf in windows.groupby(WINDOW, sort=True):
+    from pipeline.models.stats import reset_form_cache
+
+    reset_form_cache()
+    for k, wdf in sorted(windows.groupby(WINDOW, sort=True), key=lambda kv: -int(kv[0])):
         train_len = wdf.set_index(UID)["train_len"]
         h_of = wdf.set_index(UID)[H]
         train, test = truncate(df, train_len)
@@ -155,7 +169,7 @@ def backtest(
         for name in models:
             if progress:
                 progress(f"backtest window {k + 1}: {name}")
-            pred, _, reason = fit_predict(name, train, hmax, make, X_future)
+            pred, _, reason = fit_predict(name, train, hmax, make, X_future, keep_state=False)
             if reason:
                 events.append({MODEL: name, WINDOW: int(k), "reason": reason})
             pred[H] = pred.groupby(UID, sort=False).cumcount() + 1
@@ -170,4 +184,5 @@ def backtest(
     if not parts:
         return pd.DataFrame(columns=cols), events
     bt = pd.concat(parts, ignore_index=True)[cols]
+    bt = bt.sort_values([WINDOW], kind="stable", ignore_index=True)  # window 0 first, as before
     return bt, events

@@ -191,3 +191,49 @@ def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=[PHASE, CATEGORY, DS, COST])
     out[DS] = pd.to_datetime(out[DS])
     return out.sort_values([PHASE, CATEGORY, DS], kind="stable").reset_index(drop=True)
+
+
+# --- what the plan covers -------------------------------------------------------------------
+SCHEDULED_RUNS = "scheduled_runs"
+RECURRING = "recurring"
+TRAFFIC = "traffic"
+STORAGE = "storage"
+HEADCOUNT = "headcount"
+PLAN_SOURCES = (SCHEDULED_RUNS, RECURRING, TRAFFIC, STORAGE, HEADCOUNT)
+
+
+def _only(plan: Plan, source: str) -> Plan:
+    """The plan restricted to one kind of item (same price book)."""
+    keep: dict[str, Any] = {
+        SCHEDULED_RUNS: (), RECURRING: (), TRAFFIC: None, STORAGE: None, HEADCOUNT: (),
+    }
+    keep[source] = getattr(plan, source)
+    return plan.with_changes(**keep)
+
+
+def plan_sources(plan: Plan, start: Any, months: int) -> dict[tuple[str, str], set[str]]:
+    """Which kinds of plan item (:data:`PLAN_SOURCES`) put a non-zero cost on each ``(phase,
+    category)`` in the ``months`` months from ``start``. A pair absent from the result is not
+    covered by the plan in that window (a pair whose planned cost is zero throughout, e.g. a phase
+    whose runs all lie outside the window, is absent too)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for src in PLAN_SOURCES:
+        if not getattr(plan, src):
+            continue
+        est = estimate_from_plan(_only(plan, src), start, months)
+        hit = est[est[COST].abs() > 0]
+        for ph, cat in hit[[PHASE, CATEGORY]].drop_duplicates().itertuples(index=False):
+            out.setdefault((str(ph), str(cat)), set()).add(src)
+    return out
+
+
+def plan_start(plan: Plan) -> pd.Timestamp | None:
+    """The first month the plan describes: the earliest start of its runs, jobs, headcount lines
+    and traffic months (None when nothing in it is dated, e.g. a storage-only plan). Months before
+    it are history the plan says nothing about."""
+    starts: list[pd.Timestamp] = [month(r.start) for r in plan.scheduled_runs]
+    starts += [j.start for j in plan.recurring if j.start is not None]
+    starts += [h.start for h in plan.headcount if h.start is not None]
+    if plan.traffic is not None and plan.traffic.months:
+        starts.append(min(pd.Timestamp(m) for m in plan.traffic.months))
+    return min(starts) if starts else None

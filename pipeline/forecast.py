@@ -23,6 +23,37 @@ reconcile, and sample paths of the published forecast.
 6. sample paths of the published forecast by resampling whole backtest error vectors, reconciled
    over the hierarchy when ``config.reconcile`` (:mod:`pipeline.reconcile`);
 7. series whose history is never negative get forecasts, bounds and paths clipped at zero.
+
+Plan-driven series (:func:`plan_overrides`). The backtest cannot see what a plan knows: the plan
+only describes months after the history, so a model chosen by backtest MASE ignores a scheduled
+pre-training run (and forecasts the average of past bursts in months the plan leaves empty). When
+a plan is given, a bottom series ``<phase>/<category>`` for which
+:func:`pipeline.estimate.estimate_from_plan` yields cost in the series' forecast horizon is
+classified by the plan items that cost comes from (:func:`pipeline.estimate.plan_sources`):
+
+* **scheduled runs** (bursty, plan-only: pre-training, optimization jobs): the plan *is* the
+  forecast. The published model is the analytic baseline (the plan's arithmetic, gpus x days x
+  24 x price; run-rate for months the plan does not cover), reason ``plan-driven: scheduled runs
+  in the plan``.
+* **steady items** (recurring jobs, traffic, storage, headcount): the plan replaces the models
+  only when it can be checked against the history and passes (``plan_tolerance``, default 10 %):
+  where the plan covers closed months (its first dated item is before the series' last month),
+  its WAPE over those months; otherwise, for headcount-only series (labor is billed as headcount x
+  hours x rate, with no seasonality), the plan's first month against the last actual month.
+  Metered usage (traffic, jobs, storage) without covered history keeps the models: the first
+  planned month cannot be compared with the last actual one (promotion peaks, seasonality), and
+  the models' backtest is the only evidence of accuracy there is. The reason says which.
+
+Intervals of a plan-driven series are a relative error of the plan around its mean: relative sd
+``plan_rel_sd x sqrt(h / 3)`` (10 % at 3 months, 17 % at 9, 24 % at 18), half of it common to all
+months of a path (a plan that is wrong tends to be wrong throughout: price, run length) and half
+month by month; paths are ``mean x max(0, 1 + e)``, so bounds nest and a month the plan leaves
+empty stays empty. Reconciliation: plan-driven series are taken out of MinT (their base forecast
+and paths set to zero and their residuals shrunk, so MinT leaves them at zero; each ancestor's base
+forecast and paths lose what the model would have forecast for them, leaving the ancestor's own
+estimate of the rest), the rest of the hierarchy is reconciled as before, and the plan paths are
+added back through the summing matrix, so every level stays coherent path by path. Without
+reconciliation the ancestors are shifted by (plan - model) of their plan-driven descendants.
 """
 
 from __future__ import annotations
@@ -45,6 +76,14 @@ from pipeline.backtest import (
     fit_predict,
 )
 from pipeline.errors import InputError, Problem
+from pipeline.estimate import (
+    COST,
+    HEADCOUNT,
+    SCHEDULED_RUNS,
+    estimate_from_plan,
+    plan_sources,
+    plan_start,
+)
 from pipeline.frames import (
     CATEGORY,
     CUTOFF,
@@ -93,6 +132,8 @@ class ForecastConfig:
     gaps: str = "zero"  # zero | interpolate | error: what a month missing inside a series becomes
     selection_margin: float = 0.7  # a single model replaces the combination only if its backtest MASE is < 30 % of it
     ensemble_trim: float = 1.25  # a member worse than 1.25x the best pooled MASE leaves the mix
+    plan_rel_sd: float = 0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
+    plan_tolerance: float = 0.10  # a steady series follows the plan when the plan is within 10 % of history
 
 
 @dataclass
@@ -215,6 +256,80 @@ def select_models(
     return pd.DataFrame(rows, columns=[UID, MODEL, "reason"])
 
 
+def _next_month(ts: pd.Timestamp) -> pd.Timestamp:
+    return pd.Timestamp(ts) + pd.DateOffset(months=1)
+
+
+def plan_overrides(hist: pd.DataFrame, plan: Plan | None, horizon: int,
+                   tolerance: float = 0.10) -> dict[str, tuple[bool, str]]:
+    """``unique_id -> (plan_driven, note)`` for the bottom series the plan covers in their horizon
+    (the rule is in the module docstring). Series the plan does not cover are absent."""
+    if plan is None or hist.empty:
+        return {}
+    last = hist.groupby(UID, sort=False)[DS].max()
+    p0 = plan_start(plan)
+    by_last: dict[pd.Timestamp, dict[tuple[str, str], set[str]]] = {}
+    out: dict[str, tuple[bool, str]] = {}
+    for uid, last_ds in last.items():
+        phase, cat = parse_hierarchy_id(str(uid))
+        if phase is None or cat is None:
+            continue
+        if last_ds not in by_last:
+            by_last[last_ds] = plan_sources(plan, _next_month(last_ds), horizon)
+        srcs = by_last[last_ds].get((phase, cat))
+        if not srcs:
+            continue
+        names = ", ".join(sorted(s.replace("_", " ") for s in srcs))
+        if SCHEDULED_RUNS in srcs:
+            out[str(uid)] = (True, "plan-driven: scheduled runs in the plan (bursts no backtest can see)")
+            continue
+        y = hist.loc[hist[UID] == uid].set_index(DS)[Y].sort_index()
+        if p0 is not None and p0 <= last_ds:
+            n = (last_ds.year - p0.year) * 12 + last_ds.month - p0.month + 1
+            est = estimate_from_plan(plan, p0, n)
+            est = est[(est[PHASE] == phase) & (est[CATEGORY] == cat)].set_index(DS)[COST]
+            both = pd.concat([est, y], axis=1, join="inner").dropna()
+            if len(both):
+                den = float(both[Y].abs().sum())
+                wape = float((both[COST] - both[Y]).abs().sum()) / den if den > 0 else np.inf
+                ok = wape <= tolerance
+                out[str(uid)] = (ok, (f"plan-driven: {names} in the plan, " if ok else f"plan ({names}) ")
+                                 + f"{'matched' if ok else 'missed'} the {len(both)} closed month(s) it covers "
+                                 + f"(WAPE {wape:.1%}, tolerance {tolerance:.0%})"
+                                 + ("" if ok else ": models kept"))
+                continue
+        if srcs == {HEADCOUNT} and len(y):
+            first = estimate_from_plan(plan, _next_month(last_ds), 1)
+            first = first[(first[PHASE] == phase) & (first[CATEGORY] == cat)][COST]
+            ref = float(y.iloc[-1])
+            if len(first) and ref != 0:
+                rel = abs(float(first.iloc[0]) - ref) / abs(ref)
+                ok = rel <= tolerance
+                out[str(uid)] = (ok, (f"plan-driven: headcount in the plan (first month within {rel:.1%} "
+                                      f"of the last actual)") if ok else
+                                 (f"plan (headcount) is {rel:.1%} off the last actual month "
+                                  f"(tolerance {tolerance:.0%}): models kept"))
+                continue
+        out[str(uid)] = (False, f"plan ({names}) covers no closed month to check it against: models kept")
+    return out
+
+
+def plan_paths(mean: np.ndarray, rel_sd: float, n_paths: int, rng: np.random.Generator) -> np.ndarray:
+    """Paths (n_paths, h) of a plan-driven forecast: ``mean x max(0, 1 + e)`` with a relative error
+    of sd ``rel_sd x sqrt(h / 3)``, half common to the path's months, half month by month."""
+    h = len(mean)
+    sd = rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
+    e = np.sqrt(0.5) * rng.standard_normal((n_paths, 1)) + np.sqrt(0.5) * rng.standard_normal((n_paths, h))
+    m = np.asarray(mean, dtype=float)
+    return m + np.abs(m) * np.maximum(sd * e, -1.0)
+
+
+def _ancestors(uid: str, ids: list[str]) -> list[int]:
+    phase, _ = parse_hierarchy_id(uid)
+    pos = {u: i for i, u in enumerate(ids)}
+    return [pos[a] for a in (phase, "total") if a is not None and a in pos and a != uid]
+
+
 # --- the job ---------------------------------------------------------------
 
 
@@ -273,6 +388,19 @@ def run_forecast(
     # 4. selection
     scores = per_series_scores(bt) if len(bt) else pd.DataFrame()
     selection = select_models(ids, scores, pooled, config.selection_margin)
+    model_choice = selection.set_index(UID)[MODEL].copy()  # what the models alone would publish
+    plan_notes = plan_overrides(hist, plan, config.horizon, config.plan_tolerance)
+    plan_ids = [u for u in ids if plan_notes.get(u, (False, ""))[0]]
+    for uid, (driven, note) in plan_notes.items():
+        row = selection[UID] == uid
+        if driven:
+            selection.loc[row, MODEL] = BASELINE
+            selection.loc[row, "reason"] = note
+        else:
+            selection.loc[row, "reason"] += "; " + note
+    for uid in plan_ids:
+        for a in _ancestors(uid, ids):
+            selection.loc[selection[UID] == ids[a], "reason"] += f"; includes plan-driven {uid}"
 
     # 5. final fits
     scales = hist.groupby(UID, sort=False)[Y].apply(lambda s: scale_of(s.to_numpy()))
@@ -328,10 +456,49 @@ def run_forecast(
     path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
     nn = nonneg.reindex(ids).to_numpy(bool)
 
+    # plan-driven series: the plan's paths; what the models would have said, for the ancestors
+    pos = {u: i for i, u in enumerate(ids)}
+    plan_rows = [pos[u] for u in plan_ids]
+    model_mean = np.zeros((len(ids), h))
+    if plan_ids:
+        alt = allf[allf[UID].isin(plan_ids)]
+        alt = alt[alt[MODEL].to_numpy() == alt[UID].map(model_choice).to_numpy()]
+        for uid, g in alt.groupby(UID, sort=False):
+            model_mean[pos[str(uid)], : len(g)] = g.sort_values("h")[MEAN].to_numpy(float)[:h]
+        for i in plan_rows:
+            paths[i] = plan_paths(mean[i], config.plan_rel_sd, config.n_paths, rng)
+
     if config.reconcile:
         resid = _aligned_residuals(bt, selection, ids)
         var1 = (d[:, 0] ** 2) if h else None
+        plan_mean = mean[plan_rows].copy()
+        plan_p = paths[plan_rows].copy()
+        if plan_rows:  # take the plan-driven series out of MinT (module docstring)
+            for i in plan_rows:
+                for a in _ancestors(ids[i], ids):
+                    mean[a] -= model_mean[i]
+                    paths[a] -= model_mean[i]
+            mean[plan_rows] = 0.0
+            paths[plan_rows] = 0.0
+            if resid is not None:
+                resid = resid.copy()
+                resid[:, plan_rows] *= 1e-3
+            if var1 is not None:
+                var1 = var1.copy()
+                var1[plan_rows] = np.maximum(var1[plan_rows], 1e-12) * 1e-6
         mean, paths, info = _reconcile(ids, mean, paths, resid, var1, nn)
+        if plan_rows:
+            from pipeline.reconcile import summing_matrix
+
+            S, bottom = summing_matrix(ids)
+            brow = [pos[b] for b in bottom]
+            b_mean, b_paths = mean[brow].copy(), paths[brow].copy()
+            for k, i in enumerate(plan_rows):
+                j = bottom.index(ids[i])
+                b_mean[j], b_paths[j] = plan_mean[k], plan_p[k]
+            mean = S @ b_mean
+            paths = np.einsum("ib,bph->iph", S, b_paths)
+            info["method"] = f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
         events.append({MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"})
         qs = {}
         for lv in levels:
@@ -343,6 +510,19 @@ def run_forecast(
             pub[lo_col(lv)] = np.minimum(qs[lo_col(lv)], mean).ravel()
             pub[hi_col(lv)] = np.maximum(qs[hi_col(lv)], mean).ravel()
     else:
+        for i in plan_rows:  # ancestors follow their plan-driven descendants
+            delta = mean[i] - model_mean[i]
+            for a in _ancestors(ids[i], ids):
+                paths[a] += delta
+                rows = (pub[UID] == ids[a]).to_numpy()
+                for c in [MEAN, *interval_cols(levels)]:
+                    pub.loc[rows, c] = pub.loc[rows, c].to_numpy(float) + delta
+        for i in plan_rows:
+            rows = (pub[UID] == ids[i]).to_numpy()
+            for lv in levels:
+                a = 1 - lv / 100
+                pub.loc[rows, lo_col(lv)] = np.minimum(np.quantile(paths[i], a / 2, axis=0), mean[i])
+                pub.loc[rows, hi_col(lv)] = np.maximum(np.quantile(paths[i], 1 - a / 2, axis=0), mean[i])
         paths[nn] = np.maximum(paths[nn], 0.0)
         clip_rows = pub[UID].map(nonneg).to_numpy(bool)
         for c in [MEAN, *interval_cols(levels)]:

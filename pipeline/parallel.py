@@ -8,6 +8,8 @@ small with thousands of short fits; results come back in input order, whichever 
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +21,51 @@ EXECUTORS = ("serial", "processes", "dask")
 
 def _apply_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(x) for x in chunk]
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def _init_worker() -> None:
+    """One BLAS/OpenMP thread per worker: the per-series fits are tiny, and threads on busy cores
+    spin (the pool already uses every core)."""
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+    except Exception:  # threadpoolctl missing or a library it cannot drive: env vars still hold
+        pass
+
+
+_POOL: Any = None
+_POOL_JOBS = 0
+
+
+def _shutdown_pool() -> None:
+    global _POOL, _POOL_JOBS
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+    _POOL, _POOL_JOBS = None, 0
+
+
+atexit.register(_shutdown_pool)
+
+
+def process_pool(n_jobs: int) -> Any:
+    """A process pool of ``n_jobs`` workers, started once and reused by every later call (a
+    forecasting job maps over the series a dozen times: model x backtest window); shut down at
+    exit or when a different size is asked for."""
+    global _POOL, _POOL_JOBS
+    from concurrent.futures import ProcessPoolExecutor
+
+    if _POOL is not None and (_POOL_JOBS != n_jobs or getattr(_POOL, "_broken", False)):
+        _shutdown_pool()
+    if _POOL is None:
+        _POOL = ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker)
+        _POOL_JOBS = n_jobs
+    return _POOL
 
 
 def chunked(items: Sequence[T], n_chunks: int) -> list[list[T]]:
@@ -64,14 +111,23 @@ def map_series(
     bar = tqdm(total=len(items), disable=not progress, desc="series", unit="series")
     try:
         if executor == "processes":
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
+            from concurrent.futures.process import BrokenProcessPool
 
-            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            pool = process_pool(n_jobs)
+            try:
                 futs = {pool.submit(_apply_chunk, fn, c): i for i, c in enumerate(chunks)}
                 for fut in as_completed(futs):
                     i = futs[fut]
                     results[i] = fut.result()
                     bar.update(len(chunks[i]))
+            except BrokenProcessPool:
+                _shutdown_pool()
+                raise
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
         else:
             from distributed import Client, LocalCluster
             from distributed import as_completed as dask_completed

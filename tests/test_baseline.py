@@ -156,3 +156,12 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert "98,532.82" in res.output
     bad = CliRunner().invoke(cli, ["estimate", "--plan", str(tmp_path / "missing.yaml")])
     assert bad.exit_code == 2
+
+
+def test_plan_sources_and_start() -> None:
+    from pipeline.estimate import plan_sources, plan_start
+
+    plan = plan_from_dict(PLAN)
+    src = plan_sources(plan, "2027-01", 4)
+    assert all(isinstance(v, set) and v for v in src.values())
+    assert plan_start(plan) is not None

@@ -38,6 +38,25 @@ class SeriesState:
     spec: str = "fallback"
     x_last: np.ndarray | None = None
     exog_keep: np.ndarray | None = None
+    ok: bool = False  # the model's own fit (False: run-rate fallback)
+    form: Any = None  # (context, chosen form): what a later fit on a longer history may reuse
+    selected: bool = False  # the form was chosen by a search in this fit (not reused)
+    fc: tuple[np.ndarray, np.ndarray] | None = None  # (mean, sigma) forecast made in the worker
+
+
+# --- form reuse -----------------------------------------------------------------------------
+# The model form (ETS error/trend/season, SARIMA order) chosen by a search on one history is
+# reused when the same series is fitted again on a longer history that extends it (the backtest
+# fits windows from the earliest cutoff forward, then the final fit): the search runs once per
+# series and context instead of once per window, and never sees data after the cutoff it served.
+# The context (what candidates the data allowed: seasonal or not, positive or not, ...) must be
+# unchanged, else the search runs again. Cleared by :func:`reset_form_cache` (each backtest).
+_FORMS: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
+_FORMS_MAX = 200_000
+
+
+def reset_form_cache() -> None:
+    _FORMS.clear()
 
 
 @contextmanager
@@ -67,8 +86,18 @@ class PerSeriesForecaster(Forecaster):
     min_length: int = 4
     executor: str
     n_jobs: int
+    # set by the backtest before ``fit`` (not hyperparameters): forecast this many months in the
+    # worker right after the fit, and whether to keep the statsmodels results afterwards (the
+    # backtest only needs the forecast; the final fit keeps them for paths and MLflow)
+    horizon_hint: int | None = None
+    keep_state: bool = True
+    reuse_forms: bool = True
+    # reuse a form only on a history at most this many times as long as the one it was chosen on
+    # (None: any longer history); ETS forms chosen on 27 months and refitted on 48 lost 15-20 %
+    # MASE on generated collections, a form chosen 3-6 months earlier costs nothing measurable
+    reuse_growth: float | None = None
 
-    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         raise NotImplementedError
 
     def _forecast_one(
@@ -76,34 +105,56 @@ class PerSeriesForecaster(Forecaster):
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _safe_fit(self, item: tuple[str, np.ndarray, np.ndarray | None]) -> SeriesState:
-        uid, y, X = item
+    def _safe_fit(self, item: tuple[str, np.ndarray, np.ndarray | None, Any]) -> SeriesState:
+        uid, y, X, hint = item
         if len(y) < self.min_length or _is_constant(y):
             return SeriesState(uid, y)
         try:
             with _quiet():
-                st = self._fit_one(y, X)
-            st.uid = uid
+                st = self._fit_one(y, X, hint)
+                st.uid, st.ok = uid, True
+                if self.horizon_hint and st.exog_keep is None:
+                    m, sd = self._forecast_one(st, int(self.horizon_hint), None)
+                    if np.isfinite(m).all() and np.isfinite(sd).all():
+                        st.fc = (np.asarray(m, dtype=float), np.asarray(sd, dtype=float))
+            if not self.keep_state and st.fc is not None:
+                st.result = None  # the forecast is made: do not ship the results object back
             return st
         except Exception:  # any numerical failure: run-rate fallback, recorded
             return SeriesState(uid, y)
+
+    def _form_key(self) -> str:
+        params = {k: v for k, v in self.get_params().items() if k not in ("executor", "n_jobs")}
+        return f"{self.name}:{sorted(params.items())!r}"
 
     def _exog_cols(self, df: pd.DataFrame) -> list[str]:
         return driver_columns(df) if self.uses_exogenous else []
 
     def _fit(self, df: pd.DataFrame) -> None:
         self.exog_cols_ = self._exog_cols(df)
-        items = [
-            (str(uid), g[Y].to_numpy(dtype=float),
-             g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None)
-            for uid, g in df.groupby(UID, sort=False)
-        ]
+        key = self._form_key()
+        items = []
+        for uid, g in df.groupby(UID, sort=False):
+            y = g[Y].to_numpy(dtype=float)
+            hint = None
+            prev = _FORMS.get((key, str(uid))) if self.reuse_forms else None
+            if (prev is not None and len(y) > len(prev[0])
+                    and (self.reuse_growth is None or len(y) <= self.reuse_growth * len(prev[0]))
+                    and np.array_equal(y[: len(prev[0])], prev[0])):
+                hint = prev[1]
+            items.append((str(uid), y, g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None, hint))
         with _quiet():
             states = map_series(self._safe_fit, items, executor=self.executor, n_jobs=self.n_jobs,
                                 progress=False)
+        if self.reuse_forms:
+            if len(_FORMS) > _FORMS_MAX:
+                _FORMS.clear()
+            for st in states:
+                if st.selected and st.form is not None:
+                    _FORMS[(key, st.uid)] = (st.y, st.form)
         self.states_ = {s.uid: s for s in states}
         self.specs_ = {s.uid: s.spec for s in states}
-        self.fallback_ids_ |= {s.uid for s in states if s.result is None}
+        self.fallback_ids_ |= {s.uid for s in states if not s.ok}
 
     def _future_exog(self, X_future: pd.DataFrame | None, uid: str, h: int) -> np.ndarray | None:
         if not self.exog_cols_:
@@ -123,7 +174,9 @@ class PerSeriesForecaster(Forecaster):
         for i, uid in enumerate(self.ids_):
             st = self.states_[str(uid)]
             m = s = None
-            if st.result is not None:
+            if st.fc is not None and len(st.fc[0]) >= h and st.exog_keep is None:
+                m, s = st.fc[0][:h], st.fc[1][:h]
+            elif st.ok and st.result is not None:
                 try:
                     with _quiet():
                         m, s = self._forecast_one(st, h, self._future_exog(X_future, str(uid), h))
@@ -139,13 +192,31 @@ class PerSeriesForecaster(Forecaster):
 
 
 # --- ETS ------------------------------------------------------------------------------------
-def ets_candidates(y: np.ndarray, season_length: int) -> list[tuple[str, str | None, bool, str | None]]:
-    """The handful of (error, trend, damped, seasonal) forms tried, by what the data allows."""
+def seasonal_signal(y: np.ndarray, m: int) -> bool:
+    """Whether a period-``m`` season is worth trying: the lag-``m`` autocorrelation of the first
+    differences (of the logs for a positive series) is significant at 90 % (a lenient test: it
+    only prunes forms, and a season it misses costs more than a season tried in vain)."""
+    if m <= 1 or len(y) < 2 * m + 1:
+        return False
+    z = np.log(y) if (y > 0).all() else y
+    d = np.diff(z)
+    d = d - d.mean()
+    denom = float(d @ d)
+    if denom <= 0:
+        return False
+    r = float(d[m:] @ d[:-m]) / denom
+    return abs(r) > 1.645 / np.sqrt(len(d))
+
+
+def ets_candidates(y: np.ndarray, season_length: int, prune: bool = False
+                   ) -> list[tuple[str, str | None, bool, str | None]]:
+    """The handful of (error, trend, damped, seasonal) forms tried, by what the data allows.
+    With ``prune``, seasonal forms only when :func:`seasonal_signal` finds a season."""
     n = len(y)
     cands: list[tuple[str, str | None, bool, str | None]] = [("add", None, False, None)]
     if n >= 6:
         cands += [("add", "add", False, None), ("add", "add", True, None)]
-    if season_length > 1 and n >= 2 * season_length + 3:
+    if season_length > 1 and n >= 2 * season_length + 3 and (not prune or seasonal_signal(y, season_length)):
         cands += [("add", None, False, "add"), ("add", "add", True, "add")]
         if (y > 0).all():
             cands += [("mul", None, False, "mul"), ("mul", "add", True, "mul")]
@@ -160,12 +231,16 @@ def _code(c: tuple[str, str | None, bool, str | None]) -> str:
 
 class AutoETS(PerSeriesForecaster):
     """ETS with error, trend (none / additive / damped) and seasonality (none / additive /
-    multiplicative, period 12 once there are two full seasons and a quarter) chosen by AICc among a
-    handful of candidate forms (statsmodels ``ETSModel``). Sigma per step from the model's own
-    forecast variance (analytic for additive forms, simulated for multiplicative ones); sample paths
-    are simulated from the fitted model."""
+    multiplicative, period 12 once there are two full seasons and a quarter, and the differenced
+    series shows a lag-12 autocorrelation) chosen by AICc among a handful of candidate forms
+    (statsmodels ``ETSModel``). The form chosen on a series' earliest backtest window is refitted,
+    without a new search, on its later windows and the final fit while the candidate set is the
+    same (see ``_FORMS``). Sigma per step from the model's own forecast variance (analytic for
+    additive forms, simulated for multiplicative ones); sample paths are simulated from the fitted
+    model."""
 
     name = "ets"
+    reuse_growth = 1.25
 
     def __init__(self, season_length: int = SEASON, maxiter: int = 60, executor: str = "serial",
                  n_jobs: int = 2) -> None:
@@ -174,17 +249,29 @@ class AutoETS(PerSeriesForecaster):
         self.executor = executor
         self.n_jobs = n_jobs
 
-    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+    def _fit_form(self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]) -> Any:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
+        e, t, d, s = c
+        return ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
+                        seasonal_periods=self.season_length if s else None).fit(
+            disp=False, maxiter=self.maxiter)
+
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         ys = _pd(y)
-        best, best_aicc, best_c = None, np.inf, None
-        for c in ets_candidates(y, self.season_length):
-            e, t, d, s = c
+        cands = ets_candidates(y, self.season_length, prune=True)
+        ctx = tuple(cands)
+        if hint is not None and hint[0] == ctx:
             try:
-                res = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
-                               seasonal_periods=self.season_length if s else None).fit(
-                    disp=False, maxiter=self.maxiter)
+                res = self._fit_form(ys, hint[1])
+                if np.isfinite(res.aicc):
+                    return SeriesState("", y, res, _code(hint[1]), form=hint)
+            except Exception:
+                pass  # search again below
+        best, best_aicc, best_c = None, np.inf, None
+        for c in cands:
+            try:
+                res = self._fit_form(ys, c)
             except Exception:
                 continue
             aicc = res.aicc
@@ -192,7 +279,7 @@ class AutoETS(PerSeriesForecaster):
                 best, best_aicc, best_c = res, aicc, c
         if best is None or best_c is None:
             raise RuntimeError("no ETS form could be fitted")
-        return SeriesState("", y, best, _code(best_c))
+        return SeriesState("", y, best, _code(best_c), form=(ctx, best_c), selected=True)
 
     def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +323,7 @@ class Theta(PerSeriesForecaster):
         self.executor = executor
         self.n_jobs = n_jobs
 
-    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         from statsmodels.tsa.forecasting.theta import ThetaModel
 
         m = self.season_length
@@ -288,7 +375,7 @@ class Sarimax(PerSeriesForecaster):
         self.executor = executor
         self.n_jobs = n_jobs
 
-    def _fit_one(self, y: np.ndarray, X: np.ndarray | None) -> SeriesState:
+    def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         from statsmodels.tsa.statespace.sarimax import SARIMAX
 
         m = self.season_length
@@ -297,19 +384,33 @@ class Sarimax(PerSeriesForecaster):
         if X is not None and X.shape[1]:
             keep = np.ptp(X, axis=0) > 0  # a constant driver only duplicates the level
             exog = X[:, keep] if keep.any() else None
+        ctx = (seas, None if exog is None else tuple(keep.tolist()) if keep is not None else None)
+
+        def fit(order: tuple[int, int, int]) -> Any:
+            return SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
+                           enforce_stationarity=False, enforce_invertibility=False).fit(
+                disp=False, maxiter=self.maxiter, method="lbfgs")
+
         best, best_aic, best_o = None, np.inf, None
-        for order in self.orders:
+        selected = True
+        if hint is not None and hint[0] == ctx:
             try:
-                res = SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
-                              enforce_stationarity=False, enforce_invertibility=False).fit(
-                    disp=False, maxiter=self.maxiter, method="lbfgs")
+                res = fit(hint[1])
+                if np.isfinite(res.aic):
+                    best, best_aic, best_o, selected = res, res.aic, hint[1], False
+            except Exception:
+                pass  # search again below
+        for order in self.orders if best is None else ():
+            try:
+                res = fit(order)
             except Exception:
                 continue
             if np.isfinite(res.aic) and res.aic < best_aic:
                 best, best_aic, best_o = res, res.aic, order
         if best is None:
             raise RuntimeError("no SARIMAX order could be fitted")
-        st = SeriesState("", y, best, f"SARIMA{best_o}{seas[:3]}" + ("X" if exog is not None else ""))
+        st = SeriesState("", y, best, f"SARIMA{best_o}{seas[:3]}" + ("X" if exog is not None else ""),
+                         form=(ctx, best_o), selected=selected)
         st.x_last = X[-1] if X is not None and len(X) else None
         st.exog_keep = keep if exog is not None else None
         return st
