@@ -105,8 +105,10 @@ class PerSeriesForecaster(Forecaster):
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _safe_fit(self, item: tuple[str, np.ndarray, np.ndarray | None, Any]) -> SeriesState:
-        uid, y, X, hint = item
+    def _safe_fit(self, item: tuple[Any, ...]) -> SeriesState:
+        """``(uid, y, X)`` or ``(uid, y, X, hint)``: a form to reuse (see ``_FORMS``)."""
+        uid, y, X = item[:3]
+        hint = item[3] if len(item) > 3 else None
         if len(y) < self.min_length or _is_constant(y):
             return SeriesState(uid, y)
         try:
