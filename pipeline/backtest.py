@@ -111,9 +111,9 @@ def fit_predict(
     ``keep_state=False`` (backtest windows) they then drop their statsmodels results."""
     try:
         model = make(name)
-        if hasattr(model, "horizon_hint"):
-            model.horizon_hint = h
-            model.keep_state = keep_state
+        if hasattr(model, "horizon_hint"):  # per-series statsmodels forecasters
+            setattr(model, "horizon_hint", h)  # noqa: B010  (not on the Forecaster protocol)
+            setattr(model, "keep_state", keep_state)  # noqa: B010
         model.fit(train)
         return predict_frame(model, h, X_future), model, None
     except Exception as exc:  # a model failing must not sink the run: record and fall back

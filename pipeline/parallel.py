@@ -115,17 +115,18 @@ def map_series(
             from concurrent.futures.process import BrokenProcessPool
 
             pool = process_pool(n_jobs)
+            pending: dict[Any, int] = {}
             try:
-                futs = {pool.submit(_apply_chunk, fn, c): i for i, c in enumerate(chunks)}
-                for fut in as_completed(futs):
-                    i = futs[fut]
+                pending = {pool.submit(_apply_chunk, fn, c): i for i, c in enumerate(chunks)}
+                for fut in as_completed(pending):
+                    i = pending[fut]
                     results[i] = fut.result()
                     bar.update(len(chunks[i]))
             except BrokenProcessPool:
                 _shutdown_pool()
                 raise
             except BaseException:
-                for f in futs:
+                for f in pending:
                     f.cancel()
                 raise
         else:

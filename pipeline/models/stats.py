@@ -71,6 +71,25 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+_THREADS_LIMITED = False
+
+
+def _limit_threads_in_child() -> None:
+    """Hold BLAS to one thread for good in a worker process (pool or Dask), once: entering
+    ``threadpool_limits`` per series cost 3 ms each (it inspects every loaded library)."""
+    global _THREADS_LIMITED
+    if _THREADS_LIMITED:
+        return
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return  # the main process: ``_fit`` holds the limit around the whole serial map
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    _THREADS_LIMITED = True
+
+
 def _is_constant(y: np.ndarray) -> bool:
     return bool(np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())))
 
@@ -111,8 +130,10 @@ class PerSeriesForecaster(Forecaster):
         hint = item[3] if len(item) > 3 else None
         if len(y) < self.min_length or _is_constant(y):
             return SeriesState(uid, y)
+        _limit_threads_in_child()
         try:
-            with _quiet():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 st = self._fit_one(y, X, hint)
                 st.uid, st.ok = uid, True
                 if self.horizon_hint and st.exog_keep is None:
@@ -251,13 +272,34 @@ class AutoETS(PerSeriesForecaster):
         self.executor = executor
         self.n_jobs = n_jobs
 
-    def _fit_form(self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]) -> Any:
+    def _fit_form(self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
+                  ) -> tuple[Any, np.ndarray, float]:
+        """(model, fitted parameters, AICc) of one form. Only the parameters are estimated here
+        (``return_params``): the results object (a smoothing pass and its wrapping, a third of
+        the time of a fit) is built for the chosen form alone; the AICc is statsmodels' own
+        (``ETSResults.aicc``: same log-likelihood, observations and degrees of freedom)."""
+        from statsmodels.tools.eval_measures import aicc
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
         e, t, d, s = c
-        return ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
-                        seasonal_periods=self.season_length if s else None).fit(
-            disp=False, maxiter=self.maxiter)
+        mod = None
+        if s:
+            # seasonal forms start from the heuristic initial states (Hyndman et al. 2008, as in
+            # R's ets) instead of optimising 13 more of them: measured on 200 generated series x
+            # 48 months, MASE 0.930 vs 0.949 and 2.7x faster (fewer parameters, fewer overfits)
+            try:
+                mod = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
+                               seasonal_periods=self.season_length, initialization_method="heuristic")
+                params = mod.fit(disp=False, maxiter=self.maxiter, return_params=True)
+            except Exception:
+                mod = None  # too short for the heuristic: estimate the initial states
+        if mod is None:
+            mod = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
+                           seasonal_periods=self.season_length if s else None)
+            params = mod.fit(disp=False, maxiter=self.maxiter, return_params=True)
+        params = np.asarray(params, dtype=float)
+        k = mod.k_params - len(getattr(mod, "_fixed_params", None) or {}) + 1
+        return mod, params, float(aicc(mod.loglike(params), mod.nobs_effective, k))
 
     def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         ys = _pd(y)
@@ -265,23 +307,22 @@ class AutoETS(PerSeriesForecaster):
         ctx = tuple(cands)
         if hint is not None and hint[0] == ctx:
             try:
-                res = self._fit_form(ys, hint[1])
-                if np.isfinite(res.aicc):
-                    return SeriesState("", y, res, _code(hint[1]), form=hint)
+                mod, params, a = self._fit_form(ys, hint[1])
+                if np.isfinite(a):
+                    return SeriesState("", y, mod.smooth(params), _code(hint[1]), form=hint)
             except Exception:
                 pass  # search again below
         best, best_aicc, best_c = None, np.inf, None
         for c in cands:
             try:
-                res = self._fit_form(ys, c)
+                mod, params, a = self._fit_form(ys, c)
             except Exception:
                 continue
-            aicc = res.aicc
-            if np.isfinite(aicc) and aicc < best_aicc:
-                best, best_aicc, best_c = res, aicc, c
+            if np.isfinite(a) and a < best_aicc:
+                best, best_aicc, best_c = (mod, params), a, c
         if best is None or best_c is None:
             raise RuntimeError("no ETS form could be fitted")
-        return SeriesState("", y, best, _code(best_c), form=(ctx, best_c), selected=True)
+        return SeriesState("", y, best[0].smooth(best[1]), _code(best_c), form=(ctx, best_c), selected=True)
 
     def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -311,6 +352,30 @@ class AutoETS(PerSeriesForecaster):
 
 
 # --- Theta ----------------------------------------------------------------------------------
+def theta_sigma(res: Any, h: int) -> np.ndarray:
+    """Per-step sd of a fitted ``ThetaModel``, by statsmodels' formula
+    ``sigma2 * (1 + (k - 1) * (1 + (alpha - 1)^2))`` (its ``prediction_intervals``), with the
+    innovation variance of the equivalent ARIMA(0,1,1) with drift computed from the SES fit's own
+    ``alpha`` and the mean drift (conditional sum of squares) instead of statsmodels' extra
+    SARIMAX maximum-likelihood fit, which took 60 % of the Theta time. Intervals are recalibrated
+    on the backtest errors anyway; this sets their shape over the horizon."""
+    alpha = float(np.asarray(res.params)[1])
+    sigma2 = None
+    y = getattr(res.model, "_y", None)
+    if y is not None and len(y) >= 3:
+        d = np.diff(np.asarray(y, dtype=float))
+        c, ma = float(d.mean()), alpha - 1.0
+        e = np.empty_like(d)
+        prev = 0.0
+        for t, dt in enumerate(d):
+            prev = dt - c - ma * prev
+            e[t] = prev
+        sigma2 = float(np.mean(e**2))
+    if sigma2 is None or not np.isfinite(sigma2):
+        sigma2 = float(res.sigma2)
+    return np.sqrt((1 + np.arange(h) * (1 + (alpha - 1) ** 2)) * sigma2)
+
+
 class Theta(PerSeriesForecaster):
     """The standard Theta method (Assimakopoulos & Nikolopoulos; as in M3/M4): SES with drift of
     half the linear-trend slope, on data seasonally adjusted by classical multiplicative
@@ -338,8 +403,7 @@ class Theta(PerSeriesForecaster):
                       ) -> tuple[np.ndarray, np.ndarray]:
         res = state.result
         mean = np.asarray(res.forecast(h), dtype=float)
-        pi = res.prediction_intervals(h, alpha=0.05)
-        sigma = (np.asarray(pi["upper"], dtype=float) - np.asarray(pi["lower"], dtype=float)) / (2 * _Z95)
+        sigma = theta_sigma(res, h)
         # Theta's interval comes from the SES on the adjusted series; never narrower than 1-step
         return mean, np.maximum.accumulate(sigma)
 
@@ -361,7 +425,9 @@ def seasonal_difference_needed(y: np.ndarray, m: int) -> bool:
 
 class Sarimax(PerSeriesForecaster):
     """(S)ARIMA(X) with a small order search by AIC: d = 1, (p, q) in (0,1), (1,0), (1,1); seasonal
-    (0,1,1)12 when the series has three seasons and a significant seasonal autocorrelation.
+    (0,1,1)12 when the series has three seasons and a significant seasonal autocorrelation. The
+    order found on a series' earliest backtest window is reused on its later windows and the final
+    fit (same drivers), without a new search (see ``_FORMS``).
     Drivers are the frame's extra numeric columns (future values from ``X_future``; held at their
     last value when not given). Without drivers it is plain SARIMA."""
 
@@ -386,12 +452,22 @@ class Sarimax(PerSeriesForecaster):
         if X is not None and X.shape[1]:
             keep = np.ptp(X, axis=0) > 0  # a constant driver only duplicates the level
             exog = X[:, keep] if keep.any() else None
-        ctx = (seas, None if exog is None else tuple(keep.tolist()) if keep is not None else None)
+        # the (p, 1, q) order is reused on later, longer histories whatever their seasonal
+        # differencing (decided afresh on each fit): on 2 x 200 generated series, an order chosen
+        # on 24 months and reused at 48 forecast as well as a new search (MASE 0.976 vs 0.982,
+        # 0.939 vs 0.939), 2.5x faster
+        ctx = None if exog is None else tuple(keep.tolist()) if keep is not None else None
 
         def fit(order: tuple[int, int, int]) -> Any:
-            return SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
-                           enforce_stationarity=False, enforce_invertibility=False).fit(
-                disp=False, maxiter=self.maxiter, method="lbfgs")
+            # concentrate_scale: sigma2 out of the likelihood search (one parameter fewer): 2x
+            # faster, MASE 0.956 vs 0.954 on 150 generated series
+            # results from a filtering pass without parameter covariance (the smoother and the
+            # OPG covariance of ``fit`` were a third of its time; forecasts and AIC need neither)
+            mod = SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
+                          enforce_stationarity=False, enforce_invertibility=False,
+                          concentrate_scale=True)
+            params = mod.fit(disp=False, maxiter=self.maxiter, method="lbfgs", return_params=True)
+            return mod.filter(params, cov_type="none")
 
         best, best_aic, best_o = None, np.inf, None
         selected = True
