@@ -13,7 +13,9 @@ import pandas as pd
 from features.lags import rolling_mean
 
 
-def baseline_run_rate(y: pd.Series, unique_id: pd.Series, gap: int = 1, window: int = 3) -> pd.Series:
+def baseline_run_rate(
+    y: pd.Series, unique_id: pd.Series, gap: int = 1, window: int = 3
+) -> pd.Series:
     """Run-rate known ``gap`` months before the row: mean of ``y[t-gap-window+1 .. t-gap]``."""
     return rolling_mean(y, unique_id, window, gap)
 

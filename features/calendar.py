@@ -78,7 +78,8 @@ def business_days_in_month(ds: pd.Series) -> pd.Series:
     start = _ds(ds)
     end = start + pd.offsets.MonthBegin(1)
     return _as_series(
-        np.busday_count(start.values.astype("datetime64[D]"), end.values.astype("datetime64[D]")), ds
+        np.busday_count(start.values.astype("datetime64[D]"), end.values.astype("datetime64[D]")),
+        ds,
     )
 
 
@@ -142,7 +143,17 @@ def spring_festival_days(ds: pd.Series) -> pd.Series:
 
 def calendar_features(ds: pd.Series) -> pd.DataFrame:
     """Every calendar feature of ``ds``, one column each (named after its function)."""
-    funcs = (month, quarter, days_in_month, business_days_in_month, promo_618_days,
-             promo_double11_days, promo_bfcm_days, spring_festival_days)
-    return pd.DataFrame({f.__name__: f(ds).to_numpy() for f in funcs},
-                        index=ds.index if isinstance(ds, pd.Series) else None)
+    funcs = (
+        month,
+        quarter,
+        days_in_month,
+        business_days_in_month,
+        promo_618_days,
+        promo_double11_days,
+        promo_bfcm_days,
+        spring_festival_days,
+    )
+    return pd.DataFrame(
+        {f.__name__: f(ds).to_numpy() for f in funcs},
+        index=ds.index if isinstance(ds, pd.Series) else None,
+    )

@@ -101,7 +101,9 @@ def planned_requests(plan: Plan, start: Any, months: int) -> pd.Series:
     """Requests the traffic plan expects per month (inference), indexed by ``ds``."""
     idx = month_range(start, months)
     months_plan = plan.traffic.months if plan.traffic is not None else {}
-    return pd.Series([months_plan.get(m, np.nan) for m in idx], index=pd.Index(idx, name=DS), dtype=float)
+    return pd.Series(
+        [months_plan.get(m, np.nan) for m in idx], index=pd.Index(idx, name=DS), dtype=float
+    )
 
 
 def driver_columns(df: pd.DataFrame) -> list[str]:

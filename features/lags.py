@@ -20,7 +20,9 @@ import pandas as pd
 
 def _check_gap(gap: int) -> None:
     if gap < 1:
-        raise ValueError(f"gap must be >= 1 so a feature never sees its own month. Got {gap} instead.")
+        raise ValueError(
+            f"gap must be >= 1 so a feature never sees its own month. Got {gap} instead."
+        )
 
 
 def lag(y: pd.Series, unique_id: pd.Series, k: int) -> pd.Series:
@@ -33,7 +35,9 @@ def _rolling(y: pd.Series, unique_id: pd.Series, window: int, gap: int, how: str
     _check_gap(gap)
     shifted = lag(y, unique_id, gap)
     min_periods = 2 if how == "std" else 1
-    roll = shifted.groupby(unique_id.to_numpy(), sort=False).rolling(window, min_periods=min_periods)
+    roll = shifted.groupby(unique_id.to_numpy(), sort=False).rolling(
+        window, min_periods=min_periods
+    )
     out = getattr(roll, how)()
     if not len(y):
         return pd.Series(np.zeros(0), index=y.index)

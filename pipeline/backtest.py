@@ -83,9 +83,7 @@ def native_sigma(pred: pd.DataFrame) -> np.ndarray:
     return ((pred[hi_col(80)] - pred[lo_col(80)]).to_numpy(float) / (2.0 * _Z80)).clip(min=0.0)
 
 
-def predict_frame(
-    model: Forecaster, h: int, X_future: pd.DataFrame | None
-) -> pd.DataFrame:
+def predict_frame(model: Forecaster, h: int, X_future: pd.DataFrame | None) -> pd.DataFrame:
     """``unique_id, ds, mean, sigma`` from a fitted model (drivers passed only when it uses them)."""
     xf = X_future if (model.uses_exogenous and X_future is not None) else None
     pred = model.predict(h, level=(80,), X_future=xf)

@@ -80,12 +80,17 @@ def _ts(d: dt.date | pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(d)
 
 
-def day_weighted(value_on: Callable[[dt.date], float], m: pd.Timestamp, breaks: list[dt.date]) -> float:
+def day_weighted(
+    value_on: Callable[[dt.date], float], m: pd.Timestamp, breaks: list[dt.date]
+) -> float:
     """Mean over the days of month ``m`` of a step function that changes only at ``breaks``."""
     start, end = m, m + pd.offsets.MonthBegin(1)
     cuts = sorted({start, end, *(_ts(b) for b in breaks if start < _ts(b) < end)})
     total = (end - start).days
-    return sum(value_on(a.date()) * (b - a).days for a, b in zip(cuts[:-1], cuts[1:], strict=True)) / total
+    return (
+        sum(value_on(a.date()) * (b - a).days for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+        / total
+    )
 
 
 def gpu_month_price(book: PriceBook, gpu: str, pricing: str, m: pd.Timestamp) -> float:
@@ -94,8 +99,15 @@ def gpu_month_price(book: PriceBook, gpu: str, pricing: str, m: pd.Timestamp) ->
     return day_weighted(lambda d: book.gpu_price(gpu, pricing, d), m, breaks)
 
 
-def run_month_costs(run_gpus: int, start: dt.date, days: float, book: PriceBook, gpu: str,
-                    pricing: str, months: pd.DatetimeIndex) -> np.ndarray:
+def run_month_costs(
+    run_gpus: int,
+    start: dt.date,
+    days: float,
+    book: PriceBook,
+    gpu: str,
+    pricing: str,
+    months: pd.DatetimeIndex,
+) -> np.ndarray:
     """Cost of a continuous run per month of ``months``: GPUs x 24 h x covered days x price."""
     t0 = _ts(start)
     t1 = t0 + pd.Timedelta(days=float(days))
@@ -108,7 +120,9 @@ def run_month_costs(run_gpus: int, start: dt.date, days: float, book: PriceBook,
         cuts = sorted({a, b, *(p for p in price_breaks if a < p < b)})
         for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
             span_days = (hi - lo) / pd.Timedelta(days=1)
-            out[i] += resource_cost(run_gpus, span_days * HOURS_PER_DAY, book.gpu_price(gpu, pricing, lo.date()))
+            out[i] += resource_cost(
+                run_gpus, span_days * HOURS_PER_DAY, book.gpu_price(gpu, pricing, lo.date())
+            )
     return out
 
 
@@ -132,8 +146,13 @@ def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
         acc[key] = acc.get(key, np.zeros(len(idx))) + values
 
     for run in plan.scheduled_runs:
-        add(run.phase, "compute_gpu",
-            run_month_costs(run.gpus, run.start, run.duration_days(), book, run.gpu, run.pricing, idx))
+        add(
+            run.phase,
+            "compute_gpu",
+            run_month_costs(
+                run.gpus, run.start, run.duration_days(), book, run.gpu, run.pricing, idx
+            ),
+        )
 
     for job in plan.recurring:
         vals = np.zeros(len(idx))
@@ -161,7 +180,9 @@ def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
             req = t.months[m]
             # rate x price changes day by day; requests are spread evenly over the month
             unit = day_weighted(
-                lambda d: t.gpu_hours_per_1k(d) * book.gpu_price(t.gpu, t.pricing, d), m, q_breaks + p_breaks
+                lambda d: t.gpu_hours_per_1k(d) * book.gpu_price(t.gpu, t.pricing, d),
+                m,
+                q_breaks + p_breaks,
             )
             gpu_part[m] = inference_gpu_hours(req, 1.0) * unit
             if t.tokens_per_request:
@@ -176,10 +197,18 @@ def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
         add(s.phase, "storage", np.array([storage_cost(g, book.storage_gb_month) for g in gb]))
 
     for hc in plan.headcount:
-        add(hc.phase, "labor", np.array([
-            labor_cost(hc.people, hc.hours_per_month, hc.hourly_rate) if _active(m, hc.start, hc.end) else 0.0
-            for m in idx
-        ]))
+        add(
+            hc.phase,
+            "labor",
+            np.array(
+                [
+                    labor_cost(hc.people, hc.hours_per_month, hc.hourly_rate)
+                    if _active(m, hc.start, hc.end)
+                    else 0.0
+                    for m in idx
+                ]
+            ),
+        )
 
     rows: list[tuple[str, str, pd.Timestamp, float]] = []
     for (ph, cat), vals in acc.items():
@@ -205,7 +234,11 @@ PLAN_SOURCES = (SCHEDULED_RUNS, RECURRING, TRAFFIC, STORAGE, HEADCOUNT)
 def _only(plan: Plan, source: str) -> Plan:
     """The plan restricted to one kind of item (same price book)."""
     keep: dict[str, Any] = {
-        SCHEDULED_RUNS: (), RECURRING: (), TRAFFIC: None, STORAGE: None, HEADCOUNT: (),
+        SCHEDULED_RUNS: (),
+        RECURRING: (),
+        TRAFFIC: None,
+        STORAGE: None,
+        HEADCOUNT: (),
     }
     keep[source] = getattr(plan, source)
     return plan.with_changes(**keep)

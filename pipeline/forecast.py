@@ -115,7 +115,15 @@ log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
 BASELINE = "analytic_baseline"
-DEFAULT_MODELS = ("analytic_baseline", "seasonal_naive", "ets", "theta", "sarimax", "lightgbm", "ensemble")
+DEFAULT_MODELS = (
+    "analytic_baseline",
+    "seasonal_naive",
+    "ets",
+    "theta",
+    "sarimax",
+    "lightgbm",
+    "ensemble",
+)
 
 
 @dataclass(frozen=True)
@@ -130,10 +138,16 @@ class ForecastConfig:
     reconcile: bool = False  # True when the series form the phasecast hierarchy
     executor: str = "serial"  # or "processes" / "dask", passed to pipeline.parallel
     gaps: str = "zero"  # zero | interpolate | error: what a month missing inside a series becomes
-    selection_margin: float = 0.7  # a single model replaces the combination only if its backtest MASE is < 30 % of it
+    selection_margin: float = (
+        0.7  # a single model replaces the combination only if its backtest MASE is < 30 % of it
+    )
     ensemble_trim: float = 1.25  # a member worse than 1.25x the best pooled MASE leaves the mix
-    plan_rel_sd: float = 0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
-    plan_tolerance: float = 0.10  # a steady series follows the plan when the plan is within 10 % of history
+    plan_rel_sd: float = (
+        0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
+    )
+    plan_tolerance: float = (
+        0.10  # a steady series follows the plan when the plan is within 10 % of history
+    )
 
 
 @dataclass
@@ -162,7 +176,9 @@ def prepare(
         raise InputError(f"gaps must be zero, interpolate or error. Got {gaps!r} instead.")
     v = validate_frame(df, source=source)
     if v.empty:
-        raise InputError(Problem("no rows", source), fix="the file needs at least one row per series")
+        raise InputError(
+            Problem("no rows", source), fix="the file needs at least one row per series"
+        )
     drivers = [c for c in v.columns if c not in (UID, DS, Y, PHASE, CATEGORY)]
     has_y = v[Y].notna()
     last_obs = v[has_y].groupby(UID)[DS].max()
@@ -177,21 +193,32 @@ def prepare(
     before = v[DS] < v[UID].map(first_obs)
     future = v[after] if drivers and after.any() else None
     hist = v[~after & ~before]
-    n_expected = ((hist.groupby(UID)[DS].max().dt.to_period("M") - hist.groupby(UID)[DS].min().dt.to_period("M"))
-                  .apply(lambda p: p.n) + 1)
+    n_expected = (
+        hist.groupby(UID)[DS].max().dt.to_period("M")
+        - hist.groupby(UID)[DS].min().dt.to_period("M")
+    ).apply(lambda p: p.n) + 1
     counts = hist.groupby(UID)[Y].count()
     gappy = counts.index[counts.to_numpy() < n_expected.reindex(counts.index).to_numpy()]
     if len(gappy):
         if gaps == "error":
             raise InputError(
-                [Problem(f"series {u!r} has months missing (or y empty) inside its span", source, column=DS) for u in gappy[:20]],
+                [
+                    Problem(
+                        f"series {u!r} has months missing (or y empty) inside its span",
+                        source,
+                        column=DS,
+                    )
+                    for u in gappy[:20]
+                ],
                 fix="fill the missing months, or run with --gaps zero / --gaps interpolate",
             )
         hist = fill_gaps(hist, value=None)
         if gaps == "zero":
             hist[Y] = hist[Y].fillna(0.0)
         else:
-            hist[Y] = hist.groupby(UID, sort=False)[Y].transform(lambda s: s.interpolate(limit_area="inside"))
+            hist[Y] = hist.groupby(UID, sort=False)[Y].transform(
+                lambda s: s.interpolate(limit_area="inside")
+            )
     return hist.reset_index(drop=True), future, drivers
 
 
@@ -218,8 +245,10 @@ def resolve_models(names: tuple[str, ...]) -> list[str]:
 
     unknown = [n for n in names if n not in REGISTRY]
     if unknown and set(unknown) - set(DEFAULT_MODELS):
-        raise InputError(f"unknown model(s) {unknown}; known models are {sorted(REGISTRY)}",
-                         fix="pick registered model names, e.g. --models ets --models theta")
+        raise InputError(
+            f"unknown model(s) {unknown}; known models are {sorted(REGISTRY)}",
+            fix="pick registered model names, e.g. --models ets --models theta",
+        )
     if unknown:
         log.warning("models not available in this installation, skipped: %s", unknown)
     out = [n for n in names if n in REGISTRY]
@@ -245,12 +274,16 @@ def select_models(
     rows = []
     for uid in ids:
         if uid not in scores.index or scores.loc[uid].dropna().empty:
-            rows.append((uid, default, f"no backtest (history too short): best pooled MASE ({default})"))
+            rows.append(
+                (uid, default, f"no backtest (history too short): best pooled MASE ({default})")
+            )
             continue
         s = scores.loc[uid].dropna()
         best = str(s.idxmin())
         if ENSEMBLE in s.index and best != ENSEMBLE and s[best] > (1 - margin) * s[ENSEMBLE]:
-            rows.append((uid, ENSEMBLE, f"combination kept: best single ({best}) not {margin:.0%} better"))
+            rows.append(
+                (uid, ENSEMBLE, f"combination kept: best single ({best}) not {margin:.0%} better")
+            )
         else:
             rows.append((uid, best, f"lowest backtest MASE ({s[best]:.3f})"))
     return pd.DataFrame(rows, columns=[UID, MODEL, "reason"])
@@ -260,8 +293,9 @@ def _next_month(ts: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(ts) + pd.DateOffset(months=1)
 
 
-def plan_overrides(hist: pd.DataFrame, plan: Plan | None, horizon: int,
-                   tolerance: float = 0.10) -> dict[str, tuple[bool, str]]:
+def plan_overrides(
+    hist: pd.DataFrame, plan: Plan | None, horizon: int, tolerance: float = 0.10
+) -> dict[str, tuple[bool, str]]:
     """``unique_id -> (plan_driven, note)`` for the bottom series the plan covers in their horizon
     (the rule is in the module docstring). Series the plan does not cover are absent."""
     if plan is None or hist.empty:
@@ -281,7 +315,10 @@ def plan_overrides(hist: pd.DataFrame, plan: Plan | None, horizon: int,
             continue
         names = ", ".join(sorted(s.replace("_", " ") for s in srcs))
         if SCHEDULED_RUNS in srcs:
-            out[str(uid)] = (True, "plan-driven: scheduled runs in the plan (bursts no backtest can see)")
+            out[str(uid)] = (
+                True,
+                "plan-driven: scheduled runs in the plan (bursts no backtest can see)",
+            )
             continue
         y = hist.loc[hist[UID] == uid].set_index(DS)[Y].sort_index()
         if p0 is not None and p0 <= last_ds:
@@ -293,10 +330,13 @@ def plan_overrides(hist: pd.DataFrame, plan: Plan | None, horizon: int,
                 den = float(both[Y].abs().sum())
                 wape = float((both[COST] - both[Y]).abs().sum()) / den if den > 0 else np.inf
                 ok = wape <= tolerance
-                out[str(uid)] = (ok, (f"plan-driven: {names} in the plan, " if ok else f"plan ({names}) ")
-                                 + f"{'matched' if ok else 'missed'} the {len(both)} closed month(s) it covers "
-                                 + f"(WAPE {wape:.1%}, tolerance {tolerance:.0%})"
-                                 + ("" if ok else ": models kept"))
+                out[str(uid)] = (
+                    ok,
+                    (f"plan-driven: {names} in the plan, " if ok else f"plan ({names}) ")
+                    + f"{'matched' if ok else 'missed'} the {len(both)} closed month(s) it covers "
+                    + f"(WAPE {wape:.1%}, tolerance {tolerance:.0%})"
+                    + ("" if ok else ": models kept"),
+                )
                 continue
         if srcs == {HEADCOUNT} and len(y):
             first = estimate_from_plan(plan, _next_month(last_ds), 1)
@@ -305,21 +345,36 @@ def plan_overrides(hist: pd.DataFrame, plan: Plan | None, horizon: int,
             if len(first) and ref != 0:
                 rel = abs(float(first.iloc[0]) - ref) / abs(ref)
                 ok = rel <= tolerance
-                out[str(uid)] = (ok, (f"plan-driven: headcount in the plan (first month within {rel:.1%} "
-                                      f"of the last actual)") if ok else
-                                 (f"plan (headcount) is {rel:.1%} off the last actual month "
-                                  f"(tolerance {tolerance:.0%}): models kept"))
+                out[str(uid)] = (
+                    ok,
+                    (
+                        f"plan-driven: headcount in the plan (first month within {rel:.1%} "
+                        f"of the last actual)"
+                    )
+                    if ok
+                    else (
+                        f"plan (headcount) is {rel:.1%} off the last actual month "
+                        f"(tolerance {tolerance:.0%}): models kept"
+                    ),
+                )
                 continue
-        out[str(uid)] = (False, f"plan ({names}) covers no closed month to check it against: models kept")
+        out[str(uid)] = (
+            False,
+            f"plan ({names}) covers no closed month to check it against: models kept",
+        )
     return out
 
 
-def plan_paths(mean: np.ndarray, rel_sd: float, n_paths: int, rng: np.random.Generator) -> np.ndarray:
+def plan_paths(
+    mean: np.ndarray, rel_sd: float, n_paths: int, rng: np.random.Generator
+) -> np.ndarray:
     """Paths (n_paths, h) of a plan-driven forecast: ``mean x max(0, 1 + e)`` with a relative error
     of sd ``rel_sd x sqrt(h / 3)``, half common to the path's months, half month by month."""
     h = len(mean)
     sd = rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
-    e = np.sqrt(0.5) * rng.standard_normal((n_paths, 1)) + np.sqrt(0.5) * rng.standard_normal((n_paths, h))
+    e = np.sqrt(0.5) * rng.standard_normal((n_paths, 1)) + np.sqrt(0.5) * rng.standard_normal(
+        (n_paths, h)
+    )
     m = np.asarray(mean, dtype=float)
     return m + np.abs(m) * np.maximum(sd * e, -1.0)
 
@@ -369,7 +424,11 @@ def run_forecast(
     # 2. backtest
     spec = WindowSpec(config.horizon, config.n_windows, config.step)
     bt, events = backtest(hist, base, make, spec, drivers, progress=tick)
-    pooled = bt.assign(_e=(bt[Y] - bt[MEAN]).abs() / bt[SCALE]).groupby(MODEL)["_e"].mean() if len(bt) else pd.Series(dtype=float)
+    pooled = (
+        bt.assign(_e=(bt[Y] - bt[MEAN]).abs() / bt[SCALE]).groupby(MODEL)["_e"].mean()
+        if len(bt)
+        else pd.Series(dtype=float)
+    )
     weights: dict[str, float] = {}
     if ENSEMBLE in names:
         member_err = {m: float(v) for m, v in pooled.items() if m in DEFAULT_MEMBERS}
@@ -445,7 +504,11 @@ def run_forecast(
     # 6. published forecast and its paths
     sel = selection.set_index(UID)[MODEL]
     pub = allf[allf[MODEL].to_numpy() == allf[UID].map(sel).to_numpy()].copy()
-    pub = pub.set_index([UID, "h"]).reindex(pd.MultiIndex.from_product([ids, range(1, config.horizon + 1)], names=[UID, "h"])).reset_index()
+    pub = (
+        pub.set_index([UID, "h"])
+        .reindex(pd.MultiIndex.from_product([ids, range(1, config.horizon + 1)], names=[UID, "h"]))
+        .reset_index()
+    )
     h = config.horizon
     mean = pub[MEAN].to_numpy(float).reshape(len(ids), h)
     d = iv.normalizer(pub[SIGMA], pub[SCALE]).reshape(len(ids), h)
@@ -498,8 +561,12 @@ def run_forecast(
                 b_mean[j], b_paths[j] = plan_mean[k], plan_p[k]
             mean = S @ b_mean
             paths = np.einsum("ib,bph->iph", S, b_paths)
-            info["method"] = f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
-        events.append({MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"})
+            info["method"] = (
+                f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
+            )
+        events.append(
+            {MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"}
+        )
         qs = {}
         for lv in levels:
             a = 1 - lv / 100
@@ -521,8 +588,12 @@ def run_forecast(
             rows = (pub[UID] == ids[i]).to_numpy()
             for lv in levels:
                 a = 1 - lv / 100
-                pub.loc[rows, lo_col(lv)] = np.minimum(np.quantile(paths[i], a / 2, axis=0), mean[i])
-                pub.loc[rows, hi_col(lv)] = np.maximum(np.quantile(paths[i], 1 - a / 2, axis=0), mean[i])
+                pub.loc[rows, lo_col(lv)] = np.minimum(
+                    np.quantile(paths[i], a / 2, axis=0), mean[i]
+                )
+                pub.loc[rows, hi_col(lv)] = np.maximum(
+                    np.quantile(paths[i], 1 - a / 2, axis=0), mean[i]
+                )
         paths[nn] = np.maximum(paths[nn], 0.0)
         clip_rows = pub[UID].map(nonneg).to_numpy(bool)
         for c in [MEAN, *interval_cols(levels)]:
@@ -535,7 +606,9 @@ def run_forecast(
     pub[MODEL] = np.where(fb, BASELINE + "(fallback)", pub[MODEL].to_numpy())
     fb_series = set(pub.loc[fb, UID])
     if fb_series:
-        selection.loc[selection[UID].isin(fb_series), "reason"] += "; fallback: fit failed, analytic baseline used"
+        selection.loc[selection[UID].isin(fb_series), "reason"] += (
+            "; fallback: fit failed, analytic baseline used"
+        )
     out_cols = [UID, DS, MODEL, MEAN, *interval_cols(levels)]
     if config.reconcile or _hierarchical(ids):
         for c, v in ((PHASE, 0), (CATEGORY, 1)):
@@ -544,7 +617,11 @@ def run_forecast(
         out_cols += [PHASE, CATEGORY]
     forecast = pub[out_cols].reset_index(drop=True)
     all_cols = [*out_cols, SIGMA, FALLBACK]
-    all_forecasts = allf[[c for c in all_cols if c in allf.columns]].sort_values([MODEL, UID, DS]).reset_index(drop=True)
+    all_forecasts = (
+        allf[[c for c in all_cols if c in allf.columns]]
+        .sort_values([MODEL, UID, DS])
+        .reset_index(drop=True)
+    )
 
     metrics = metrics_table(bt_out, levels) if len(bt_out) else pd.DataFrame()
     tick("done")
@@ -568,19 +645,29 @@ def _hierarchical(ids: list[str]) -> bool:
     return "total" in ids
 
 
-def _aligned_residuals(bt: pd.DataFrame, selection: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
+def _aligned_residuals(
+    bt: pd.DataFrame, selection: pd.DataFrame, ids: list[str]
+) -> np.ndarray | None:
     if bt.empty:
         return None
     sel = selection.set_index(UID)[MODEL]
     mine = bt[bt[MODEL].to_numpy() == bt[UID].map(sel).to_numpy()]
-    wide = (mine.assign(_e=mine[Y] - mine[MEAN])
-            .pivot_table(index=[WINDOW, "h"], columns=UID, values="_e", aggfunc="first")
-            .reindex(columns=ids))
+    wide = (
+        mine.assign(_e=mine[Y] - mine[MEAN])
+        .pivot_table(index=[WINDOW, "h"], columns=UID, values="_e", aggfunc="first")
+        .reindex(columns=ids)
+    )
     return wide.to_numpy(float)
 
 
-def _reconcile(ids: list[str], mean: np.ndarray, paths: np.ndarray, resid: np.ndarray | None,
-               var1: np.ndarray | None, nonneg: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+def _reconcile(
+    ids: list[str],
+    mean: np.ndarray,
+    paths: np.ndarray,
+    resid: np.ndarray | None,
+    var1: np.ndarray | None,
+    nonneg: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     from pipeline.reconcile import reconcile
 
     m, p, info = reconcile(ids, mean, paths, resid, var1, nonneg)

@@ -125,19 +125,29 @@ def validate_frame(
         not_first = ok & (ds.dt.day != 1)
         for i in np.flatnonzero(not_first.to_numpy())[:20]:
             problems.append(
-                Problem(f"{df[DS].iloc[i]!r} is not the first day of a month", source, int(i) + 1, DS)
+                Problem(
+                    f"{df[DS].iloc[i]!r} is not the first day of a month", source, int(i) + 1, DS
+                )
             )
     if problems:
-        raise InputError(problems, fix="ds must be a date on the first of the month (YYYY-MM-01) and y a number")
+        raise InputError(
+            problems, fix="ds must be a date on the first of the month (YYYY-MM-01) and y a number"
+        )
     out[DS] = ds.dt.normalize()
     out[Y] = y.astype(float)
     dup = out.duplicated([UID, DS], keep="first")
     if dup.any():
         problems = [
-            Problem(f"duplicate row for series {out[UID].iloc[i]!r} and month {out[DS].iloc[i]:%Y-%m}", source, int(i) + 1)
+            Problem(
+                f"duplicate row for series {out[UID].iloc[i]!r} and month {out[DS].iloc[i]:%Y-%m}",
+                source,
+                int(i) + 1,
+            )
             for i in np.flatnonzero(dup.to_numpy())[:20]
         ]
-        raise InputError(problems, fix="keep one row per unique_id and ds (sum them first if they are parts)")
+        raise InputError(
+            problems, fix="keep one row per unique_id and ds (sum them first if they are parts)"
+        )
     out = out.sort_values([UID, DS], kind="stable").reset_index(drop=True)
     return out
 

@@ -82,7 +82,13 @@ class ErrorPool:
         for i, p in enumerate(probs):
             pc = p
             if nb:  # split-conformal finite-sample correction, pushed outwards from the median
-                conf = p if p == 0.5 else min(1.0, p * (1 + 1 / nb)) if p > 0.5 else max(0.0, 1 - (1 - p) * (1 + 1 / nb))
+                conf = (
+                    p
+                    if p == 0.5
+                    else min(1.0, p * (1 + 1 / nb))
+                    if p > 0.5
+                    else max(0.0, 1 - (1 - p) * (1 + 1 / nb))
+                )
                 pc = p + share * (conf - p)
             for j in range(h):
                 # upper: the smallest value with cdf >= p; lower: mirrored (the largest with cdf <= p,
@@ -114,7 +120,15 @@ def error_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, np.ndarray]:
     if bt.empty:
         return out
     z = (bt[Y].to_numpy(float) - bt[MEAN].to_numpy(float)) / normalizer(bt["sigma"], bt["scale"])
-    t = pd.DataFrame({MODEL: bt[MODEL].to_numpy(), UID: bt[UID].to_numpy(), CUTOFF: bt[CUTOFF].to_numpy(), "h": bt["h"].to_numpy(), "z": z})
+    t = pd.DataFrame(
+        {
+            MODEL: bt[MODEL].to_numpy(),
+            UID: bt[UID].to_numpy(),
+            CUTOFF: bt[CUTOFF].to_numpy(),
+            "h": bt["h"].to_numpy(),
+            "z": z,
+        }
+    )
     t = t[t["h"] <= horizon]
     for name, g in t.groupby(MODEL, sort=False):
         wide = g.pivot_table(index=[UID, CUTOFF], columns="h", values="z", aggfunc="first")
@@ -203,4 +217,8 @@ def cross_fitted(bt: pd.DataFrame, levels: Sequence[int], horizon: int) -> pd.Da
         cur = bt[bt["window"] == k]
         for name, g in cur.groupby(MODEL, sort=False):
             parts.append(calibrated_frame(g, pools[str(name)], levels))
-    return pd.concat(parts).sort_index() if parts else bt.assign(**{c: np.nan for lv in levels for c in (lo_col(lv), hi_col(lv))})
+    return (
+        pd.concat(parts).sort_index()
+        if parts
+        else bt.assign(**{c: np.nan for lv in levels for c in (lo_col(lv), hi_col(lv))})
+    )

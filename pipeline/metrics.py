@@ -94,7 +94,14 @@ def interval_score_terms(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: i
     return (hi - lo) + (2.0 / a) * (lo - y) * (y < lo) + (2.0 / a) * (y - hi) * (y > hi)
 
 
-def msis(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, insample: np.ndarray, level: int = 95, m: int = SEASON) -> float:
+def msis(
+    y: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    insample: np.ndarray,
+    level: int = 95,
+    m: int = SEASON,
+) -> float:
     return float(np.mean(interval_score_terms(y, lo, hi, level))) / scale_of(insample, m)
 
 
@@ -120,16 +127,22 @@ def add_point_terms(bt: pd.DataFrame, levels: Sequence[int]) -> pd.DataFrame:
     out["_mase"] = out["_ae"] / s
     out["_smape"] = smape_terms(y, f)
     qs = quantile_levels([lv for lv in levels if lo_col(lv) in out.columns])
-    out["_pinball"] = np.mean([pinball_terms(y, out[c].to_numpy(float), q) for c, q in qs], axis=0) / s
+    out["_pinball"] = (
+        np.mean([pinball_terms(y, out[c].to_numpy(float), q) for c, q in qs], axis=0) / s
+    )
     for lv in levels:
         lo, hi = lo_col(lv), hi_col(lv)
         if lo in out.columns:
-            out[f"_cov_{lv}"] = ((y >= out[lo].to_numpy(float)) & (y <= out[hi].to_numpy(float))).astype(float)
+            out[f"_cov_{lv}"] = (
+                (y >= out[lo].to_numpy(float)) & (y <= out[hi].to_numpy(float))
+            ).astype(float)
             out[f"_msis_{lv}"] = interval_score_terms(y, out[lo], out[hi], lv) / s
     return out
 
 
-def summarize(bt: pd.DataFrame, levels: Sequence[int], by: Sequence[str] = (MODEL,)) -> pd.DataFrame:
+def summarize(
+    bt: pd.DataFrame, levels: Sequence[int], by: Sequence[str] = (MODEL,)
+) -> pd.DataFrame:
     """Metrics per group: MASE, WAPE, sMAPE, scaled pinball, coverage_L, MSIS_L, n.
 
     MASE, sMAPE, pinball and MSIS are first averaged per series and cutoff (one forecast), then

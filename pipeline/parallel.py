@@ -23,7 +23,12 @@ def _apply_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     return [fn(x) for x in chunk]
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def _init_worker() -> None:
@@ -134,8 +139,13 @@ def map_series(
             from distributed import as_completed as dask_completed
 
             own = client is None
-            cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None) if own else None
+            cluster = (
+                LocalCluster(
+                    n_workers=n_jobs, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+                if own
+                else None
+            )
             cl = Client(cluster) if own else client
             try:
                 futs = cl.map(_apply_chunk, [fn] * len(chunks), chunks, pure=False)

@@ -69,7 +69,11 @@ GPU_PEAK_FLOPS: dict[str, float] = {
 
 def month(value: Any) -> pd.Timestamp:
     """A month-start timestamp from ``2027-01``, ``2027-01-15``, a date or a timestamp."""
-    return pd.Timestamp(str(value)[:7] + "-01") if not isinstance(value, pd.Timestamp) else value.to_period("M").to_timestamp()
+    return (
+        pd.Timestamp(str(value)[:7] + "-01")
+        if not isinstance(value, pd.Timestamp)
+        else value.to_period("M").to_timestamp()
+    )
 
 
 @dataclass(frozen=True)
@@ -211,13 +215,18 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
 
     def phase_ok(p: str, where: str) -> str:
         if p not in PHASES:
-            problems.append(Problem(f"{where}: unknown phase {p!r}; expected one of {list(PHASES)}", source))
+            problems.append(
+                Problem(f"{where}: unknown phase {p!r}; expected one of {list(PHASES)}", source)
+            )
         return p
 
     try:
         pb = raw.get("price_book") or {}
         book = PriceBook(
-            gpu_hour={str(k): {str(a): float(b) for a, b in v.items()} for k, v in (pb.get("gpu_hour") or {}).items()},
+            gpu_hour={
+                str(k): {str(a): float(b) for a, b in v.items()}
+                for k, v in (pb.get("gpu_hour") or {}).items()
+            },
             cpu_core_hour=float(pb.get("cpu_core_hour", 0.0)),
             storage_gb_month=float(pb.get("storage_gb_month", 0.0)),
             egress_gb=float(pb.get("egress_gb", 0.0)),
@@ -270,12 +279,17 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
                 pricing=str(t.get("pricing", "committed")),
                 tokens_per_request=float(t.get("tokens_per_request", 0.0)),
                 quantization=tuple(
-                    Quantization(start=_date(q["start"]), cut=float(q["cut"])) for q in t.get("quantization") or []
+                    Quantization(start=_date(q["start"]), cut=float(q["cut"]))
+                    for q in t.get("quantization") or []
                 ),
             )
         s = raw.get("storage")
         storage = (
-            StoragePlan(gb=float(s["gb"]), growth_per_month=float(s.get("growth_per_month", 0.0)), phase=phase_ok(str(s.get("phase", "data_preprocessing")), "storage"))
+            StoragePlan(
+                gb=float(s["gb"]),
+                growth_per_month=float(s.get("growth_per_month", 0.0)),
+                phase=phase_ok(str(s.get("phase", "data_preprocessing")), "storage"),
+            )
             if s
             else None
         )
@@ -298,7 +312,15 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
         ) from exc
     if problems:
         raise InputError(problems, fix=f"phases are {', '.join(PHASES)}")
-    known = {"price_book", "currency", "scheduled_runs", "recurring", "traffic", "storage", "headcount"}
+    known = {
+        "price_book",
+        "currency",
+        "scheduled_runs",
+        "recurring",
+        "traffic",
+        "storage",
+        "headcount",
+    }
     return Plan(
         price_book=book,
         currency=str(raw.get("currency", "USD")),
@@ -316,7 +338,10 @@ def load_plan(path: str | Path) -> Plan:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise InputError(Problem("file not found", str(path)), fix="pass an existing plan YAML (phasecast synth writes one)") from exc
+        raise InputError(
+            Problem("file not found", str(path)),
+            fix="pass an existing plan YAML (phasecast synth writes one)",
+        ) from exc
     except yaml.YAMLError as exc:
         raise InputError(Problem(f"not valid YAML: {exc}", str(path))) from exc
     if not isinstance(raw, dict):

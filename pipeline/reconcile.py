@@ -33,7 +33,11 @@ def summing_matrix(ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     parsed = {u: parse_hierarchy_id(u) for u in ids}
     phases_with_kids = {p for u, (p, c) in parsed.items() if c is not None}
     has_total = TOTAL in ids
-    bottom = [u for u, (p, c) in parsed.items() if u != TOTAL and (c is not None or p not in phases_with_kids)]
+    bottom = [
+        u
+        for u, (p, c) in parsed.items()
+        if u != TOTAL and (c is not None or p not in phases_with_kids)
+    ]
     if not bottom and has_total:
         bottom = [TOTAL]
     S = np.zeros((len(ids), len(bottom)))

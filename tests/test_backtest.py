@@ -21,7 +21,9 @@ def frame(lengths: dict[str, int]) -> pd.DataFrame:
 
 
 def test_window_rule():
-    w = plan_windows(pd.Series({"long": 48, "mid": 30, "short": 10, "tiny": 3}), WindowSpec(18, 3, 3))
+    w = plan_windows(
+        pd.Series({"long": 48, "mid": 30, "short": 10, "tiny": 3}), WindowSpec(18, 3, 3)
+    )
     got = {u: list(zip(g["train_len"], g["h"], strict=True)) for u, g in w.groupby("unique_id")}
     assert got["long"] == [(30, 18), (27, 18), (24, 18)]  # min_train 24
     assert got["mid"] == [(15, 15)]  # min_train 15, h = 30 - 15, the next cutoff would leave 12
@@ -55,7 +57,12 @@ class Broken(Spy):
 
 
 def make(name):
-    return {"spy": Spy, "broken": Broken, "seasonal_naive": SeasonalNaive, "analytic_baseline": AnalyticBaseline}[name]()
+    return {
+        "spy": Spy,
+        "broken": Broken,
+        "seasonal_naive": SeasonalNaive,
+        "analytic_baseline": AnalyticBaseline,
+    }[name]()
 
 
 def test_no_leakage_and_values():
@@ -70,7 +77,9 @@ def test_no_leakage_and_values():
     assert sorted(Spy.seen) == sorted(bt["cutoff"].unique())
     # 40 months, h 6: cutoffs after 34, 32, 30 months
     assert sorted(bt.groupby("cutoff").size().tolist()) == [6, 6, 6]
-    assert bt["h"].max() == 6 and bt["scale"].iloc[0] == pytest.approx(120.0)  # seasonal diff of 10*t
+    assert bt["h"].max() == 6 and bt["scale"].iloc[0] == pytest.approx(
+        120.0
+    )  # seasonal diff of 10*t
 
 
 def test_seasonal_naive_backtest_is_exact():

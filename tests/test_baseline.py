@@ -20,27 +20,64 @@ from pipeline.plan import plan_from_dict, training_gpu_hours
 PLAN = {
     "currency": "USD",
     "price_book": {
-        "gpu_hour": {"H100": {"on_demand": 4.0, "committed": 3.0}, "A10": {"on_demand": 1.0, "committed": 0.8}},
+        "gpu_hour": {
+            "H100": {"on_demand": 4.0, "committed": 3.0},
+            "A10": {"on_demand": 1.0, "committed": 0.8},
+        },
         "cpu_core_hour": 0.05,
         "storage_gb_month": 0.02,
         "tokens_million": 2.0,
         "price_changes": [{"gpu": "H100", "start": "2027-04-01", "committed": 2.0}],
     },
     "scheduled_runs": [
-        {"name": "r1", "phase": "pretraining", "gpu": "H100", "gpus": 100, "start": "2027-03-29", "days": 5,
-         "pricing": "committed"}
+        {
+            "name": "r1",
+            "phase": "pretraining",
+            "gpu": "H100",
+            "gpus": 100,
+            "start": "2027-03-29",
+            "days": 5,
+            "pricing": "committed",
+        }
     ],
     "recurring": [
-        {"name": "ft", "phase": "fine_tuning", "resource": "gpu", "gpu": "A10", "quantity": 8,
-         "hours_per_month": 100, "start": "2027-02"},
-        {"name": "etl", "phase": "data_preprocessing", "resource": "cpu", "quantity": 10, "hours_per_month": 100},
+        {
+            "name": "ft",
+            "phase": "fine_tuning",
+            "resource": "gpu",
+            "gpu": "A10",
+            "quantity": 8,
+            "hours_per_month": 100,
+            "start": "2027-02",
+        },
+        {
+            "name": "etl",
+            "phase": "data_preprocessing",
+            "resource": "cpu",
+            "quantity": 10,
+            "hours_per_month": 100,
+        },
     ],
-    "traffic": {"gpu": "A10", "pricing": "committed", "gpu_hours_per_1k_requests": 0.02, "tokens_per_request": 100,
-                "months": {"2027-01": 1.0e6, "2027-02": 2.0e6},
-                "quantization": [{"start": "2027-02-15", "cut": 0.5}]},
+    "traffic": {
+        "gpu": "A10",
+        "pricing": "committed",
+        "gpu_hours_per_1k_requests": 0.02,
+        "tokens_per_request": 100,
+        "months": {"2027-01": 1.0e6, "2027-02": 2.0e6},
+        "quantization": [{"start": "2027-02-15", "cut": 0.5}],
+    },
     "storage": {"phase": "data_preprocessing", "gb": 1000, "growth_per_month": 0.1},
-    "headcount": [{"phase": "operations", "team": "sre", "people": 2, "hours_per_month": 160,
-                   "hourly_rate": 100, "start": "2027-02", "end": "2027-03"}],
+    "headcount": [
+        {
+            "phase": "operations",
+            "team": "sre",
+            "people": 2,
+            "hours_per_month": 160,
+            "hourly_rate": 100,
+            "start": "2027-02",
+            "end": "2027-03",
+        }
+    ],
 }
 
 
@@ -70,8 +107,12 @@ def test_estimate_from_plan_hand_numbers() -> None:
     est = estimate_from_plan(plan_from_dict(PLAN), "2027-01", 4)
     got = {(r.phase, r.category, r.ds.strftime("%Y-%m")): r.cost for r in est.itertuples()}
     # run: 100 GPUs from 29 March for 5 days: 3 days in March at 3.0, 2 in April at the new 2.0
-    assert got[("pretraining", "compute_gpu", "2027-03")] == pytest.approx(100 * 24 * 3 * 3.0)  # 21,600
-    assert got[("pretraining", "compute_gpu", "2027-04")] == pytest.approx(100 * 24 * 2 * 2.0)  # 9,600
+    assert got[("pretraining", "compute_gpu", "2027-03")] == pytest.approx(
+        100 * 24 * 3 * 3.0
+    )  # 21,600
+    assert got[("pretraining", "compute_gpu", "2027-04")] == pytest.approx(
+        100 * 24 * 2 * 2.0
+    )  # 9,600
     assert got[("pretraining", "compute_gpu", "2027-01")] == 0.0
     # recurring: 8 A10 x 100 h x 1.0 from February; 10 cores x 100 h x 0.05 every month
     assert got[("fine_tuning", "compute_gpu", "2027-01")] == 0.0
@@ -91,9 +132,21 @@ def test_estimate_from_plan_hand_numbers() -> None:
 
 
 def test_run_from_flops_spreads_over_its_estimated_days() -> None:
-    raw = {"price_book": {"gpu_hour": {"H100": {"on_demand": 2.0}}},
-           "scheduled_runs": [{"name": "llm", "phase": "pretraining", "gpu": "H100", "gpus": 100,
-                               "start": "2027-01-01", "params": 7e9, "tokens": 1e12, "utilization": 0.35}]}
+    raw = {
+        "price_book": {"gpu_hour": {"H100": {"on_demand": 2.0}}},
+        "scheduled_runs": [
+            {
+                "name": "llm",
+                "phase": "pretraining",
+                "gpu": "H100",
+                "gpus": 100,
+                "start": "2027-01-01",
+                "params": 7e9,
+                "tokens": 1e12,
+                "utilization": 0.35,
+            }
+        ],
+    }
     est = estimate_from_plan(plan_from_dict(raw), "2027-01", 1)
     # 33,704.08 GPU-hours on 100 GPUs = 14.04 days, all in January, at 2.0
     assert est["cost"].sum() == pytest.approx(2.0 * 33_704.08, rel=1e-6)
@@ -115,17 +168,20 @@ def test_run_rate_without_plan() -> None:
     # sigma: one-step run-rate errors of a = [2-1, 3-1.5, 10-2] -> RMS = sqrt((1+2.25+64)/3)
     s = np.sqrt((1 + 2.25 + 64) / 3)
     from scipy.stats import norm
+
     assert fc["hi_80"].iloc[0] - 5.0 == pytest.approx(norm.ppf(0.9) * s)
 
 
 def test_plan_driven_with_hierarchy_and_run_rate_elsewhere() -> None:
-    df = _hist({
-        "pretraining/compute_gpu": [5.0, 5.0, 5.0],
-        "pretraining/storage": [1.0, 2.0, 3.0],
-        "pretraining": [6.0, 7.0, 8.0],
-        "inference/compute_gpu": [10.0, 20.0, 30.0],
-        "total": [1.0, 1.0, 1.0],
-    })
+    df = _hist(
+        {
+            "pretraining/compute_gpu": [5.0, 5.0, 5.0],
+            "pretraining/storage": [1.0, 2.0, 3.0],
+            "pretraining": [6.0, 7.0, 8.0],
+            "inference/compute_gpu": [10.0, 20.0, 30.0],
+            "total": [1.0, 1.0, 1.0],
+        }
+    )
     m = AnalyticBaseline(plan=plan_from_dict(PLAN)).fit(df)
     fc = m.predict(4).set_index(["unique_id", "ds"])["mean"]
     ts = pd.Timestamp
@@ -147,8 +203,20 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(PLAN))
     out = tmp_path / "est.csv"
-    res = CliRunner().invoke(cli, ["estimate", "--plan", str(plan), "--start", "2027-01", "--months", "4",
-                                   "--output", str(out)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "estimate",
+            "--plan",
+            str(plan),
+            "--start",
+            "2027-01",
+            "--months",
+            "4",
+            "--output",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     est = pd.read_csv(out)
     # 21,600 + 9,600 run; 3 x 800 ft; 200 + 12 x ... : total printed equals the file's sum

@@ -29,8 +29,15 @@ def _frame(seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     parts = []
     for uid, n in (("a", 20), ("b", 7), ("c", 1)):
-        parts.append(pd.DataFrame({"unique_id": uid, "ds": pd.date_range("2024-01-01", periods=n, freq="MS"),
-                                   "y": rng.normal(100, 10, n).round(3)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "unique_id": uid,
+                    "ds": pd.date_range("2024-01-01", periods=n, freq="MS"),
+                    "y": rng.normal(100, 10, n).round(3),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -55,8 +62,21 @@ def test_business_days_and_days_in_month_vs_numpy() -> None:
 
 
 def test_promotion_windows_split_across_months() -> None:
-    ds = pd.Series(pd.to_datetime(["2025-01-01", "2025-02-01", "2025-06-01", "2025-11-01", "2025-12-01",
-                                   "2024-02-01", "2024-11-01", "2024-12-01", "2026-02-01"]))
+    ds = pd.Series(
+        pd.to_datetime(
+            [
+                "2025-01-01",
+                "2025-02-01",
+                "2025-06-01",
+                "2025-11-01",
+                "2025-12-01",
+                "2024-02-01",
+                "2024-11-01",
+                "2024-12-01",
+                "2026-02-01",
+            ]
+        )
+    )
     assert promo_618_days(ds).tolist() == [0, 0, 18, 0, 0, 0, 0, 0, 0]
     assert promo_double11_days(ds).tolist() == [0, 0, 0, 11, 0, 0, 11, 0, 0]
     # BFCM 2025: Fri 28 Nov .. Mon 1 Dec -> 3 days + 1; 2024: 29 Nov .. 2 Dec -> 2 + 2
@@ -98,7 +118,7 @@ def test_rolling_std_vs_python_loop() -> None:
     for _uid, g in df.groupby("unique_id"):
         y = g["y"].to_list()
         for t, i in enumerate(g.index):
-            window = y[max(0, t - 2 - 3): max(0, t - 2 + 1)]
+            window = y[max(0, t - 2 - 3) : max(0, t - 2 + 1)]
             if len(window) >= 2:
                 assert got[i] == pytest.approx(float(np.std(window, ddof=1)))
             else:
@@ -134,12 +154,28 @@ def test_no_leakage_after_cutoff(gap: int) -> None:
 
 # --- drivers and baseline ---------------------------------------------------------------------
 def test_usage_monthly_and_drivers() -> None:
-    usage = pd.DataFrame({
-        "ts": ["2027-01-03", "2027-01-20", "2027-02-01", "2027-01-05", "2027-01-06", "2027-01-07"],
-        "phase": ["inference"] * 3 + ["inference", "inference", "pretraining"],
-        "metric": ["gpu_hours", "gpu_hours", "gpu_hours", "tokens_in", "tokens_out", "gpu_util"],
-        "value": [10.0, 5.0, 7.0, 100.0, 50.0, 0.4],
-    })
+    usage = pd.DataFrame(
+        {
+            "ts": [
+                "2027-01-03",
+                "2027-01-20",
+                "2027-02-01",
+                "2027-01-05",
+                "2027-01-06",
+                "2027-01-07",
+            ],
+            "phase": ["inference"] * 3 + ["inference", "inference", "pretraining"],
+            "metric": [
+                "gpu_hours",
+                "gpu_hours",
+                "gpu_hours",
+                "tokens_in",
+                "tokens_out",
+                "gpu_util",
+            ],
+            "value": [10.0, 5.0, 7.0, 100.0, 50.0, 0.4],
+        }
+    )
     um = usage_monthly(usage)
     assert gpu_hours(um)[("inference", pd.Timestamp("2027-01-01"))] == 15.0
     assert gpu_hours(um)[("inference", pd.Timestamp("2027-02-01"))] == 7.0
@@ -148,11 +184,21 @@ def test_usage_monthly_and_drivers() -> None:
 
 
 def test_planned_gpu_hours_split_by_days() -> None:
-    plan = plan_from_dict({
-        "price_book": {"gpu_hour": {"H100": {"on_demand": 1.0}}},
-        "scheduled_runs": [{"name": "r", "phase": "pretraining", "gpu": "H100", "gpus": 10,
-                            "start": "2027-01-30", "days": 4}],
-    })
+    plan = plan_from_dict(
+        {
+            "price_book": {"gpu_hour": {"H100": {"on_demand": 1.0}}},
+            "scheduled_runs": [
+                {
+                    "name": "r",
+                    "phase": "pretraining",
+                    "gpu": "H100",
+                    "gpus": 10,
+                    "start": "2027-01-30",
+                    "days": 4,
+                }
+            ],
+        }
+    )
     g = planned_gpu_hours(plan, "2027-01", 3)
     assert g[("pretraining", pd.Timestamp("2027-01-01"))] == pytest.approx(10 * 24 * 2)
     assert g[("pretraining", pd.Timestamp("2027-02-01"))] == pytest.approx(10 * 24 * 2)
@@ -164,7 +210,9 @@ def test_driver_ratio_and_baseline_feature() -> None:
     drv = pd.Series([1.0, 2.0, 4.0, 4.0, 0.0, 5.0])
     r = driver_ratio(drv, uid, gap=1)
     assert r.iloc[1] == 2.0 and r.iloc[2] == 2.0 and r.iloc[3] == 1.0
-    assert np.isnan(r.iloc[0]) and np.isnan(r.iloc[4]) and np.isnan(r.iloc[5])  # no base / zero base
+    assert (
+        np.isnan(r.iloc[0]) and np.isnan(r.iloc[4]) and np.isnan(r.iloc[5])
+    )  # no base / zero base
     y = pd.Series([3.0, 6.0, 9.0, 12.0, 1.0, 2.0])
     rr = baseline_run_rate(y, uid, gap=1, window=2)
     assert rr.tolist()[1:4] == [3.0, 4.5, 7.5]

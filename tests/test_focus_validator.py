@@ -33,8 +33,12 @@ from pipeline.synth import SynthConfig, generate
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTRADICTIONS = {"InvoiceId-C-004-C", "CommitmentDiscountStatus-C-004-C", "CapacityReservationStatus-C-003-C",
-                  "CapacityReservationStatus-C-004-C"}
+CONTRADICTIONS = {
+    "InvoiceId-C-004-C",
+    "CommitmentDiscountStatus-C-004-C",
+    "CapacityReservationStatus-C-003-C",
+    "CapacityReservationStatus-C-004-C",
+}
 CRITERIA = (
     "ACCOUNT_NAMING_SUPPORTED,AVAILABILITY_ZONE_SUPPORTED,CAPACITY_RESERVATION_SUPPORTED,"
     "COMMITMENT_DISCOUNT_SUPPORTED,MULTIPLE_PRICING_CATEGORIES_SUPPORTED,MULTIPLE_SUB_ACCOUNT_TYPES_SUPPORTED,"
@@ -43,7 +47,9 @@ CRITERIA = (
     "BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED,RESOURCE_TYPE_ASSIGNMENT_SUPPORTED,REGION_SUPPORTED,"
     "TAGGING_SUPPORTED,PRICING_BILLING_CURRENCY_DIFFERENCES_SUPPORTED"
 )
-_LINE = re.compile(r"^(?:❌|✅|⏭️?|\S+)\s+(?P<rule>[A-Za-z]+-[A-Z]-\d{3}-[MCO]):\s+(?P<status>PASS|FAIL|SKIP\w*)(?P<rest>.*)$")
+_LINE = re.compile(
+    r"^(?:❌|✅|⏭️?|\S+)\s+(?P<rule>[A-Za-z]+-[A-Z]-\d{3}-[MCO]):\s+(?P<status>PASS|FAIL|SKIP\w*)(?P<rest>.*)$"
+)
 _CHILDREN = re.compile(r"failed child rules: \[([^\]]*)\]")
 
 
@@ -52,7 +58,9 @@ def _validator() -> Path:
     exe = Path(env) if env else ROOT / ".venv-focus" / "bin" / "focus-validator"
     if not exe.exists():
         if env:
-            pytest.fail(f"PHASECAST_FOCUS_VALIDATOR={env} does not exist (run make focus-validator)")
+            pytest.fail(
+                f"PHASECAST_FOCUS_VALIDATOR={env} does not exist (run make focus-validator)"
+            )
         pytest.skip("focus-validator not installed (make focus-validator)")
     return exe
 
@@ -61,8 +69,16 @@ def _site_packages(exe: Path) -> Path:
     # The validator reads rules/currency_codes.csv relative to the working directory: run it from the
     # folder that holds its package.
     py = exe.parent / "python"
-    out = subprocess.run([str(py), "-c", "import focus_validator, os; print(os.path.dirname(os.path.dirname(focus_validator.__file__)))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import focus_validator, os; print(os.path.dirname(os.path.dirname(focus_validator.__file__)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -82,8 +98,12 @@ def run_validator(exe: Path, data: Path, criteria: str | None) -> dict[str, tupl
     assert len(results) > 100, f"could not parse the validator's report:\n{text[-3000:]}"
     summary = re.search(r"Total: (\d+) \| Pass: (\d+) \| Fail: (\d+)", text)
     assert summary, text[-3000:]
-    assert int(summary.group(3)) == sum(st == "FAIL" for st, _ in results.values()), "report parsed wrongly"
-    assert int(summary.group(2)) == sum(st == "PASS" for st, _ in results.values()), "report parsed wrongly"
+    assert int(summary.group(3)) == sum(st == "FAIL" for st, _ in results.values()), (
+        "report parsed wrongly"
+    )
+    assert int(summary.group(2)) == sum(st == "PASS" for st, _ in results.values()), (
+        "report parsed wrongly"
+    )
     return results
 
 
@@ -114,7 +134,10 @@ def month_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     csv_res = generate(SynthConfig(out=base / "csv", months=8, seed=11, plan_months=3))
     pq_res = generate(SynthConfig(out=base / "pq", months=8, seed=11, fmt="parquet", plan_months=3))
     plain = base / "2026-07.csv"  # the validator reads plain CSV only
-    with gzip.open(csv_res.out / "billing" / "2026-07.csv.gz", "rb") as src, plain.open("wb") as dst:
+    with (
+        gzip.open(csv_res.out / "billing" / "2026-07.csv.gz", "rb") as src,
+        plain.open("wb") as dst,
+    ):
         shutil.copyfileobj(src, dst)
     return {"csv": plain, "parquet": pq_res.out / "billing" / "2026-07.parquet"}
 
@@ -134,8 +157,19 @@ def test_validator_all_applicable_criteria(month_files: dict[str, Path], fmt: st
     passed = {r for r, (st, _) in results.items() if st == "PASS"}
     assert len(passed) > 300
     # the rules that check what the generator is about did run and pass
-    for rule in ("BilledCost-C-000-M", "EffectiveCost-C-000-M", "EffectiveCost-C-005-C", "ListUnitPrice-C-010-C",
-                 "ContractedUnitPrice-C-011-C", "CommitmentDiscountId-C-000-C", "CommitmentDiscountCategory-C-005-M",
-                 "CapacityReservationId-C-000-C", "ConsumedQuantity-C-004-C", "Tags-C-000-C",
-                 "ServiceSubcategory-C-004-M", "SkuPriceDetails-C-000-C", "BillingPeriodStart-C-002-M"):
+    for rule in (
+        "BilledCost-C-000-M",
+        "EffectiveCost-C-000-M",
+        "EffectiveCost-C-005-C",
+        "ListUnitPrice-C-010-C",
+        "ContractedUnitPrice-C-011-C",
+        "CommitmentDiscountId-C-000-C",
+        "CommitmentDiscountCategory-C-005-M",
+        "CapacityReservationId-C-000-C",
+        "ConsumedQuantity-C-004-C",
+        "Tags-C-000-C",
+        "ServiceSubcategory-C-004-M",
+        "SkuPriceDetails-C-000-C",
+        "BillingPeriodStart-C-002-M",
+    ):
         assert rule in passed, (rule, results.get(rule))

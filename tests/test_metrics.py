@@ -38,16 +38,18 @@ def test_pinball_coverage_msis():
 
 
 def test_summarize_averages_per_forecast_then_overall():
-    bt = pd.DataFrame({
-        "unique_id": ["a", "a", "a", "b"],
-        "cutoff": pd.to_datetime(["2020-01-01"] * 3 + ["2020-01-01"]),
-        "model": "m",
-        "y": [10.0, 10.0, 10.0, 4.0],
-        "mean": [9.0, 11.0, 13.0, 4.0],
-        "scale": [2.0, 2.0, 2.0, 1.0],
-        "lo_80": [8.0, 8.0, 8.0, 3.0],
-        "hi_80": [12.0, 12.0, 12.0, 5.0],
-    })
+    bt = pd.DataFrame(
+        {
+            "unique_id": ["a", "a", "a", "b"],
+            "cutoff": pd.to_datetime(["2020-01-01"] * 3 + ["2020-01-01"]),
+            "model": "m",
+            "y": [10.0, 10.0, 10.0, 4.0],
+            "mean": [9.0, 11.0, 13.0, 4.0],
+            "scale": [2.0, 2.0, 2.0, 1.0],
+            "lo_80": [8.0, 8.0, 8.0, 3.0],
+            "hi_80": [12.0, 12.0, 12.0, 5.0],
+        }
+    )
     s = mt.summarize(bt, (80,)).iloc[0]
     # series a: |e| = 1, 1, 3 over scale 2 -> 5/6; series b: 0 -> mean 5/12
     assert s["MASE"] == pytest.approx(5 / 12)

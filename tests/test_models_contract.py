@@ -16,15 +16,24 @@ def _frame() -> pd.DataFrame:
     rng = np.random.default_rng(42)
     t = np.arange(40)
     series = {
-        "seasonal": 1000 * (1 + 0.01 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) + rng.normal(0, 20, 40),
+        "seasonal": 1000 * (1 + 0.01 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))
+        + rng.normal(0, 20, 40),
         "noisy": rng.normal(50, 5, 40),
         "negative": -np.arange(30.0) + rng.normal(0, 1, 30),
         "zeros": np.zeros(26),
         "constant": np.full(15, 7.5),
         "short": np.array([3.0, 4.0, 5.0]),
     }
-    parts = [pd.DataFrame({"unique_id": k, "ds": pd.date_range(end="2026-12-01", periods=len(v), freq="MS"), "y": v})
-             for k, v in series.items()]
+    parts = [
+        pd.DataFrame(
+            {
+                "unique_id": k,
+                "ds": pd.date_range(end="2026-12-01", periods=len(v), freq="MS"),
+                "y": v,
+            }
+        )
+        for k, v in series.items()
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -50,7 +59,16 @@ def test_intervals_rows_and_months(fitted, frame: pd.DataFrame) -> None:  # type
     fc = fitted.predict(H, level=[80, 95])
     n = frame["unique_id"].nunique()
     assert len(fc) == n * H
-    assert list(fc.columns) == ["unique_id", "ds", "model", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
+    assert list(fc.columns) == [
+        "unique_id",
+        "ds",
+        "model",
+        "mean",
+        "lo_80",
+        "hi_80",
+        "lo_95",
+        "hi_95",
+    ]
     num = fc[["mean", "lo_80", "hi_80", "lo_95", "hi_95"]].to_numpy()
     assert np.isfinite(num).all()
     assert (fc["lo_95"] <= fc["lo_80"] + 1e-9).all()
@@ -74,7 +92,9 @@ def test_edge_series_are_sane(fitted) -> None:  # type: ignore[no-untyped-def]
 def test_same_seed_same_result(fitted, frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
     again = make_model(fitted.name, **fitted.get_params()).fit(frame)
     pd.testing.assert_frame_equal(fitted.predict(H), again.predict(H))
-    np.testing.assert_array_equal(fitted.sample_paths(H, 50, seed=3), again.sample_paths(H, 50, seed=3))
+    np.testing.assert_array_equal(
+        fitted.sample_paths(H, 50, seed=3), again.sample_paths(H, 50, seed=3)
+    )
 
 
 def test_sample_paths_shape(fitted, frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]

@@ -33,8 +33,12 @@ def test_dask_local_cluster_agrees_with_serial() -> None:
     from distributed import Client, LocalCluster
 
     serial = map_series(_square_sum, ITEMS, executor="serial", progress=False)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         got = map_series(_square_sum, ITEMS, executor="dask", client=client, progress=False)
     assert got == serial
 
@@ -45,12 +49,27 @@ def test_statsmodels_fit_through_dask_equals_serial() -> None:
     from pipeline.models.stats import Theta
 
     rng = np.random.default_rng(0)
-    df = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": pd.date_range("2022-01-01", periods=30, freq="MS"),
-                                  "y": 100 + np.cumsum(rng.normal(0, 3, 30))}) for i in range(6)], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "unique_id": f"s{i}",
+                    "ds": pd.date_range("2022-01-01", periods=30, freq="MS"),
+                    "y": 100 + np.cumsum(rng.normal(0, 3, 30)),
+                }
+            )
+            for i in range(6)
+        ],
+        ignore_index=True,
+    )
     serial = Theta().fit(df).predict(6)
     model = Theta()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         items = [(str(u), g["y"].to_numpy(), None) for u, g in df.groupby("unique_id", sort=False)]
         states = map_series(model._safe_fit, items, executor="dask", client=client, progress=False)
     assert [s.uid for s in states] == [f"s{i}" for i in range(6)]
@@ -65,9 +84,22 @@ def test_model_executor_dask_starts_its_own_cluster() -> None:
     from pipeline.models.stats import Theta
 
     rng = np.random.default_rng(1)
-    df = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": pd.date_range("2022-01-01", periods=24, freq="MS"),
-                                  "y": 50 + np.cumsum(rng.normal(0, 2, 24))}) for i in range(4)], ignore_index=True)
-    pd.testing.assert_frame_equal(Theta(executor="dask").fit(df).predict(3), Theta().fit(df).predict(3))
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "unique_id": f"s{i}",
+                    "ds": pd.date_range("2022-01-01", periods=24, freq="MS"),
+                    "y": 50 + np.cumsum(rng.normal(0, 2, 24)),
+                }
+            )
+            for i in range(4)
+        ],
+        ignore_index=True,
+    )
+    pd.testing.assert_frame_equal(
+        Theta(executor="dask").fit(df).predict(3), Theta().fit(df).predict(3)
+    )
 
 
 def test_unknown_executor() -> None:

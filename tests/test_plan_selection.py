@@ -16,10 +16,22 @@ PLANNED = GPUS * DAYS * 24 * PRICE  # 92,160: the whole run inside 2027-02
 
 PLAN = {
     "currency": "USD",
-    "price_book": {"gpu_hour": {"H100": {"on_demand": PRICE, "committed": 4.0}}, "cpu_core_hour": 0.04,
-                   "storage_gb_month": 0.02},
-    "scheduled_runs": [{"name": "burst", "phase": "pretraining", "gpu": "H100", "gpus": GPUS,
-                        "start": "2027-02-03", "days": DAYS, "pricing": "on_demand"}],
+    "price_book": {
+        "gpu_hour": {"H100": {"on_demand": PRICE, "committed": 4.0}},
+        "cpu_core_hour": 0.04,
+        "storage_gb_month": 0.02,
+    },
+    "scheduled_runs": [
+        {
+            "name": "burst",
+            "phase": "pretraining",
+            "gpu": "H100",
+            "gpus": GPUS,
+            "start": "2027-02-03",
+            "days": DAYS,
+            "pricing": "on_demand",
+        }
+    ],
 }
 
 
@@ -31,13 +43,23 @@ def hierarchy() -> pd.DataFrame:
     pre = np.where(np.arange(36) % 6 == 2, 300_000.0, 0.0)
     rows = []
     for d, a, b in zip(ds, inf, pre, strict=True):
-        rows += [("inference/compute_gpu", d, a), ("inference", d, a), ("pretraining/compute_gpu", d, b),
-                 ("pretraining", d, b), ("total", d, a + b)]
+        rows += [
+            ("inference/compute_gpu", d, a),
+            ("inference", d, a),
+            ("pretraining/compute_gpu", d, b),
+            ("pretraining", d, b),
+            ("total", d, a + b),
+        ]
     return pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
 
 
-CFG = ForecastConfig(horizon=6, models=("analytic_baseline", "seasonal_naive", "theta"), n_windows=2,
-                     n_paths=400, reconcile=True)
+CFG = ForecastConfig(
+    horizon=6,
+    models=("analytic_baseline", "seasonal_naive", "theta"),
+    n_windows=2,
+    n_paths=400,
+    reconcile=True,
+)
 
 
 @pytest.mark.parametrize("reconcile", [True, False])
@@ -48,7 +70,9 @@ def test_scheduled_burst_forecast_at_plan_cost(reconcile: bool) -> None:
     feb = pd.Timestamp("2027-02-01")
     assert fc.loc[("pretraining/compute_gpu", feb), "mean"] == pytest.approx(PLANNED, rel=1e-9)
     for m in ("2027-01-01", "2027-03-01", "2027-06-01"):  # nothing scheduled: nothing forecast
-        assert fc.loc[("pretraining/compute_gpu", pd.Timestamp(m)), "mean"] == pytest.approx(0.0, abs=1e-6)
+        assert fc.loc[("pretraining/compute_gpu", pd.Timestamp(m)), "mean"] == pytest.approx(
+            0.0, abs=1e-6
+        )
     sel = res.selection.set_index("unique_id")
     assert sel.loc["pretraining/compute_gpu", "model"] == "analytic_baseline"
     assert "plan-driven: scheduled runs" in sel.loc["pretraining/compute_gpu", "reason"]
@@ -61,7 +85,10 @@ def test_scheduled_burst_forecast_at_plan_cost(reconcile: bool) -> None:
     if reconcile:  # coherent means and paths: total = sum of the bottom series
         ids = res.path_ids
         tot = res.paths[ids.index("total")]
-        kids = res.paths[ids.index("inference/compute_gpu")] + res.paths[ids.index("pretraining/compute_gpu")]
+        kids = (
+            res.paths[ids.index("inference/compute_gpu")]
+            + res.paths[ids.index("pretraining/compute_gpu")]
+        )
         np.testing.assert_allclose(tot, kids, rtol=1e-9, atol=1e-6)
         quarter = res.paths[ids.index("pretraining/compute_gpu")][:, :3].sum(axis=1)
         assert np.median(quarter) == pytest.approx(PLANNED, rel=0.03)
@@ -85,9 +112,20 @@ def test_headcount_checked_against_history() -> None:
 
     ds = pd.date_range("2025-01-01", periods=24, freq="MS")
     hist = pd.DataFrame({"unique_id": "operations/labor", "ds": ds, "y": 5 * 160 * 100.0})
-    raw = {**PLAN, "scheduled_runs": [],
-           "headcount": [{"phase": "operations", "team": "sre", "people": 5, "hours_per_month": 160,
-                          "hourly_rate": 100.0, "start": "2027-01"}]}
+    raw = {
+        **PLAN,
+        "scheduled_runs": [],
+        "headcount": [
+            {
+                "phase": "operations",
+                "team": "sre",
+                "people": 5,
+                "hours_per_month": 160,
+                "hourly_rate": 100.0,
+                "start": "2027-01",
+            }
+        ],
+    }
     got = plan_overrides(hist, plan_from_dict(raw), 6)
     assert got["operations/labor"][0] is True
     raw["headcount"][0]["people"] = 9  # 80 % off the last actual: the models stay

@@ -65,7 +65,10 @@ def hierarchy_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
     ds = pd.date_range("2023-01-01", periods=n, freq="MS")
     t = np.arange(n)
     bottoms = {
-        "inference/compute_gpu": 5000 + 80 * t + 600 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 150, n),
+        "inference/compute_gpu": 5000
+        + 80 * t
+        + 600 * np.sin(2 * np.pi * t / 12)
+        + rng.normal(0, 150, n),
         "inference/network": 800 + 5 * t + rng.normal(0, 40, n),
         "operations/labor": np.full(n, 12000.0) + np.where(t > 20, 1500, 0) + rng.normal(0, 100, n),
         "fine_tuning/compute_gpu": 2000 + rng.normal(0, 300, n),
@@ -75,13 +78,20 @@ def hierarchy_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
     rows["operations"] = rows["operations/labor"]
     rows["fine_tuning"] = rows["fine_tuning/compute_gpu"]
     rows["total"] = rows["inference"] + rows["operations"] + rows["fine_tuning"]
-    return pd.concat([pd.DataFrame({"unique_id": k, "ds": ds, "y": v}) for k, v in rows.items()], ignore_index=True)
+    return pd.concat(
+        [pd.DataFrame({"unique_id": k, "ds": ds, "y": v}) for k, v in rows.items()],
+        ignore_index=True,
+    )
 
 
 def test_job_is_coherent_to_the_cent():
     df = hierarchy_frame()
-    cfg = ForecastConfig(horizon=6, models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
-                         n_paths=300, reconcile=True)
+    cfg = ForecastConfig(
+        horizon=6,
+        models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
+        n_paths=300,
+        reconcile=True,
+    )
     res = run_forecast(df, cfg, progress=False)
     fc = res.forecast.set_index(["unique_id", "ds"])
     assert {"phase", "category"} <= set(res.forecast.columns)
@@ -99,9 +109,16 @@ def test_job_is_coherent_to_the_cent():
     assert np.abs(total - phases).max() < 0.005 and np.abs(total - bottoms).max() < 0.005
     # bounds are quantiles of the reconciled paths, nested
     f = res.forecast
-    assert ((f["lo_95"] <= f["lo_80"]) & (f["lo_80"] <= f["mean"]) & (f["mean"] <= f["hi_80"]) & (f["hi_80"] <= f["hi_95"])).all()
+    assert (
+        (f["lo_95"] <= f["lo_80"])
+        & (f["lo_80"] <= f["mean"])
+        & (f["mean"] <= f["hi_80"])
+        & (f["hi_80"] <= f["hi_95"])
+    ).all()
     i = ids.index("total")
     q = np.quantile(P[i], 0.9, axis=0)
-    np.testing.assert_allclose(fc.loc["total", "hi_80"].to_numpy(), np.maximum(q, fc.loc["total", "mean"].to_numpy()))
+    np.testing.assert_allclose(
+        fc.loc["total", "hi_80"].to_numpy(), np.maximum(q, fc.loc["total", "mean"].to_numpy())
+    )
     assert res.paths.shape == (len(ids), 300, 6)
     assert res.forecast["mean"].min() >= 0

@@ -37,8 +37,11 @@ def read_rows(path: Path) -> list[dict[str, str | None]]:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,9 @@ def full(tmp_path_factory: pytest.TempPathFactory):
     return res, truth, rows
 
 
-def month_phase_sum(rows: dict[str, list[dict]], phase: str, col: str = "EffectiveCost") -> dict[str, Decimal]:
+def month_phase_sum(
+    rows: dict[str, list[dict]], phase: str, col: str = "EffectiveCost"
+) -> dict[str, Decimal]:
     out: dict[str, Decimal] = {}
     for label, rs in rows.items():
         s = Decimal(0)
@@ -80,14 +85,26 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_parquet_deterministic_and_same_totals_as_csv(tmp_path: Path) -> None:
-    p1 = generate(SynthConfig(out=tmp_path / "p1", months=2, seed=3, fmt="parquet", partial_days=3, plan_months=3))
-    p2 = generate(SynthConfig(out=tmp_path / "p2", months=2, seed=3, fmt="parquet", partial_days=3, plan_months=3))
-    c = generate(SynthConfig(out=tmp_path / "c", months=2, seed=3, fmt="csv", partial_days=3, plan_months=3))
+    p1 = generate(
+        SynthConfig(
+            out=tmp_path / "p1", months=2, seed=3, fmt="parquet", partial_days=3, plan_months=3
+        )
+    )
+    p2 = generate(
+        SynthConfig(
+            out=tmp_path / "p2", months=2, seed=3, fmt="parquet", partial_days=3, plan_months=3
+        )
+    )
+    c = generate(
+        SynthConfig(out=tmp_path / "c", months=2, seed=3, fmt="csv", partial_days=3, plan_months=3)
+    )
     assert digest(p1.out / "billing") == digest(p2.out / "billing")
     assert p1.totals == c.totals
     t = pq.read_table(p1.out / "billing" / "2026-10.parquet")
     assert str(t.schema.field("BilledCost").type) == "decimal128(38, 10)"
-    assert str(t.schema.field("ChargePeriodStart").type).endswith("tz=UTC]")  # Parquet stores s as ms
+    assert str(t.schema.field("ChargePeriodStart").type).endswith(
+        "tz=UTC]"
+    )  # Parquet stores s as ms
 
 
 def test_bad_config_is_one_clear_error(tmp_path: Path) -> None:
@@ -100,8 +117,22 @@ def test_bad_config_is_one_clear_error(tmp_path: Path) -> None:
 def test_cli_synth(tmp_path: Path) -> None:
     from pipeline.cli import cli
 
-    r = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "s"), "--months", "2", "--seed", "9",
-                                 "--partial-days", "3", "--format", "parquet"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "s"),
+            "--months",
+            "2",
+            "--seed",
+            "9",
+            "--partial-days",
+            "3",
+            "--format",
+            "parquet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s" / "billing" / "2026-11.parquet").exists()
     assert (tmp_path / "s" / "plan.yaml").exists()
@@ -114,7 +145,9 @@ def test_layout_and_restatement_naming(full) -> None:
     assert len(names) == 36 + 1 + 1  # 36 months + current partial month + one restatement
     orig, restated = res.restated
     assert orig.name == "2025-03.csv.gz" and restated.name == "2025-03.restated-2025-04-05.csv.gz"
-    assert names.index(restated.name) == names.index(orig.name) + 1  # sorts right after the original
+    assert (
+        names.index(restated.name) == names.index(orig.name) + 1
+    )  # sorts right after the original
     for f in ("usage.csv", "labor.csv", "plan.yaml", "budgets.csv", "truth.json", "README.md"):
         assert (res.out / f).stat().st_size > 0
     per = truth["billing_periods"]["2025-03"]
@@ -129,7 +162,9 @@ def test_plan_loads_and_is_consistent(full) -> None:
     # The run sized from FLOPs: 6 N D / (989 TFLOP/s x 0.35 x 3600 s) GPU-hours, computed here by hand.
     flops_run = [r for r in plan.scheduled_runs if r.days is None]
     assert len(flops_run) == 1
-    assert flops_run[0].gpu_hours() == pytest.approx(6 * 1.3e10 * 1.0e12 / (989e12 * 0.35 * 3600), rel=1e-9)
+    assert flops_run[0].gpu_hours() == pytest.approx(
+        6 * 1.3e10 * 1.0e12 / (989e12 * 0.35 * 3600), rel=1e-9
+    )
     assert 62_000 < flops_run[0].gpu_hours() < 63_000
     assert {r.phase for r in plan.scheduled_runs} == {"pretraining", "optimization"}
     # Price book: the historical H100 cut and the announced one.
@@ -156,7 +191,9 @@ def test_truth_equals_independent_recomputation(full) -> None:
     for label, rs in rows.items():
         per = truth["billing_periods"][label]
         assert per["rows"] == len(rs)
-        by_phase: dict[str, dict[str, Decimal]] = defaultdict(lambda: dict.fromkeys(COSTS, Decimal(0)))
+        by_phase: dict[str, dict[str, Decimal]] = defaultdict(
+            lambda: dict.fromkeys(COSTS, Decimal(0))
+        )
         for c in COSTS:
             s = sum((Decimal(r[c]) for r in rs), Decimal(0))
             assert s == Decimal(per[c]), (label, c)
@@ -166,9 +203,12 @@ def test_truth_equals_independent_recomputation(full) -> None:
             phase = tags.get("phase")
             if phase is None:  # the default attribution rules, applied by hand
                 svc = r["ServiceName"]
-                phase = {"Amazon Bedrock": "inference", "AWS Glue": "data_preprocessing",
-                         "Amazon Simple Storage Service": "data_preprocessing",
-                         "Amazon CloudWatch": "operations"}.get(svc, "unallocated")
+                phase = {
+                    "Amazon Bedrock": "inference",
+                    "AWS Glue": "data_preprocessing",
+                    "Amazon Simple Storage Service": "data_preprocessing",
+                    "Amazon CloudWatch": "operations",
+                }.get(svc, "unallocated")
             for c in COSTS:
                 by_phase[phase][c] += Decimal(r[c])
         for phase, d in by_phase.items():
@@ -180,9 +220,12 @@ def test_truth_equals_independent_recomputation(full) -> None:
     # the original export of the restated period, independently
     orig = read_rows(res.restated[0])
     assert sum((Decimal(r["BilledCost"]) for r in orig), Decimal(0)) == Decimal(
-        truth["billing_periods"]["2025-03"]["restated"]["original"]["BilledCost"])
+        truth["billing_periods"]["2025-03"]["restated"]["original"]["BilledCost"]
+    )
     # at most 10 decimals everywhere
-    assert all(len((r["BilledCost"] or "").partition(".")[2]) <= 10 for rs in rows.values() for r in rs)
+    assert all(
+        len((r["BilledCost"] or "").partition(".")[2]) <= 10 for rs in rows.values() for r in rs
+    )
 
 
 def test_cost_identities_on_every_row(full) -> None:
@@ -209,7 +252,10 @@ def test_commitments_credits_and_tags(full) -> None:
             if r["CommitmentDiscountStatus"] == "Used":
                 used += 1
                 assert r["PricingCategory"] == "Committed" and r["CommitmentDiscountId"]
-                assert r["CommitmentDiscountCategory"] == "Usage" and r["CommitmentDiscountType"] == "Reserved Instance"
+                assert (
+                    r["CommitmentDiscountCategory"] == "Usage"
+                    and r["CommitmentDiscountType"] == "Reserved Instance"
+                )
                 assert Decimal(r["BilledCost"]) == 0
                 assert Decimal(r["EffectiveCost"]) < Decimal(r["ListCost"])
             elif r["CommitmentDiscountStatus"] == "Unused":
@@ -223,7 +269,10 @@ def test_commitments_credits_and_tags(full) -> None:
                 assert Decimal(r["BilledCost"]) < 0 and Decimal(r["EffectiveCost"]) < 0
             if r["ServiceName"] == "Amazon Bedrock" and r["ChargeCategory"] == "Usage":
                 assert r["PricingUnit"] == "1000000 Tokens"
-                assert r["ServiceCategory"] == "AI and Machine Learning" and r["ServiceSubcategory"] == "Generative AI"
+                assert (
+                    r["ServiceCategory"] == "AI and Machine Learning"
+                    and r["ServiceSubcategory"] == "Generative AI"
+                )
             if r["ServiceName"] == "Amazon Simple Storage Service":
                 assert r["PricingUnit"] == "GB-Months"
     assert used > 1000 and unused > 50 and purchase > 1000
@@ -281,11 +330,23 @@ def test_usage_gpu_hours_times_price_is_list_cost(full) -> None:
     res, _, rows = full
     gh = Decimal(0)
     for r in _usage(res.out / "usage.csv"):
-        if r["phase"] == "inference" and r["metric"] == "gpu_hours" and r["ts"].startswith("2026-06"):
+        if (
+            r["phase"] == "inference"
+            and r["metric"] == "gpu_hours"
+            and r["ts"].startswith("2026-06")
+        ):
             gh += Decimal(r["value"])
-    lc = sum((Decimal(r["ListCost"]) for r in rows["2026-06"]
-              if r["SkuMeter"] == "g5.12xlarge Linux instance hours" and r["ConsumedQuantity"] is not None
-              and r["ChargeCategory"] == "Usage" and "inference" in (r["Tags"] or "")), Decimal(0))
+    lc = sum(
+        (
+            Decimal(r["ListCost"])
+            for r in rows["2026-06"]
+            if r["SkuMeter"] == "g5.12xlarge Linux instance hours"
+            and r["ConsumedQuantity"] is not None
+            and r["ChargeCategory"] == "Usage"
+            and "inference" in (r["Tags"] or "")
+        ),
+        Decimal(0),
+    )
     assert gh * Decimal("1.418") == lc
 
 
@@ -299,11 +360,21 @@ def test_weekly_and_calendar_shape(full) -> None:
     assert req["2025-06-18"] > 1.7 * req["2025-06-04"]
     assert req["2025-01-29"] < 0.75 * req["2025-01-15"]  # Spring Festival 2025
     assert req["2026-02-17"] < 0.75 * req["2026-02-03"]  # Spring Festival 2026
-    assert black_friday(2025) == dt.date(2025, 11, 28) and cyber_monday(2025) == dt.date(2025, 12, 1)
+    assert black_friday(2025) == dt.date(2025, 11, 28) and cyber_monday(2025) == dt.date(
+        2025, 12, 1
+    )
     assert black_friday(2024) == dt.date(2024, 11, 29)
     assert promotion_factor(dt.date(2025, 12, 1)) > 1.5
-    sat = [v for k, v in req.items() if k.startswith("2025-09") and dt.date.fromisoformat(k).weekday() == 5]
-    tue = [v for k, v in req.items() if k.startswith("2025-09") and dt.date.fromisoformat(k).weekday() == 1]
+    sat = [
+        v
+        for k, v in req.items()
+        if k.startswith("2025-09") and dt.date.fromisoformat(k).weekday() == 5
+    ]
+    tue = [
+        v
+        for k, v in req.items()
+        if k.startswith("2025-09") and dt.date.fromisoformat(k).weekday() == 1
+    ]
     assert sum(sat) / len(sat) > 1.05 * sum(tue) / len(tue)
 
 
@@ -319,8 +390,14 @@ def test_labor_steps_and_budgets(full) -> None:
     assert all(b["currency"] == "USD" and Decimal(b["amount"]) > 0 for b in budgets)
     # fine_tuning in 2026-11 is already over budget by month to date (computed here from the files)
     ft_mtd = month_phase_sum({"2026-11": rows["2026-11"]}, "fine_tuning")["2026-11"]
-    ft_mtd += sum((Decimal(r["hours"]) * Decimal(r["hourly_rate"]) for r in labor
-                   if r["month"] == "2026-11" and r["phase"] == "fine_tuning"), Decimal(0))
+    ft_mtd += sum(
+        (
+            Decimal(r["hours"]) * Decimal(r["hourly_rate"])
+            for r in labor
+            if r["month"] == "2026-11" and r["phase"] == "fine_tuning"
+        ),
+        Decimal(0),
+    )
     line = next(b for b in budgets if b["period"] == "2026-11" and b["phase"] == "fine_tuning")
     assert Decimal(line["amount"]) < ft_mtd
     intents = [v["intent"] for v in truth["budgets"].values()]
@@ -349,7 +426,8 @@ def test_synth_focus_rows_fast_exact_and_varied() -> None:
     assert (max(days) - min(days)).days > 900
     # decimal sums are exact: the table's total equals the sum of Python Decimals
     assert sum((r["BilledCost"] for r in rows), Decimal(0)) == sum(
-        (Decimal(str(r["BilledCost"])) for r in rows), Decimal(0))
+        (Decimal(str(r["BilledCost"])) for r in rows), Decimal(0)
+    )
     buf = io.BytesIO()
     pq.write_table(t.slice(0, 1000), buf)
     assert buf.tell() > 0

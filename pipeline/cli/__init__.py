@@ -28,15 +28,22 @@ class _Cli(click.Group):
 
 
 @click.group(cls=_Cli)
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Folder holding data/, mlflow/ and outputs/.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Folder holding data/, mlflow/ and outputs/.",
+)
 @click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
 @click.version_option(package_name="phasecast")
 @click.pass_context
 def cli(ctx: click.Context, home: Path, verbose: int) -> None:
     """Forecast the cost of large AI models per lifecycle phase, plan budgets, flag overruns."""
     level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     ctx.obj = Paths(home=home.resolve())
 
 

@@ -11,23 +11,54 @@ from pipeline.config import Paths
 
 
 @cli.command()
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: data/sample under --home).")
-@click.option("--months", type=int, default=36, show_default=True, help="Complete months of history.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: data/sample under --home).",
+)
+@click.option(
+    "--months", type=int, default=36, show_default=True, help="Complete months of history."
+)
+@click.option(
+    "--seed", type=int, default=42, show_default=True, help="Random seed (same seed, same bytes)."
+)
 @click.option("--end", default="2026-10", show_default=True, help="Last complete month, YYYY-MM.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
-              help="Billing files as gzipped CSV or Parquet.")
-@click.option("--partial-days", type=int, default=14, show_default=True,
-              help="Days of the month after --end exported as the current, partial month.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    default="csv",
+    show_default=True,
+    help="Billing files as gzipped CSV or Parquet.",
+)
+@click.option(
+    "--partial-days",
+    type=int,
+    default=14,
+    show_default=True,
+    help="Days of the month after --end exported as the current, partial month.",
+)
 @click.pass_obj
-def synth(paths: Paths, out: Path | None, months: int, seed: int, end: str, fmt: str, partial_days: int) -> None:
+def synth(
+    paths: Paths, out: Path | None, months: int, seed: int, end: str, fmt: str, partial_days: int
+) -> None:
     """Generate a realistic FOCUS 1.2 billing history, usage, labor, plan and budgets."""
     from pipeline.synth import SynthConfig, generate
 
-    cfg = SynthConfig(out=out or paths.sample, months=months, seed=seed, end=end, fmt=fmt,
-                      partial_days=partial_days, progress=True)
+    cfg = SynthConfig(
+        out=out or paths.sample,
+        months=months,
+        seed=seed,
+        end=end,
+        fmt=fmt,
+        partial_days=partial_days,
+        progress=True,
+    )
     res = generate(cfg)
-    click.echo(f"wrote {len(res.billing_files)} billing files ({res.rows} rows) and usage, labor, plan, budgets, "
-               f"truth under {res.out}")
+    click.echo(
+        f"wrote {len(res.billing_files)} billing files ({res.rows} rows) and usage, labor, plan, budgets, "
+        f"truth under {res.out}"
+    )
     click.echo("totals: " + ", ".join(f"{k} {v}" for k, v in res.totals.items()))

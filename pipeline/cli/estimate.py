@@ -13,15 +13,23 @@ from pipeline.config import Paths
 from pipeline.errors import InputError
 
 
-def run_estimate(plan_path: Path, start: str | None, months: int, output: Path | None) -> pd.DataFrame:
+def run_estimate(
+    plan_path: Path, start: str | None, months: int, output: Path | None
+) -> pd.DataFrame:
     """Load the plan, estimate ``months`` months from ``start`` (default: next month), write it."""
     from pipeline.estimate import estimate_from_plan
     from pipeline.plan import load_plan, month
 
     if months < 1:
-        raise InputError(f"--months must be >= 1. Got {months} instead.", fix="pass e.g. --months 12")
+        raise InputError(
+            f"--months must be >= 1. Got {months} instead.", fix="pass e.g. --months 12"
+        )
     try:
-        first = month(start) if start else pd.Timestamp.today().to_period("M").to_timestamp() + pd.DateOffset(months=1)
+        first = (
+            month(start)
+            if start
+            else pd.Timestamp.today().to_period("M").to_timestamp() + pd.DateOffset(months=1)
+        )
     except ValueError as exc:
         raise InputError(f"--start must be a month YYYY-MM. Got {start!r} instead.") from exc
     plan = load_plan(plan_path)
@@ -32,19 +40,32 @@ def run_estimate(plan_path: Path, start: str | None, months: int, output: Path |
         if output.suffix == ".parquet":
             est.to_parquet(output, index=False)
         else:
-            est.assign(ds=est["ds"].dt.strftime("%Y-%m-%d")).to_csv(output, index=False, float_format="%.2f")
+            est.assign(ds=est["ds"].dt.strftime("%Y-%m-%d")).to_csv(
+                output, index=False, float_format="%.2f"
+            )
     return est
 
 
 @cli.command("estimate")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Plan YAML (default: the sample plan under --home).")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Plan YAML (default: the sample plan under --home).",
+)
 @click.option("--start", default=None, help="First month, YYYY-MM (default: next month).")
 @click.option("--months", default=12, show_default=True, type=int, help="How many months.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV or .parquet to write; a per-phase summary is printed either way.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV or .parquet to write; a per-phase summary is printed either way.",
+)
 @click.pass_obj
-def estimate(paths: Paths, plan_path: Path | None, start: str | None, months: int, output: Path | None) -> None:
+def estimate(
+    paths: Paths, plan_path: Path | None, start: str | None, months: int, output: Path | None
+) -> None:
     """Analytic-baseline costs per phase, category and month from a plan."""
     est = run_estimate(plan_path or paths.plan, start, months, output)
     if est.empty:

@@ -35,8 +35,10 @@ def read_series(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={"unique_id": str})
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise InputError(Problem(f"cannot read the file: {exc}", str(path)),
-                         fix="give a CSV or Parquet file with columns unique_id, ds, y") from exc
+        raise InputError(
+            Problem(f"cannot read the file: {exc}", str(path)),
+            fix="give a CSV or Parquet file with columns unique_id, ds, y",
+        ) from exc
 
 
 def write_table(df: pd.DataFrame, path: Path) -> None:
@@ -56,33 +58,102 @@ def sidecar(path: Path, what: str) -> Path:
 
 
 @cli.command("forecast")
-@click.option("--series", "series", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Long table unique_id, ds, y (CSV, CSV.gz or Parquet); ds the first day of a month; "
-                   "extra columns are drivers.")
-@click.option("--horizon", type=click.IntRange(1, 120), default=18, show_default=True, help="Months to forecast.")
-@click.option("--level", "levels", type=click.IntRange(50, 99), multiple=True, default=(80, 95), show_default=True,
-              help="Interval level in percent (repeat for several).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Forecast table, CSV or Parquet by extension; the backtest metrics go beside it as "
-                   "<stem>.metrics.csv and the per-series model choice as <stem>.selection.csv.")
-@click.option("--models", "models", multiple=True,
-              help="Models to run (repeat; default: all registered). The analytic baseline always runs.")
-@click.option("--n-windows", type=click.IntRange(1, 24), default=3, show_default=True, help="Backtest cutoffs.")
-@click.option("--step", type=click.IntRange(1, 24), default=3, show_default=True, help="Months between cutoffs.")
-@click.option("--executor", type=click.Choice(["serial", "processes", "dask"]), default="serial", show_default=True,
-              help="Where per-series fits run.")
-@click.option("--gaps", type=click.Choice(["zero", "interpolate", "error"]), default="zero", show_default=True,
-              help=GAPS_HELP)
-@click.option("--reconcile/--no-reconcile", default=None,
-              help="Make total = sum of phases = sum of phase x category (default: on when a 'total' series is present).")
-@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Plan YAML for the analytic baseline (run-rate without it).")
+@click.option(
+    "--series",
+    "series",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Long table unique_id, ds, y (CSV, CSV.gz or Parquet); ds the first day of a month; "
+    "extra columns are drivers.",
+)
+@click.option(
+    "--horizon",
+    type=click.IntRange(1, 120),
+    default=18,
+    show_default=True,
+    help="Months to forecast.",
+)
+@click.option(
+    "--level",
+    "levels",
+    type=click.IntRange(50, 99),
+    multiple=True,
+    default=(80, 95),
+    show_default=True,
+    help="Interval level in percent (repeat for several).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Forecast table, CSV or Parquet by extension; the backtest metrics go beside it as "
+    "<stem>.metrics.csv and the per-series model choice as <stem>.selection.csv.",
+)
+@click.option(
+    "--models",
+    "models",
+    multiple=True,
+    help="Models to run (repeat; default: all registered). The analytic baseline always runs.",
+)
+@click.option(
+    "--n-windows",
+    type=click.IntRange(1, 24),
+    default=3,
+    show_default=True,
+    help="Backtest cutoffs.",
+)
+@click.option(
+    "--step",
+    type=click.IntRange(1, 24),
+    default=3,
+    show_default=True,
+    help="Months between cutoffs.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["serial", "processes", "dask"]),
+    default="serial",
+    show_default=True,
+    help="Where per-series fits run.",
+)
+@click.option(
+    "--gaps",
+    type=click.Choice(["zero", "interpolate", "error"]),
+    default="zero",
+    show_default=True,
+    help=GAPS_HELP,
+)
+@click.option(
+    "--reconcile/--no-reconcile",
+    default=None,
+    help="Make total = sum of phases = sum of phase x category (default: on when a 'total' series is present).",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Plan YAML for the analytic baseline (run-rate without it).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
-def forecast_cmd(paths: Paths, series: Path, horizon: int, levels: tuple[int, ...], output: Path,
-                 models: tuple[str, ...], n_windows: int, step: int, executor: str, gaps: str,
-                 reconcile: bool | None, plan_path: Path | None, seed: int, quiet: bool) -> None:
+def forecast_cmd(
+    paths: Paths,
+    series: Path,
+    horizon: int,
+    levels: tuple[int, ...],
+    output: Path,
+    models: tuple[str, ...],
+    n_windows: int,
+    step: int,
+    executor: str,
+    gaps: str,
+    reconcile: bool | None,
+    plan_path: Path | None,
+    seed: int,
+    quiet: bool,
+) -> None:
     """Forecast every series in --series: one row per series and future month with
     unique_id, ds, model, mean, lo_L, hi_L, from the model the backtest selects for that series.
 
@@ -122,9 +193,20 @@ def forecast_cmd(paths: Paths, series: Path, horizon: int, levels: tuple[int, ..
     m = res.metrics
     if len(m):
         top = m[m["scope"] == "model"].sort_values("MASE")
-        cols = ["model", "MASE", "sMAPE", "WAPE", *[c for c in top.columns if c.startswith("coverage_")]]
-        click.echo("backtest accuracy (rolling origin, out-of-sample calibrated intervals):", err=True)
+        cols = [
+            "model",
+            "MASE",
+            "sMAPE",
+            "WAPE",
+            *[c for c in top.columns if c.startswith("coverage_")],
+        ]
+        click.echo(
+            "backtest accuracy (rolling origin, out-of-sample calibrated intervals):", err=True
+        )
         click.echo(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"), err=True)
     counts = res.selection["model"].value_counts().to_dict()
-    click.echo(f"wrote {len(res.forecast)} rows for {res.forecast[UID].nunique()} series to {output}; "
-               f"models selected: {counts}", err=True)
+    click.echo(
+        f"wrote {len(res.forecast)} rows for {res.forecast[UID].nunique()} series to {output}; "
+        f"models selected: {counts}",
+        err=True,
+    )

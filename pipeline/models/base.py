@@ -133,7 +133,9 @@ class Forecaster:
     def _frame(self, mean: np.ndarray, h: int) -> pd.DataFrame:
         n = len(self.ids_)
         starts = pd.DatetimeIndex(self.last_ds_)
-        ds = np.stack([(starts + pd.DateOffset(months=k)).to_numpy() for k in range(1, h + 1)], axis=1)
+        ds = np.stack(
+            [(starts + pd.DateOffset(months=k)).to_numpy() for k in range(1, h + 1)], axis=1
+        )
         return pd.DataFrame(
             {
                 UID: np.repeat(self.ids_, h),

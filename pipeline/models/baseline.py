@@ -34,7 +34,7 @@ def run_rate(y: np.ndarray, window: int = 3) -> float:
 def run_rate_sigma(y: np.ndarray, h: int, window: int = 3) -> np.ndarray:
     """Per-step sd of the run-rate: RMS of its one-step errors, times sqrt(step)."""
     y = np.asarray(y, dtype=float)
-    errs = [y[t] - np.mean(y[max(0, t - window):t]) for t in range(1, len(y))]
+    errs = [y[t] - np.mean(y[max(0, t - window) : t]) for t in range(1, len(y))]
     if errs:
         s = float(np.sqrt(np.mean(np.square(errs))))
     else:
@@ -71,8 +71,10 @@ class AnalyticBaseline(Forecaster):
         n = len(self.ids_)
         mean = np.zeros((n, h))
         sigma = np.zeros((n, h))
-        months = [pd.date_range(pd.Timestamp(d) + pd.DateOffset(months=1), periods=h, freq="MS")
-                  for d in self.last_ds_]
+        months = [
+            pd.date_range(pd.Timestamp(d) + pd.DateOffset(months=1), periods=h, freq="MS")
+            for d in self.last_ds_
+        ]
         self.plan_driven_ids_: set[str] = set()
         for i, uid in enumerate(self.ids_):
             y = self.y_[str(uid)]
@@ -80,7 +82,9 @@ class AnalyticBaseline(Forecaster):
             sigma[i] = run_rate_sigma(y, h, self.window)
             if planned:
                 phase, cat = parse_hierarchy_id(str(uid))
-                plan_row = planned.get((phase, cat)) if phase is not None and cat is not None else None
+                plan_row = (
+                    planned.get((phase, cat)) if phase is not None and cat is not None else None
+                )
                 if plan_row is not None:
                     hit = plan_row.reindex(months[i])
                     covered = hit.notna().to_numpy()

@@ -53,7 +53,9 @@ def trimmed_equal_weights(errors: Mapping[str, float], trim: float = 1.25) -> di
     return {k: 1.0 / len(kept) for k in kept}
 
 
-def combine(means: Sequence[np.ndarray], sigmas: Sequence[np.ndarray], weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def combine(
+    means: Sequence[np.ndarray], sigmas: Sequence[np.ndarray], weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(weights, dtype=float)
     w = w / w.sum()
     mean = sum(wi * m for wi, m in zip(w, means, strict=True))
@@ -67,12 +69,16 @@ class Ensemble(Forecaster):
     name = "ensemble"
     uses_exogenous = True  # passes drivers on to the members that use them
 
-    def __init__(self, members: tuple[str, ...] = DEFAULT_MEMBERS, weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, members: tuple[str, ...] = DEFAULT_MEMBERS, weights: dict[str, float] | None = None
+    ) -> None:
         self.members = members
         self.weights = weights
 
     @classmethod
-    def from_fitted(cls, members: Mapping[str, Forecaster], weights: Mapping[str, float]) -> Ensemble:
+    def from_fitted(
+        cls, members: Mapping[str, Forecaster], weights: Mapping[str, float]
+    ) -> Ensemble:
         """An ensemble over already-fitted members (the job fits each model once)."""
         names = tuple(n for n in weights if n in members)
         ens = cls(members=names, weights={n: float(weights[n]) for n in names})
@@ -101,7 +107,9 @@ class Ensemble(Forecaster):
     def _predict(self, h: int, X_future: pd.DataFrame | None) -> SeriesForecast:
         from pipeline.backtest import native_sigma
 
-        key = pd.MultiIndex.from_arrays([np.repeat(self.ids_, h), np.tile(np.arange(h), len(self.ids_))])
+        key = pd.MultiIndex.from_arrays(
+            [np.repeat(self.ids_, h), np.tile(np.arange(h), len(self.ids_))]
+        )
         means, sigmas, ws = [], [], []
         for name, model in self.members_.items():
             xf = X_future if model.uses_exogenous else None
@@ -120,7 +128,9 @@ class Ensemble(Forecaster):
         return SeriesForecast(mean, sigma)
 
 
-def combine_backtest(bt: pd.DataFrame, weights: Mapping[str, float], name: str = "ensemble") -> pd.DataFrame:
+def combine_backtest(
+    bt: pd.DataFrame, weights: Mapping[str, float], name: str = "ensemble"
+) -> pd.DataFrame:
     """The combination's backtest rows from its members' rows (same series, cutoff and month)."""
     from pipeline.backtest import FALLBACK, SIGMA
     from pipeline.frames import CUTOFF, MODEL
@@ -135,7 +145,13 @@ def combine_backtest(bt: pd.DataFrame, weights: Mapping[str, float], name: str =
     keys = [UID, CUTOFF, DS]
     g = sub.groupby(keys, sort=False)
     out = g[["_wm", "_ws", "_w"]].sum()
-    first = g[[c for c in sub.columns if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK, "_w", "_wm", "_ws")]].first()
+    first = g[
+        [
+            c
+            for c in sub.columns
+            if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK, "_w", "_wm", "_ws")
+        ]
+    ].first()
     res = first.join(out).reset_index()
     res[MEAN] = res["_wm"] / res["_w"]
     res[SIGMA] = res["_ws"] / res["_w"]

@@ -95,13 +95,20 @@ class LightGBMForecaster(Forecaster):
     # --- features ---------------------------------------------------------------------------
     def _params(self) -> dict[str, object]:
         return {
-            "objective": "l2", "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": 0.9, "lambda_l2": 1.0,
-            "seed": self.seed, "deterministic": True, "force_row_wise": True,
+            "objective": "l2",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": 0.9,
+            "lambda_l2": 1.0,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
             # 63 histogram bins instead of 255: 18 % faster on 1,000 series x 48 months, held-out
             # MASE 1.168 vs 1.171 (scaled lags and ratios need no finer bins)
             "max_bin": self.max_bin,
-            "num_threads": self._threads(), "verbose": -1,
+            "num_threads": self._threads(),
+            "verbose": -1,
         }
 
     def _planned(self, df: pd.DataFrame, extra_months: int) -> dict[str, pd.Series]:
@@ -127,7 +134,9 @@ class LightGBMForecaster(Forecaster):
         scale = rolling_mean(ext[Y].abs(), ext[UID], 12, gap=1).to_numpy()
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scaled = feats.drop(columns=list(_LAG_COLS_UNSCALED)).to_numpy() / scale[:, None]
-        state = pd.DataFrame(scaled, columns=[c for c in feats.columns if c not in _LAG_COLS_UNSCALED])
+        state = pd.DataFrame(
+            scaled, columns=[c for c in feats.columns if c not in _LAG_COLS_UNSCALED]
+        )
         state["history_length"] = feats["history_length"].to_numpy()
         state["log_scale"] = np.log(scale)
         # row r of ``ext`` holds the state of origin month ext.ds[r] - 1 month
@@ -137,8 +146,14 @@ class LightGBMForecaster(Forecaster):
         state["_run_rate"] = feats["rolling_mean_3"].to_numpy()
         return state[state["history_length"] > 0].reset_index(drop=True)
 
-    def _design(self, state: pd.DataFrame, steps: np.ndarray, drivers_origin: np.ndarray | None,
-                drivers_target: np.ndarray | None, planned: dict[str, pd.Series]) -> pd.DataFrame:
+    def _design(
+        self,
+        state: pd.DataFrame,
+        steps: np.ndarray,
+        drivers_origin: np.ndarray | None,
+        drivers_target: np.ndarray | None,
+        planned: dict[str, pd.Series],
+    ) -> pd.DataFrame:
         """Feature matrix for (origin state row, step) pairs; ``state`` already expanded to pairs."""
         X = state.drop(columns=[UID, "origin", "_scale", "_run_rate"]).reset_index(drop=True)
         target = _add_months(pd.DatetimeIndex(state["origin"]), steps)
@@ -159,20 +174,25 @@ class LightGBMForecaster(Forecaster):
         X["baseline"] = base.to_numpy() / state["_scale"].to_numpy()
         if drivers_target is not None and drivers_origin is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = drivers_target / np.where(np.abs(drivers_origin) > 0, drivers_origin, np.nan)
+                ratio = drivers_target / np.where(
+                    np.abs(drivers_origin) > 0, drivers_origin, np.nan
+                )
             for j in range(ratio.shape[1]):
                 X[f"driver_ratio_{j}"] = ratio[:, j]
         return X
 
     # --- fit / predict ----------------------------------------------------------------------
-    def _pairs(self, state: pd.DataFrame, max_target: dict[str, pd.Timestamp], H: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def _pairs(
+        self, state: pd.DataFrame, max_target: dict[str, pd.Timestamp], H: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Indices into ``state`` and steps of every usable (origin, step) training pair."""
         rows, steps = [], []
         origin = pd.DatetimeIndex(state["origin"])
         uids = state[UID].to_numpy()
         last_t = np.array([max_target[u] for u in uids], dtype="datetime64[ns]")
-        months_left = ((last_t.astype("datetime64[M]") - origin.values.astype("datetime64[M]")).astype(int))
+        months_left = (
+            last_t.astype("datetime64[M]") - origin.values.astype("datetime64[M]")
+        ).astype(int)
         # keep the most recent ``max_origins`` origins per series with at least one future target
         rank_from_end = state.groupby(UID, sort=False).cumcount(ascending=False).to_numpy()
         for k in range(1, H + 1):
@@ -198,14 +218,22 @@ class LightGBMForecaster(Forecaster):
         d_o = d_t = None
         if self.driver_cols_:
             drv = df.set_index([UID, DS])[self.driver_cols_]
-            d_o = drv.reindex(pd.MultiIndex.from_arrays([pairs[UID].to_numpy(), pd.DatetimeIndex(pairs["origin"])])).to_numpy(dtype=float)
-            d_t = drv.reindex(pd.MultiIndex.from_arrays([pairs[UID].to_numpy(), target_ds])).to_numpy(dtype=float)
+            d_o = drv.reindex(
+                pd.MultiIndex.from_arrays(
+                    [pairs[UID].to_numpy(), pd.DatetimeIndex(pairs["origin"])]
+                )
+            ).to_numpy(dtype=float)
+            d_t = drv.reindex(
+                pd.MultiIndex.from_arrays([pairs[UID].to_numpy(), target_ds])
+            ).to_numpy(dtype=float)
         X = self._design(pairs, steps, d_o, d_t, self.planned_)
         target = y / pairs["_scale"].to_numpy()
         self.features_ = list(X.columns)
         self.state_ = state.groupby(UID, sort=False).tail(1).set_index(UID)
         self.y_ = {str(u): g[Y].to_numpy(dtype=float) for u, g in df.groupby(UID, sort=False)}
-        self.x_last_ = (df.groupby(UID, sort=False)[self.driver_cols_].last() if self.driver_cols_ else None)
+        self.x_last_ = (
+            df.groupby(UID, sort=False)[self.driver_cols_].last() if self.driver_cols_ else None
+        )
         self.booster_ = None
         self.step_rmse_ = np.zeros(H)
         if len(X) < 10 or not np.isfinite(target).any():
@@ -218,14 +246,19 @@ class LightGBMForecaster(Forecaster):
         train = np.asarray(target_ds <= cut_t)
         score = np.asarray(pd.DatetimeIndex(pairs["origin"]) == cut_t) & (steps <= self.holdout)
         if train.sum() >= 10 and score.sum() > 0:
-            b0 = lgb.train(params, lgb.Dataset(X[train], target[train]), num_boost_round=self.n_estimators)
+            b0 = lgb.train(
+                params, lgb.Dataset(X[train], target[train]), num_boost_round=self.n_estimators
+            )
             err = target[score] - b0.predict(X[score])
             for k in range(1, H + 1):
                 e = err[steps[score] == k]
                 self.step_rmse_[k - 1] = float(np.sqrt(np.mean(e**2))) if len(e) else np.nan
         self.booster_ = lgb.train(params, lgb.Dataset(X, target), num_boost_round=self.n_estimators)
-        missing = [k for k in range(1, H + 1)
-                   if not np.isfinite(self.step_rmse_[k - 1]) or self.step_rmse_[k - 1] == 0]
+        missing = [
+            k
+            for k in range(1, H + 1)
+            if not np.isfinite(self.step_rmse_[k - 1]) or self.step_rmse_[k - 1] == 0
+        ]
         if missing:  # in-sample errors only where the holdout scored no pair (a full predict pass)
             insample = target - self.booster_.predict(X)
             for k in missing:
@@ -241,8 +274,14 @@ class LightGBMForecaster(Forecaster):
         n = len(self.ids_)
         uids = [str(u) for u in self.ids_]
         if self.booster_ is None:
-            mean = np.vstack([np.full(h, run_rate(self.y_[u])) for u in uids]) if n else np.zeros((0, h))
-            sigma = np.vstack([run_rate_sigma(self.y_[u], h) for u in uids]) if n else np.zeros((0, h))
+            mean = (
+                np.vstack([np.full(h, run_rate(self.y_[u])) for u in uids])
+                if n
+                else np.zeros((0, h))
+            )
+            sigma = (
+                np.vstack([run_rate_sigma(self.y_[u], h) for u in uids]) if n else np.zeros((0, h))
+            )
             return SeriesForecast(mean, sigma)
         H = self.max_horizon
         steps_eff = np.minimum(np.arange(1, h + 1), H)  # beyond the trained horizon: hold step H
@@ -254,9 +293,13 @@ class LightGBMForecaster(Forecaster):
             d_o = np.repeat(self.x_last_.loc[uids].to_numpy(dtype=float), h, axis=0)
             d_t = d_o.copy()
             if X_future is not None and set(self.driver_cols_) <= set(X_future.columns):
-                xf = X_future.assign(**{UID: X_future[UID].astype(str)}).set_index([UID, DS])[self.driver_cols_]
+                xf = X_future.assign(**{UID: X_future[UID].astype(str)}).set_index([UID, DS])[
+                    self.driver_cols_
+                ]
                 target_ds = _add_months(pd.DatetimeIndex(pairs["origin"]), steps)
-                got = xf.reindex(pd.MultiIndex.from_arrays([pairs[UID].to_numpy(), target_ds])).to_numpy(dtype=float)
+                got = xf.reindex(
+                    pd.MultiIndex.from_arrays([pairs[UID].to_numpy(), target_ds])
+                ).to_numpy(dtype=float)
                 d_t = np.where(np.isfinite(got), got, d_t)  # missing future drivers: last value
         X = self._design(pairs, steps, d_o, d_t, self.planned_)
         X["horizon"] = np.tile(steps_eff, n)

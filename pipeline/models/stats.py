@@ -161,14 +161,25 @@ class PerSeriesForecaster(Forecaster):
             y = g[Y].to_numpy(dtype=float)
             hint = None
             prev = _FORMS.get((key, str(uid))) if self.reuse_forms else None
-            if (prev is not None and len(y) > len(prev[0])
-                    and (self.reuse_growth is None or len(y) <= self.reuse_growth * len(prev[0]))
-                    and np.array_equal(y[: len(prev[0])], prev[0])):
+            if (
+                prev is not None
+                and len(y) > len(prev[0])
+                and (self.reuse_growth is None or len(y) <= self.reuse_growth * len(prev[0]))
+                and np.array_equal(y[: len(prev[0])], prev[0])
+            ):
                 hint = prev[1]
-            items.append((str(uid), y, g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None, hint))
+            items.append(
+                (
+                    str(uid),
+                    y,
+                    g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None,
+                    hint,
+                )
+            )
         with _quiet():
-            states = map_series(self._safe_fit, items, executor=self.executor, n_jobs=self.n_jobs,
-                                progress=False)
+            states = map_series(
+                self._safe_fit, items, executor=self.executor, n_jobs=self.n_jobs, progress=False
+            )
         if self.reuse_forms:
             if len(_FORMS) > _FORMS_MAX:
                 _FORMS.clear()
@@ -231,15 +242,20 @@ def seasonal_signal(y: np.ndarray, m: int) -> bool:
     return abs(r) > 1.645 / np.sqrt(len(d))
 
 
-def ets_candidates(y: np.ndarray, season_length: int, prune: bool = False
-                   ) -> list[tuple[str, str | None, bool, str | None]]:
+def ets_candidates(
+    y: np.ndarray, season_length: int, prune: bool = False
+) -> list[tuple[str, str | None, bool, str | None]]:
     """The handful of (error, trend, damped, seasonal) forms tried, by what the data allows.
     With ``prune``, seasonal forms only when :func:`seasonal_signal` finds a season."""
     n = len(y)
     cands: list[tuple[str, str | None, bool, str | None]] = [("add", None, False, None)]
     if n >= 6:
         cands += [("add", "add", False, None), ("add", "add", True, None)]
-    if season_length > 1 and n >= 2 * season_length + 3 and (not prune or seasonal_signal(y, season_length)):
+    if (
+        season_length > 1
+        and n >= 2 * season_length + 3
+        and (not prune or seasonal_signal(y, season_length))
+    ):
         cands += [("add", None, False, "add"), ("add", "add", True, "add")]
         if (y > 0).all():
             cands += [("mul", None, False, "mul"), ("mul", "add", True, "mul")]
@@ -248,8 +264,17 @@ def ets_candidates(y: np.ndarray, season_length: int, prune: bool = False
 
 def _code(c: tuple[str, str | None, bool, str | None]) -> str:
     e, t, d, s = c
-    return "ETS(" + ",".join([e[0].upper(), ("N" if t is None else "A" + ("d" if d else "")),
-                             "N" if s is None else s[0].upper()]) + ")"
+    return (
+        "ETS("
+        + ",".join(
+            [
+                e[0].upper(),
+                ("N" if t is None else "A" + ("d" if d else "")),
+                "N" if s is None else s[0].upper(),
+            ]
+        )
+        + ")"
+    )
 
 
 class AutoETS(PerSeriesForecaster):
@@ -265,15 +290,21 @@ class AutoETS(PerSeriesForecaster):
     name = "ets"
     reuse_growth = 1.25
 
-    def __init__(self, season_length: int = SEASON, maxiter: int = 60, executor: str = "serial",
-                 n_jobs: int = 2) -> None:
+    def __init__(
+        self,
+        season_length: int = SEASON,
+        maxiter: int = 60,
+        executor: str = "serial",
+        n_jobs: int = 2,
+    ) -> None:
         self.season_length = season_length
         self.maxiter = maxiter
         self.executor = executor
         self.n_jobs = n_jobs
 
-    def _fit_form(self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
-                  ) -> tuple[Any, np.ndarray, float]:
+    def _fit_form(
+        self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
+    ) -> tuple[Any, np.ndarray, float]:
         """(model, fitted parameters, AICc) of one form. Only the parameters are estimated here
         (``return_params``): the results object (a smoothing pass and its wrapping, a third of
         the time of a fit) is built for the chosen form alone; the AICc is statsmodels' own
@@ -288,14 +319,27 @@ class AutoETS(PerSeriesForecaster):
             # R's ets) instead of optimising 13 more of them: measured on 200 generated series x
             # 48 months, MASE 0.930 vs 0.949 and 2.7x faster (fewer parameters, fewer overfits)
             try:
-                mod = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
-                               seasonal_periods=self.season_length, initialization_method="heuristic")
+                mod = ETSModel(
+                    ys,
+                    error=e,
+                    trend=t,
+                    damped_trend=d,
+                    seasonal=s,
+                    seasonal_periods=self.season_length,
+                    initialization_method="heuristic",
+                )
                 params = mod.fit(disp=False, maxiter=self.maxiter, return_params=True)
             except Exception:
                 mod = None  # too short for the heuristic: estimate the initial states
         if mod is None:
-            mod = ETSModel(ys, error=e, trend=t, damped_trend=d, seasonal=s,
-                           seasonal_periods=self.season_length if s else None)
+            mod = ETSModel(
+                ys,
+                error=e,
+                trend=t,
+                damped_trend=d,
+                seasonal=s,
+                seasonal_periods=self.season_length if s else None,
+            )
             params = mod.fit(disp=False, maxiter=self.maxiter, return_params=True)
         params = np.asarray(params, dtype=float)
         k = mod.k_params - len(getattr(mod, "_fixed_params", None) or {}) + 1
@@ -322,16 +366,25 @@ class AutoETS(PerSeriesForecaster):
                 best, best_aicc, best_c = (mod, params), a, c
         if best is None or best_c is None:
             raise RuntimeError("no ETS form could be fitted")
-        return SeriesState("", y, best[0].smooth(best[1]), _code(best_c), form=(ctx, best_c), selected=True)
+        return SeriesState(
+            "", y, best[0].smooth(best[1]), _code(best_c), form=(ctx, best_c), selected=True
+        )
 
-    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _forecast_one(
+        self, state: SeriesState, h: int, X_future: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         res = state.result
         n = len(state.y)
-        pred = res.get_prediction(start=n, end=n + h - 1, simulate_repetitions=300, rng=np.random.default_rng(0))
-        return np.asarray(pred.predicted_mean, dtype=float), np.sqrt(np.asarray(pred.forecast_variance, dtype=float))
+        pred = res.get_prediction(
+            start=n, end=n + h - 1, simulate_repetitions=300, rng=np.random.default_rng(0)
+        )
+        return np.asarray(pred.predicted_mean, dtype=float), np.sqrt(
+            np.asarray(pred.forecast_variance, dtype=float)
+        )
 
-    def _sample_errors(self, fc: SeriesForecast, n_paths: int, rng: np.random.Generator) -> np.ndarray:
+    def _sample_errors(
+        self, fc: SeriesForecast, n_paths: int, rng: np.random.Generator
+    ) -> np.ndarray:
         """Paths simulated from each fitted ETS (errors relative to the point forecast)."""
         base = super()._sample_errors(fc, n_paths, rng)
         h = fc.mean.shape[1]
@@ -341,8 +394,12 @@ class AutoETS(PerSeriesForecaster):
                 continue
             try:
                 with _quiet():
-                    sims = st.result.simulate(nsimulations=h, repetitions=n_paths, anchor="end",
-                                              rng=np.random.default_rng(int(rng.integers(2**31 - 1))))
+                    sims = st.result.simulate(
+                        nsimulations=h,
+                        repetitions=n_paths,
+                        anchor="end",
+                        rng=np.random.default_rng(int(rng.integers(2**31 - 1))),
+                    )
                 paths = np.asarray(sims, dtype=float).reshape(h, n_paths).T
                 if np.isfinite(paths).all():
                     base[i] = paths - fc.mean[i][None, :]
@@ -385,7 +442,9 @@ class Theta(PerSeriesForecaster):
     name = "theta"
     min_length = 4
 
-    def __init__(self, season_length: int = SEASON, executor: str = "serial", n_jobs: int = 2) -> None:
+    def __init__(
+        self, season_length: int = SEASON, executor: str = "serial", n_jobs: int = 2
+    ) -> None:
         self.season_length = season_length
         self.executor = executor
         self.n_jobs = n_jobs
@@ -395,12 +454,18 @@ class Theta(PerSeriesForecaster):
 
         m = self.season_length
         seasonal = m > 1 and len(y) >= 2 * m
-        res = ThetaModel(_pd(y), period=m if seasonal else 1, deseasonalize=seasonal,
-                         use_test=True, method="auto").fit(disp=False)
+        res = ThetaModel(
+            _pd(y),
+            period=m if seasonal else 1,
+            deseasonalize=seasonal,
+            use_test=True,
+            method="auto",
+        ).fit(disp=False)
         return SeriesState("", y, res, "theta")
 
-    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _forecast_one(
+        self, state: SeriesState, h: int, X_future: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         res = state.result
         mean = np.asarray(res.forecast(h), dtype=float)
         sigma = theta_sigma(res, h)
@@ -435,8 +500,14 @@ class Sarimax(PerSeriesForecaster):
     uses_exogenous = True
     min_length = 6
 
-    def __init__(self, season_length: int = SEASON, orders: Sequence[tuple[int, int, int]] = ((0, 1, 1), (1, 1, 0), (1, 1, 1)),
-                 maxiter: int = 50, executor: str = "serial", n_jobs: int = 2) -> None:
+    def __init__(
+        self,
+        season_length: int = SEASON,
+        orders: Sequence[tuple[int, int, int]] = ((0, 1, 1), (1, 1, 0), (1, 1, 1)),
+        maxiter: int = 50,
+        executor: str = "serial",
+        n_jobs: int = 2,
+    ) -> None:
         self.season_length = season_length
         self.orders = orders
         self.maxiter = maxiter
@@ -463,9 +534,16 @@ class Sarimax(PerSeriesForecaster):
             # faster, MASE 0.956 vs 0.954 on 150 generated series
             # results from a filtering pass without parameter covariance (the smoother and the
             # OPG covariance of ``fit`` were a third of its time; forecasts and AIC need neither)
-            mod = SARIMAX(y, exog=exog, order=order, seasonal_order=seas, trend="n",
-                          enforce_stationarity=False, enforce_invertibility=False,
-                          concentrate_scale=True)
+            mod = SARIMAX(
+                y,
+                exog=exog,
+                order=order,
+                seasonal_order=seas,
+                trend="n",
+                enforce_stationarity=False,
+                enforce_invertibility=False,
+                concentrate_scale=True,
+            )
             params = mod.fit(disp=False, maxiter=self.maxiter, method="lbfgs", return_params=True)
             return mod.filter(params, cov_type="none")
 
@@ -487,14 +565,21 @@ class Sarimax(PerSeriesForecaster):
                 best, best_aic, best_o = res, res.aic, order
         if best is None:
             raise RuntimeError("no SARIMAX order could be fitted")
-        st = SeriesState("", y, best, f"SARIMA{best_o}{seas[:3]}" + ("X" if exog is not None else ""),
-                         form=(ctx, best_o), selected=selected)
+        st = SeriesState(
+            "",
+            y,
+            best,
+            f"SARIMA{best_o}{seas[:3]}" + ("X" if exog is not None else ""),
+            form=(ctx, best_o),
+            selected=selected,
+        )
         st.x_last = X[-1] if X is not None and len(X) else None
         st.exog_keep = keep if exog is not None else None
         return st
 
-    def _forecast_one(self, state: SeriesState, h: int, X_future: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _forecast_one(
+        self, state: SeriesState, h: int, X_future: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         keep = state.exog_keep
         exog = X_future[:, keep] if keep is not None and X_future is not None else None
         fc = state.result.get_forecast(h, exog=exog)

@@ -58,7 +58,14 @@ __all__ = ["SynthConfig", "SynthResult", "generate", "synth_focus_rows"]
 
 log = logging.getLogger(__name__)
 
-PHASES_REAL = ("data_preprocessing", "pretraining", "fine_tuning", "inference", "optimization", "operations")
+PHASES_REAL = (
+    "data_preprocessing",
+    "pretraining",
+    "fine_tuning",
+    "inference",
+    "optimization",
+    "operations",
+)
 FORMATS = ("csv", "parquet")
 
 
@@ -79,17 +86,23 @@ class SynthConfig:
     def check(self) -> None:
         problems = []
         if self.fmt not in FORMATS:
-            problems.append(f"--format must be one of {', '.join(FORMATS)}. Got {self.fmt!r} instead.")
+            problems.append(
+                f"--format must be one of {', '.join(FORMATS)}. Got {self.fmt!r} instead."
+            )
         if not 1 <= self.months <= 120:
             problems.append(f"--months must be between 1 and 120. Got {self.months} instead.")
         if not 0 <= self.partial_days <= 27:
-            problems.append(f"--partial-days must be between 0 and 27. Got {self.partial_days} instead.")
+            problems.append(
+                f"--partial-days must be between 0 and 27. Got {self.partial_days} instead."
+            )
         try:
             dt.date.fromisoformat(self.end + "-01")
         except ValueError:
             problems.append(f"--end must be a month YYYY-MM. Got {self.end!r} instead.")
         if not 1 <= self.plan_months <= 60:
-            problems.append(f"plan_months must be between 1 and 60. Got {self.plan_months} instead.")
+            problems.append(
+                f"plan_months must be between 1 and 60. Got {self.plan_months} instead."
+            )
         if problems:
             raise InputError(problems, fix="see phasecast synth --help")
 
@@ -138,7 +151,9 @@ def _totals(cols: dict[str, list[Any]]) -> dict[str, Any]:
     for i, ph in enumerate(cols["phase"]):
         for c in COST_COLUMNS:
             by_phase[ph][c] += cols[c][i]
-    out["by_phase"] = {ph: {c: dec(v, CD) for c, v in d.items()} for ph, d in sorted(by_phase.items())}
+    out["by_phase"] = {
+        ph: {c: dec(v, CD) for c, v in d.items()} for ph, d in sorted(by_phase.items())
+    }
     return out
 
 
@@ -148,12 +163,21 @@ def _restate(buf: RowBuffer, last_day: dt.date) -> list[int]:
     c = buf.cols
     keep, dup = [], []
     for i in range(buf.n):
-        late = c["ServiceName"][i] == "Amazon Bedrock" and c["ChargeCategory"][i] == "Usage" and (last_day - c["day"][i]).days < 2
+        late = (
+            c["ServiceName"][i] == "Amazon Bedrock"
+            and c["ChargeCategory"][i] == "Usage"
+            and (last_day - c["day"][i]).days < 2
+        )
         if late:
             continue
         keep.append(i)
-        if (c["day"][i].day == 12 and c["phase"][i] == "inference" and c["PricingCategory"][i] == "Standard"
-                and c["ServiceName"][i] == "Amazon Elastic Compute Cloud" and c["ChargeCategory"][i] == "Usage"):
+        if (
+            c["day"][i].day == 12
+            and c["phase"][i] == "inference"
+            and c["PricingCategory"][i] == "Standard"
+            and c["ServiceName"][i] == "Amazon Elastic Compute Cloud"
+            and c["ChargeCategory"][i] == "Usage"
+        ):
             dup.append(i)
     return keep + dup
 
@@ -164,7 +188,9 @@ def generate(config: SynthConfig) -> SynthResult:
     out = Path(config.out)
     bill_dir = out / "billing"
     bill_dir.mkdir(parents=True, exist_ok=True)
-    for old in bill_dir.iterdir():  # a re-run with other settings must not leave stale exports behind
+    for (
+        old
+    ) in bill_dir.iterdir():  # a re-run with other settings must not leave stale exports behind
         if old.is_file() and (old.name.endswith(".csv.gz") or old.name.endswith(".parquet")):
             old.unlink()
     end_month = dt.date.fromisoformat(config.end + "-01")
@@ -176,7 +202,9 @@ def generate(config: SynthConfig) -> SynthResult:
     billing_files: list[Path] = []
     periods: dict[str, Any] = {}
     usage: list[tuple[dt.date, DayUsage]] = []
-    future_eff: dict[dt.date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PHASES_REAL + ("unallocated",), 0))
+    future_eff: dict[dt.date, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(PHASES_REAL + ("unallocated",), 0)
+    )
     mtd_eff: dict[str, int] = dict.fromkeys(PHASES_REAL + ("unallocated",), 0)
     restated_pair: tuple[Path, Path] | None = None
     rows_written = 0
@@ -219,8 +247,14 @@ def generate(config: SynthConfig) -> SynthResult:
             writer(cols, re_path)
             restated_pair = (path, re_path)
             billing_files += [path, re_path]
-            periods[label] = {**_totals(cols), "file": str(re_path.relative_to(out)),
-                              "restated": {"original_file": str(path.relative_to(out)), "original": _totals(orig_cols)}}
+            periods[label] = {
+                **_totals(cols),
+                "file": str(re_path.relative_to(out)),
+                "restated": {
+                    "original_file": str(path.relative_to(out)),
+                    "original": _totals(orig_cols),
+                },
+            }
             rows_written += len(orig_cols["BilledCost"]) + len(cols["BilledCost"])
         else:
             writer(cols, path)
@@ -237,8 +271,10 @@ def generate(config: SynthConfig) -> SynthResult:
     files.append(_write_labor(out / "labor.csv", labor_rows))
     plan = _plan(sc, config)
     plan_path = out / "plan.yaml"
-    plan_path.write_text("# Generated by phasecast synth: the plan for the months after --end (schema: pipeline/plan.py).\n"
-                         + yaml.safe_dump(plan, sort_keys=False, width=110))
+    plan_path.write_text(
+        "# Generated by phasecast synth: the plan for the months after --end (schema: pipeline/plan.py).\n"
+        + yaml.safe_dump(plan, sort_keys=False, width=110)
+    )
     files.append(plan_path)
     budgets, budget_notes = _budgets(sc, future_eff, mtd_eff, labor_rows, periods)
     files.append(_write_budgets(out / "budgets.csv", budgets))
@@ -247,28 +283,43 @@ def generate(config: SynthConfig) -> SynthResult:
     labor_cost: dict[str, dict[str, str]] = defaultdict(dict)
     for r in labor_rows:
         prev = Decimal(labor_cost[r["month"]].get(r["phase"], "0"))
-        labor_cost[r["month"]][r["phase"]] = str(prev + Decimal(r["hours"]) * Decimal(r["hourly_rate"]))
+        labor_cost[r["month"]][r["phase"]] = str(
+            prev + Decimal(r["hours"]) * Decimal(r["hourly_rate"])
+        )
     truth = {
-        "generator": {"seed": config.seed, "months": config.months, "end": config.end, "format": config.fmt,
-                      "partial_days": config.partial_days, "plan_months": config.plan_months},
+        "generator": {
+            "seed": config.seed,
+            "months": config.months,
+            "end": config.end,
+            "format": config.fmt,
+            "partial_days": config.partial_days,
+            "plan_months": config.plan_months,
+        },
         "currency": CURRENCY,
         "note": "Exact decimal totals of the authoritative export of each billing period (the restatement "
-                "where there is one), per phase as intended by the generator (tags, or the default "
-                "attribution rules for untagged rows). Labor is separate (labor.csv).",
+        "where there is one), per phase as intended by the generator (tags, or the default "
+        "attribution rules for untagged rows). Labor is separate (labor.csv).",
         "billing_periods": periods,
         "totals": {c: dec(int(v.scaleb(CD)), CD) for c, v in grand.items()},
         "restated_period": f"{sc.restated_period:%Y-%m}",
-        "current_month": {"period": f"{current:%Y-%m}", "through": f"{sc.cutoff - dt.timedelta(days=1)}"},
+        "current_month": {
+            "period": f"{current:%Y-%m}",
+            "through": f"{sc.cutoff - dt.timedelta(days=1)}",
+        },
         "labor_cost": dict(labor_cost),
         "events": {
             "h100_price_change": str(sc.price_change),
             "quantization": {"start": str(sc.quantization), "cut": 0.40},
             "sla_credit_day": str(sc.sla_credit_day),
-            "pretraining_runs": [{"name": r.name, "start": str(r.start), "gpus": r.gpus, "hours": r.hours}
-                                 for r in sc.runs if r.phase == "pretraining" and r.start < sc.cutoff],
+            "pretraining_runs": [
+                {"name": r.name, "start": str(r.start), "gpus": r.gpus, "hours": r.hours}
+                for r in sc.runs
+                if r.phase == "pretraining" and r.start < sc.cutoff
+            ],
         },
         "future_simulated_effective_cost": {
-            f"{m:%Y-%m}": {ph: dec(v, CD) for ph, v in d.items()} for m, d in sorted(future_eff.items())
+            f"{m:%Y-%m}": {ph: dec(v, CD) for ph, v in d.items()}
+            for m, d in sorted(future_eff.items())
         },
         "budgets": budget_notes,
     }
@@ -279,10 +330,21 @@ def generate(config: SynthConfig) -> SynthResult:
     readme.write_text(_readme(sc, config, periods, restated_pair, out))
     files.append(readme)
     totals = {c: truth["totals"][c] for c in ("BilledCost", "EffectiveCost", "ListCost")}
-    log.info("synth: wrote %d billing files (%d rows), usage, labor, plan, budgets, truth under %s",
-             len(billing_files), rows_written, out)
-    return SynthResult(out=out, billing_files=tuple(billing_files), restated=restated_pair, files=tuple(files),
-                       rows=rows_written, totals=totals, truth=truth)
+    log.info(
+        "synth: wrote %d billing files (%d rows), usage, labor, plan, budgets, truth under %s",
+        len(billing_files),
+        rows_written,
+        out,
+    )
+    return SynthResult(
+        out=out,
+        billing_files=tuple(billing_files),
+        restated=restated_pair,
+        files=tuple(files),
+        rows=rows_written,
+        totals=totals,
+        truth=truth,
+    )
 
 
 # --- side files -------------------------------------------------------------------------------
@@ -318,15 +380,25 @@ def _labor(sc: Scenario, config: SynthConfig) -> list[dict[str, str]]:
             if m == current:  # month to date
                 hours *= config.partial_days / dim
             hours = round(hours * 2) / 2
-            rows.append({"month": f"{m:%Y-%m}", "phase": phase, "team": team, "hours": f"{hours:.1f}",
-                         "hourly_rate": str(_rate(base, sc.end_month, m)), "currency": CURRENCY})
+            rows.append(
+                {
+                    "month": f"{m:%Y-%m}",
+                    "phase": phase,
+                    "team": team,
+                    "hours": f"{hours:.1f}",
+                    "hourly_rate": str(_rate(base, sc.end_month, m)),
+                    "currency": CURRENCY,
+                }
+            )
         m = add_months(m, 1)
     return rows
 
 
 def _write_labor(path: Path, rows: list[dict[str, str]]) -> Path:
     cols = ("month", "phase", "team", "hours", "hourly_rate", "currency")
-    path.write_text("\n".join([",".join(cols)] + [",".join(r[c] for c in cols) for r in rows]) + "\n")
+    path.write_text(
+        "\n".join([",".join(cols)] + [",".join(r[c] for c in cols) for r in rows]) + "\n"
+    )
     return path
 
 
@@ -338,8 +410,13 @@ def _plan(sc: Scenario, config: SynthConfig) -> dict[str, Any]:
     for r in sc.runs:
         if not (first <= r.start < sc.horizon):
             continue
-        item: dict[str, Any] = {"name": r.name, "phase": r.phase, "gpu": "H100", "gpus": r.gpus,
-                                "start": r.start.isoformat()}
+        item: dict[str, Any] = {
+            "name": r.name,
+            "phase": r.phase,
+            "gpu": "H100",
+            "gpus": r.gpus,
+            "start": r.start.isoformat(),
+        }
         if r.params is not None:
             item.update(params=r.params, tokens=r.tokens, utilization=0.35)
         else:
@@ -348,34 +425,95 @@ def _plan(sc: Scenario, config: SynthConfig) -> dict[str, Any]:
         runs.append(item)
     wk = 365.25 / 7 / 12
     recurring: list[dict[str, Any]] = [
-        {"name": "ft-search-weekly", "phase": "fine_tuning", "resource": "gpu", "gpu": "A10", "quantity": 8,
-         "hours_per_month": round(18 * wk, 2), "pricing": "on_demand", "start": f"{first:{ym}}"},
-        {"name": "ft-reco-weekly", "phase": "fine_tuning", "resource": "gpu", "gpu": "A10", "quantity": 8,
-         "hours_per_month": round(14 * wk, 2), "pricing": "on_demand", "start": f"{first:{ym}}"},
-        {"name": "ft-h100-monthly", "phase": "fine_tuning", "resource": "gpu", "gpu": "H100", "quantity": 8,
-         "hours_per_month": 36, "pricing": "on_demand", "start": f"{first:{ym}}"},
+        {
+            "name": "ft-search-weekly",
+            "phase": "fine_tuning",
+            "resource": "gpu",
+            "gpu": "A10",
+            "quantity": 8,
+            "hours_per_month": round(18 * wk, 2),
+            "pricing": "on_demand",
+            "start": f"{first:{ym}}",
+        },
+        {
+            "name": "ft-reco-weekly",
+            "phase": "fine_tuning",
+            "resource": "gpu",
+            "gpu": "A10",
+            "quantity": 8,
+            "hours_per_month": round(14 * wk, 2),
+            "pricing": "on_demand",
+            "start": f"{first:{ym}}",
+        },
+        {
+            "name": "ft-h100-monthly",
+            "phase": "fine_tuning",
+            "resource": "gpu",
+            "gpu": "H100",
+            "quantity": 8,
+            "hours_per_month": 36,
+            "pricing": "on_demand",
+            "start": f"{first:{ym}}",
+        },
     ]
     for k in range(0, config.plan_months, 6):
         s = add_months(first, k)
         e = min(add_months(s, 5), last)
         mid = s + (add_months(e, 1) - s) / 2
-        recurring.append({"name": f"etl-nightly-{s:{ym}}", "phase": "data_preprocessing", "resource": "cpu",
-                          "quantity": 64 * sc.etl_instances(mid), "hours_per_month": round(20 * 30.4375, 2),
-                          "start": f"{s:{ym}}", "end": f"{e:{ym}}"})
+        recurring.append(
+            {
+                "name": f"etl-nightly-{s:{ym}}",
+                "phase": "data_preprocessing",
+                "resource": "cpu",
+                "quantity": 64 * sc.etl_instances(mid),
+                "hours_per_month": round(20 * 30.4375, 2),
+                "start": f"{s:{ym}}",
+                "end": f"{e:{ym}}",
+            }
+        )
         # Glue DPU-hours at 0.44 written as vCPU-hour equivalents at the book's 0.0425.
-        recurring.append({"name": f"glue-sessionize-{s:{ym}}", "phase": "data_preprocessing", "resource": "cpu",
-                          "quantity": 1, "hours_per_month": round(sc.glue_dpu_hours(mid) * 30.4375 * 0.44 / 0.0425, 1),
-                          "start": f"{s:{ym}}", "end": f"{e:{ym}}"})
+        recurring.append(
+            {
+                "name": f"glue-sessionize-{s:{ym}}",
+                "phase": "data_preprocessing",
+                "resource": "cpu",
+                "quantity": 1,
+                "hours_per_month": round(sc.glue_dpu_hours(mid) * 30.4375 * 0.44 / 0.0425, 1),
+                "start": f"{s:{ym}}",
+                "end": f"{e:{ym}}",
+            }
+        )
     for r in sc.runs:
         if r.phase == "pretraining" and first <= r.start < sc.horizon:
             mm = month_start(r.start - dt.timedelta(days=3))
-            recurring.append({"name": f"tokenize-{r.name}", "phase": "data_preprocessing", "resource": "cpu",
-                              "quantity": 12 * 64, "hours_per_month": 100, "start": f"{mm:{ym}}", "end": f"{mm:{ym}}"})
+            recurring.append(
+                {
+                    "name": f"tokenize-{r.name}",
+                    "phase": "data_preprocessing",
+                    "resource": "cpu",
+                    "quantity": 12 * 64,
+                    "hours_per_month": 100,
+                    "start": f"{mm:{ym}}",
+                    "end": f"{mm:{ym}}",
+                }
+            )
     recurring += [
-        {"name": "monitoring-stack", "phase": "operations", "resource": "cpu", "quantity": 8 * sc.ops_instances(first),
-         "hours_per_month": round(24 * 30.4375, 2), "start": f"{first:{ym}}"},
-        {"name": "devboxes", "phase": "unallocated", "resource": "cpu", "quantity": 12,
-         "hours_per_month": round(10 * 261 / 12, 2), "start": f"{first:{ym}}"},
+        {
+            "name": "monitoring-stack",
+            "phase": "operations",
+            "resource": "cpu",
+            "quantity": 8 * sc.ops_instances(first),
+            "hours_per_month": round(24 * 30.4375, 2),
+            "start": f"{first:{ym}}",
+        },
+        {
+            "name": "devboxes",
+            "phase": "unallocated",
+            "resource": "cpu",
+            "quantity": 12,
+            "hours_per_month": round(10 * 261 / 12, 2),
+            "start": f"{first:{ym}}",
+        },
     ]
     req = expected_monthly_requests(sc, first, config.plan_months)
     lake, raw = sc.storage_gb(first)
@@ -389,23 +527,42 @@ def _plan(sc: Scenario, config: SynthConfig) -> dict[str, Any]:
             if seg and seg["people"] == people and seg["hourly_rate"] == rate:
                 seg["end"] = f"{m:{ym}}"
                 continue
-            seg = {"phase": phase, "team": team, "people": people, "hours_per_month": HOURS_PER_PERSON,
-                   "hourly_rate": rate, "start": f"{m:{ym}}", "end": f"{m:{ym}}"}
+            seg = {
+                "phase": phase,
+                "team": team,
+                "people": people,
+                "hours_per_month": HOURS_PER_PERSON,
+                "hourly_rate": rate,
+                "start": f"{m:{ym}}",
+                "end": f"{m:{ym}}",
+            }
             heads.append(seg)
     tokens_per_request = MODEL_SHARE["search-ranker"] * LLM_SHARE * (TOKENS_IN + TOKENS_OUT)
     blended = (TOKENS_IN * 0.80 + TOKENS_OUT * 3.20) / (TOKENS_IN + TOKENS_OUT)
     return {
         "currency": CURRENCY,
         "price_book": {
-            "gpu_hour": {"H100": {"on_demand": 12.29, "committed": 8.603},
-                         "A10": {"on_demand": 1.418, "committed": 0.8935}},
+            "gpu_hour": {
+                "H100": {"on_demand": 12.29, "committed": 8.603},
+                "A10": {"on_demand": 1.418, "committed": 0.8935},
+            },
             "cpu_core_hour": 0.0425,
             "storage_gb_month": 0.023,
             "egress_gb": 0.05,
             "tokens_million": round(blended, 4),
             "price_changes": [
-                {"gpu": "H100", "start": sc.price_change.isoformat(), "on_demand": 6.88, "committed": 4.816},
-                {"gpu": "H100", "start": sc.future_price_change.isoformat(), "on_demand": 5.84, "committed": 4.088},
+                {
+                    "gpu": "H100",
+                    "start": sc.price_change.isoformat(),
+                    "on_demand": 6.88,
+                    "committed": 4.816,
+                },
+                {
+                    "gpu": "H100",
+                    "start": sc.future_price_change.isoformat(),
+                    "on_demand": 5.84,
+                    "committed": 4.088,
+                },
             ],
         },
         "scheduled_runs": runs,
@@ -421,22 +578,32 @@ def _plan(sc: Scenario, config: SynthConfig) -> dict[str, Any]:
                 {"start": sc.future_quantization.isoformat(), "cut": 0.25},
             ],
         },
-        "storage": {"phase": "data_preprocessing", "gb": round(lake + raw), "growth_per_month": round(growth, 4)},
+        "storage": {
+            "phase": "data_preprocessing",
+            "gb": round(lake + raw),
+            "growth_per_month": round(growth, 4),
+        },
         "headcount": heads,
-        "calendar": [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in e.items()}
-                     for e in calendar_events(first, add_months(last, 1) - dt.timedelta(days=1))],
+        "calendar": [
+            {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in e.items()}
+            for e in calendar_events(first, add_months(last, 1) - dt.timedelta(days=1))
+        ],
         "notes": {
             "inference_pricing": "reserved instances cover about 85 % of the fleet at each yearly renewal; "
-                                 "the rest runs on demand at 1.418 per A10-hour",
+            "the rest runs on demand at 1.418 per A10-hour",
             "egress_gb_per_1k_requests": 18.0 * 1000 / 1e6,
             "cloudwatch_log_gb_per_1k_requests": 0.002,
         },
     }
 
 
-def _budgets(sc: Scenario, future: dict[dt.date, dict[str, int]], mtd: dict[str, int],
-             labor_rows: list[dict[str, str]], periods_written: dict[str, Any],
-             ) -> tuple[list[tuple[str, str, Decimal]], dict[str, Any]]:
+def _budgets(
+    sc: Scenario,
+    future: dict[dt.date, dict[str, int]],
+    mtd: dict[str, int],
+    labor_rows: list[dict[str, str]],
+    periods_written: dict[str, Any],
+) -> tuple[list[tuple[str, str, Decimal]], dict[str, Any]]:
     """Budget lines for the current month, the next two months, the current and the next quarter.
 
     The expected cost of a line is the simulated future (EffectiveCost + labor at plan headcount); most
@@ -445,15 +612,26 @@ def _budgets(sc: Scenario, future: dict[dt.date, dict[str, int]], mtd: dict[str,
     current = add_months(sc.end_month, 1)
 
     def labor(m: dt.date, phase: str) -> float:
-        return sum(_people(st, sc.end_month, m) * HOURS_PER_PERSON * float(_rate(b, sc.end_month, m))
-                   for ph, _t, b, st in TEAMS if ph == phase)
+        return sum(
+            _people(st, sc.end_month, m) * HOURS_PER_PERSON * float(_rate(b, sc.end_month, m))
+            for ph, _t, b, st in TEAMS
+            if ph == phase
+        )
 
     def expected(m: dt.date, phase: str) -> float:
         if m <= sc.end_month:  # a closed month of the quarter: its actual
             label = f"{m:%Y-%m}"
-            eff = periods_written.get(label, {}).get("by_phase", {}).get(phase, {}).get("EffectiveCost", "0")
-            lab = sum(float(r["hours"]) * float(r["hourly_rate"]) for r in labor_rows
-                      if r["month"] == label and r["phase"] == phase)
+            eff = (
+                periods_written.get(label, {})
+                .get("by_phase", {})
+                .get(phase, {})
+                .get("EffectiveCost", "0")
+            )
+            lab = sum(
+                float(r["hours"]) * float(r["hourly_rate"])
+                for r in labor_rows
+                if r["month"] == label and r["phase"] == phase
+            )
             return float(eff) + lab
         return future[m][phase] / 10**CD + labor(m, phase)
 
@@ -468,15 +646,27 @@ def _budgets(sc: Scenario, future: dict[dt.date, dict[str, int]], mtd: dict[str,
         f"{current:%Y-%m}": [current],
         f"{add_months(current, 1):%Y-%m}": [add_months(current, 1)],
         f"{add_months(current, 2):%Y-%m}": [add_months(current, 2)],
-        f"{q_start.year}Q{(q_start.month - 1) // 3 + 1}": [add_months(q_start, k) for k in range(3)],
-        f"{add_months(q_start, 3).year}Q{(add_months(q_start, 3).month - 1) // 3 + 1}": [add_months(q_start, 3 + k) for k in range(3)],
+        f"{q_start.year}Q{(q_start.month - 1) // 3 + 1}": [
+            add_months(q_start, k) for k in range(3)
+        ],
+        f"{add_months(q_start, 3).year}Q{(add_months(q_start, 3).month - 1) // 3 + 1}": [
+            add_months(q_start, 3 + k) for k in range(3)
+        ],
     }
-    tight = {(f"{add_months(current, 1):%Y-%m}", "inference"): 0.97,
-             (list(periods)[4], "pretraining"): 0.98}
+    tight = {
+        (f"{add_months(current, 1):%Y-%m}", "inference"): 0.97,
+        (list(periods)[4], "pretraining"): 0.98,
+    }
     lines: list[tuple[str, str, Decimal]] = []
     notes: dict[str, Any] = {}
-    mtd_labor = {ph: sum(float(r["hours"]) * float(r["hourly_rate"]) for r in labor_rows
-                         if r["month"] == f"{current:%Y-%m}" and r["phase"] == ph) for ph in PHASES_REAL}
+    mtd_labor = {
+        ph: sum(
+            float(r["hours"]) * float(r["hourly_rate"])
+            for r in labor_rows
+            if r["month"] == f"{current:%Y-%m}" and r["phase"] == ph
+        )
+        for ph in PHASES_REAL
+    }
     for label, ms in periods.items():
         exp_total = 0.0
         for phase in PHASES_REAL:
@@ -489,13 +679,25 @@ def _budgets(sc: Scenario, future: dict[dt.date, dict[str, int]], mtd: dict[str,
                 spent = mtd[phase] / 10**CD + mtd_labor[phase]
                 amount = spent * 0.9
                 status = f"over budget by month to date ({spent:.2f} spent)"
-            amount = math.floor(amount / 100) * 100 if status.startswith("over") else math.ceil(amount / 100) * 100
+            amount = (
+                math.floor(amount / 100) * 100
+                if status.startswith("over")
+                else math.ceil(amount / 100) * 100
+            )
             lines.append((label, phase, Decimal(amount)))
-            notes[f"{label}/{phase}"] = {"expected": round(exp, 2), "budget": amount, "intent": status}
+            notes[f"{label}/{phase}"] = {
+                "expected": round(exp, 2),
+                "budget": amount,
+                "intent": status,
+            }
         exp_total += sum(unallocated(m) for m in ms)
         tot = math.ceil(exp_total * 1.15 / 100) * 100
         lines.append((label, "total", Decimal(tot)))
-        notes[f"{label}/total"] = {"expected": round(exp_total, 2), "budget": tot, "intent": "comfortable"}
+        notes[f"{label}/total"] = {
+            "expected": round(exp_total, 2),
+            "budget": tot,
+            "intent": "comfortable",
+        }
     return lines, notes
 
 
@@ -505,8 +707,13 @@ def _write_budgets(path: Path, lines: list[tuple[str, str, Decimal]]) -> Path:
     return path
 
 
-def _readme(sc: Scenario, config: SynthConfig, periods: dict[str, Any], restated: tuple[Path, Path] | None,
-            out: Path) -> str:
+def _readme(
+    sc: Scenario,
+    config: SynthConfig,
+    periods: dict[str, Any],
+    restated: tuple[Path, Path] | None,
+    out: Path,
+) -> str:
     ext = ".csv.gz" if config.fmt == "csv" else ".parquet"
     first, last = min(periods), max(periods)
     pre = [r for r in sc.runs if r.phase == "pretraining" and sc.start <= r.start < sc.cutoff]
@@ -527,7 +734,8 @@ def _readme(sc: Scenario, config: SynthConfig, periods: dict[str, Any], restated
             f"made on the date in its name. It replaces `{restated[0].relative_to(out)}` (the original export, in "
             "which the managed-LLM usage of the last two days was missing and day 12's on-demand inference was "
             "metered twice). Naming: `<period>.restated-<export date><ext>`, so a lexicographic sort puts a "
-            "restatement after the export it replaces.")
+            "restatement after the export it replaces."
+        )
     lines += [
         "- `usage.csv`: daily `ts,phase,metric,value,unit,team`: gpu_hours per phase and team (GPU-hours = "
         "instance-hours x GPUs per instance; x the on-demand price per GPU-hour = ListCost of those rows), "
@@ -555,7 +763,9 @@ def _readme(sc: Scenario, config: SynthConfig, periods: dict[str, Any], restated
         "when the fleet is below the reservation) cover ~85 % of the fleet at each yearly renewal.",
         f"- Quantization on {sc.quantization} cuts GPU-hours per 1k requests by 40 %.",
         f"- H100 (p5.48xlarge, 8 GPUs) on-demand price drops from 12.29 to 6.88 per GPU-hour on {sc.price_change}.",
-        "- Pre-training bursts on capacity blocks: " + ", ".join(f"{r.name} ({r.gpus} GPUs from {r.start})" for r in pre) + ".",
+        "- Pre-training bursts on capacity blocks: "
+        + ", ".join(f"{r.name} ({r.gpus} GPUs from {r.start})" for r in pre)
+        + ".",
         "- Optimization jobs a week after each pre-training run and before the quantization; weekly A10 "
         "fine-tuning (Tuesday search, Thursday reco) and a monthly H100 job; nightly ETL on c6i growing with "
         "the data, tokenization spikes before pre-training; S3 data lake growing ~3 %/month.",

@@ -78,13 +78,40 @@ def events(start: dt.date, end: dt.date) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for y in range(start.year, end.year + 1):
         cand = [
-            {"name": "618", "start": dt.date(y, 6, 1), "peak": dt.date(y, 6, 18), "peak_factor": 2.0},
-            {"name": "double-11", "start": dt.date(y, 11, 1), "peak": dt.date(y, 11, 11), "peak_factor": 2.6},
-            {"name": "black-friday", "start": black_friday(y), "peak": black_friday(y), "peak_factor": 1.8},
-            {"name": "cyber-monday", "start": cyber_monday(y), "peak": cyber_monday(y), "peak_factor": 1.7},
+            {
+                "name": "618",
+                "start": dt.date(y, 6, 1),
+                "peak": dt.date(y, 6, 18),
+                "peak_factor": 2.0,
+            },
+            {
+                "name": "double-11",
+                "start": dt.date(y, 11, 1),
+                "peak": dt.date(y, 11, 11),
+                "peak_factor": 2.6,
+            },
+            {
+                "name": "black-friday",
+                "start": black_friday(y),
+                "peak": black_friday(y),
+                "peak_factor": 1.8,
+            },
+            {
+                "name": "cyber-monday",
+                "start": cyber_monday(y),
+                "peak": cyber_monday(y),
+                "peak_factor": 1.7,
+            },
         ]
         if y in SPRING_FESTIVAL:
             sf = SPRING_FESTIVAL[y]
-            cand.append({"name": "spring-festival", "start": sf - dt.timedelta(days=7), "peak": sf, "peak_factor": 0.62})
+            cand.append(
+                {
+                    "name": "spring-festival",
+                    "start": sf - dt.timedelta(days=7),
+                    "peak": sf,
+                    "peak_factor": 0.62,
+                }
+            )
         out += [e for e in cand if start <= e["peak"] <= end]  # type: ignore[operator]
     return sorted(out, key=lambda e: e["peak"])  # type: ignore[arg-type,return-value]

@@ -108,10 +108,19 @@ COLUMNS: tuple[str, ...] = (
     "Tags",
 )
 COST_COLUMNS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
-PRICE_COLUMNS = ("ListUnitPrice", "ContractedUnitPrice", "PricingCurrencyListUnitPrice", "PricingCurrencyContractedUnitPrice")
+PRICE_COLUMNS = (
+    "ListUnitPrice",
+    "ContractedUnitPrice",
+    "PricingCurrencyListUnitPrice",
+    "PricingCurrencyContractedUnitPrice",
+)
 QTY_COLUMNS = ("PricingQuantity", "ConsumedQuantity", "CommitmentDiscountQuantity")
 TIME_COLUMNS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
-SCALE_DIGITS = {**{c: CD for c in (*COST_COLUMNS, "PricingCurrencyEffectiveCost")}, **{c: PD for c in PRICE_COLUMNS}, **{c: QD for c in QTY_COLUMNS}}
+SCALE_DIGITS = {
+    **{c: CD for c in (*COST_COLUMNS, "PricingCurrencyEffectiveCost")},
+    **{c: PD for c in PRICE_COLUMNS},
+    **{c: QD for c in QTY_COLUMNS},
+}
 
 
 @dataclass(frozen=True)
@@ -144,15 +153,41 @@ class Sku:
         return json.dumps(self.details, sort_keys=True, separators=(",", ":"))
 
 
-def _ec2(key: str, sku_id: str, itype: str, cores: int, mem: int, gpus: int, gpu: str | None,
-         category: str) -> Sku:
-    details: dict[str, Any] = {"CoreCount": cores, "InstanceType": itype, "InstanceSeries": itype.split(".")[0],
-                               "MemorySize": mem, "OperatingSystem": "Linux"}
+def _ec2(
+    key: str,
+    sku_id: str,
+    itype: str,
+    cores: int,
+    mem: int,
+    gpus: int,
+    gpu: str | None,
+    category: str,
+) -> Sku:
+    details: dict[str, Any] = {
+        "CoreCount": cores,
+        "InstanceType": itype,
+        "InstanceSeries": itype.split(".")[0],
+        "MemorySize": mem,
+        "OperatingSystem": "Linux",
+    }
     if gpus:
         details["GpuCount"] = gpus
         details["x_GpuModel"] = {"H100": "NVIDIA H100", "A10": "NVIDIA A10G"}[gpu or ""]
-    return Sku(key, sku_id, "Amazon Elastic Compute Cloud", "Compute", "Virtual Machines",
-               f"{itype} Linux instance hours", "Hours", "Hours", category, details, "Instance", gpus, gpu)
+    return Sku(
+        key,
+        sku_id,
+        "Amazon Elastic Compute Cloud",
+        "Compute",
+        "Virtual Machines",
+        f"{itype} Linux instance hours",
+        "Hours",
+        "Hours",
+        category,
+        details,
+        "Instance",
+        gpus,
+        gpu,
+    )
 
 
 CATALOG: dict[str, Sku] = {
@@ -163,21 +198,85 @@ CATALOG: dict[str, Sku] = {
         _ec2("c6i", "7WB3NP5Q2KJX9DRE", "c6i.16xlarge", 64, 128, 0, None, "compute_cpu"),
         _ec2("m6i2", "2FK8VX4HM7QW3TLB", "m6i.2xlarge", 8, 32, 0, None, "compute_cpu"),
         _ec2("m6i1", "9RD4QT6LC3VN2XWA", "m6i.xlarge", 4, 16, 0, None, "compute_cpu"),
-        Sku("s3", "WP9Q8XH3B5VKD2MT", "Amazon Simple Storage Service", "Storage", "Object Storage",
-            "Standard storage GB-month", "GB-Months", "GB-Months", "storage", {"StorageClass": "Standard"},
-            "Bucket", zonal=False),
-        Sku("egress", "N6M2KX9RT4VH7QLC", "AWS Data Transfer", "Networking", "Network Connectivity",
-            "Data transfer out to internet", "GB", "GB", "network", {"x_Direction": "out"}, zonal=False),
-        Sku("nova_in", "BR7X2KQ9MN4TV6WD", "Amazon Bedrock", "AI and Machine Learning", "Generative AI",
-            "Amazon Nova Pro input tokens", "1000000 Tokens", "Tokens", "ai_services",
-            {"x_ModelId": "amazon.nova-pro-v1:0", "x_TokenType": "input"}, zonal=False),
-        Sku("nova_out", "BR3H8VW5QZ2KD9XN", "Amazon Bedrock", "AI and Machine Learning", "Generative AI",
-            "Amazon Nova Pro output tokens", "1000000 Tokens", "Tokens", "ai_services",
-            {"x_ModelId": "amazon.nova-pro-v1:0", "x_TokenType": "output"}, zonal=False),
-        Sku("glue", "GL5T9XK2VQ8MW4RB", "AWS Glue", "Analytics", "Data Processing",
-            "ETL job DPU hours", "Hours", "Hours", "compute_cpu", {"x_Unit": "DPU-Hour"}, zonal=False),
-        Sku("cwlogs", "CW8D4NQ7XK2VT5MH", "Amazon CloudWatch", "Management and Governance", "Observability",
-            "Log data ingested", "GB", "GB", "other", {"x_LogClass": "Standard"}, zonal=False),
+        Sku(
+            "s3",
+            "WP9Q8XH3B5VKD2MT",
+            "Amazon Simple Storage Service",
+            "Storage",
+            "Object Storage",
+            "Standard storage GB-month",
+            "GB-Months",
+            "GB-Months",
+            "storage",
+            {"StorageClass": "Standard"},
+            "Bucket",
+            zonal=False,
+        ),
+        Sku(
+            "egress",
+            "N6M2KX9RT4VH7QLC",
+            "AWS Data Transfer",
+            "Networking",
+            "Network Connectivity",
+            "Data transfer out to internet",
+            "GB",
+            "GB",
+            "network",
+            {"x_Direction": "out"},
+            zonal=False,
+        ),
+        Sku(
+            "nova_in",
+            "BR7X2KQ9MN4TV6WD",
+            "Amazon Bedrock",
+            "AI and Machine Learning",
+            "Generative AI",
+            "Amazon Nova Pro input tokens",
+            "1000000 Tokens",
+            "Tokens",
+            "ai_services",
+            {"x_ModelId": "amazon.nova-pro-v1:0", "x_TokenType": "input"},
+            zonal=False,
+        ),
+        Sku(
+            "nova_out",
+            "BR3H8VW5QZ2KD9XN",
+            "Amazon Bedrock",
+            "AI and Machine Learning",
+            "Generative AI",
+            "Amazon Nova Pro output tokens",
+            "1000000 Tokens",
+            "Tokens",
+            "ai_services",
+            {"x_ModelId": "amazon.nova-pro-v1:0", "x_TokenType": "output"},
+            zonal=False,
+        ),
+        Sku(
+            "glue",
+            "GL5T9XK2VQ8MW4RB",
+            "AWS Glue",
+            "Analytics",
+            "Data Processing",
+            "ETL job DPU hours",
+            "Hours",
+            "Hours",
+            "compute_cpu",
+            {"x_Unit": "DPU-Hour"},
+            zonal=False,
+        ),
+        Sku(
+            "cwlogs",
+            "CW8D4NQ7XK2VT5MH",
+            "Amazon CloudWatch",
+            "Management and Governance",
+            "Observability",
+            "Log data ingested",
+            "GB",
+            "GB",
+            "other",
+            {"x_LogClass": "Standard"},
+            zonal=False,
+        ),
     )
 }
 
@@ -315,8 +414,12 @@ class RowBuffer:
         c["RegionName"].append(REGION_NAME)
         c["ResourceId"].append(resource_id)
         c["ResourceName"].append(resource_name if resource_id else None)
-        c["ResourceType"].append((resource_type or (sku.resource_type if sku else None)) if resource_id else None)
-        svc = service or ((sku.service_category, sku.service_name, sku.service_subcategory) if sku else None)
+        c["ResourceType"].append(
+            (resource_type or (sku.resource_type if sku else None)) if resource_id else None
+        )
+        svc = service or (
+            (sku.service_category, sku.service_name, sku.service_subcategory) if sku else None
+        )
         assert svc is not None
         c["ServiceCategory"].append(svc[0])
         c["ServiceName"].append(svc[1])
@@ -330,7 +433,9 @@ class RowBuffer:
         c["SubAccountId"].append(sid)
         c["SubAccountName"].append(sname)
         c["SubAccountType"].append(SUB_ACCOUNT_TYPE)
-        c["Tags"].append(json.dumps(tags, sort_keys=True, separators=(",", ":")) if tags is not None else None)
+        c["Tags"].append(
+            json.dumps(tags, sort_keys=True, separators=(",", ":")) if tags is not None else None
+        )
         c["phase"].append(phase)
         c["category"].append(category)
         c["tagged"].append(bool(tags and "phase" in tags))
@@ -379,11 +484,15 @@ def _arrow_table(cols: dict[str, list[Any]]) -> pa.Table:
         digits = SCALE_DIGITS.get(c)
         if digits is not None:
             arrays[c] = pa.array(
-                [None if v is None else Decimal(v).scaleb(-digits) for v in vals], type=pa.decimal128(38, digits)
+                [None if v is None else Decimal(v).scaleb(-digits) for v in vals],
+                type=pa.decimal128(38, digits),
             )
         elif c in TIME_COLUMNS:
             arrays[c] = pa.array(
-                [dt.datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) for v in vals],
+                [
+                    dt.datetime.strptime(v, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+                    for v in vals
+                ],
                 type=pa.timestamp("s", tz="UTC"),
             )
         else:
@@ -394,6 +503,12 @@ def _arrow_table(cols: dict[str, list[Any]]) -> pa.Table:
 def write_parquet(cols: dict[str, list[Any]], path: Path) -> None:
     """FOCUS Parquet with typed columns (decimals, UTC timestamps, strings); fixed writer settings."""
     pq.write_table(
-        _arrow_table(cols), path, compression="zstd", compression_level=3, use_dictionary=True,
-        write_statistics=True, version="2.6", data_page_version="1.0",
+        _arrow_table(cols),
+        path,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=True,
+        write_statistics=True,
+        version="2.6",
+        data_page_version="1.0",
     )

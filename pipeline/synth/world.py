@@ -95,7 +95,9 @@ class Scenario:
     runs: list[Run] = field(default_factory=list)
 
     @classmethod
-    def build(cls, end_month: dt.date, months: int, partial_days: int, plan_months: int) -> Scenario:
+    def build(
+        cls, end_month: dt.date, months: int, partial_days: int, plan_months: int
+    ) -> Scenario:
         E = end_month
         start = add_months(E, -(months - 1))
         cutoff = add_months(E, 1) + dt.timedelta(days=partial_days)
@@ -103,8 +105,18 @@ class Scenario:
         restated = add_months(E, -19)
         if restated < start:
             restated = add_months(start, months // 2)
-        sc = cls(start, E, cutoff, horizon, add_months(E, -16), add_months(E, 7), add_months(E, -6),
-                 add_months(E, 9), restated, add_months(E, -10) + dt.timedelta(days=8))
+        sc = cls(
+            start,
+            E,
+            cutoff,
+            horizon,
+            add_months(E, -16),
+            add_months(E, 7),
+            add_months(E, -6),
+            add_months(E, 9),
+            restated,
+            add_months(E, -10) + dt.timedelta(days=8),
+        )
         sc.runs = sc._runs()
         return sc
 
@@ -120,24 +132,83 @@ class Scenario:
         while add_months(E, off) >= add_months(self.start, -6):
             fam = families[k % 3]
             ver = 9 - k // 3
-            runs.append(Run(f"{fam}-v{ver}", "pretraining", "ml-platform", sizes[k % 8],
-                            add_months(E, off) + dt.timedelta(days=2 + (k * 5) % 12), 24.0 * days[k % 8]))
+            runs.append(
+                Run(
+                    f"{fam}-v{ver}",
+                    "pretraining",
+                    "ml-platform",
+                    sizes[k % 8],
+                    add_months(E, off) + dt.timedelta(days=2 + (k * 5) % 12),
+                    24.0 * days[k % 8],
+                )
+            )
             off -= gaps[k % 8]
             k += 1
         # Plan horizon: known in advance; one sized from FLOPs (6 N D at 35 % of H100 peak).
-        runs.append(Run("embed-v10", "pretraining", "ml-platform", 256, add_months(E, 3) + dt.timedelta(days=4), 24.0 * 12))
-        flops_hours = 6 * 1.3e10 * 1.0e12 / (989e12 * 0.35 * 3600) / 256  # wall-clock hours on 256 GPUs
-        runs.append(Run("reco-lm-13b", "pretraining", "ml-platform", 256, add_months(E, 6) + dt.timedelta(days=9),
-                        round(flops_hours, 2), params=1.3e10, tokens=1.0e12))
-        runs.append(Run("ranker-v10", "pretraining", "ml-platform", 256, add_months(E, 11) + dt.timedelta(days=6), 24.0 * 12))
-        runs.append(Run("embed-v11", "pretraining", "ml-platform", 128, add_months(E, 15) + dt.timedelta(days=3), 24.0 * 14))
+        runs.append(
+            Run(
+                "embed-v10",
+                "pretraining",
+                "ml-platform",
+                256,
+                add_months(E, 3) + dt.timedelta(days=4),
+                24.0 * 12,
+            )
+        )
+        flops_hours = (
+            6 * 1.3e10 * 1.0e12 / (989e12 * 0.35 * 3600) / 256
+        )  # wall-clock hours on 256 GPUs
+        runs.append(
+            Run(
+                "reco-lm-13b",
+                "pretraining",
+                "ml-platform",
+                256,
+                add_months(E, 6) + dt.timedelta(days=9),
+                round(flops_hours, 2),
+                params=1.3e10,
+                tokens=1.0e12,
+            )
+        )
+        runs.append(
+            Run(
+                "ranker-v10",
+                "pretraining",
+                "ml-platform",
+                256,
+                add_months(E, 11) + dt.timedelta(days=6),
+                24.0 * 12,
+            )
+        )
+        runs.append(
+            Run(
+                "embed-v11",
+                "pretraining",
+                "ml-platform",
+                128,
+                add_months(E, 15) + dt.timedelta(days=3),
+                24.0 * 14,
+            )
+        )
         pre = [r for r in runs if r.phase == "pretraining"]
         # Optimization after each release (a week after the run ends) and before each quantization.
         for r in pre:
             s = (r.end + dt.timedelta(days=7)).date()
             runs.append(Run(f"opt-{r.name}", "optimization", "ml-platform", 16, s, 24.0 * 4))
-        for q, name in ((self.quantization, "int8-quantization"), (self.future_quantization, "distillation")):
-            runs.append(Run(f"opt-{name}", "optimization", "ml-platform", 16, q - dt.timedelta(days=25), 24.0 * 10))
+        for q, name in (
+            (self.quantization, "int8-quantization"),
+            (self.future_quantization, "distillation"),
+        ):
+            runs.append(
+                Run(
+                    f"opt-{name}",
+                    "optimization",
+                    "ml-platform",
+                    16,
+                    q - dt.timedelta(days=25),
+                    24.0 * 10,
+                )
+            )
         return sorted(runs, key=lambda r: (r.start, r.name))
 
     # --- smooth drivers (no noise): also what the plan writes ------------------------------------
@@ -197,13 +268,26 @@ class DayUsage:
     storage_gb: float = 0.0
 
 
-def _usage_row(buf: RowBuffer, sku_key: str, day: dt.date, qty: int, price: int, **kw: object) -> None:
+def _usage_row(
+    buf: RowBuffer, sku_key: str, day: dt.date, qty: int, price: int, **kw: object
+) -> None:
     """A plain on-demand (Standard) usage row: every cost = quantity x price."""
     sku = CATALOG[sku_key]
     cost = qty * price
-    buf.add(day=day, sku=sku, billed=cost, effective=cost, list_cost=cost, contracted=cost, qty=qty,
-            consumed=qty, list_price=price, contracted_price=price, pricing="Standard",
-            **kw)  # type: ignore[arg-type]
+    buf.add(
+        day=day,
+        sku=sku,
+        billed=cost,
+        effective=cost,
+        list_cost=cost,
+        contracted=cost,
+        qty=qty,
+        consumed=qty,
+        list_price=price,
+        contracted_price=price,
+        pricing="Standard",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 class World:
@@ -226,7 +310,9 @@ class World:
     def _size_reservations(self) -> dict[tuple[str, dt.date], int]:
         out = {}
         for term in self.sc.ri_terms():
-            mean_req = REQUESTS_PER_DAY_AT_END * (1 + TRAFFIC_GROWTH) ** self.sc.months_from_end(term)
+            mean_req = REQUESTS_PER_DAY_AT_END * (1 + TRAFFIC_GROWTH) ** self.sc.months_from_end(
+                term
+            )
             for model, share in MODEL_SHARE.items():
                 inst_h = mean_req * share / 1000 * self.sc.gpu_hours_per_1k(term) / 4
                 out[(model, term)] = int(RI_COVERAGE * inst_h / 24)
@@ -259,87 +345,224 @@ class World:
             hours = [2400] * (inst_c // 2400) + ([inst_c % 2400] if inst_c % 2400 else [])
             rid, rname, count, _term = self.reservation(model, day)
             tags = {"phase": "inference", "team": team, "model": model, "env": "prod"}
-            ri_c = {"id": rid, "name": rname, "category": "Usage", "type": "Reserved Instance", "unit": "Hours"}
+            ri_c = {
+                "id": rid,
+                "name": rname,
+                "category": "Usage",
+                "type": "Reserved Instance",
+                "unit": "Hours",
+            }
             covered = 0
             for k, hc in enumerate(hours):
                 qty = hc * (Q // 100)
                 gq = qty * 4
-                common = dict(phase="inference", category="compute_gpu", sub=sub,
-                              start=d0, end=d0 + dt.timedelta(seconds=hc * 36), tags=tags,
-                              resource_id=f"i-0{_hid(model, k, n=16)}", resource_name=f"{model}-serving-{k:03d}",
-                              az=f"us-east-1{'abc'[k % 3]}", gpu_hours=gq, team=team)
+                common = dict(
+                    phase="inference",
+                    category="compute_gpu",
+                    sub=sub,
+                    start=d0,
+                    end=d0 + dt.timedelta(seconds=hc * 36),
+                    tags=tags,
+                    resource_id=f"i-0{_hid(model, k, n=16)}",
+                    resource_name=f"{model}-serving-{k:03d}",
+                    az=f"us-east-1{'abc'[k % 3]}",
+                    gpu_hours=gq,
+                    team=team,
+                )
                 lp = PRICE["g5_od"]
                 if k < count:
                     covered += hc
-                    buf.add(day=day, sku=CATALOG["g5"], billed=0, effective=qty * PRICE["g5_ri"], list_cost=qty * lp, contracted=qty * lp,
-                            qty=qty, consumed=qty, list_price=lp, contracted_price=lp, pricing="Committed",
-                            term="Reserved", commitment={**ri_c, "status": "Used", "quantity": qty},
-                            description=f"USD {lp / P:.3f} per g5.12xlarge hour, covered by reserved instance",
-                            **common)  # type: ignore[arg-type]
+                    buf.add(
+                        day=day,
+                        sku=CATALOG["g5"],
+                        billed=0,
+                        effective=qty * PRICE["g5_ri"],
+                        list_cost=qty * lp,
+                        contracted=qty * lp,
+                        qty=qty,
+                        consumed=qty,
+                        list_price=lp,
+                        contracted_price=lp,
+                        pricing="Committed",
+                        term="Reserved",
+                        commitment={**ri_c, "status": "Used", "quantity": qty},
+                        description=f"USD {lp / P:.3f} per g5.12xlarge hour, covered by reserved instance",
+                        **common,
+                    )  # type: ignore[arg-type]
                 else:
-                    _usage_row(buf, "g5", day, qty, lp,
-                               description=f"USD {lp / P:.3f} per On Demand Linux g5.12xlarge Instance Hour",
-                               **common)
-            u.gpu_hours[("inference", team)] = u.gpu_hours.get(("inference", team), 0) + inst_c * (Q // 100) * 4
+                    _usage_row(
+                        buf,
+                        "g5",
+                        day,
+                        qty,
+                        lp,
+                        description=f"USD {lp / P:.3f} per On Demand Linux g5.12xlarge Instance Hour",
+                        **common,
+                    )
+            u.gpu_hours[("inference", team)] = (
+                u.gpu_hours.get(("inference", team), 0) + inst_c * (Q // 100) * 4
+            )
             if count:
                 ri_tags = {"phase": "inference", "team": team, "model": model, "env": "prod"}
                 unused_c = count * 2400 - covered
-                ri_res = dict(resource_id=rid, resource_name=rname, resource_type="Reserved Instance", az=None,
-                              tags=ri_tags, team=team)
+                ri_res = dict(
+                    resource_id=rid,
+                    resource_name=rname,
+                    resource_type="Reserved Instance",
+                    az=None,
+                    tags=ri_tags,
+                    team=team,
+                )
                 if unused_c > 0:
                     uq = unused_c * (Q // 100)
                     cost = uq * PRICE["g5_ri"]
-                    buf.add(day=day, sku=CATALOG["g5"], phase="inference", category="compute_gpu", sub=sub,
-                            start=d0, end=d1, billed=0, effective=cost, list_cost=cost, contracted=cost, qty=uq,
-                            consumed=None, list_price=PRICE["g5_ri"], contracted_price=PRICE["g5_ri"],
-                            pricing="Committed", term="Reserved",
-                            commitment={**ri_c, "status": "Unused", "quantity": uq},
-                            description="Unused reserved instance hours, g5.12xlarge", **ri_res)  # type: ignore[arg-type]
+                    buf.add(
+                        day=day,
+                        sku=CATALOG["g5"],
+                        phase="inference",
+                        category="compute_gpu",
+                        sub=sub,
+                        start=d0,
+                        end=d1,
+                        billed=0,
+                        effective=cost,
+                        list_cost=cost,
+                        contracted=cost,
+                        qty=uq,
+                        consumed=None,
+                        list_price=PRICE["g5_ri"],
+                        contracted_price=PRICE["g5_ri"],
+                        pricing="Committed",
+                        term="Reserved",
+                        commitment={**ri_c, "status": "Unused", "quantity": uq},
+                        description="Unused reserved instance hours, g5.12xlarge",
+                        **ri_res,
+                    )  # type: ignore[arg-type]
                 pq_ = count * 24 * Q
                 fee = pq_ * PRICE["g5_ri"]
-                buf.add(day=day, sku=CATALOG["g5"], phase="inference", category="compute_gpu", sub=sub, start=d0,
-                        end=d1, billed=fee, effective=0, list_cost=fee, contracted=fee, qty=pq_, consumed=None,
-                        list_price=PRICE["g5_ri"], contracted_price=PRICE["g5_ri"], pricing="Standard",
-                        term="Reserved", charge_category="Purchase", frequency="Recurring",
-                        commitment={**ri_c, "quantity": pq_},
-                        description=f"Reserved instance fee, {count} x g5.12xlarge, 1 year, no upfront",
-                        **ri_res)  # type: ignore[arg-type]
+                buf.add(
+                    day=day,
+                    sku=CATALOG["g5"],
+                    phase="inference",
+                    category="compute_gpu",
+                    sub=sub,
+                    start=d0,
+                    end=d1,
+                    billed=fee,
+                    effective=0,
+                    list_cost=fee,
+                    contracted=fee,
+                    qty=pq_,
+                    consumed=None,
+                    list_price=PRICE["g5_ri"],
+                    contracted_price=PRICE["g5_ri"],
+                    pricing="Standard",
+                    term="Reserved",
+                    charge_category="Purchase",
+                    frequency="Recurring",
+                    commitment={**ri_c, "quantity": pq_},
+                    description=f"Reserved instance fee, {count} x g5.12xlarge, 1 year, no upfront",
+                    **ri_res,
+                )  # type: ignore[arg-type]
         load = total_req / max(expected, 1.0)
-        u.util["inference"] = float(np.clip(0.52 * load ** 0.5 + rng.normal(0, 0.02), 0.2, 0.95))
+        u.util["inference"] = float(np.clip(0.52 * load**0.5 + rng.normal(0, 0.02), 0.2, 0.95))
 
         # Egress and managed LLM tokens (query rewriting; the gateway does not tag Bedrock calls).
         for model, share in MODEL_SHARE.items():
             team = MODEL_TEAM[model]
             gb = int(total_req * share * EGRESS_KB_PER_REQUEST / 1e6 * Q)
-            _usage_row(buf, "egress", day, gb, PRICE["egress"], phase="inference", category="network",
-                       sub="search" if team == "search" else "reco", start=d0, end=d1,
-                       tags={"phase": "inference", "team": team, "model": model, "env": "prod"},
-                       description="USD 0.05 per GB data transfer out of US East (N. Virginia) to internet", team=team)
+            _usage_row(
+                buf,
+                "egress",
+                day,
+                gb,
+                PRICE["egress"],
+                phase="inference",
+                category="network",
+                sub="search" if team == "search" else "reco",
+                start=d0,
+                end=d1,
+                tags={"phase": "inference", "team": team, "model": model, "env": "prod"},
+                description="USD 0.05 per GB data transfer out of US East (N. Virginia) to internet",
+                team=team,
+            )
         calls = total_req * MODEL_SHARE["search-ranker"] * LLM_SHARE
         t_in = int(calls * TOKENS_IN * float(np.exp(rng.normal(0, 0.05))))
         t_out = int(calls * TOKENS_OUT * float(np.exp(rng.normal(0, 0.05))))
         u.tokens_in, u.tokens_out = t_in, t_out
         model_arn = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"
         for key, tok in (("nova_in", t_in), ("nova_out", t_out)):
-            _usage_row(buf, key, day, tok, PRICE[key], phase="inference", category="ai_services", sub="search",
-                       start=d0, end=d1, tags=None, resource_id=model_arn, resource_name="amazon.nova-pro-v1:0",
-                       resource_type="Foundation Model", team="search")
+            _usage_row(
+                buf,
+                key,
+                day,
+                tok,
+                PRICE[key],
+                phase="inference",
+                category="ai_services",
+                sub="search",
+                start=d0,
+                end=d1,
+                tags=None,
+                resource_id=model_arn,
+                resource_name="amazon.nova-pro-v1:0",
+                resource_type="Foundation Model",
+                team="search",
+            )
         # Quarterly promotional credit on the managed LLM (untagged, like the usage it offsets).
         if day.day == 1 and day.month in (1, 4, 7, 10):
             amt = -2500 * C
-            buf.add(day=day, sku=None, phase="inference", category="ai_services", sub="search", start=d0, end=d1,
-                    billed=amt, effective=amt, list_cost=amt, contracted=amt, qty=None, list_price=None,
-                    contracted_price=None, pricing=None, tags=None, charge_category="Credit", frequency="One-Time",
-                    description="Amazon Bedrock promotional credit", service=("AI and Machine Learning", "Amazon Bedrock", "Generative AI"))
+            buf.add(
+                day=day,
+                sku=None,
+                phase="inference",
+                category="ai_services",
+                sub="search",
+                start=d0,
+                end=d1,
+                billed=amt,
+                effective=amt,
+                list_cost=amt,
+                contracted=amt,
+                qty=None,
+                list_price=None,
+                contracted_price=None,
+                pricing=None,
+                tags=None,
+                charge_category="Credit",
+                frequency="One-Time",
+                description="Amazon Bedrock promotional credit",
+                service=("AI and Machine Learning", "Amazon Bedrock", "Generative AI"),
+            )
         if day == sc.sla_credit_day:
             amt = -12345_6700000000
-            buf.add(day=day, sku=None, phase="inference", category="compute_gpu", sub="search", start=d0, end=d1,
-                    billed=amt, effective=amt, list_cost=amt, contracted=amt, qty=None, list_price=None,
-                    contracted_price=None, pricing=None,
-                    tags={"phase": "inference", "team": "search", "model": "search-ranker", "env": "prod"},
-                    charge_category="Credit", frequency="One-Time",
-                    description="EC2 service level agreement credit (g5 capacity outage)",
-                    service=("Compute", "Amazon Elastic Compute Cloud", "Virtual Machines"))
+            buf.add(
+                day=day,
+                sku=None,
+                phase="inference",
+                category="compute_gpu",
+                sub="search",
+                start=d0,
+                end=d1,
+                billed=amt,
+                effective=amt,
+                list_cost=amt,
+                contracted=amt,
+                qty=None,
+                list_price=None,
+                contracted_price=None,
+                pricing=None,
+                tags={
+                    "phase": "inference",
+                    "team": "search",
+                    "model": "search-ranker",
+                    "env": "prod",
+                },
+                charge_category="Credit",
+                frequency="One-Time",
+                description="EC2 service level agreement credit (g5 capacity outage)",
+                service=("Compute", "Amazon Elastic Compute Cloud", "Virtual Machines"),
+            )
 
         # GPU bursts: pre-training on a capacity block, optimization jobs on demand.
         for r in sc.runs:
@@ -352,22 +575,61 @@ class World:
             cap = (f"cr-0{_hid('cr', r.name, n=16)}", "Used") if r.phase == "pretraining" else None
             for node in range(r.nodes):
                 qty = hc * (Q // 100)
-                _usage_row(buf, "p5", day, qty, price, phase=r.phase, category="compute_gpu", sub="training",
-                           start=lo, end=hi, tags={"phase": r.phase, "team": r.team, "model": r.name, "env": "prod"},
-                           resource_id=f"i-0{_hid(r.name, node, n=16)}", resource_name=f"{r.name}-node-{node:03d}",
-                           az="us-east-1b", capacity=cap, gpu_hours=qty * 8, team=r.team,
-                           description=f"USD {price / P:.2f} per {'Capacity Block' if cap else 'On Demand'} p5.48xlarge Instance Hour")
+                _usage_row(
+                    buf,
+                    "p5",
+                    day,
+                    qty,
+                    price,
+                    phase=r.phase,
+                    category="compute_gpu",
+                    sub="training",
+                    start=lo,
+                    end=hi,
+                    tags={"phase": r.phase, "team": r.team, "model": r.name, "env": "prod"},
+                    resource_id=f"i-0{_hid(r.name, node, n=16)}",
+                    resource_name=f"{r.name}-node-{node:03d}",
+                    az="us-east-1b",
+                    capacity=cap,
+                    gpu_hours=qty * 8,
+                    team=r.team,
+                    description=f"USD {price / P:.2f} per {'Capacity Block' if cap else 'On Demand'} p5.48xlarge Instance Hour",
+                )
             key = (r.phase, r.team)
             u.gpu_hours[key] = u.gpu_hours.get(key, 0) + hc * (Q // 100) * 8 * r.nodes
-            u.util[r.phase] = float(np.clip((0.38 if r.phase == "pretraining" else 0.5) + rng.normal(0, 0.02), 0.1, 0.95))
+            u.util[r.phase] = float(
+                np.clip(
+                    (0.38 if r.phase == "pretraining" else 0.5) + rng.normal(0, 0.02), 0.1, 0.95
+                )
+            )
 
         # Fine-tuning cadence: weekly A10 refreshes (search on Tuesday, reco on Thursday) and a monthly
         # H100 job on the first Wednesday (from 20 months before --end).
-        ft: list[tuple[str, str, str, int, int, str]] = []  # (job, team, sku, nodes, hours_c, model)
+        ft: list[
+            tuple[str, str, str, int, int, str]
+        ] = []  # (job, team, sku, nodes, hours_c, model)
         if day.weekday() == 1:
-            ft.append(("ft-search-weekly", "search", "g5", 2, int(round((18 + rng.normal(0, 1.5)) * 4)) * 25, "search-ranker"))
+            ft.append(
+                (
+                    "ft-search-weekly",
+                    "search",
+                    "g5",
+                    2,
+                    int(round((18 + rng.normal(0, 1.5)) * 4)) * 25,
+                    "search-ranker",
+                )
+            )
         if day.weekday() == 3:
-            ft.append(("ft-reco-weekly", "reco", "g5", 2, int(round((14 + rng.normal(0, 1.5)) * 4)) * 25, "reco-twotower"))
+            ft.append(
+                (
+                    "ft-reco-weekly",
+                    "reco",
+                    "g5",
+                    2,
+                    int(round((14 + rng.normal(0, 1.5)) * 4)) * 25,
+                    "reco-twotower",
+                )
+            )
         first_wed = day.weekday() == 2 and day.day <= 7
         prev = day - dt.timedelta(days=1)
         if day >= add_months(sc.end_month, -20):
@@ -381,10 +643,24 @@ class World:
             tags = {"phase": "fine_tuning", "team": team, "model": model, "env": "prod", "job": job}
             for node in range(nodes):
                 qty = hc * (Q // 100)
-                _usage_row(buf, key, day, qty, price, phase="fine_tuning", category="compute_gpu", sub="training",
-                           start=d0, end=d0 + dt.timedelta(seconds=hc * 36), tags=tags,
-                           resource_id=f"i-0{_hid(job, day, node, n=16)}", resource_name=f"{job}-{node}",
-                           az="us-east-1b", gpu_hours=qty * sku.gpus, team=team)
+                _usage_row(
+                    buf,
+                    key,
+                    day,
+                    qty,
+                    price,
+                    phase="fine_tuning",
+                    category="compute_gpu",
+                    sub="training",
+                    start=d0,
+                    end=d0 + dt.timedelta(seconds=hc * 36),
+                    tags=tags,
+                    resource_id=f"i-0{_hid(job, day, node, n=16)}",
+                    resource_name=f"{job}-{node}",
+                    az="us-east-1b",
+                    gpu_hours=qty * sku.gpus,
+                    team=team,
+                )
             gk = ("fine_tuning", team)
             u.gpu_hours[gk] = u.gpu_hours.get(gk, 0) + hc * (Q // 100) * sku.gpus * nodes
         if ft:
@@ -398,45 +674,139 @@ class World:
         for k in range(n_etl):
             hc = int(round((20 + rng.normal(0, 1.0)) * 4)) * 25
             qty = hc * (Q // 100)
-            _usage_row(buf, "c6i", day, qty, PRICE["c6i"], phase="data_preprocessing", category="compute_cpu",
-                       sub="data", start=d0, end=d0 + dt.timedelta(seconds=hc * 36),
-                       tags={"phase": "data_preprocessing", "team": "data-eng", "model": "shared", "env": "prod"},
-                       resource_id=f"i-0{_hid('etl', k, n=16)}", resource_name=f"etl-worker-{k:02d}",
-                       az="us-east-1a", team="data-eng")
+            _usage_row(
+                buf,
+                "c6i",
+                day,
+                qty,
+                PRICE["c6i"],
+                phase="data_preprocessing",
+                category="compute_cpu",
+                sub="data",
+                start=d0,
+                end=d0 + dt.timedelta(seconds=hc * 36),
+                tags={
+                    "phase": "data_preprocessing",
+                    "team": "data-eng",
+                    "model": "shared",
+                    "env": "prod",
+                },
+                resource_id=f"i-0{_hid('etl', k, n=16)}",
+                resource_name=f"etl-worker-{k:02d}",
+                az="us-east-1a",
+                team="data-eng",
+            )
         dpu = int(sc.glue_dpu_hours(day) * float(np.exp(rng.normal(0, 0.05))) * 100) * (Q // 100)
-        _usage_row(buf, "glue", day, dpu, PRICE["glue"], phase="data_preprocessing", category="compute_cpu",
-                   sub="data", start=d0, end=d1, tags=None, resource_id="arn:aws:glue:us-east-1:acct-ecomai-7f3k2:job/clickstream-sessionize",
-                   resource_name="clickstream-sessionize", resource_type="Glue Job", team="data-eng")
-        dim = ((add_months(day, 1) - month_start(day)).days)
+        _usage_row(
+            buf,
+            "glue",
+            day,
+            dpu,
+            PRICE["glue"],
+            phase="data_preprocessing",
+            category="compute_cpu",
+            sub="data",
+            start=d0,
+            end=d1,
+            tags=None,
+            resource_id="arn:aws:glue:us-east-1:acct-ecomai-7f3k2:job/clickstream-sessionize",
+            resource_name="clickstream-sessionize",
+            resource_type="Glue Job",
+            team="data-eng",
+        )
+        dim = (add_months(day, 1) - month_start(day)).days
         lake, raw = sc.storage_gb(day)
-        for gb, name, tags in ((lake, "ecomai-datalake", {"phase": "data_preprocessing", "team": "data-eng", "model": "shared", "env": "prod"}),
-                               (raw, "ecomai-raw-logs", None)):
+        for gb, name, tags in (
+            (
+                lake,
+                "ecomai-datalake",
+                {
+                    "phase": "data_preprocessing",
+                    "team": "data-eng",
+                    "model": "shared",
+                    "env": "prod",
+                },
+            ),
+            (raw, "ecomai-raw-logs", None),
+        ):
             qty = int(round(gb * Q / dim))
-            _usage_row(buf, "s3", day, qty, PRICE["s3"], phase="data_preprocessing", category="storage", sub="data",
-                       start=d0, end=d1, tags=tags, resource_id=f"arn:aws:s3:::{name}", resource_name=name,
-                       description="USD 0.023 per GB-Month of storage used in S3 Standard", team="data-eng")
+            _usage_row(
+                buf,
+                "s3",
+                day,
+                qty,
+                PRICE["s3"],
+                phase="data_preprocessing",
+                category="storage",
+                sub="data",
+                start=d0,
+                end=d1,
+                tags=tags,
+                resource_id=f"arn:aws:s3:::{name}",
+                resource_name=name,
+                description="USD 0.023 per GB-Month of storage used in S3 Standard",
+                team="data-eng",
+            )
         u.storage_gb = lake + raw
 
         # Operations: the monitoring stack (tagged) and CloudWatch logs (untagged).
         for k in range(sc.ops_instances(day)):
             qty = 24 * Q
-            _usage_row(buf, "m6i2", day, qty, PRICE["m6i2"], phase="operations", category="compute_cpu", sub="shared",
-                       start=d0, end=d1, tags={"phase": "operations", "team": "sre", "model": "shared", "env": "prod"},
-                       resource_id=f"i-0{_hid('mon', k, n=16)}", resource_name=f"prometheus-{k}", az="us-east-1a",
-                       team="sre")
+            _usage_row(
+                buf,
+                "m6i2",
+                day,
+                qty,
+                PRICE["m6i2"],
+                phase="operations",
+                category="compute_cpu",
+                sub="shared",
+                start=d0,
+                end=d1,
+                tags={"phase": "operations", "team": "sre", "model": "shared", "env": "prod"},
+                resource_id=f"i-0{_hid('mon', k, n=16)}",
+                resource_name=f"prometheus-{k}",
+                az="us-east-1a",
+                team="sre",
+            )
         logs = int(total_req / 1000 * LOG_GB_PER_1K_REQUESTS * Q)
-        _usage_row(buf, "cwlogs", day, logs, PRICE["cwlogs"], phase="operations", category="other", sub="shared",
-                   start=d0, end=d1, tags=None, team="sre")
+        _usage_row(
+            buf,
+            "cwlogs",
+            day,
+            logs,
+            PRICE["cwlogs"],
+            phase="operations",
+            category="other",
+            sub="shared",
+            start=d0,
+            end=d1,
+            tags=None,
+            team="sre",
+        )
 
         # Developer boxes nobody tagged: no rule places them (unallocated).
         if day.weekday() < 5:
             for k in range(3):
                 hc = int(round((10 + rng.normal(0, 1.5)) * 4)) * 25
                 qty = max(hc, 25) * (Q // 100)
-                _usage_row(buf, "m6i1", day, qty, PRICE["m6i1"], phase="unallocated", category="compute_cpu",
-                           sub="shared", start=d0, end=d0 + dt.timedelta(seconds=max(hc, 25) * 36),
-                           tags={"owner": f"dev{k + 1}", "env": "dev"}, resource_id=f"i-0{_hid('dev', k, n=16)}",
-                           resource_name=f"devbox-{k + 1}", az="us-east-1c", team=None)
+                _usage_row(
+                    buf,
+                    "m6i1",
+                    day,
+                    qty,
+                    PRICE["m6i1"],
+                    phase="unallocated",
+                    category="compute_cpu",
+                    sub="shared",
+                    start=d0,
+                    end=d0 + dt.timedelta(seconds=max(hc, 25) * 36),
+                    tags={"owner": f"dev{k + 1}", "env": "dev"},
+                    resource_id=f"i-0{_hid('dev', k, n=16)}",
+                    resource_name=f"devbox-{k + 1}",
+                    az="us-east-1c",
+                    team=None,
+                )
         return u
 
 

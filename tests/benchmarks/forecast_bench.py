@@ -34,7 +34,16 @@ HOLDOUT = 18
 
 def make_series(rng: np.random.Generator, n: int, kind: str | None = None) -> np.ndarray:
     """One positive monthly series of length ``n`` (history + hold-out), of a random kind."""
-    kinds = ("trend", "seasonal_add", "seasonal_mult", "noisy", "random_walk", "level_shift", "damped", "smooth")
+    kinds = (
+        "trend",
+        "seasonal_add",
+        "seasonal_mult",
+        "noisy",
+        "random_walk",
+        "level_shift",
+        "damped",
+        "smooth",
+    )
     kind = kind or str(rng.choice(kinds))
     t = np.arange(n, dtype=float)
     level = float(np.exp(rng.normal(7.5, 1.0)))
@@ -51,7 +60,9 @@ def make_series(rng: np.random.Generator, n: int, kind: str | None = None) -> np
     if kind == "level_shift" or rng.random() < 0.1:
         at = int(rng.integers(n // 4, n - 3))
         trend = trend * np.where(t >= at, 1 + rng.choice([-1, 1]) * rng.uniform(0.1, 0.3), 1.0)
-    seasonal = kind.startswith("seasonal") or (kind not in ("random_walk", "noisy") and rng.random() < 0.5)
+    seasonal = kind.startswith("seasonal") or (
+        kind not in ("random_walk", "noisy") and rng.random() < 0.5
+    )
     prof = np.zeros(12)
     if seasonal:
         phase = rng.uniform(0, 2 * np.pi)
@@ -59,7 +70,9 @@ def make_series(rng: np.random.Generator, n: int, kind: str | None = None) -> np
         prof = prof - prof.mean()
         prof = prof / np.abs(prof).max() * rng.uniform(0.05, 0.35)
     season = prof[(t.astype(int) + int(rng.integers(12))) % 12]
-    noise_sd = {"noisy": rng.uniform(0.10, 0.20), "smooth": rng.uniform(0.01, 0.03)}.get(kind, rng.uniform(0.02, 0.08))
+    noise_sd = {"noisy": rng.uniform(0.10, 0.20), "smooth": rng.uniform(0.01, 0.03)}.get(
+        kind, rng.uniform(0.02, 0.08)
+    )
     if kind == "seasonal_add":
         y = trend + level * season + level * rng.normal(0, noise_sd, n)
     else:
@@ -68,7 +81,12 @@ def make_series(rng: np.random.Generator, n: int, kind: str | None = None) -> np
 
 
 def make_collection(
-    n_series: int, seed: int = 0, min_len: int = 24, max_len: int = 150, holdout: int = HOLDOUT, fixed_len: int | None = None
+    n_series: int,
+    seed: int = 0,
+    min_len: int = 24,
+    max_len: int = 150,
+    holdout: int = HOLDOUT,
+    fixed_len: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(history, hold-out) long frames ``unique_id, ds, y``; series end on the same month."""
     rng = np.random.default_rng(seed)
@@ -87,7 +105,9 @@ def make_collection(
 # --- evaluation --------------------------------------------------------------
 
 
-def evaluate(fc: pd.DataFrame, hist: pd.DataFrame, test: pd.DataFrame, levels=(80, 95), by: str | None = None) -> pd.DataFrame:
+def evaluate(
+    fc: pd.DataFrame, hist: pd.DataFrame, test: pd.DataFrame, levels=(80, 95), by: str | None = None
+) -> pd.DataFrame:
     """Hold-out accuracy of a forecast table (``unique_id, ds, [model], mean, lo_L, hi_L``):
     MASE and MSIS scaled by each series' in-sample seasonal-naive MAE (M4), sMAPE, coverage."""
     from pipeline.metrics import scale_of, summarize
@@ -140,17 +160,24 @@ class PeakRSS:
         self._t.join()
 
 
-def run_phasecast(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, executor: str) -> tuple[pd.DataFrame, dict]:
+def run_phasecast(
+    hist: pd.DataFrame, horizon: int, n_windows: int, step: int, executor: str
+) -> tuple[pd.DataFrame, dict]:
     from pipeline.forecast import ForecastConfig, run_forecast
 
     cfg = ForecastConfig(horizon=horizon, n_windows=n_windows, step=step, executor=executor)
     res = run_forecast(hist, cfg, progress=False)
-    info = {"selected": res.selection["model"].value_counts().to_dict(), "ensemble_weights": res.ensemble_weights,
-            "fallback_events": len(res.events)}
+    info = {
+        "selected": res.selection["model"].value_counts().to_dict(),
+        "ensemble_weights": res.ensemble_weights,
+        "fallback_events": len(res.events),
+    }
     return res.forecast.assign(model="phasecast"), {"all": res.all_forecasts, **info}
 
 
-def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs: int) -> tuple[pd.DataFrame, dict]:
+def run_peer(
+    hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs: int
+) -> tuple[pd.DataFrame, dict]:
     """statsforecast AutoETS + mlforecast LightGBM: cross-validation (3 windows) to pick per
     series, final fit/predict with conformal intervals (their own implementations)."""
     import lightgbm as lgb
@@ -168,23 +195,48 @@ def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs
     # mlforecast needs >= 2 conformal windows; with 48 months that leaves 12 for training, so the
     # peer's lags stop at 6 and the month of year carries the seasonality
     ml_windows = max(2, min(n_windows, (n - 12) // horizon))
-    sf = StatsForecast(models=[AutoETS(season_length=12, prediction_intervals=ConformalIntervals(h=horizon, n_windows=ci_windows))],
-                       freq="MS", n_jobs=n_jobs)
+    sf = StatsForecast(
+        models=[
+            AutoETS(
+                season_length=12,
+                prediction_intervals=ConformalIntervals(h=horizon, n_windows=ci_windows),
+            )
+        ],
+        freq="MS",
+        n_jobs=n_jobs,
+    )
     cv_sf = sf.cross_validation(df=hist, h=horizon, n_windows=n_windows, step_size=step)
     fc_sf = sf.forecast(df=hist, h=horizon, level=levels)
     from mlforecast.target_transforms import LocalStandardScaler
 
-    gbm = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=31, verbosity=-1, n_jobs=n_jobs)
-    mlf = MLForecast(models={"lightgbm": gbm}, freq="MS", lags=[1, 2, 3, 6],
-                     lag_transforms={1: [RollingMean(window_size=3)]},
-                     date_features=["month"], target_transforms=[LocalStandardScaler()])
+    gbm = lgb.LGBMRegressor(
+        n_estimators=200, learning_rate=0.05, num_leaves=31, verbosity=-1, n_jobs=n_jobs
+    )
+    mlf = MLForecast(
+        models={"lightgbm": gbm},
+        freq="MS",
+        lags=[1, 2, 3, 6],
+        lag_transforms={1: [RollingMean(window_size=3)]},
+        date_features=["month"],
+        target_transforms=[LocalStandardScaler()],
+    )
     cv_ml = mlf.cross_validation(df=hist, h=horizon, n_windows=n_windows, step_size=step)
     mlf.fit(hist, prediction_intervals=PredictionIntervals(n_windows=ml_windows, h=horizon))
     fc_ml = mlf.predict(horizon, level=levels)
-    cv = cv_sf.merge(cv_ml[["unique_id", "ds", "cutoff", "lightgbm"]], on=["unique_id", "ds", "cutoff"])
-    mae = pd.DataFrame({
-        "AutoETS": (cv["y"] - cv["AutoETS"]).abs(), "lightgbm": (cv["y"] - cv["lightgbm"]).abs(), "unique_id": cv["unique_id"],
-    }).groupby("unique_id").mean()
+    cv = cv_sf.merge(
+        cv_ml[["unique_id", "ds", "cutoff", "lightgbm"]], on=["unique_id", "ds", "cutoff"]
+    )
+    mae = (
+        pd.DataFrame(
+            {
+                "AutoETS": (cv["y"] - cv["AutoETS"]).abs(),
+                "lightgbm": (cv["y"] - cv["lightgbm"]).abs(),
+                "unique_id": cv["unique_id"],
+            }
+        )
+        .groupby("unique_id")
+        .mean()
+    )
     pick = mae.idxmin(axis=1)
 
     def table(fc: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -198,8 +250,14 @@ def run_peer(hist: pd.DataFrame, horizon: int, n_windows: int, step: int, n_jobs
 
     ets, gbm = table(fc_sf, "AutoETS"), table(fc_ml, "lightgbm")
     both = pd.concat([ets, gbm], ignore_index=True)
-    chosen = both[both["model"].to_numpy() == both["unique_id"].map(pick).to_numpy()].assign(model="peer")
-    return chosen, {"all": both, "conformal_windows": {"statsforecast": ci_windows, "mlforecast": ml_windows}, "picked": pick.value_counts().to_dict()}
+    chosen = both[both["model"].to_numpy() == both["unique_id"].map(pick).to_numpy()].assign(
+        model="peer"
+    )
+    return chosen, {
+        "all": both,
+        "conformal_windows": {"statsforecast": ci_windows, "mlforecast": ml_windows},
+        "picked": pick.value_counts().to_dict(),
+    }
 
 
 def _timed(fn, *args):  # type: ignore[no-untyped-def]
@@ -227,33 +285,80 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    hist, test = make_collection(args.n_series, seed=args.seed, fixed_len=args.months, holdout=args.horizon)
+    hist, test = make_collection(
+        args.n_series, seed=args.seed, fixed_len=args.months, holdout=args.horizon
+    )
     rows, extra = [], {}
-    (fc, info), wall, mem = _timed(run_phasecast, hist, args.horizon, args.n_windows, args.step, args.executor)
-    rows.append({"system": "phasecast (selected)", "wall_s": wall, "peak_mb": mem, **evaluate(fc, hist, test).iloc[0].to_dict()})
+    (fc, info), wall, mem = _timed(
+        run_phasecast, hist, args.horizon, args.n_windows, args.step, args.executor
+    )
+    rows.append(
+        {
+            "system": "phasecast (selected)",
+            "wall_s": wall,
+            "peak_mb": mem,
+            **evaluate(fc, hist, test).iloc[0].to_dict(),
+        }
+    )
     per_model = evaluate(info["all"], hist, test, by="model")
-    extra["phasecast"] = {"selected": info["selected"], "ensemble_weights": info["ensemble_weights"],
-                          "per_model": per_model.to_dict(orient="records")}
+    extra["phasecast"] = {
+        "selected": info["selected"],
+        "ensemble_weights": info["ensemble_weights"],
+        "per_model": per_model.to_dict(orient="records"),
+    }
     if not args.skip_peer:
-        (pfc, pinfo), pwall, pmem = _timed(run_peer, hist, args.horizon, args.n_windows, args.step, args.cores)
-        rows.append({"system": "peer: statsforecast AutoETS + mlforecast LightGBM (CV-picked)", "wall_s": pwall,
-                     "peak_mb": pmem, **evaluate(pfc, hist, test).iloc[0].to_dict()})
-        extra["peer"] = {"per_model": evaluate(pinfo["all"], hist, test, by="model").to_dict(orient="records"),
-                         "conformal_windows": pinfo["conformal_windows"], "picked": pinfo["picked"]}
+        (pfc, pinfo), pwall, pmem = _timed(
+            run_peer, hist, args.horizon, args.n_windows, args.step, args.cores
+        )
+        rows.append(
+            {
+                "system": "peer: statsforecast AutoETS + mlforecast LightGBM (CV-picked)",
+                "wall_s": pwall,
+                "peak_mb": pmem,
+                **evaluate(pfc, hist, test).iloc[0].to_dict(),
+            }
+        )
+        extra["peer"] = {
+            "per_model": evaluate(pinfo["all"], hist, test, by="model").to_dict(orient="records"),
+            "conformal_windows": pinfo["conformal_windows"],
+            "picked": pinfo["picked"],
+        }
     table = pd.DataFrame(rows)
-    cols = ["system", "wall_s", "peak_mb", "MASE", "sMAPE", "WAPE", "coverage_80", "coverage_95", "MSIS_95"]
+    cols = [
+        "system",
+        "wall_s",
+        "peak_mb",
+        "MASE",
+        "sMAPE",
+        "WAPE",
+        "coverage_80",
+        "coverage_95",
+        "MSIS_95",
+    ]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nphasecast per model (held-out):")
-    print(per_model[["model", "MASE", "sMAPE", "coverage_80", "coverage_95", "MSIS_95"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        per_model[["model", "MASE", "sMAPE", "coverage_80", "coverage_95", "MSIS_95"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"
+        )
+    )
     if "peer" in extra:
         print("\npeer per model (held-out):")
-        print(pd.DataFrame(extra["peer"]["per_model"])[["model", "MASE", "sMAPE", "coverage_80", "coverage_95"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(
+            pd.DataFrame(extra["peer"]["per_model"])[
+                ["model", "MASE", "sMAPE", "coverage_80", "coverage_95"]
+            ].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        )
         ratio = rows[0]["wall_s"] / rows[1]["wall_s"]
         print(f"\nwall-time ratio phasecast / peer: {ratio:.2f}")
         extra["wall_ratio"] = ratio
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": vars(args) | {"out": str(args.out)}, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-               "results": table.to_dict(orient="records"), **extra}
+    payload = {
+        "config": vars(args) | {"out": str(args.out)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": table.to_dict(orient="records"),
+        **extra,
+    }
     args.out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
