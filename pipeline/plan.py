@@ -6,6 +6,8 @@ It is the analytic baseline's input and the models' source of known future drive
 .. code-block:: yaml
 
     currency: USD
+    start: 2026-11                  # optional: the first month the plan describes; months before it
+                                    # (backtest windows) get the run-rate, not a plan of zeros
     price_book:
       gpu_hour:                     # price per GPU-hour by GPU type and pricing category
         H100: {on_demand: 4.10, committed: 2.90}
@@ -195,6 +197,7 @@ class Plan:
     traffic: TrafficPlan | None = None
     storage: StoragePlan | None = None
     headcount: tuple[Headcount, ...] = ()
+    start: pd.Timestamp | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> Plan:
@@ -315,6 +318,7 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
     known = {
         "price_book",
         "currency",
+        "start",
         "scheduled_runs",
         "recurring",
         "traffic",
@@ -329,6 +333,7 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
         traffic=traffic,
         storage=storage,
         headcount=heads,
+        start=_opt_month(raw.get("start")),
         extra={k: v for k, v in raw.items() if k not in known},
     )
 

@@ -233,3 +233,15 @@ def test_plan_sources_and_start() -> None:
     src = plan_sources(plan, "2027-01", 4)
     assert all(isinstance(v, set) and v for v in src.values())
     assert plan_start(plan) is not None
+
+
+def test_months_before_the_plan_start_get_the_run_rate() -> None:
+    """A backtest window ends before the plan begins: the plan says nothing about those months, so
+    the run-rate stands there (not the plan's zeros), and the plan from its start month on."""
+    df = _hist({"pretraining/compute_gpu": [5.0, 5.0, 5.0]})
+    m = AnalyticBaseline(plan=plan_from_dict({**PLAN, "start": "2027-03"})).fit(df)
+    fc = m.predict(4).set_index(["unique_id", "ds"])["mean"]
+    ts = pd.Timestamp
+    assert fc[("pretraining/compute_gpu", ts("2027-01-01"))] == pytest.approx(5.0)
+    assert fc[("pretraining/compute_gpu", ts("2027-02-01"))] == pytest.approx(5.0)
+    assert fc[("pretraining/compute_gpu", ts("2027-03-01"))] == pytest.approx(21_600.0)

@@ -68,6 +68,8 @@ class AnalyticBaseline(Forecaster):
 
     def _predict(self, h: int, X_future: pd.DataFrame | None) -> SeriesForecast:
         planned = self._planned(h)
+        start = self.plan.start if self.plan is not None else None
+        self._plan_start = start if start is not None else pd.Timestamp.min
         n = len(self.ids_)
         mean = np.zeros((n, h))
         sigma = np.zeros((n, h))
@@ -87,7 +89,9 @@ class AnalyticBaseline(Forecaster):
                 )
                 if plan_row is not None:
                     hit = plan_row.reindex(months[i])
-                    covered = hit.notna().to_numpy()
+                    # months before the plan's first month are history it says nothing about (a
+                    # backtest window): the run-rate stands there, not a plan of zeros
+                    covered = hit.notna().to_numpy() & np.asarray(months[i] >= self._plan_start)
                     mean[i, covered] = hit.to_numpy()[covered]
                     if covered.any():
                         self.plan_driven_ids_.add(str(uid))

@@ -218,11 +218,20 @@ class PerSeriesForecaster(Forecaster):
                         m = s = None
                 except Exception:
                     m = s = None
+            if m is not None and _explodes(m, st.y):
+                m = s = None
             if m is None or s is None:
                 self.fallback_ids_.add(str(uid))
                 m, s = np.full(h, run_rate(st.y)), run_rate_sigma(st.y, h)
             mean[i], sigma[i] = m, s
         return SeriesForecast(mean, sigma)
+
+
+def _explodes(mean: np.ndarray, y: np.ndarray, factor: float = 10.0) -> bool:
+    """A forecast far outside anything the history has seen (an explosive AR root, an unstable
+    multiplicative fit) is a failed fit, not a forecast: the run-rate replaces it, recorded."""
+    span = float(np.max(np.abs(y))) if len(y) else 0.0
+    return bool(np.max(np.abs(mean)) > factor * max(span, 1e-9))
 
 
 # --- ETS ------------------------------------------------------------------------------------

@@ -541,6 +541,7 @@ def _plan(sc: Scenario, config: SynthConfig) -> dict[str, Any]:
     blended = (TOKENS_IN * 0.80 + TOKENS_OUT * 3.20) / (TOKENS_IN + TOKENS_OUT)
     return {
         "currency": CURRENCY,
+        "start": f"{first:{ym}}",
         "price_book": {
             "gpu_hour": {
                 "H100": {"on_demand": 12.29, "committed": 8.603},
