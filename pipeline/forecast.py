@@ -569,9 +569,9 @@ def run_forecast(
         )
         qs = {}
         for lv in levels:
-            a = 1 - lv / 100
-            qs[lo_col(lv)] = np.quantile(paths, a / 2, axis=1)
-            qs[hi_col(lv)] = np.quantile(paths, 1 - a / 2, axis=1)
+            alpha = 1 - lv / 100
+            qs[lo_col(lv)] = np.quantile(paths, alpha / 2, axis=1)
+            qs[hi_col(lv)] = np.quantile(paths, 1 - alpha / 2, axis=1)
         pub[MEAN] = mean.ravel()
         for lv in levels:
             pub[lo_col(lv)] = np.minimum(qs[lo_col(lv)], mean).ravel()
@@ -587,12 +587,12 @@ def run_forecast(
         for i in plan_rows:
             rows = (pub[UID] == ids[i]).to_numpy()
             for lv in levels:
-                a = 1 - lv / 100
+                alpha = 1 - lv / 100
                 pub.loc[rows, lo_col(lv)] = np.minimum(
-                    np.quantile(paths[i], a / 2, axis=0), mean[i]
+                    np.quantile(paths[i], alpha / 2, axis=0), mean[i]
                 )
                 pub.loc[rows, hi_col(lv)] = np.maximum(
-                    np.quantile(paths[i], 1 - a / 2, axis=0), mean[i]
+                    np.quantile(paths[i], 1 - alpha / 2, axis=0), mean[i]
                 )
         paths[nn] = np.maximum(paths[nn], 0.0)
         clip_rows = pub[UID].map(nonneg).to_numpy(bool)

@@ -285,6 +285,7 @@ class LightGBMForecaster(Forecaster):
             return SeriesForecast(mean, sigma)
         H = self.max_horizon
         steps_eff = np.minimum(np.arange(1, h + 1), H)  # beyond the trained horizon: hold step H
+        assert self.state_ is not None  # set by _fit
         st = self.state_.loc[uids].reset_index()
         pairs = st.loc[st.index.repeat(h)].reset_index(drop=True)
         steps = np.tile(np.arange(1, h + 1), n)

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, Problem
 from pipeline.synth.calendar import events as calendar_events
 from pipeline.synth.fast import synth_focus_rows
 from pipeline.synth.focus import (
@@ -104,7 +104,7 @@ class SynthConfig:
                 f"plan_months must be between 1 and 60. Got {self.plan_months} instead."
             )
         if problems:
-            raise InputError(problems, fix="see phasecast synth --help")
+            raise InputError([Problem(p) for p in problems], fix="see phasecast synth --help")
 
 
 @dataclass(frozen=True)
