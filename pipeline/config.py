@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,21 @@ class Paths:
     """Where phasecast keeps its state, relative to a home folder (the project root by default)."""
 
     home: Path = field(default_factory=Path.cwd)
+    config: Path | None = None  # phasecast.yaml; default: <home>/phasecast.yaml when it exists
+
+    @property
+    def config_file(self) -> Path | None:
+        if self.config is not None:
+            return self.config
+        default = self.home / "phasecast.yaml"
+        return default if default.exists() else None
+
+    def settings(self) -> Any:
+        """The :class:`~pipeline.settings.Settings` of the configuration file (defaults without one)."""
+        from pipeline.settings import Settings, load_settings
+
+        f = self.config_file
+        return load_settings(f) if f is not None else Settings()
 
     @property
     def data(self) -> Path:

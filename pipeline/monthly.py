@@ -42,6 +42,7 @@ from pipeline.errors import PhasecastError, RunFailedError
 from pipeline.forecast import ForecastConfig, ForecastResult
 from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y
 from pipeline.runlock import run_lock
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class MonthlyConfig:
     cost_column: str = "EffectiveCost"
     progress: bool = True
     report: bool = True
+    settings: Settings = field(default_factory=Settings)  # quarters, scenarios, thresholds, ...
+    currency: str | None = None  # the currency to forecast when the warehouse holds several
 
     @property
     def inbox_dir(self) -> Path:
@@ -106,15 +109,6 @@ def backtest_mase(
 
 
 # --- outputs ----------------------------------------------------------------------------------
-def write_table(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
-    """``name.csv`` and ``name.parquet``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    csv, pq = folder / f"{name}.csv", folder / f"{name}.parquet"
-    df.to_csv(csv, index=False)
-    df.reset_index(drop=True).to_parquet(pq, index=False)
-    return [csv, pq]
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Replace ``final`` by ``tmp`` with renames (same filesystem): the old folder is moved aside
     first and removed only after the new one is in place."""
@@ -207,6 +201,8 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
         "budgets": str(cfg.budgets) if cfg.budgets else None,
         "plan": str(cfg.plan) if cfg.plan else None,
         "inbox": str(cfg.inbox_dir),
+        "settings": cfg.settings.describe(),
+        "currency": cfg.currency,
     }
 
 
@@ -235,7 +231,12 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         ingest_info = ingest_inbox(cfg)
         from pipeline.series import build_series
 
-        frames = build_series(cfg.paths.warehouse, as_of=cfg.as_of, cost_column=cfg.cost_column)
+        frames = build_series(
+            cfg.paths.warehouse,
+            as_of=cfg.as_of,
+            cost_column=cfg.cost_column,
+            currency=cfg.currency,
+        )
         series = frames.monthly
         if series.empty:
             raise RunFailedError(
@@ -248,9 +249,10 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             plan = load_plan(cfg.plan)
         budgets = None
         if cfg.budgets is not None:
-            from pipeline.budget import load_budgets
+            from pipeline.budget import check_currency, load_budgets
 
             budgets = load_budgets(cfg.budgets)
+            check_currency(budgets, frames.currency, str(cfg.budgets))
     except BaseException as exc:
         rid = tracker.record_failure(
             JOB_KIND, as_of, {**base_tags, "failed_step": "inputs"}, _config_dict(cfg), exc
@@ -260,6 +262,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         )
         raise _wrap(exc) from exc
 
+    cfg = with_horizon(cfg, series, budgets)
     series_sum = tr.checksum_frame(series[[UID, "ds", Y]])
     window = {
         "first_month": f"{series['ds'].min():%Y-%m}",
@@ -332,6 +335,68 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     return MonthlyResult(out, run_id, bool(existing), manifest, manifest.pop("_result"), seconds)
 
 
+def with_horizon(
+    cfg: MonthlyConfig, series: pd.DataFrame, budgets: pd.DataFrame | None
+) -> MonthlyConfig:
+    """The one horizon policy: the configured months (18 by default), or as far as the furthest
+    budget period or planned quarter needs, whichever is longer. Decided here, once per run."""
+    from pipeline.periods import default_quarters, horizon_for, parse_period
+
+    last = pd.Timestamp(pd.to_datetime(series["ds"]).max())
+    periods = [parse_period(q) for q in cfg.settings.quarters] or list(default_quarters(cfg.as_of))
+    if budgets is not None and len(budgets):
+        periods += [parse_period(p) for p in pd.unique(budgets["period"])]
+    h = horizon_for(cfg.forecast.horizon, last, periods)
+    if h != cfg.forecast.horizon:
+        log.info("horizon %d months (to cover %s)", h, max(p.months[-1] for p in periods).date())
+    return dataclasses.replace(cfg, forecast=dataclasses.replace(cfg.forecast, horizon=h))
+
+
+def build_run(cfg: MonthlyConfig, frames: Any, res: ForecastResult, plan_text: str | None) -> Any:
+    """The :class:`~pipeline.runstore.ForecastRun` of this as-of: the forecast, its paths
+    conditioned once on the month-to-date actuals, the anomalies, the settings."""
+    from pipeline.conditioning import condition_paths, partial_months
+    from pipeline.flags import find_anomalies
+    from pipeline.runstore import ForecastRun
+
+    partial = partial_months(frames.partial, frames.daily)
+    monthly = frames.monthly
+    nonneg = monthly.groupby(UID)[Y].min()
+    fc = cfg.forecast
+    conditioned = condition_paths(
+        res.paths,
+        res.path_ids,
+        res.path_ds,
+        partial,
+        nonneg=[str(u) for u in nonneg.index[nonneg.to_numpy() >= 0]],
+        seed=fc.seed,
+    )
+    return ForecastRun(
+        as_of=cfg.as_of.isoformat(),
+        currency=frames.currency,
+        monthly=monthly,
+        partial=partial,
+        forecast=res.forecast,
+        all_forecasts=res.all_forecasts,
+        backtest=res.backtest,
+        metrics=res.metrics,
+        selection=res.selection,
+        anomalies=find_anomalies(res.backtest, res.selection, 95),
+        paths=res.paths,
+        conditioned=conditioned,
+        path_ids=[str(u) for u in res.path_ids],
+        path_ds=pd.DatetimeIndex(res.path_ds),
+        settings={
+            "horizon": fc.horizon,
+            "levels": list(fc.levels),
+            "n_paths": fc.n_paths,
+            "seed": fc.seed,
+            **cfg.settings.describe(),
+        },
+        plan_text=plan_text,
+    )
+
+
 @contextmanager
 def _reuse(run_id: str) -> Iterator[str]:
     yield run_id
@@ -362,7 +427,10 @@ def _compute_and_log(
     t0: float,
 ) -> dict[str, Any]:
     from pipeline import tracking as tr
+    from pipeline.flags import FlagConfig
     from pipeline.forecast import run_forecast
+    from pipeline.jobs import derive, report, write_derived
+    from pipeline.runstore import RUN_FILE, load_run, save_run, store_manifest
 
     as_of = cfg.as_of.isoformat()
     fc = cfg.forecast
@@ -377,36 +445,31 @@ def _compute_and_log(
     for ev in res.events:
         log.info("event: %s", ev)
 
-    files: list[str] = []
-    for name, df in (
-        ("forecast", res.forecast),
-        ("all_forecasts", res.all_forecasts),
-        ("backtest", res.backtest),
-        ("metrics", res.metrics),
-        ("selection", res.selection),
-        ("series", series),
-    ):
-        files += [p.name for p in write_table(df, tmp, name)]
+    # the stored run: written once, then every derived table is computed from it as read back
+    run = build_run(cfg, frames, res, plan_text=cfg.plan.read_text() if cfg.plan else None)
+    files: list[str] = save_run(run, tmp, fitted=res.fitted)
+    (tmp / RUN_FILE).write_text(json.dumps({"as_of": as_of, "store": store_manifest(run)}))
+    stored = load_run(tmp)
+    st = cfg.settings
+    derived = derive(
+        stored,
+        budgets=budgets,
+        quarters=st.quarters,
+        scenarios=st.scenarios,
+        flag_config=FlagConfig(watch=st.watch, at_risk=st.at_risk),
+        quantile=st.quantile,
+    )
+    files += write_derived(derived, tmp)
+    if derived.flags is not None:
+        from pipeline.formatting import format_flags
 
-    flag_result = None
-    if budgets is not None:
-        from pipeline.flags import flag_budgets, format_flags, write_flags
-
-        flag_result = flag_budgets(
-            budgets,
-            frames.monthly,
-            res.paths,
-            res.path_ids,
-            res.path_ds,
-            as_of=cfg.as_of,
-            mtd=frames.partial,
-            daily=frames.daily,
-            backtest=res.backtest,
-            selection=res.selection,
-        )
-        files += [p.name for p in write_flags(flag_result, tmp).values()]
-        files += [p.name for p in write_table(flag_result.flags, tmp, "flags")[1:]]
-        log.info("budget flags:\n%s", format_flags(flag_result.flags))
+        log.info("budget flags:\n%s", format_flags(derived.flags.flags))
+    log.info(
+        "planned quarters %s%s; %d anomalous month(s)",
+        ", ".join(q.label for q in derived.quarters),
+        f" with {len(st.scenarios)} scenario(s)" if st.scenarios else "",
+        len(stored.anomalies),
+    )
     plot = plot_metrics(res.metrics, tmp / "plots" / "backtest_metrics.png")
     if plot:
         files.append("plots/backtest_metrics.png")
@@ -471,24 +534,7 @@ def _compute_and_log(
         for r in records
     ]
     if cfg.report:
-        from pipeline.report import fan_bands, write_report
-
-        write_report(
-            tmp,
-            history=frames.monthly,
-            fan=fan_bands(res.paths, res.path_ids, res.path_ds),
-            forecast=res.forecast,
-            budgets=budgets,
-            flags=flag_result.flags if flag_result is not None else None,
-            anomalies=flag_result.anomalies if flag_result is not None else None,
-            metrics=res.metrics,
-            model_versions=pd.DataFrame(versions),
-            selection=res.selection,
-            data_window=window,
-            as_of=as_of,
-            currency=frames.currency,
-            levels=fc.levels,
-        )
+        report(stored, derived, tmp, budgets=budgets, versions=versions, levels=fc.levels)
         files.append("report.html")
 
     manifest = {
@@ -522,14 +568,18 @@ def _compute_and_log(
         "published_backtest_MASE": published_score,
         "events": [{k: str(v) for k, v in ev.items()} for ev in res.events],
         "flags": (
-            flag_result.flags["status"].value_counts().to_dict()
-            if flag_result is not None and len(flag_result.flags)
+            derived.flags.flags["status"].value_counts().to_dict()
+            if derived.flags is not None and len(derived.flags.flags)
             else None
         ),
+        "quarters": [q.label for q in derived.quarters],
+        "anomalies": len(stored.anomalies),
+        "versions": versions,
+        "store": store_manifest(run),
         "files": sorted(files) + ["run.json"],
         "seconds_to_publish": round(time.perf_counter() - t0, 2),
     }
-    (tmp / "run.json").write_text(json.dumps(manifest, indent=2, default=str))
+    (tmp / RUN_FILE).write_text(json.dumps(manifest, indent=2, default=str))
     if not reused:
         tracker.log_artifacts(tmp, "outputs")
     manifest["_result"] = res

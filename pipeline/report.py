@@ -326,18 +326,21 @@ def write_report(
             )
     scen_rows = []
     if scenarios is not None and len(scenarios):
-        s = scenarios[(scenarios["delta"].abs() > 1e-9) | (scenarios["phase"] == TOTAL)]
+        s = scenarios[(scenarios["delta_mean"].abs() > 1e-9) | (scenarios["phase"] == TOTAL)]
         for r in s.to_dict("records"):
             scen_rows.append(
                 {
                     "scenario": r["scenario"],
+                    "period": r["period"],
                     "phase": r["phase"],
-                    "source": r["source"],
-                    "base": _fmt_money(r["base"]),
-                    "value": _fmt_money(r["scenario_value"]),
-                    "delta": f"{float(r['delta']):+,.0f}",
+                    "base": _fmt_money(r["base_p50"]),
+                    "value": _fmt_money(r["scenario_p50"]),
+                    "p80": _fmt_money(r["scenario_p80"]),
+                    "delta": f"{float(r['delta_mean']):+,.0f}",
                     "pct": _fmt_pct(r.get("delta_pct"), signed=True),
-                    "up": float(r["delta"]) > 0,
+                    "recommended": _fmt_money(r["scenario_recommended"]),
+                    "plan_delta": f"{float(r['plan_scenario']) - float(r['plan_base']):+,.0f}",
+                    "up": float(r["delta_mean"]) > 0,
                 }
             )
     anomaly_rows = []
@@ -387,116 +390,3 @@ def write_report(
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)  # never leave a half-written report behind
     return path
-
-
-def report_job(
-    inputs: Any,
-    *,
-    budgets_file: str | Path | None = None,
-    scenarios: Sequence[Any] = (),
-    quarter: str | None = None,
-    horizon: int = 6,
-    out_dir: str | Path | None = None,
-    outputs_root: str | Path = "outputs",
-) -> Path:
-    """``phasecast report``: forecast, flags (with budgets), the quarter's budget, scenarios -> report.html."""
-    from pipeline.budget import (
-        BudgetConfig,
-        baseline_rows,
-        driver_model_totals,
-        forecast_to,
-        load_budgets,
-        load_inputs,
-        months_until,
-        partial_for,
-        plan_budget,
-    )
-    from pipeline.flags import flag_budgets
-    from pipeline.scenarios import scenario_deltas
-
-    series, plan = load_inputs(inputs)
-    budgets = load_budgets(budgets_file) if budgets_file else None
-    last = pd.to_datetime(series.monthly[DS]).max()
-    q = (
-        parse_period(quarter)
-        if quarter
-        else parse_period(
-            f"{(last + pd.DateOffset(months=3)).year}Q{((last + pd.DateOffset(months=3)).month - 1) // 3 + 1}"
-        )
-    )
-    need = [months_until(last, q), horizon]
-    if budgets is not None and len(budgets):
-        need += [months_until(last, parse_period(p)) for p in budgets["period"]]
-    result = forecast_to(series, plan, inputs, max(need))
-    flags = anomalies = None
-    if budgets is not None:
-        fr = flag_budgets(
-            budgets,
-            series.monthly,
-            result.paths,
-            result.path_ids,
-            result.path_ds,
-            as_of=series.as_of,
-            mtd=series.partial,
-            daily=series.daily,
-            backtest=result.backtest,
-            selection=result.selection,
-        )
-        flags, anomalies = fr.flags, fr.anomalies
-    bp = plan_budget(
-        series.monthly,
-        result.paths,
-        result.path_ids,
-        result.path_ds,
-        BudgetConfig(quarter=q.label),
-        plan=plan,
-        budgets=budgets,
-        partial=partial_for(series),
-        baseline_forecast=baseline_rows(result),
-    )
-    scen = (
-        scenario_deltas(
-            plan,
-            scenarios,
-            list(q.months),
-            q.label,
-            driver_model_totals(series, inputs, max(need), q, inputs.models),
-        )
-        if scenarios and plan is not None
-        else None
-    )
-    versions = [
-        {
-            "model": m,
-            "class": type(f).__name__,
-            "params": ", ".join(f"{k}={v}" for k, v in f.get_params().items() if k != "plan"),
-        }
-        for m, f in result.fitted.items()
-    ]
-    out = Path(out_dir) if out_dir else Path(outputs_root) / str(series.as_of)
-    ds = pd.to_datetime(series.monthly[DS])
-    window = {
-        "first month": f"{ds.min():%Y-%m}",
-        "last complete month": f"{ds.max():%Y-%m}",
-        "as of": str(series.as_of),
-        "cost column": series.cost_column,
-        "currency": series.currency,
-        "series": str(series.monthly[UID].nunique()),
-    }
-    return write_report(
-        out,
-        history=series.monthly,
-        fan=fan_bands(result.paths, result.path_ids, result.path_ds),
-        forecast=result.forecast,
-        budgets=budgets,
-        flags=flags,
-        anomalies=anomalies,
-        metrics=result.metrics,
-        budget_table=bp.table,
-        scenarios=scen,
-        model_versions=versions,
-        selection=result.selection,
-        data_window=window,
-        as_of=str(series.as_of),
-        currency=series.currency,
-    )

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.flags import (
+from pipeline.calibration import (
     CalibrationConfig,
     calibration_summary,
     precision_recall,

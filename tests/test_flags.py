@@ -10,19 +10,21 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.flags import (
-    FlagConfig,
+from pipeline.conditioning import (
     PartialMonth,
     condition_partial_month,
+    pace_error,
+    partial_months,
+)
+from pipeline.flags import (
+    FlagConfig,
     find_anomalies,
     flag_budgets,
     flag_lines,
-    format_flags,
-    pace_error,
-    partial_months,
     status_for,
-    write_flags,
 )
+from pipeline.formatting import format_flags
+from pipeline.jobs import Derived, write_derived
 
 PDS = pd.date_range("2027-01-01", periods=3, freq="MS")
 
@@ -251,8 +253,7 @@ def test_flag_budgets_marks_anomalies_and_writes_outputs(tmp_path) -> None:
         ["inference", "total"],
         PDS,
         as_of="2027-01-01",
-        backtest=_backtest(),
-        selection={"inference": "ets"},
+        anomalies=find_anomalies(_backtest(), {"inference": "ets"}),
     )
     f = res.flags.set_index(["period", "phase"])
     assert f.loc[("2026Q4", "inference"), "anomaly_months"] == "2026-11"
@@ -262,10 +263,11 @@ def test_flag_budgets_marks_anomalies_and_writes_outputs(tmp_path) -> None:
     )
     assert f.loc[("2027Q1", "inference"), "status"] == "ok"
     assert res.at_risk
-    files = write_flags(res, tmp_path)
-    doc = json.loads(files["flags_json"].read_text())
+    files = write_derived(Derived(flags=res, quarters=[]), tmp_path)
+    assert {"flags.csv", "flags.parquet", "flags.json"} <= set(files)
+    doc = json.loads((tmp_path / "flags.json").read_text())
     assert doc["thresholds"] == {"watch": 0.2, "at_risk": 0.5} and len(doc["lines"]) == 3
-    assert pd.read_csv(files["flags_csv"]).shape[0] == 3
+    assert pd.read_csv(tmp_path / "flags.csv").shape[0] == 3
     text = format_flags(res.flags)
     assert "at_risk" in text and "2027Q1" in text and "p_overrun" in text
 

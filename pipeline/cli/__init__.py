@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -35,16 +37,39 @@ class _Cli(click.Group):
     show_default=True,
     help="Folder holding data/, mlflow/ and outputs/.",
 )
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file [default: HOME/phasecast.yaml when it exists]; flags override it.",
+)
 @click.option("-v", "--verbose", count=True, help="More log detail (-vv for debug).")
 @click.version_option(package_name="phasecast")
 @click.pass_context
-def cli(ctx: click.Context, home: Path, verbose: int) -> None:
+def cli(ctx: click.Context, home: Path, config: Path | None, verbose: int) -> None:
     """Forecast the cost of large AI models per lifecycle phase, plan budgets, flag overruns."""
     level = logging.WARNING - 10 * min(verbose + 1, 2)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    ctx.obj = Paths(home=home.resolve())
+    ctx.obj = Paths(home=home.resolve(), config=config.resolve() if config else None)
+
+
+@contextmanager
+def progress_steps(desc: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress line on stderr for a job of ``total`` steps (hidden when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", disable=None, file=sys.stderr, leave=False)
+
+    def tick(msg: str) -> None:
+        bar.set_postfix_str(msg, refresh=False)
+        bar.update(1)
+
+    try:
+        yield tick
+    finally:
+        bar.close()
 
 
 def main() -> None:

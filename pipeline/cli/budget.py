@@ -1,153 +1,150 @@
-"""Commands: ``budget`` (quarterly plan with scenarios), ``flag`` (overrun risk), ``report``
-(the HTML page of a run) and ``calibrate`` (how well ``p_overrun`` means what it says).
+"""Commands that read a stored run: ``budget`` (quarterly plan with scenarios), ``flag`` (overrun
+risk), ``report`` (the HTML page); and ``calibrate`` (how well ``p_overrun`` means what it says).
 
     phasecast budget --quarter 2027Q1 [--budgets FILE] [--scenario FILE]... [--quantile 0.8]
-                     [--as-of DATE] [--plan FILE] [--output DIR]
-    phasecast flag --budgets FILE [--as-of YYYY-MM-DD] [--fail-on-risk] [--watch 0.2]
-                   [--at-risk 0.5] [--output DIR]
-    phasecast report [--as-of DATE] [--budgets FILE] [--scenario FILE]... [--output DIR]
+                     [--as-of DATE | --run DIR] [--output DIR]
+    phasecast flag --budgets FILE [--as-of YYYY-MM-DD | --run DIR] [--fail-on-risk]
+                   [--watch 0.2] [--at-risk 0.5] [--output DIR]
+    phasecast report [--as-of DATE | --run DIR] [--budgets FILE] [--scenario FILE]...
+                     [--quarter Q]... [--output DIR]
     phasecast calibrate [--series 60] [--method enkf|proportional]
+
+``budget``, ``flag`` and ``report`` never fit a model: they read the run that ``run-monthly`` stored
+for the as-of (default: the newest run under the outputs root) and write into folders of their
+own (``outputs/budget-<quarter>-<as-of>``, ``outputs/flags-<as-of>``, ``outputs/report-<as-of>``),
+never into the run folder. Options left out come from ``phasecast.yaml`` when it exists.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from pipeline.cli import cli
+from pipeline.cli import cli, progress_steps
 from pipeline.config import Paths
 from pipeline.errors import EXIT_AT_RISK
 
-if TYPE_CHECKING:
-    from pipeline.budget import ForecastInputs
-
-_models = click.option(
-    "--model",
-    "models",
-    multiple=True,
-    help="Restrict the forecast to these models (repeatable; default: all).",
-)
 _as_of = click.option(
     "--as-of",
     "as_of",
     default=None,
-    help="Date the data is known up to (YYYY-MM-DD); default: after the last charge.",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Read the stored run of this as-of (YYYY-MM-DD); default: the newest run.",
 )
-_plan = click.option(
-    "--plan",
-    "plan",
-    type=click.Path(dir_okay=False, path_type=Path),
+_run = click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Plan YAML (default: data/sample/plan.yaml when it exists).",
+    help="Read the stored run in this folder (outputs/<as-of>) instead.",
 )
-_paths = click.option(
-    "--paths",
-    "n_paths",
-    type=int,
-    default=1000,
-    show_default=True,
-    help="Sample paths drawn from the forecast.",
-)
-
-
-def _inputs(
-    paths: Paths, as_of: str | None, plan: Path | None, models: tuple[str, ...], n_paths: int
-) -> ForecastInputs:
-    from pipeline.budget import ForecastInputs
-
-    return ForecastInputs(
-        warehouse=paths.warehouse,
-        as_of=as_of,
-        plan=plan if plan is not None else paths.plan,
-        models=tuple(models) or None,
-        n_paths=n_paths,
-    )
-
-
-def _out(paths: Paths, output: Path | None, label: str) -> Path:
-    return output if output is not None else paths.outputs / label
-
-
-@cli.command("budget")
-@click.option("--quarter", required=True, help="Quarter to plan, e.g. 2027Q1.")
-@click.option(
+_budgets = click.option(
     "--budgets",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Budgets CSV (period,phase,amount,currency) to compare with.",
+    help="Budgets CSV: period,phase,amount,currency (period 2027-01 or 2027Q1; phase or total).",
 )
-@click.option(
+_scenario = click.option(
     "--scenario",
     "scenarios",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Scenario YAML (repeatable); see pipeline/scenarios.py.",
 )
-@click.option(
-    "--quantile",
-    type=click.FloatRange(0.5, 0.99),
-    default=0.8,
-    show_default=True,
-    help="Quantile the recommended budget is set at.",
-)
-@_as_of
-@_plan
-@_models
-@_paths
-@click.option(
+_output = click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for budget-<quarter>.csv/json (default: outputs/budget-<quarter>).",
+    help="Folder for the files (default: a folder of its own under the outputs root).",
 )
+
+
+def _open(paths: Paths, as_of: Any, run_dir: Path | None) -> Any:
+    from pipeline.jobs import open_run
+
+    settings = paths.settings()
+    root = settings.output or paths.outputs
+    return open_run(root, as_of.date().isoformat() if as_of else None, run_dir), settings
+
+
+def _scenarios(files: tuple[Path, ...], settings: Any) -> tuple[Any, ...]:
+    from pipeline.scenarios import load_scenario
+
+    return tuple(load_scenario(f) for f in files) if files else settings.scenarios
+
+
+def _budget_frame(path: Path | None, settings: Any) -> Any:
+    from pipeline.budget import load_budgets
+
+    path = path or settings.budgets
+    return load_budgets(path) if path is not None else None
+
+
+@cli.command("budget")
+@click.option(
+    "--quarter",
+    "quarters",
+    multiple=True,
+    help="Quarter to plan, e.g. 2027Q1 (repeatable; default: the as-of's and the next).",
+)
+@_budgets
+@_scenario
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0.5, 0.99),
+    default=None,
+    help="Quantile the recommended budget is set at [default: 0.8].",
+)
+@_as_of
+@_run
+@_output
 @click.pass_obj
 def budget_cmd(
     paths: Paths,
-    quarter: str,
+    quarters: tuple[str, ...],
     budgets: Path | None,
     scenarios: tuple[Path, ...],
-    quantile: float,
-    as_of: str | None,
-    plan: Path | None,
-    models: tuple[str, ...],
-    n_paths: int,
+    quantile: float | None,
+    as_of: Any,
+    run_dir: Path | None,
     output: Path | None,
 ) -> None:
-    """Quarterly budget per phase: P50/P80/P95, baseline, recommendation, scenarios."""
-    from pipeline.budget import (
-        BudgetConfig,
-        budget_job,
-        format_budget,
-        load_budgets,
-        parse_period,
-        write_budget,
-    )
-    from pipeline.scenarios import load_scenario
+    """Quarterly budget per phase from the stored run: P50/P80/P95, baseline, recommendation, scenarios."""
+    from pipeline.formatting import format_budget
+    from pipeline.jobs import derive, output_folder, write_derived
+    from pipeline.periods import parse_period
 
-    period = parse_period(quarter)
-    cfg = BudgetConfig(
-        quarter=period.label, quantile=quantile, n_paths=n_paths, models=tuple(models) or None
-    )
-    bdf = load_budgets(budgets) if budgets else None
-    scs = [load_scenario(s) for s in scenarios]
-    bp, _, _ = budget_job(_inputs(paths, as_of, plan, models, n_paths), cfg, bdf, scs)
-    files = write_budget(bp, _out(paths, output, f"budget-{period.label}"))
-    click.echo(format_budget(bp))
-    for f in files.values():
-        click.echo(f"wrote {f}")
+    with progress_steps("budget", 3) as tick:
+        run, settings = _open(paths, as_of, run_dir)
+        tick("stored run read")
+        qs = tuple(parse_period(q).label for q in quarters) or settings.quarters
+        d = derive(
+            run,
+            budgets=_budget_frame(budgets, settings),
+            quarters=qs,
+            scenarios=_scenarios(scenarios, settings),
+            quantile=quantile if quantile is not None else settings.quantile,
+        )
+        d.flags = None  # the budget command writes quarter tables only
+        tick("quarters computed")
+        label = "-".join(q.label for q in d.quarters)
+        folder = output_folder(paths.outputs, output, f"budget-{label}", run)
+        files = write_derived(d, folder)
+        tick("written")
+    click.echo(f"stored run {run.folder} (as of {run.as_of})")
+    for q in d.quarters:
+        click.echo(format_budget(d.budgets[q.label], d.scenarios.get(q.label)))
+    for f in files:
+        click.echo(f"wrote {folder / f}")
 
 
 @cli.command("flag")
-@click.option(
-    "--budgets",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Budgets CSV: period,phase,amount,currency (period 2027-01 or 2027Q1; phase or total).",
-)
+@_budgets
 @_as_of
+@_run
 @click.option(
     "--fail-on-risk",
     is_flag=True,
@@ -156,62 +153,63 @@ def budget_cmd(
 @click.option(
     "--watch",
     type=click.FloatRange(0, 1),
-    default=0.2,
-    show_default=True,
-    help="p_overrun from which a line is 'watch'.",
+    default=None,
+    help="p_overrun from which a line is 'watch' [default: 0.2].",
 )
 @click.option(
     "--at-risk",
     "at_risk",
     type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="p_overrun from which a line is 'at_risk'.",
-)
-@click.option(
-    "--method",
-    type=click.Choice(["enkf", "proportional"]),
-    default="enkf",
-    show_default=True,
-    help="How the current month is conditioned on its month-to-date actuals.",
-)
-@_plan
-@_models
-@_paths
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for flags.csv/json and anomalies.csv (default: outputs/flags-<as-of>).",
+    help="p_overrun from which a line is 'at_risk' [default: 0.5].",
 )
+@_output
 @click.pass_obj
 def flag_cmd(
     paths: Paths,
-    budgets: Path,
-    as_of: str | None,
+    budgets: Path | None,
+    as_of: Any,
+    run_dir: Path | None,
     fail_on_risk: bool,
-    watch: float,
-    at_risk: float,
-    method: str,
-    plan: Path | None,
-    models: tuple[str, ...],
-    n_paths: int,
+    watch: float | None,
+    at_risk: float | None,
     output: Path | None,
 ) -> None:
-    """P(period ends over budget) for every budget line, with a status; exit 3 on risk if asked."""
-    from pipeline.flags import FlagConfig, flag_job, format_flags, write_flags
+    """P(period ends over budget) for every budget line, from the stored run; exit 3 on risk if asked."""
+    from pipeline.errors import InputError
+    from pipeline.flags import FlagConfig, flag_run
+    from pipeline.formatting import format_flags
+    from pipeline.jobs import Derived, output_folder, write_derived
 
-    cfg = FlagConfig(watch=watch, at_risk=at_risk, partial_method=method)
-    res, _, _ = flag_job(_inputs(paths, as_of, plan, models, n_paths), budgets, cfg)
-    files = write_flags(res, _out(paths, output, f"flags-{res.as_of}"))
-    click.echo(f"budget lines as of {res.as_of} (watch >= {watch:g}, at_risk >= {at_risk:g}):")
+    with progress_steps("flag", 3) as tick:
+        run, settings = _open(paths, as_of, run_dir)
+        tick("stored run read")
+        bdf = _budget_frame(budgets, settings)
+        if bdf is None:
+            raise InputError(
+                "no budgets to flag", fix="pass --budgets FILE (or set budgets: in phasecast.yaml)"
+            )
+        cfg = FlagConfig(
+            watch=watch if watch is not None else settings.watch,
+            at_risk=at_risk if at_risk is not None else settings.at_risk,
+        )
+        res = flag_run(run, bdf, cfg)
+        tick("lines flagged")
+        folder = output_folder(paths.outputs, output, "flags", run)
+        files = write_derived(Derived(flags=res, quarters=[]), folder)
+        res.anomalies.to_csv(folder / "anomalies.csv", index=False)
+        files.append("anomalies.csv")
+        tick("written")
+    click.echo(
+        f"budget lines as of {res.as_of} (stored run {run.folder}; watch >= {cfg.watch:g}, at_risk >= {cfg.at_risk:g}):"
+    )
     click.echo(format_flags(res.flags, color=sys.stdout.isatty()))
     if len(res.anomalies):
         click.echo(
-            f"{len(res.anomalies)} month(s) outside their 95 % interval: see {files['anomalies_csv']}"
+            f"{len(res.anomalies)} closed month(s) outside the 95 % interval forecast for them: see {folder / 'anomalies.csv'}"
         )
-    for f in files.values():
-        click.echo(f"wrote {f}")
+    for f in files:
+        click.echo(f"wrote {folder / f}")
     if fail_on_risk and res.at_risk:
         n = int(res.flags["status"].isin(["at_risk", "over_budget"]).sum())
         click.echo(f"phasecast: {n} budget line(s) at risk or over budget", err=True)
@@ -220,54 +218,55 @@ def flag_cmd(
 
 @cli.command("report")
 @_as_of
+@_run
+@_budgets
+@_scenario
 @click.option(
-    "--budgets", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None
+    "--quarter", "quarters", multiple=True, help="Quarter to plan (repeatable; default: the run's)."
 )
-@click.option(
-    "--scenario",
-    "scenarios",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
-@click.option(
-    "--quarter", default=None, help="Quarter for the budget table (default: the next one)."
-)
-@click.option("--horizon", type=int, default=6, show_default=True)
-@_plan
-@_models
-@_paths
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder for report.html (default: outputs/<as-of>).",
-)
+@_output
 @click.pass_obj
 def report_cmd(
     paths: Paths,
-    as_of: str | None,
+    as_of: Any,
+    run_dir: Path | None,
     budgets: Path | None,
     scenarios: tuple[Path, ...],
-    quarter: str | None,
-    horizon: int,
-    plan: Path | None,
-    models: tuple[str, ...],
-    n_paths: int,
+    quarters: tuple[str, ...],
     output: Path | None,
 ) -> None:
-    """Forecast, budget and flags in one self-contained report.html."""
-    from pipeline.report import report_job
-    from pipeline.scenarios import load_scenario
+    """The stored run's report.html (forecast, budgets, flags, scenarios) in a folder of its own."""
+    from pipeline.flags import FlagConfig
+    from pipeline.jobs import derive, output_folder, report, run_versions
+    from pipeline.periods import parse_period
 
-    path = report_job(
-        _inputs(paths, as_of, plan, models, n_paths),
-        budgets_file=budgets,
-        scenarios=[load_scenario(s) for s in scenarios],
-        quarter=quarter,
-        horizon=horizon,
-        out_dir=output,
-        outputs_root=paths.outputs,
-    )
+    with progress_steps("report", 3) as tick:
+        run, settings = _open(paths, as_of, run_dir)
+        tick("stored run read")
+        bdf = _budget_frame(budgets, settings)
+        qs = tuple(parse_period(q).label for q in quarters) or tuple(
+            run.settings.get("quarters") or settings.quarters
+        )
+        d = derive(
+            run,
+            budgets=bdf,
+            quarters=qs,
+            scenarios=_scenarios(scenarios, settings),
+            flag_config=FlagConfig(watch=settings.watch, at_risk=settings.at_risk),
+            quantile=settings.quantile,
+        )
+        tick("budgets, flags and scenarios computed")
+        folder = output_folder(paths.outputs, output, "report", run)
+        path = report(
+            run,
+            d,
+            folder,
+            budgets=bdf,
+            versions=run_versions(run),
+            levels=tuple(run.settings.get("levels") or (80, 95)),
+        )
+        tick("written")
+    click.echo(f"stored run {run.folder} (as of {run.as_of})")
     click.echo(f"wrote {path}")
 
 
@@ -287,7 +286,11 @@ def report_cmd(
 @click.option("--seed", type=int, default=0, show_default=True)
 def calibrate_cmd(n_series: int, method: str, model: str, seed: int) -> None:
     """Reliability of p_overrun and precision/recall of at_risk on generated histories."""
-    from pipeline.flags import CalibrationConfig, calibration_summary, simulate_calibration
+    from pipeline.calibration import (
+        CalibrationConfig,
+        calibration_summary,
+        simulate_calibration,
+    )
 
     lines = simulate_calibration(
         CalibrationConfig(n_series=n_series, method=method, model=model, seed=seed)

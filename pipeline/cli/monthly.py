@@ -35,7 +35,10 @@ def _tracking(paths: Paths) -> Any:
     help="Run date: months before its month are complete and forecast from.",
 )
 @click.option(
-    "--horizon", type=click.IntRange(1, 60), default=18, show_default=True, help="Months ahead."
+    "--horizon",
+    type=click.IntRange(1, 60),
+    default=None,
+    help="Months ahead [default: 18, or as far as the furthest budget period or quarter needs].",
 )
 @click.option(
     "--budgets",
@@ -72,13 +75,31 @@ def _tracking(paths: Paths) -> Any:
 @click.option(
     "--windows", type=click.IntRange(1, 12), default=3, show_default=True, help="Backtest windows."
 )
+@click.option(
+    "--quarter",
+    "quarters",
+    multiple=True,
+    help="Quarter to plan (repeatable) [default: the as-of's quarter and the next].",
+)
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Scenario YAML evaluated on the run for each planned quarter (repeatable).",
+)
+@click.option(
+    "--currency",
+    default=None,
+    help="Currency to forecast when the data holds several (ISO 4217, e.g. USD).",
+)
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def run_monthly_cmd(
     paths: Paths,
     as_of: dt.datetime,
-    horizon: int,
+    horizon: int | None,
     budgets: Path | None,
     output: Path | None,
     inbox: Path | None,
@@ -86,6 +107,9 @@ def run_monthly_cmd(
     models: tuple[str, ...],
     levels: tuple[int, ...],
     windows: int,
+    quarters: tuple[str, ...],
+    scenarios: tuple[Path, ...],
+    currency: str | None,
     no_report: bool,
     no_progress: bool,
 ) -> None:
@@ -96,11 +120,24 @@ def run_monthly_cmd(
     """
     from pipeline.forecast import DEFAULT_MODELS, ForecastConfig
     from pipeline.monthly import MonthlyConfig, run_monthly
+    from pipeline.periods import parse_period
+    from pipeline.scenarios import load_scenario
 
-    if plan is None and paths.plan.exists():
-        plan = paths.plan
-    fc = ForecastConfig(
+    st = paths.settings()
+    st = st.override(
+        budgets=budgets.resolve() if budgets else None,
+        plan=plan.resolve() if plan else None,
+        quarters=tuple(parse_period(q).label for q in quarters),
+        scenarios=tuple(load_scenario(f) for f in scenarios),
+        currency=currency.strip().upper() if currency else None,
         horizon=horizon,
+        output=output.resolve() if output else None,
+    )
+    plan = st.plan
+    if plan is None and paths.plan.exists():
+        plan = paths.plan.resolve()
+    fc = ForecastConfig(
+        horizon=st.horizon,
         levels=tuple(sorted(set(levels))),
         models=tuple(models) or DEFAULT_MODELS,
         n_windows=windows,
@@ -112,11 +149,13 @@ def run_monthly_cmd(
         tracking=_tracking(paths),
         forecast=fc,
         inbox=inbox.resolve() if inbox else None,
-        budgets=budgets.resolve() if budgets else None,
-        plan=plan.resolve() if plan else None,
-        output_root=output.resolve() if output else None,
+        budgets=st.budgets,
+        plan=plan,
+        output_root=st.output,
         progress=not no_progress,
         report=not no_report,
+        settings=st,
+        currency=st.currency,
     )
     res = run_monthly(cfg)
     click.echo(f"outputs: {res.output_dir}")

@@ -1,0 +1,149 @@
+"""Tables for the terminal: budget lines, quarter plans and scenarios, in fixed-width text.
+
+Formatting only: the numbers come from :mod:`pipeline.flags`, :mod:`pipeline.budget` and
+:mod:`pipeline.whatif` unchanged (rounded to whole currency units for reading).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def _money(x: float) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:,.0f}"
+
+
+def format_flags(flags: pd.DataFrame, color: bool = False) -> str:
+    """A fixed-width table for the terminal (statuses coloured when ``color``)."""
+    head = [
+        "period",
+        "phase",
+        "budget",
+        "actual",
+        "forecast",
+        "P80",
+        "p_overrun",
+        "E[overrun]",
+        "status",
+        "anomaly",
+    ]
+    rows = [
+        [
+            r.period,
+            r.phase,
+            _money(r.budget),
+            _money(r.actual_to_date),
+            _money(r.forecast_total),
+            _money(r.p80),
+            f"{r.p_overrun:.2f}",
+            _money(r.expected_overrun),
+            r.status,
+            getattr(r, "anomaly_months", "") or "",
+        ]
+        for r in flags.itertuples(index=False)
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    right = {2, 3, 4, 5, 6, 7}
+
+    def fmt(cells: list[str], style: bool) -> str:
+        parts = []
+        for j, (c, w) in enumerate(zip(cells, widths, strict=True)):
+            s = str(c).rjust(w) if j in right else str(c).ljust(w)
+            if style and color and j == 8:
+                import click
+
+                s = click.style(
+                    s,
+                    fg={
+                        "ok": "green",
+                        "watch": "yellow",
+                        "at_risk": "red",
+                        "over_budget": "magenta",
+                    }.get(c),
+                    bold=c != "ok",
+                )
+            parts.append(s)
+        return "  ".join(parts).rstrip()
+
+    lines = [fmt(head, False), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r, True) for r in rows]
+    return "\n".join(lines)
+
+
+def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) -> str:
+    """The quarter table (and scenario deltas) for the terminal."""
+    t = table
+    head = [
+        "phase",
+        "P50",
+        "P80",
+        "P95",
+        "baseline",
+        "plan",
+        "budget",
+        "p_overrun",
+        f"recommend@P{round(100 * t['quantile'].iloc[0]) if len(t) else 80}",
+        f"vs {t['last_quarter'].iloc[0] if len(t) else ''}",
+    ]
+
+    def money(x: float) -> str:
+        return "-" if x is None or not math.isfinite(x) else f"{x:,.0f}"
+
+    rows = [
+        [
+            r.phase,
+            money(r.p50),
+            money(r.p80),
+            money(r.p95),
+            money(r.baseline),
+            money(r.plan_estimate),
+            money(r.budget),
+            "-" if not math.isfinite(r.p_overrun) else f"{r.p_overrun:.2f}",
+            money(r.recommended),
+            "-"
+            if not math.isfinite(r.change_vs_last_quarter)
+            else f"{r.change_vs_last_quarter:+.1%}",
+        ]
+        for r in t.itertuples(index=False)
+    ]
+    period = t["period"].iloc[0] if len(t) else ""
+    lines = [
+        f"budget for {period} ({t['currency'].iloc[0] if len(t) else ''}): quantiles of the quarter's summed sample paths"
+    ]
+    lines += _table(head, rows)
+    if scenarios is not None and len(scenarios):
+        lines.append("")
+        lines.append("scenarios (same run, re-priced by the plan's arithmetic):")
+        lines += _table(
+            ["scenario", "phase", "base P50", "scenario P50", "P80", "delta mean", "recommend"],
+            [
+                [
+                    r.scenario,
+                    r.phase,
+                    money(r.base_p50),
+                    money(r.scenario_p50),
+                    money(r.scenario_p80),
+                    f"{r.delta_mean:+,.0f}",
+                    money(r.scenario_recommended),
+                ]
+                for r in scenarios.itertuples(index=False)
+                if abs(r.delta_mean) > 1e-9 or r.phase == "total"
+            ],
+        )
+    return "\n".join(lines)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if j == 0 else str(c).rjust(w)
+            for j, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [fmt(head), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]

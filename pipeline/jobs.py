@@ -1,0 +1,190 @@
+"""The jobs that read a stored run: budgets, flags, scenarios and the report.
+
+``run-monthly`` (:mod:`pipeline.monthly`) computes and stores one :class:`ForecastRun` per as-of and
+then calls :func:`derive` and :func:`write_derived` on the run **as loaded back from its folder**;
+``phasecast budget``, ``flag`` and ``report`` call the same functions on the same stored run. So a
+budget line's ``p_overrun``, a quarter's P50/P80/P95 and a scenario's delta are the same number
+whichever command shows them. These jobs never fit, backtest or touch the warehouse, and never
+write into a run folder: their files go to folders of their own.
+
+    run = open_run(root, as_of=None, run=None)                 # the newest, or the as-of's
+    out = derive(run, budgets, quarters, scenarios, flag_config, quantile)
+    write_derived(out, folder)                                 # flags, budget-<q>, scenarios-<q>
+    report(run, out, folder, versions)                         # report.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.budget import budget_table
+from pipeline.flags import FlagConfig, FlagResult, flag_run
+from pipeline.frames import DS, UID
+from pipeline.periods import Period, default_quarters, parse_period
+from pipeline.runstore import ForecastRun, load_run, locate_run
+from pipeline.tables import write_csv, write_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Derived:
+    """Everything computed from a stored run for a set of budgets, quarters and scenarios."""
+
+    flags: FlagResult | None
+    quarters: list[Period]
+    budgets: dict[str, pd.DataFrame] = field(default_factory=dict)  # quarter label -> table
+    scenarios: dict[str, pd.DataFrame] = field(default_factory=dict)  # quarter -> summary
+    scenario_models: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def budget_frame(self) -> pd.DataFrame:
+        frames = [t for t in self.budgets.values() if len(t)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def scenario_frame(self) -> pd.DataFrame:
+        frames = [t for t in self.scenarios.values() if len(t)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def open_run(root: Path, as_of: str | None = None, run: Path | None = None) -> ForecastRun:
+    folder = locate_run(root, as_of, run)
+    log.info("reading the stored run %s", folder)
+    return load_run(folder)
+
+
+def planned_quarters(run: ForecastRun, quarters: Sequence[str] = ()) -> list[Period]:
+    """The quarters to plan: those asked for, else the as-of's quarter and the next."""
+    if quarters:
+        return [parse_period(q) for q in quarters]
+    return list(default_quarters(run.as_of))
+
+
+def derive(
+    run: ForecastRun,
+    *,
+    budgets: pd.DataFrame | None = None,
+    quarters: Sequence[str] = (),
+    scenarios: Sequence[Any] = (),
+    flag_config: FlagConfig | None = None,
+    quantile: float = 0.8,
+    progress: Any = None,
+) -> Derived:
+    """Flags, a budget table per quarter and the scenarios per quarter, all from ``run``."""
+    from pipeline.whatif import evaluate
+
+    qs = planned_quarters(run, quarters)
+    flags = flag_run(run, budgets, flag_config or FlagConfig()) if budgets is not None else None
+    tick = progress or (lambda _msg: None)
+    tick("flags")
+    out = Derived(flags=flags, quarters=qs)
+    for q in qs:
+        out.budgets[q.label] = budget_table(run, q, budgets, quantile)
+        tick(f"budget {q.label}")
+        if scenarios:
+            summary, models = evaluate(run, scenarios, q, quantile=quantile)
+            out.scenarios[q.label], out.scenario_models[q.label] = summary, models
+            tick(f"scenarios {q.label}")
+    return out
+
+
+def write_derived(d: Derived, folder: Path) -> list[str]:
+    """``flags.csv/.json/.parquet``, ``budget-<q>.csv/.json``, ``scenarios-<q>.csv`` and
+    ``scenario-models-<q>.csv`` in ``folder``. Returns the file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    if d.flags is not None:
+        names += [p.name for p in write_table(d.flags.flags, folder, "flags")]
+        doc = {
+            "as_of": d.flags.as_of,
+            "thresholds": {"watch": d.flags.config.watch, "at_risk": d.flags.config.at_risk},
+            "partial_month_method": d.flags.config.partial_method,
+            "lines": json.loads(d.flags.flags.to_json(orient="records")),
+        }
+        (folder / "flags.json").write_text(json.dumps(doc, indent=2))
+        names.append("flags.json")
+    for label, t in d.budgets.items():
+        names.append(write_csv(t, folder / f"budget-{label}.csv").name)
+        (folder / f"budget-{label}.json").write_text(t.to_json(orient="records", indent=2))
+        names.append(f"budget-{label}.json")
+    for label, t in d.scenarios.items():
+        names.append(write_csv(t, folder / f"scenarios-{label}.csv").name)
+        names.append(
+            write_csv(d.scenario_models[label], folder / f"scenario-models-{label}.csv").name
+        )
+    return names
+
+
+def report(
+    run: ForecastRun,
+    d: Derived,
+    folder: Path,
+    *,
+    budgets: pd.DataFrame | None = None,
+    versions: Any = None,
+    levels: Sequence[int] = (80, 95),
+) -> Path:
+    """``report.html`` of the run and what was derived from it, in ``folder``."""
+    from pipeline.report import fan_bands, write_report
+
+    ds = pd.to_datetime(run.monthly[DS])
+    window = {
+        "first month": f"{ds.min():%Y-%m}",
+        "last complete month": f"{ds.max():%Y-%m}",
+        "as of": run.as_of,
+        "currency": run.currency,
+        "series": str(run.monthly[UID].nunique()),
+        "run folder": str(run.folder) if run.folder else "",
+    }
+    return write_report(
+        folder,
+        history=run.monthly,
+        fan=fan_bands(run.paths, run.path_ids, run.path_ds),
+        forecast=run.forecast,
+        budgets=budgets,
+        flags=d.flags.flags if d.flags is not None else None,
+        anomalies=run.anomalies,
+        metrics=run.metrics,
+        budget_table=d.budget_frame(),
+        scenarios=d.scenario_frame(),
+        model_versions=versions,
+        selection=run.selection,
+        data_window=window,
+        as_of=run.as_of,
+        currency=run.currency,
+        levels=levels,
+    )
+
+
+def run_versions(run: ForecastRun) -> list[dict[str, Any]]:
+    """The model versions the run registered (from its run.json)."""
+    if run.folder is None or not (run.folder / "run.json").exists():
+        return []
+    manifest = json.loads((run.folder / "run.json").read_text())
+    return list(manifest.get("versions", []))
+
+
+def output_folder(root: Path, given: Path | None, kind: str, run: ForecastRun) -> Path:
+    """Where a reading job writes: ``--output`` or ``<root>/<kind>-<as-of>``; never a run folder."""
+    folder = given if given is not None else root / f"{kind}-{run.as_of}"
+    if run.folder is not None and folder.resolve() == Path(run.folder).resolve():
+        from pipeline.errors import InputError
+
+        raise InputError(
+            f"{folder} is the run folder of {run.as_of}; a {kind} never writes into a run folder",
+            fix="pass another --output",
+        )
+    if (folder / "run.json").exists():
+        from pipeline.errors import InputError
+
+        raise InputError(
+            f"{folder} holds a stored run; a {kind} never writes into a run folder",
+            fix="pass another --output",
+        )
+    return folder

@@ -1,0 +1,266 @@
+"""The stored forecast run: one per as-of, the single source of every budget, flag, scenario and
+report computed for that as-of.
+
+``phasecast run-monthly`` computes a :class:`ForecastRun` once and :func:`save_run` writes it into
+the run folder (``outputs/<as-of>/``); ``budget``, ``flag``, ``report`` and scenario evaluation call
+:func:`locate_run` and :func:`load_run` and never re-fit or re-backtest. The folder holds:
+
+* ``paths.parquet``: the reconciled sample paths, long (``unique_id, path, ds, value,
+  conditioned``): ``value`` is the reconciled forecast, ``conditioned`` the same path after
+  month-to-date conditioning (:func:`pipeline.conditioning.condition_paths`), what period sums use;
+* ``forecast``, ``all_forecasts``, ``backtest``, ``metrics``, ``selection``, ``series`` (the closed
+  months the run was fitted on), ``anomalies`` (CSV and Parquet) and ``partial.parquet`` (the
+  month-to-date actuals with their pace errors);
+* ``plan.yaml`` (a copy of the plan the run used, for scenarios), ``fitted.pkl`` (the fitted
+  models' state) and ``run.json`` (configuration, data window, fingerprint, MLflow run, versions).
+
+Float64 survives Parquet exactly, so a number computed from a loaded run equals the one the monthly
+job computed from the same arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.conditioning import PartialMonth
+from pipeline.errors import InputError, Problem
+from pipeline.frames import DS, UID
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+PATHS_FILE = "paths.parquet"
+PARTIAL_FILE = "partial.parquet"
+PLAN_FILE = "plan.yaml"
+FITTED_FILE = "fitted.pkl"
+TABLES = ("forecast", "all_forecasts", "backtest", "metrics", "selection", "series", "anomalies")
+_AS_OF = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass
+class ForecastRun:
+    """Everything later commands need from one monthly run (see the module docstring)."""
+
+    as_of: str
+    currency: str
+    monthly: pd.DataFrame
+    partial: dict[str, PartialMonth]
+    forecast: pd.DataFrame
+    all_forecasts: pd.DataFrame
+    backtest: pd.DataFrame
+    metrics: pd.DataFrame
+    selection: pd.DataFrame
+    anomalies: pd.DataFrame
+    paths: np.ndarray
+    conditioned: np.ndarray
+    path_ids: list[str]
+    path_ds: pd.DatetimeIndex
+    settings: dict[str, Any] = field(default_factory=dict)  # horizon, levels, quarters, ...
+    plan_text: str | None = None
+    folder: Path | None = None
+
+    @property
+    def horizon(self) -> int:
+        return len(self.path_ds)
+
+    @property
+    def last_complete(self) -> pd.Timestamp:
+        return pd.Timestamp(pd.to_datetime(self.monthly[DS]).max())
+
+    def plan(self) -> Any:
+        """The plan the run used (None without one)."""
+        if not self.plan_text:
+            return None
+        import yaml
+
+        from pipeline.plan import plan_from_dict
+
+        return plan_from_dict(yaml.safe_load(self.plan_text), source=str(self.folder or "run"))
+
+    def rerun_hint(self) -> str:
+        return (
+            f"phasecast run-monthly --as-of {self.as_of} --horizon H (the run has {self.horizon})"
+        )
+
+
+# --- writing ----------------------------------------------------------------------------------
+def write_paths(folder: Path, run: ForecastRun) -> Path:
+    n, p, h = run.paths.shape
+    uid = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.arange(n, dtype=np.int32), p * h)), pa.array(run.path_ids)
+    )
+    table = pa.table(
+        {
+            UID: uid,
+            "path": pa.array(np.tile(np.repeat(np.arange(p, dtype=np.int32), h), n)),
+            DS: pa.array(np.tile(run.path_ds.to_numpy(dtype="datetime64[ms]"), n * p)),
+            "value": pa.array(run.paths.reshape(-1)),
+            "conditioned": pa.array(run.conditioned.reshape(-1)),
+        }
+    )
+    out = folder / PATHS_FILE
+    pq.write_table(table, out)
+    return out
+
+
+def write_partial(folder: Path, partial: dict[str, PartialMonth]) -> Path:
+    rows = [
+        {
+            UID: u,
+            "month": pm.month,
+            "mtd": pm.mtd,
+            "days_covered": pm.days_covered,
+            "days_in_month": pm.days_in_month,
+            "pace_error": pm.pace_error,
+        }
+        for u, pm in partial.items()
+    ]
+    df = pd.DataFrame(
+        rows, columns=[UID, "month", "mtd", "days_covered", "days_in_month", "pace_error"]
+    )
+    out = folder / PARTIAL_FILE
+    df.to_parquet(out, index=False)
+    return out
+
+
+def save_run(run: ForecastRun, folder: Path, fitted: dict[str, Any] | None = None) -> list[str]:
+    """Write the run's stored form into ``folder`` (tables as CSV and Parquet). Returns the names."""
+    from pipeline.tables import write_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    for name in TABLES:
+        names += [p.name for p in write_table(getattr(run, _attr(name)), folder, name)]
+    names.append(write_paths(folder, run).name)
+    names.append(write_partial(folder, run.partial).name)
+    if run.plan_text is not None:
+        (folder / PLAN_FILE).write_text(run.plan_text)
+        names.append(PLAN_FILE)
+    if fitted:
+        try:
+            (folder / FITTED_FILE).write_bytes(pickle.dumps(fitted))
+            names.append(FITTED_FILE)
+        except Exception as exc:  # a model that cannot be pickled is logged in MLflow instead
+            log.warning("fitted models not stored (%s: %s)", type(exc).__name__, exc)
+    return names
+
+
+def _attr(name: str) -> str:
+    return "monthly" if name == "series" else name
+
+
+def store_manifest(run: ForecastRun) -> dict[str, Any]:
+    """The part of ``run.json`` a reader needs to rebuild the run."""
+    return {
+        "as_of": run.as_of,
+        "currency": run.currency,
+        "settings": run.settings,
+        "path_ids": run.path_ids,
+    }
+
+
+# --- reading ----------------------------------------------------------------------------------
+def _read(folder: Path, name: str) -> pd.DataFrame:
+    p = folder / f"{name}.parquet"
+    return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+
+
+def load_run(folder: Path) -> ForecastRun:
+    """The stored run in ``folder`` (as written by :func:`save_run` and the monthly job)."""
+    folder = Path(folder)
+    manifest_path = folder / RUN_FILE
+    if not manifest_path.exists() or not (folder / PATHS_FILE).exists():
+        raise InputError(
+            Problem("not a stored forecast run (no run.json / paths.parquet)", str(folder)),
+            fix="name a folder written by phasecast run-monthly (outputs/<as-of>)",
+        )
+    manifest = json.loads(manifest_path.read_text())
+    store = manifest.get("store") or {}
+    ids = [str(u) for u in store.get("path_ids", [])]
+    t = pq.read_table(folder / PATHS_FILE).to_pandas()
+    ds = pd.DatetimeIndex(pd.to_datetime(np.sort(t[DS].unique())))
+    n, h = len(ids), len(ds)
+    p = len(t) // max(n * h, 1)
+    t = t.sort_values([UID, "path", DS], key=_order(ids), kind="stable")
+    paths = t["value"].to_numpy(float).reshape(n, p, h)
+    conditioned = t["conditioned"].to_numpy(float).reshape(n, p, h)
+    partial = {}
+    pt = _read(folder, "partial")
+    for r in pt.itertuples(index=False):
+        err = None if pd.isna(r.pace_error) else float(r.pace_error)
+        partial[str(getattr(r, UID))] = PartialMonth(
+            pd.Timestamp(r.month), float(r.mtd), int(r.days_covered), int(r.days_in_month), err
+        )
+    plan_path = folder / PLAN_FILE
+    return ForecastRun(
+        as_of=str(store.get("as_of", manifest.get("as_of"))),
+        currency=str(store.get("currency", "USD")),
+        monthly=_read(folder, "series"),
+        partial=partial,
+        forecast=_read(folder, "forecast"),
+        all_forecasts=_read(folder, "all_forecasts"),
+        backtest=_read(folder, "backtest"),
+        metrics=_read(folder, "metrics"),
+        selection=_read(folder, "selection"),
+        anomalies=_read(folder, "anomalies"),
+        paths=paths,
+        conditioned=conditioned,
+        path_ids=ids,
+        path_ds=ds,
+        settings=dict(store.get("settings", {})),
+        plan_text=plan_path.read_text() if plan_path.exists() else None,
+        folder=folder,
+    )
+
+
+def _order(ids: list[str]) -> Any:
+    rank = {u: i for i, u in enumerate(ids)}
+
+    def key(col: pd.Series) -> pd.Series:
+        if col.name == UID:
+            return col.astype(str).map(rank)
+        return col
+
+    return key
+
+
+def stored_runs(root: Path) -> list[Path]:
+    """Run folders under ``root`` (named by their as-of date), oldest first."""
+    if not root.exists():
+        return []
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and _AS_OF.match(p.name) and (p / RUN_FILE).exists()
+    )
+
+
+def locate_run(root: Path, as_of: str | None = None, run: Path | None = None) -> Path:
+    """The run folder to read: ``run`` when given, else ``root/<as_of>``, else the newest run."""
+    if run is not None:
+        return Path(run)
+    if as_of is not None:
+        folder = root / str(as_of)
+        if not (folder / RUN_FILE).exists():
+            have = ", ".join(p.name for p in stored_runs(root)[-5:]) or "none"
+            raise InputError(
+                f"no stored forecast run for as-of {as_of} in {root} (stored runs: {have})",
+                fix=f"make it first: phasecast run-monthly --as-of {as_of} [--budgets FILE]",
+            )
+        return folder
+    runs = stored_runs(root)
+    if not runs:
+        raise InputError(
+            f"no stored forecast run in {root}",
+            fix="make one first: phasecast run-monthly --as-of YYYY-MM-DD [--budgets FILE]",
+        )
+    return runs[-1]
