@@ -352,7 +352,13 @@ def with_horizon(
     return dataclasses.replace(cfg, forecast=dataclasses.replace(cfg.forecast, horizon=h))
 
 
-def build_run(cfg: MonthlyConfig, frames: Any, res: ForecastResult, plan_text: str | None) -> Any:
+def build_run(
+    cfg: MonthlyConfig,
+    frames: Any,
+    res: ForecastResult,
+    plan_text: str | None,
+    budgets: pd.DataFrame | None = None,
+) -> Any:
     """The :class:`~pipeline.runstore.ForecastRun` of this as-of: the forecast, its paths
     conditioned once on the month-to-date actuals, the anomalies, the settings."""
     from pipeline.conditioning import condition_paths, partial_months
@@ -394,6 +400,7 @@ def build_run(cfg: MonthlyConfig, frames: Any, res: ForecastResult, plan_text: s
             **cfg.settings.describe(),
         },
         plan_text=plan_text,
+        budgets=budgets,
     )
 
 
@@ -446,7 +453,9 @@ def _compute_and_log(
         log.info("event: %s", ev)
 
     # the stored run: written once, then every derived table is computed from it as read back
-    run = build_run(cfg, frames, res, plan_text=cfg.plan.read_text() if cfg.plan else None)
+    run = build_run(
+        cfg, frames, res, plan_text=cfg.plan.read_text() if cfg.plan else None, budgets=budgets
+    )
     files: list[str] = save_run(run, tmp, fitted=res.fitted)
     (tmp / RUN_FILE).write_text(json.dumps({"as_of": as_of, "store": store_manifest(run)}))
     stored = load_run(tmp)

@@ -44,6 +44,7 @@ PATHS_FILE = "paths.parquet"
 PARTIAL_FILE = "partial.parquet"
 PLAN_FILE = "plan.yaml"
 FITTED_FILE = "fitted.pkl"
+BUDGETS_FILE = "budgets.parquet"
 TABLES = ("forecast", "all_forecasts", "backtest", "metrics", "selection", "series", "anomalies")
 _AS_OF = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -68,6 +69,7 @@ class ForecastRun:
     path_ds: pd.DatetimeIndex
     settings: dict[str, Any] = field(default_factory=dict)  # horizon, levels, quarters, ...
     plan_text: str | None = None
+    budgets: pd.DataFrame | None = None  # the budgets the run was given (validated)
     folder: Path | None = None
 
     @property
@@ -87,6 +89,17 @@ class ForecastRun:
         from pipeline.plan import plan_from_dict
 
         return plan_from_dict(yaml.safe_load(self.plan_text), source=str(self.folder or "run"))
+
+    def scenarios(self) -> tuple[Any, ...]:
+        """The scenarios the run was configured with."""
+        from pipeline.scenarios import scenario_from_dict
+
+        return tuple(
+            scenario_from_dict(
+                {"name": s["name"], "changes": [{k: a} for k, a in s["changes"]]}, "run.json"
+            )
+            for s in self.settings.get("scenarios") or []
+        )
 
     def rerun_hint(self) -> str:
         return (
@@ -147,6 +160,9 @@ def save_run(run: ForecastRun, folder: Path, fitted: dict[str, Any] | None = Non
     if run.plan_text is not None:
         (folder / PLAN_FILE).write_text(run.plan_text)
         names.append(PLAN_FILE)
+    if run.budgets is not None:
+        run.budgets.to_parquet(folder / BUDGETS_FILE, index=False)
+        names.append(BUDGETS_FILE)
     if fitted:
         try:
             (folder / FITTED_FILE).write_bytes(pickle.dumps(fitted))
@@ -220,6 +236,9 @@ def load_run(folder: Path) -> ForecastRun:
         path_ds=ds,
         settings=dict(store.get("settings", {})),
         plan_text=plan_path.read_text() if plan_path.exists() else None,
+        budgets=pd.read_parquet(folder / BUDGETS_FILE)
+        if (folder / BUDGETS_FILE).exists()
+        else None,
         folder=folder,
     )
 

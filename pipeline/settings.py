@@ -22,6 +22,7 @@ The default file is ``<home>/phasecast.yaml`` when it exists (``--config FILE`` 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ class Settings:
         return replace(self, **given)
 
     def describe(self) -> dict[str, Any]:
-        """What the run records in run.json (and the fingerprint covers)."""
+        """What the run records in run.json (and the fingerprint covers), JSON-safe."""
+        return json.loads(json.dumps(self._describe(), default=str))
+
+    def _describe(self) -> dict[str, Any]:
         return {
             "budgets": str(self.budgets) if self.budgets else None,
             "plan": str(self.plan) if self.plan else None,

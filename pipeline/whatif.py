@@ -6,8 +6,10 @@ month of the run's horizon: ``B0`` the plan's cost before the change, ``B1`` aft
 
 * **Usage and price changes** (``traffic``, ``quantization``, ``price``) scale cost: a series'
   cost is usage x price, so the run's forecast of it (every model's mean and every sample path) is
-  multiplied by ``B1 / B0`` where the plan prices that series in that month. A GPU price cut of
-  20 % on the only GPU a series uses moves every model's forecast of that series by -20 %, the
+  multiplied by ``B1 / B0`` where the plan prices that series in that month. For a price change,
+  months the plan leaves empty for a GPU series (``<phase>/compute_gpu``) are re-priced at the
+  phase's GPU mix in the plan (its GPU-hours by GPU type and pricing). A GPU price cut of 20 % on
+  the only GPU a phase uses moves every model's forecast of that phase's GPU cost by -20 %, the
   analytic baseline's included: arithmetic a user can check by hand.
 * **Additions** (``add_run``, ``headcount``, and any change where the plan had no cost before)
   add ``B1 - B0`` to every path and every model's mean.
@@ -90,6 +92,51 @@ def _plan_costs(plan: Plan, bottom: list[str], path_ds: pd.DatetimeIndex) -> np.
     return out
 
 
+def gpu_mix(plan: Plan) -> dict[str, dict[tuple[str, str], float]]:
+    """GPU-hours the plan puts on each ``(gpu, pricing)`` per phase, over everything it plans."""
+    mix: dict[str, dict[tuple[str, str], float]] = {}
+
+    def add(phase: str, gpu: str, pricing: str, hours: float) -> None:
+        by = mix.setdefault(phase, {})
+        by[(gpu, pricing)] = by.get((gpu, pricing), 0.0) + max(float(hours), 0.0)
+
+    for r in plan.scheduled_runs:
+        add(r.phase, r.gpu, r.pricing, r.gpus * r.duration_days() * 24.0)
+    for j in plan.recurring:
+        if j.resource == "gpu" and j.gpu is not None:
+            add(j.phase, j.gpu, j.pricing, j.quantity * j.hours_per_month)
+    if plan.traffic is not None:
+        t = plan.traffic
+        add("inference", t.gpu, t.pricing, sum(t.months.values()) or 1.0)
+    return mix
+
+
+def price_ratio(
+    before: Plan, after: Plan, bottom: list[str], path_ds: pd.DatetimeIndex
+) -> np.ndarray:
+    """Per GPU series (``<phase>/compute_gpu``) and month: the GPU-hour price after / before, at
+    the phase's GPU mix in the plan (1 for other series and phases the plan gives no GPU)."""
+    from pipeline.estimate import gpu_month_price
+
+    mix = gpu_mix(before)
+    out = np.ones((len(bottom), len(path_ds)))
+    for j, uid in enumerate(bottom):
+        phase, category = parse_hierarchy_id(uid)
+        weights = mix.get(str(phase))
+        if category != "compute_gpu" or not weights:
+            continue
+        for k, m in enumerate(path_ds):
+            m = pd.Timestamp(m)
+            p0 = sum(
+                w * gpu_month_price(before.price_book, g, c, m) for (g, c), w in weights.items()
+            )
+            p1 = sum(
+                w * gpu_month_price(after.price_book, g, c, m) for (g, c), w in weights.items()
+            )
+            out[j, k] = p1 / p0 if p0 > 0 else 1.0
+    return out
+
+
 def transform(
     plan: Plan, scenario: Scenario, bottom: list[str], path_ds: pd.DatetimeIndex
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +152,8 @@ def transform(
             scale = b0 > 0
             f = np.where(scale, b1 / np.where(scale, b0, 1.0), 1.0)
             add = np.where(scale, 0.0, b1 - b0)
+            if kind == "price":  # months the plan leaves empty: priced at the phase's GPU mix
+                f = np.where(scale, f, price_ratio(before, after, bottom, path_ds))
             a, c = a * f, c * f + add
         else:
             c = c + (b1 - b0)

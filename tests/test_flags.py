@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import InputError
 from pipeline.conditioning import (
     PartialMonth,
     condition_partial_month,
     pace_error,
     partial_months,
 )
+from pipeline.errors import InputError
 from pipeline.flags import (
     FlagConfig,
     find_anomalies,

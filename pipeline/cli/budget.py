@@ -70,17 +70,41 @@ def _open(paths: Paths, as_of: Any, run_dir: Path | None) -> Any:
     return open_run(root, as_of.date().isoformat() if as_of else None, run_dir), settings
 
 
-def _scenarios(files: tuple[Path, ...], settings: Any) -> tuple[Any, ...]:
+def _scenarios(files: tuple[Path, ...], settings: Any, run: Any) -> tuple[Any, ...]:
+    """``--scenario`` files, else the configuration file's, else the run's own."""
     from pipeline.scenarios import load_scenario
 
-    return tuple(load_scenario(f) for f in files) if files else settings.scenarios
+    if files:
+        return tuple(load_scenario(f) for f in files)
+    return tuple(settings.scenarios) or run.scenarios()
 
 
-def _budget_frame(path: Path | None, settings: Any) -> Any:
+def _budget_frame(path: Path | None, settings: Any, run: Any) -> Any:
+    """``--budgets``, else the configuration file's, else the budgets the run was given."""
     from pipeline.budget import load_budgets
 
     path = path or settings.budgets
-    return load_budgets(path) if path is not None else None
+    return load_budgets(path) if path is not None else run.budgets
+
+
+def _recorded(settings: Any, run: Any) -> dict[str, float]:
+    """Thresholds and quantile: the configuration file's, else those the run was made with."""
+    if settings.source is not None:
+        return {"watch": settings.watch, "at_risk": settings.at_risk, "quantile": settings.quantile}
+    th = run.settings.get("thresholds") or {}
+    return {
+        "watch": float(th.get("watch", settings.watch)),
+        "at_risk": float(th.get("at_risk", settings.at_risk)),
+        "quantile": float(run.settings.get("quantile", settings.quantile)),
+    }
+
+
+def _quarters(given: tuple[str, ...], settings: Any, run: Any) -> tuple[str, ...]:
+    from pipeline.periods import parse_period
+
+    if given:
+        return tuple(parse_period(q).label for q in given)
+    return tuple(settings.quarters) or tuple(run.settings.get("quarters") or ())
 
 
 @cli.command("budget")
@@ -115,18 +139,16 @@ def budget_cmd(
     """Quarterly budget per phase from the stored run: P50/P80/P95, baseline, recommendation, scenarios."""
     from pipeline.formatting import format_budget
     from pipeline.jobs import derive, output_folder, write_derived
-    from pipeline.periods import parse_period
 
     with progress_steps("budget", 3) as tick:
         run, settings = _open(paths, as_of, run_dir)
         tick("stored run read")
-        qs = tuple(parse_period(q).label for q in quarters) or settings.quarters
         d = derive(
             run,
-            budgets=_budget_frame(budgets, settings),
-            quarters=qs,
-            scenarios=_scenarios(scenarios, settings),
-            quantile=quantile if quantile is not None else settings.quantile,
+            budgets=_budget_frame(budgets, settings, run),
+            quarters=_quarters(quarters, settings, run),
+            scenarios=_scenarios(scenarios, settings, run),
+            quantile=quantile if quantile is not None else _recorded(settings, run)["quantile"],
         )
         d.flags = None  # the budget command writes quarter tables only
         tick("quarters computed")
@@ -184,14 +206,16 @@ def flag_cmd(
     with progress_steps("flag", 3) as tick:
         run, settings = _open(paths, as_of, run_dir)
         tick("stored run read")
-        bdf = _budget_frame(budgets, settings)
+        bdf = _budget_frame(budgets, settings, run)
         if bdf is None:
             raise InputError(
-                "no budgets to flag", fix="pass --budgets FILE (or set budgets: in phasecast.yaml)"
+                f"no budgets to flag: the run of {run.as_of} was made without budgets",
+                fix="pass --budgets FILE (or set budgets: in phasecast.yaml)",
             )
+        rec = _recorded(settings, run)
         cfg = FlagConfig(
-            watch=watch if watch is not None else settings.watch,
-            at_risk=at_risk if at_risk is not None else settings.at_risk,
+            watch=watch if watch is not None else rec["watch"],
+            at_risk=at_risk if at_risk is not None else rec["at_risk"],
         )
         res = flag_run(run, bdf, cfg)
         tick("lines flagged")
@@ -238,22 +262,20 @@ def report_cmd(
     """The stored run's report.html (forecast, budgets, flags, scenarios) in a folder of its own."""
     from pipeline.flags import FlagConfig
     from pipeline.jobs import derive, output_folder, report, run_versions
-    from pipeline.periods import parse_period
 
     with progress_steps("report", 3) as tick:
         run, settings = _open(paths, as_of, run_dir)
         tick("stored run read")
-        bdf = _budget_frame(budgets, settings)
-        qs = tuple(parse_period(q).label for q in quarters) or tuple(
-            run.settings.get("quarters") or settings.quarters
-        )
+        bdf = _budget_frame(budgets, settings, run)
         d = derive(
             run,
             budgets=bdf,
-            quarters=qs,
-            scenarios=_scenarios(scenarios, settings),
-            flag_config=FlagConfig(watch=settings.watch, at_risk=settings.at_risk),
-            quantile=settings.quantile,
+            quarters=_quarters(quarters, settings, run),
+            scenarios=_scenarios(scenarios, settings, run),
+            flag_config=FlagConfig(
+                watch=_recorded(settings, run)["watch"], at_risk=_recorded(settings, run)["at_risk"]
+            ),
+            quantile=_recorded(settings, run)["quantile"],
         )
         tick("budgets, flags and scenarios computed")
         folder = output_folder(paths.outputs, output, "report", run)

@@ -1,0 +1,294 @@
+"""One answer to one question: every command reads the as-of's stored run.
+
+On one generated history and one as-of, the run folder written by ``run-monthly``, ``flag``,
+``budget`` and ``report`` give the same ``p_overrun``, status and P50/P80/P95; ``report`` leaves
+the run folder byte for byte as it was; phases add up to the total in every table and every path;
+a GPU price scenario moves every model's GPU cost by the hand-computed amount.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline.conditioning import PartialMonth, condition_paths, period_totals
+from pipeline.config import Paths
+from pipeline.frames import PHASES, TOTAL
+from pipeline.periods import parse_period
+from pipeline.reconcile import summing_matrix
+from pipeline.runstore import load_run
+
+AS_OF = "2026-11-15"
+MODELS = ("--models", "seasonal_naive", "--models", "ets", "--models", "analytic_baseline")
+PRICE_CUT = "name: h100-cut\nchanges:\n  - price: {gpu: H100, start: 2027-01-01, change: -0.2}\n"
+
+
+def cli(paths: Paths, *args: str):  # type: ignore[no-untyped-def]
+    from pipeline.cli import cli as phasecast
+
+    return CliRunner().invoke(phasecast, ["--home", str(paths.home), *args], catch_exceptions=False)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, small_home):  # type: ignore[no-untyped-def]
+    """A home with one stored run for AS_OF (budgets, a price-cut scenario, default quarters)."""
+    home = tmp_path_factory.mktemp("one_answer")
+    shutil.copytree(small_home.data, home / "data")
+    paths = Paths(home=home)
+    sc = home / "h100-cut.yaml"
+    sc.write_text(PRICE_CUT)
+    r = cli(
+        paths,
+        "run-monthly",
+        "--as-of",
+        AS_OF,
+        "--budgets",
+        str(paths.sample / "budgets.csv"),
+        "--scenario",
+        str(sc),
+        "--windows",
+        "2",
+        "--no-progress",
+        "--no-report",
+        *MODELS,
+    )
+    assert r.exit_code == 0, r.output
+    return paths, paths.outputs / AS_OF, sc
+
+
+def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
+    paths, run_dir, sc = stored
+    budgets = str(paths.sample / "budgets.csv")
+    run_flags = pd.read_csv(run_dir / "flags.csv")
+    assert len(run_flags) > 10
+    # flag: the same lines, and a single line alone gets the same numbers (no line moves another)
+    r = cli(paths, "flag", "--budgets", budgets, "--as-of", AS_OF, "--output", str(tmp_path / "f"))
+    assert r.exit_code in (0, 3), r.output
+    got = pd.read_csv(tmp_path / "f" / "flags.csv")
+    cols = ["period", "phase", "p_overrun", "status", "p50", "p80", "p95", "forecast_total"]
+    pd.testing.assert_frame_equal(got[cols], run_flags[cols])
+    one = tmp_path / "one.csv"
+    line = run_flags.iloc[len(run_flags) // 2]
+    one.write_text(f"period,phase,amount,currency\n{line.period},{line.phase},{line.budget},USD\n")
+    r = cli(paths, "flag", "--budgets", str(one), "--output", str(tmp_path / "f1"))  # newest run
+    assert r.exit_code in (0, 3), r.output
+    alone = pd.read_csv(tmp_path / "f1" / "flags.csv").iloc[0]
+    assert (alone.p_overrun, alone.status, alone.p80) == (line.p_overrun, line.status, line.p80)
+    # budget: the planned quarters' P50/P80/P95 and p_overrun, and the scenarios
+    for q in ("2026Q4", "2027Q1"):
+        out = tmp_path / f"b{q}"
+        r = cli(paths, "budget", "--quarter", q, "--budgets", budgets, "--scenario", str(sc),
+                "--as-of", AS_OF, "--output", str(out))  # fmt: skip
+        assert r.exit_code == 0, r.output
+        pd.testing.assert_frame_equal(
+            pd.read_csv(out / f"budget-{q}.csv"), pd.read_csv(run_dir / f"budget-{q}.csv")
+        )
+        pd.testing.assert_frame_equal(
+            pd.read_csv(out / f"scenarios-{q}.csv"), pd.read_csv(run_dir / f"scenarios-{q}.csv")
+        )
+    # report: its own folder; the run folder is untouched; it shows the same numbers
+    before = digest(run_dir)
+    r = cli(
+        paths, "report", "--as-of", AS_OF, "--budgets", budgets, "--output", str(tmp_path / "r")
+    )
+    assert r.exit_code == 0, r.output
+    assert digest(run_dir) == before
+    html = (tmp_path / "r" / "report.html").read_text()
+    q1 = pd.read_csv(run_dir / "budget-2027Q1.csv").set_index("phase")
+    for col in ("p50", "p80", "p95"):
+        assert f"{q1.loc[TOTAL, col]:,.0f}" in html
+    at_risk = run_flags[run_flags.status != "ok"]
+    for row in at_risk.itertuples():
+        assert re.search(rf"{row.period}</td><td class=\"l\">{row.phase}</td>", html)
+        assert f"{row.p_overrun:.2f}" in html
+
+
+def test_phases_add_up_in_every_table_and_every_path(stored) -> None:
+    paths, run_dir, _ = stored
+    run = load_run(run_dir)
+    S, bottom = summing_matrix(run.path_ids)
+    pos = {u: i for i, u in enumerate(run.path_ids)}
+    phases = [p for p in PHASES if p in pos]
+    for arr in (run.paths, run.conditioned):
+        b = arr[[pos[u] for u in bottom]]
+        np.testing.assert_allclose(arr[pos[TOTAL]], b.sum(axis=0), rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(
+            arr[pos[TOTAL]], arr[[pos[p] for p in phases]].sum(axis=0), rtol=1e-9, atol=1e-6
+        )
+    for q in ("2026Q4", "2027Q1"):
+        pt = period_totals(
+            parse_period(q), run.monthly, run.conditioned, run.path_ids, run.path_ds, run.partial
+        )
+        total = pt.of(TOTAL)[1]
+        np.testing.assert_allclose(total, sum(pt.of(p)[1] for p in phases), rtol=1e-9)
+        np.testing.assert_allclose(pt.of(TOTAL)[0], sum(pt.of(p)[0] for p in phases), rtol=1e-9)
+        t = pd.read_csv(run_dir / f"budget-{q}.csv").set_index("phase")
+        assert t.loc[TOTAL, "mean"] == pytest.approx(t.drop(TOTAL)["mean"].sum(), rel=1e-9)
+        assert t.loc[TOTAL, "actual_to_date"] == pytest.approx(
+            t.drop(TOTAL)["actual_to_date"].sum(), rel=1e-9
+        )
+        s = pd.read_csv(run_dir / f"scenarios-{q}.csv").set_index("phase")
+        for col in ("base_mean", "scenario_mean", "delta_mean"):
+            assert s.loc[TOTAL, col] == pytest.approx(s.drop(TOTAL)[col].sum(), rel=1e-9, abs=1e-6)
+    f = pd.read_csv(run_dir / "flags.csv")
+    for period, g in f.groupby("period"):
+        g = g.set_index("phase")
+        if set(phases) <= set(g.index):
+            assert g.loc[TOTAL, "forecast_total"] == pytest.approx(
+                g.loc[phases, "forecast_total"].sum(), rel=1e-9
+            ), period
+
+
+def test_gpu_price_scenario_moves_every_models_gpu_cost_by_hand(stored) -> None:
+    """H100 -20 % from 2027-01: pretraining runs on H100 only in the plan, so every model's
+    pretraining GPU cost in 2027Q1 falls by exactly 20 %; in 2026Q4 nothing moves."""
+    _, run_dir, _ = stored
+    run = load_run(run_dir)
+    plan = run.plan()
+    assert {r.gpu for r in plan.scheduled_runs if r.phase == "pretraining"} == {"H100"}
+    m = pd.read_csv(run_dir / "scenario-models-2027Q1.csv")
+    gpu = m[m.unique_id == "pretraining/compute_gpu"].set_index("model")
+    assert set(gpu.index) == {"seasonal_naive", "ets", "analytic_baseline"}
+    for model, row in gpu.iterrows():
+        assert row.delta == pytest.approx(-0.2 * row.base, rel=1e-9), model
+    # the plan's own arithmetic: the runs' GPU-hours x (new - old) price
+    from pipeline.estimate import gpu_month_price
+
+    q1 = parse_period("2027Q1")
+    by_hand = sum(
+        r.gpus * 24 * _days_in(r, m) * -0.2 * gpu_month_price(plan.price_book, "H100", r.pricing, m)
+        for r in plan.scheduled_runs
+        if r.phase == "pretraining"
+        for m in q1.months
+    )
+    s = pd.read_csv(run_dir / "scenarios-2027Q1.csv").set_index("phase")
+    pre = s.loc["pretraining"]
+    assert pre.plan_scenario - pre.plan_base == pytest.approx(by_hand, rel=1e-6)
+    assert pre.delta_mean == pytest.approx(-0.2 * pre.base_mean, rel=1e-9)
+    q4 = pd.read_csv(run_dir / "scenarios-2026Q4.csv")
+    assert (q4["delta_mean"].abs() < 1e-6).all()
+
+
+def _days_in(run, month: pd.Timestamp) -> float:  # type: ignore[no-untyped-def]
+    start = pd.Timestamp(run.start)
+    end = start + pd.Timedelta(days=run.duration_days())
+    lo, hi = max(start, month), min(end, month + pd.offsets.MonthBegin(1))
+    return max((hi - lo) / pd.Timedelta(days=1), 0.0)
+
+
+def test_no_stored_run_names_the_command(stored) -> None:
+    paths, _, _ = stored
+    r = cli(paths, "flag", "--budgets", str(paths.sample / "budgets.csv"), "--as-of", "2026-10-15")
+    assert r.exit_code == 2
+    assert "no stored forecast run for as-of 2026-10-15" in r.output
+    assert "phasecast run-monthly --as-of 2026-10-15" in r.output
+
+
+def test_readers_never_write_into_a_run_folder(stored) -> None:
+    paths, run_dir, _ = stored
+    before = digest(run_dir)
+    r = cli(paths, "report", "--output", str(run_dir))
+    assert r.exit_code == 2 and "never writes into a run folder" in r.output
+    assert digest(run_dir) == before
+
+
+def test_conditioning_is_coherent_and_line_independent() -> None:
+    """Bottom series conditioned one by one, parents re-added: total = a + b on every path after
+    conditioning, and each bottom series' result does not depend on the others."""
+    rng = np.random.default_rng(0)
+    ids = ["total", "inference", "inference/compute_gpu", "inference/storage", "pretraining"]
+    h, n = 3, 2000
+    bottom = {u: 100.0 + rng.normal(0, 10, (n, h)) for u in ids if u not in ("total", "inference")}
+    S, b_ids = summing_matrix(ids)
+    paths = np.einsum("ib,bph->iph", S, np.stack([bottom[u] for u in b_ids]))
+    ds = pd.date_range("2026-11-01", periods=h, freq="MS")
+    pm = {
+        u: PartialMonth(ds[0], mtd=80.0, days_covered=15, days_in_month=30, pace_error=0.05)
+        for u in b_ids
+    }
+    pm["total"] = PartialMonth(ds[0], mtd=1.0, days_covered=15, days_in_month=30, pace_error=0.05)
+    cond = condition_paths(paths, ids, ds, pm)
+    np.testing.assert_allclose(cond[0], cond[2] + cond[3] + cond[4], rtol=1e-12)
+    np.testing.assert_allclose(cond[1], cond[2] + cond[3], rtol=1e-12)
+    # pace 80 / 0.5 = 160 against a prior N(100, 10^2), pace sd 0.05 x 160 = 8: the Kalman gain
+    # K = 100 / (100 + 64) moves each bottom month to 100 + K x 60; later months are independent
+    k = 100 / (100 + 8.0**2)
+    np.testing.assert_allclose(cond[2:, :, 0].mean(axis=1), 100 + k * 60, rtol=0.02)
+    np.testing.assert_allclose(
+        cond[2:, :, 1:].mean(axis=1), paths[2:, :, 1:].mean(axis=1), rtol=0.02
+    )
+    alone = condition_paths(
+        paths[[2]], ["inference/compute_gpu"], ds, {"inference/compute_gpu": pm[b_ids[0]]}
+    )
+    np.testing.assert_allclose(alone[0], cond[2])
+
+
+def test_flag_exit_codes_and_current_month(stored, tmp_path) -> None:
+    paths, _, _ = stored
+    tight = tmp_path / "tight.csv"  # a tiny current-month budget: certainly over
+    tight.write_text("period,phase,amount,currency\n2026-11,total,1,USD\n2027Q1,total,1e12,USD\n")
+    r = cli(
+        paths, "flag", "--budgets", str(tight), "--fail-on-risk", "--output", str(tmp_path / "a")
+    )
+    assert r.exit_code == 3, r.output
+    f = pd.read_csv(tmp_path / "a" / "flags.csv").set_index("period")
+    assert f.loc["2026-11", "status"] == "over_budget" and f.loc["2026-11", "days_covered"] == 14
+    assert f.loc["2027Q1", "status"] == "ok" and f.loc["2027Q1", "p_overrun"] == 0.0
+    loose = tmp_path / "loose.csv"
+    loose.write_text("period,phase,amount,currency\n2027Q1,total,1e12,USD\n")
+    r = cli(
+        paths, "flag", "--budgets", str(loose), "--fail-on-risk", "--output", str(tmp_path / "b")
+    )
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("period,phase,amount\n2027Q9,total,5\n")
+    r = cli(paths, "flag", "--budgets", str(bad))
+    assert r.exit_code == 2 and "row 1" in r.output
+    eur = tmp_path / "eur.csv"
+    eur.write_text("period,phase,amount,currency\n2027Q1,total,5,EUR\n")
+    r = cli(paths, "flag", "--budgets", str(eur))
+    assert r.exit_code == 2 and "EUR" in r.output and "USD" in r.output
+    far = tmp_path / "far.csv"
+    far.write_text("period,phase,amount,currency\n2029Q1,total,5,USD\n")
+    r = cli(paths, "flag", "--budgets", str(far))
+    assert r.exit_code == 2 and "--horizon" in r.output
+
+
+def test_added_run_adds_gpus_x_hours_x_price_to_every_model(stored, tmp_path) -> None:
+    paths, run_dir, _ = stored
+    plan = load_run(run_dir).plan()
+    price = plan.price_book.gpu_price("H100", "committed", pd.Timestamp("2027-02-04").date())
+    sc = tmp_path / "big-run.yaml"
+    sc.write_text(
+        "name: big-run\nchanges:\n  - add_run: {gpu: H100, gpus: 256, days: 10, "
+        "start: 2027-02-04, pricing: committed, phase: pretraining}\n"
+    )
+    out = tmp_path / "out"
+    r = cli(paths, "budget", "--quarter", "2027Q1", "--scenario", str(sc), "--output", str(out))
+    assert r.exit_code == 0, r.output
+    assert "big-run" in r.output
+    s = pd.read_csv(out / "scenarios-2027Q1.csv").set_index("phase")
+    added = 256 * 240 * price
+    assert s.loc["pretraining", "delta_mean"] == pytest.approx(added, rel=1e-9)
+    assert s.loc[TOTAL, "delta_mean"] == pytest.approx(added, rel=1e-9)
+    assert s.loc["pretraining", "plan_scenario"] - s.loc["pretraining", "plan_base"] == (
+        pytest.approx(added, rel=1e-9)
+    )
+    m = pd.read_csv(out / "scenario-models-2027Q1.csv")
+    m = m[m.unique_id == "pretraining/compute_gpu"]
+    assert len(m) == 3 and np.allclose(m["delta"], added, rtol=1e-9)
