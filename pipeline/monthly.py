@@ -25,8 +25,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,15 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.config import Paths
 from pipeline.errors import PhasecastError, RunFailedError
 from pipeline.forecast import ForecastConfig, ForecastResult
-from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y
+from pipeline.frames import UID, Y
 from pipeline.runlock import run_lock
 from pipeline.settings import Settings
+from pipeline.tables import publish, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,83 +85,7 @@ class MonthlyResult:
     seconds: float
 
 
-# --- scores -----------------------------------------------------------------------------------
-def backtest_mase(
-    bt: pd.DataFrame, selection: pd.DataFrame | None = None, model: str | None = None
-) -> float | None:
-    """MASE of a role's backtest rows: per series and cutoff first, then the mean (M4).
-
-    ``model``: that model's rows; ``selection`` (``unique_id, model``): each series' selected model."""
-    if bt is None or not len(bt):
-        return None
-    if model is not None:
-        rows = bt[bt[MODEL] == model]
-    else:
-        assert selection is not None
-        sel = selection.set_index(UID)[MODEL]
-        rows = bt[bt[MODEL].to_numpy() == bt[UID].map(sel).to_numpy()]
-    if not len(rows):
-        return None
-    e = (rows[Y] - rows[MEAN]).abs() / rows["scale"]
-    return float(e.groupby([rows[UID], rows[CUTOFF]]).mean().mean())
-
-
 # --- outputs ----------------------------------------------------------------------------------
-def publish(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp`` with renames (same filesystem): the old folder is moved aside
-    first and removed only after the new one is in place."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old.exists() and not final.exists():
-            os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def staging_dir(root: Path, as_of: str) -> Iterator[Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{as_of}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone after publish; removed on failure
-
-
-def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:
-    """Bar chart of backtest MASE and 80 / 95 % coverage per model."""
-    if metrics is None or not len(metrics):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = metrics[metrics["scope"] == "model"].sort_values("MASE")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].barh(m[MODEL], m["MASE"], color="#3b6fd6")
-    axes[0].set_title("backtest MASE (lower is better)")
-    covs = [c for c in m.columns if c.startswith("coverage_")]
-    for i, c in enumerate(covs):
-        axes[1].barh(np.arange(len(m)) + i * 0.4, m[c], height=0.4, label=c)
-        axes[1].axvline(int(c.split("_")[1]) / 100, color="grey", lw=0.8, ls="--")
-    axes[1].set_yticks(np.arange(len(m)) + 0.2, m[MODEL])
-    axes[1].set_title("interval coverage (dashed: nominal)")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-# --- the job ----------------------------------------------------------------------------------
 def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
     """Ingest new or changed billing files of the inbox; what happened, for run.json."""
     from pipeline.ingest import IngestConfig, ingest, new_files
@@ -437,6 +359,7 @@ def _compute_and_log(
     from pipeline.flags import FlagConfig
     from pipeline.forecast import run_forecast
     from pipeline.jobs import derive, report, write_derived
+    from pipeline.registry import register_models
     from pipeline.runstore import RUN_FILE, load_run, save_run, store_manifest
 
     as_of = cfg.as_of.isoformat()
@@ -479,69 +402,16 @@ def _compute_and_log(
         f" with {len(st.scenarios)} scenario(s)" if st.scenarios else "",
         len(stored.anomalies),
     )
+    from pipeline.report import plot_metrics
+
     plot = plot_metrics(res.metrics, tmp / "plots" / "backtest_metrics.png")
     if plot:
         files.append("plots/backtest_metrics.png")
 
     # models: one version per role, champion / challenger on the same backtest
-    scores = (
-        {m: backtest_mase(res.backtest, model=m) for m in sorted(set(res.backtest[MODEL]))}
-        if len(res.backtest)
-        else {}
+    records, versions, published_score = register_models(
+        cfg, tracker, run_id, reused, res, series, plan, checks, config, window, fp
     )
-    published_score = backtest_mase(res.backtest, selection=res.selection)
-    items = _models_to_log(cfg, res, series, checks, as_of, scores, published_score)
-    records = []
-    if not reused:
-        tracker.set_tags(
-            {
-                "fingerprint": fp,
-                "data.first_month": window["first_month"],
-                "data.last_month": window["last_month"],
-            }
-        )
-        tracker.log_params({"config": config, "data": window, "checks": checks})
-        metrics: dict[str, float] = {}
-        if len(res.metrics):
-            for row in res.metrics[res.metrics["scope"] == "model"].to_dict("records"):
-                for k, v in row.items():
-                    if k not in ("scope", MODEL, "h", UID) and isinstance(v, int | float):
-                        metrics[f"backtest.{row[MODEL]}.{k}"] = float(v)
-        if published_score is not None:
-            metrics["backtest.published.MASE"] = published_score
-        tracker.log_metrics(metrics)
-    for item in items:
-        rec = tracker.log_model(item, as_of) if not reused else _existing_record(tracker, item)
-        if rec is None:
-            continue
-        rec = tracker.decide(
-            rec, item.spec, lambda champ, it=item: _rescore(cfg, tracker, it, champ, series, plan)
-        )
-        log.info("%s v%s: %s", rec.name, rec.version, rec.decision)
-        records.append(rec)
-    if not reused:
-        dm = {}
-        for rec in records:
-            if rec.score is not None:
-                dm[f"decision.{rec.role}.new_MASE"] = rec.score
-            if rec.champion_score is not None:
-                dm[f"decision.{rec.role}.champion_MASE"] = rec.champion_score
-            dm[f"decision.{rec.role}.promoted"] = 1.0 if rec.alias == tr.CHAMPION else 0.0
-        tracker.log_metrics(dm)
-        tracker.set_tags({f"decision.{r.role}": f"v{r.version} {r.decision}" for r in records})
-
-    versions = [
-        {
-            "model": r.name,
-            "version": r.version,
-            "alias": r.alias or "",
-            "state": r.state,
-            "backtest_MASE": None if r.score is None else round(r.score, 4),
-            "decision": r.decision,
-            "run_id": run_id,
-        }
-        for r in records
-    ]
     if cfg.report:
         report(stored, derived, tmp, budgets=budgets, versions=versions, levels=fc.levels)
         files.append("report.html")
@@ -593,136 +463,3 @@ def _compute_and_log(
         tracker.log_artifacts(tmp, "outputs")
     manifest["_result"] = res
     return manifest
-
-
-def _models_to_log(
-    cfg: MonthlyConfig,
-    res: ForecastResult,
-    series: pd.DataFrame,
-    checks: dict[str, Any],
-    as_of: str,
-    scores: dict[str, float | None],
-    published: float | None,
-) -> list[Any]:
-    from pipeline import tracking as tr
-
-    fc = cfg.forecast
-    levels = list(fc.levels)
-    items = []
-    for name, model in res.fitted.items():
-        params = tr.encode_params(model.get_params())
-        uses_plan = any(isinstance(v, dict) and "__plan__" in v for v in params.values())
-        conf = {
-            "model": model.name,
-            "params": params,
-            "plan_sha256": checks["plan_sha256"] if uses_plan else None,
-        }
-        spec = {
-            "role": name,
-            "model": model.name,
-            "params": params,
-            "horizon": fc.horizon,
-            "levels": levels,
-            "config_fingerprint": tr.fingerprint(conf),
-            "as_of": as_of,
-            "series_sha256": checks["series_sha256"],
-            "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step},
-        }
-        spec["fingerprint"] = tr.fingerprint(
-            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of}
-        )
-        forecast = model.predict(fc.horizon, level=fc.levels)
-        items.append(
-            tr.ModelToLog(
-                role=name,
-                spec=spec,
-                series=series,
-                forecast=forecast,
-                score=scores.get(name),
-                fitted=model,
-                plan_path=cfg.plan if uses_plan else None,
-            )
-        )
-    fconf = {"forecast_config": dataclasses.asdict(fc), "plan_sha256": checks["plan_sha256"]}
-    spec = {
-        "role": FORECASTER,
-        "forecast_config": dataclasses.asdict(fc),
-        "horizon": fc.horizon,
-        "levels": levels,
-        "config_fingerprint": tr.fingerprint(fconf),
-        "as_of": as_of,
-        "series_sha256": checks["series_sha256"],
-        "fingerprint": tr.fingerprint(
-            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of}
-        ),
-    }
-    items.append(
-        tr.ModelToLog(
-            role=FORECASTER,
-            spec=spec,
-            series=series,
-            forecast=res.forecast,
-            score=published,
-            plan_path=cfg.plan,
-        )
-    )
-    return items
-
-
-def _existing_record(tracker: Any, item: Any) -> Any:
-    from pipeline import tracking as tr
-
-    name = tr.registered_name(item.role)
-    v = tracker.existing_version(name, item.spec["fingerprint"])
-    if v is None:
-        return None
-    return tr.VersionRecord(
-        item.role,
-        name,
-        str(v.version),
-        f"models:/{name}/{v.version}",
-        True,
-        v.tags.get("state", ""),
-        item.score,
-        decision=f"existing version {v.version}: {v.tags.get('decision', '')}",
-    )
-
-
-def _rescore(
-    cfg: MonthlyConfig,
-    tracker: Any,
-    item: Any,
-    champ: dict[str, Any],
-    series: pd.DataFrame,
-    plan: Any,
-) -> float | None:
-    """The champion's configuration re-run on this run's backtest windows (its MASE)."""
-    from pipeline import tracking as tr
-    from pipeline.backtest import WindowSpec, backtest
-    from pipeline.forecast import prepare, run_forecast
-    from pipeline.models import make_model
-
-    fc = cfg.forecast
-    log.info("%s: re-running the champion's configuration on this backtest", item.role)
-    if champ.get("role") == FORECASTER:
-        ccfg = tr.forecast_config_from(champ["forecast_config"])
-        ccfg = dataclasses.replace(
-            ccfg,
-            horizon=fc.horizon,
-            n_windows=fc.n_windows,
-            step=fc.step,
-            levels=fc.levels,
-            n_paths=min(ccfg.n_paths, 200),
-        )
-        r = run_forecast(series, ccfg, plan, progress=False)
-        return backtest_mase(r.backtest, selection=r.selection)
-    params = tr.decode_params(champ["params"], {"plan": str(cfg.plan)} if cfg.plan else {})
-    hist, _, drivers = prepare(series, fc.gaps)
-    bt, _ = backtest(
-        hist,
-        [champ["model"]],
-        lambda n: make_model(champ["model"], **params),
-        WindowSpec(fc.horizon, fc.n_windows, fc.step),
-        drivers,
-    )
-    return backtest_mase(bt, model=champ["model"])

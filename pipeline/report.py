@@ -390,3 +390,33 @@ def write_report(
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)  # never leave a half-written report behind
     return path
+
+
+def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:
+    """Bar chart of backtest MASE and 80 / 95 % coverage per model."""
+    if metrics is None or not len(metrics):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = metrics[metrics["scope"] == "model"].sort_values("MASE")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].barh(m[MODEL], m["MASE"], color="#3b6fd6")
+    axes[0].set_title("backtest MASE (lower is better)")
+    covs = [c for c in m.columns if c.startswith("coverage_")]
+    for i, c in enumerate(covs):
+        axes[1].barh(np.arange(len(m)) + i * 0.4, m[c], height=0.4, label=c)
+        axes[1].axvline(int(c.split("_")[1]) / 100, color="grey", lw=0.8, ls="--")
+    axes[1].set_yticks(np.arange(len(m)) + 0.2, m[MODEL])
+    axes[1].set_title("interval coverage (dashed: nominal)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --- the job ----------------------------------------------------------------------------------

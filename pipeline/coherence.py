@@ -1,0 +1,271 @@
+"""The published forecast made coherent: sample paths of the selected models, the plan's paths
+for plan-driven series, MinT reconciliation of the mean and every path (steps 6 and 7 of
+:mod:`pipeline.forecast`), and the output tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from pipeline import intervals as iv
+from pipeline.backtest import FALLBACK, SCALE, SIGMA, WINDOW
+from pipeline.frames import (
+    CATEGORY,
+    DS,
+    MEAN,
+    MODEL,
+    PHASE,
+    UID,
+    Y,
+    hi_col,
+    interval_cols,
+    lo_col,
+    parse_hierarchy_id,
+)
+
+if TYPE_CHECKING:
+    from pipeline.forecast import ForecastConfig
+
+BASELINE = "analytic_baseline"
+
+
+def plan_paths(
+    mean: np.ndarray, rel_sd: float, n_paths: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Paths (n_paths, h) of a plan-driven forecast: ``mean x max(0, 1 + e)`` with a relative error
+    of sd ``rel_sd x sqrt(h / 3)``, half common to the path's months, half month by month."""
+    h = len(mean)
+    sd = rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
+    e = np.sqrt(0.5) * rng.standard_normal((n_paths, 1)) + np.sqrt(0.5) * rng.standard_normal(
+        (n_paths, h)
+    )
+    m = np.asarray(mean, dtype=float)
+    return m + np.abs(m) * np.maximum(sd * e, -1.0)
+
+
+def _ancestors(uid: str, ids: list[str]) -> list[int]:
+    phase, _ = parse_hierarchy_id(uid)
+    pos = {u: i for i, u in enumerate(ids)}
+    return [pos[a] for a in (phase, "total") if a is not None and a in pos and a != uid]
+
+
+# --- the job ---------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    """The published forecast while it is being made coherent (steps 6 and 7)."""
+
+    table: pd.DataFrame  # one row per series and month, the selected model's
+    mean: np.ndarray  # (n, h)
+    d: np.ndarray  # (n, h) error normalizers
+    paths: np.ndarray  # (n, n_paths, h)
+    path_ds: pd.DatetimeIndex
+    nn: np.ndarray  # (n,) series never negative in history
+    plan_rows: list[int]
+    model_mean: np.ndarray  # (n, h) what the models would say for plan-driven series
+
+
+def published_paths(
+    ids: list[str],
+    allf: pd.DataFrame,
+    selection: pd.DataFrame,
+    model_choice: pd.Series,
+    plan_ids: list[str],
+    pools: dict[str, iv.ErrorPool],
+    nonneg: pd.Series,
+    config: ForecastConfig,
+) -> Published:
+    """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
+    vectors resampled); plan-driven series get the plan's paths."""
+    h = config.horizon
+    sel = selection.set_index(UID)[MODEL]
+    pub = allf[allf[MODEL].to_numpy() == allf[UID].map(sel).to_numpy()].copy()
+    pub = (
+        pub.set_index([UID, "h"])
+        .reindex(pd.MultiIndex.from_product([ids, range(1, h + 1)], names=[UID, "h"]))
+        .reset_index()
+    )
+    mean = pub[MEAN].to_numpy(float).reshape(len(ids), h)
+    d = iv.normalizer(pub[SIGMA], pub[SCALE]).reshape(len(ids), h)
+    rng = np.random.default_rng(config.seed)
+    paths = np.empty((len(ids), config.n_paths, h))
+    for i, uid in enumerate(ids):
+        paths[i] = mean[i] + d[i] * pools[sel[uid]].draw(config.n_paths, h, rng)
+    path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
+    pos = {u: i for i, u in enumerate(ids)}
+    plan_rows = [pos[u] for u in plan_ids]
+    model_mean = np.zeros((len(ids), h))
+    if plan_ids:
+        alt = allf[allf[UID].isin(plan_ids)]
+        alt = alt[alt[MODEL].to_numpy() == alt[UID].map(model_choice).to_numpy()]
+        for uid, g in alt.groupby(UID, sort=False):
+            model_mean[pos[str(uid)], : len(g)] = g.sort_values("h")[MEAN].to_numpy(float)[:h]
+        for i in plan_rows:
+            paths[i] = plan_paths(mean[i], config.plan_rel_sd, config.n_paths, rng)
+    nn = nonneg.reindex(ids).to_numpy(bool)
+    return Published(pub, mean, d, paths, path_ds, nn, plan_rows, model_mean)
+
+
+def reconcile_step(
+    p: Published,
+    ids: list[str],
+    bt: pd.DataFrame,
+    selection: pd.DataFrame,
+    plan_ids: list[str],
+    levels: tuple[int, ...],
+    config: ForecastConfig,
+    events: list[dict[str, object]],
+) -> None:
+    """Step 7 (hierarchies): MinT on the mean and every path, plan-driven series taken out and
+    added back through the summing matrix (module docstring); bounds from the reconciled paths."""
+    h = config.horizon
+    mean, paths, plan_rows = p.mean, p.paths, p.plan_rows
+    resid = _aligned_residuals(bt, selection, ids)
+    var1 = (p.d[:, 0] ** 2) if h else None
+    plan_mean = mean[plan_rows].copy()
+    plan_p = paths[plan_rows].copy()
+    if plan_rows:
+        for i in plan_rows:
+            for a in _ancestors(ids[i], ids):
+                mean[a] -= p.model_mean[i]
+                paths[a] -= p.model_mean[i]
+        mean[plan_rows] = 0.0
+        paths[plan_rows] = 0.0
+        if resid is not None:
+            resid = resid.copy()
+            resid[:, plan_rows] *= 1e-3
+        if var1 is not None:
+            var1 = var1.copy()
+            var1[plan_rows] = np.maximum(var1[plan_rows], 1e-12) * 1e-6
+    mean, paths, info = _reconcile(ids, mean, paths, resid, var1, p.nn)
+    if plan_rows:
+        from pipeline.reconcile import summing_matrix
+
+        S, bottom = summing_matrix(ids)
+        pos = {u: i for i, u in enumerate(ids)}
+        brow = [pos[b] for b in bottom]
+        b_mean, b_paths = mean[brow].copy(), paths[brow].copy()
+        for k, i in enumerate(plan_rows):
+            j = bottom.index(ids[i])
+            b_mean[j], b_paths[j] = plan_mean[k], plan_p[k]
+        mean = S @ b_mean
+        paths = np.einsum("ib,bph->iph", S, b_paths)
+        info["method"] = f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
+    events.append(
+        {MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"}
+    )
+    p.mean, p.paths = mean, paths
+    pub = p.table
+    pub[MEAN] = mean.ravel()
+    for lv in levels:
+        alpha = 1 - lv / 100
+        lo = np.quantile(paths, alpha / 2, axis=1)
+        hi = np.quantile(paths, 1 - alpha / 2, axis=1)
+        pub[lo_col(lv)] = np.minimum(lo, mean).ravel()
+        pub[hi_col(lv)] = np.maximum(hi, mean).ravel()
+
+
+def unreconciled_step(
+    p: Published,
+    ids: list[str],
+    allf: pd.DataFrame,
+    nonneg: pd.Series,
+    levels: tuple[int, ...],
+) -> None:
+    """Step 7 (flat series): ancestors follow their plan-driven descendants; series whose history is
+    never negative get forecasts, bounds and paths clipped at zero."""
+    pub, paths, mean = p.table, p.paths, p.mean
+    for i in p.plan_rows:
+        delta = mean[i] - p.model_mean[i]
+        for a in _ancestors(ids[i], ids):
+            paths[a] += delta
+            rows = (pub[UID] == ids[a]).to_numpy()
+            for c in [MEAN, *interval_cols(levels)]:
+                pub.loc[rows, c] = pub.loc[rows, c].to_numpy(float) + delta
+    for i in p.plan_rows:
+        rows = (pub[UID] == ids[i]).to_numpy()
+        for lv in levels:
+            alpha = 1 - lv / 100
+            pub.loc[rows, lo_col(lv)] = np.minimum(
+                np.quantile(paths[i], alpha / 2, axis=0), mean[i]
+            )
+            pub.loc[rows, hi_col(lv)] = np.maximum(
+                np.quantile(paths[i], 1 - alpha / 2, axis=0), mean[i]
+            )
+    paths[p.nn] = np.maximum(paths[p.nn], 0.0)
+    clip_rows = pub[UID].map(nonneg).to_numpy(bool)
+    for c in [MEAN, *interval_cols(levels)]:
+        pub.loc[clip_rows, c] = pub.loc[clip_rows, c].clip(lower=0.0)
+    cr = allf[UID].map(nonneg).to_numpy(bool)
+    for c in [MEAN, *interval_cols(levels)]:
+        allf.loc[cr, c] = allf.loc[cr, c].clip(lower=0.0)
+
+
+def output_tables(
+    pub: pd.DataFrame,
+    allf: pd.DataFrame,
+    selection: pd.DataFrame,
+    ids: list[str],
+    levels: tuple[int, ...],
+    config: ForecastConfig,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The forecast table (fallbacks named as such) and every model's forecasts."""
+    fb = pub[FALLBACK].fillna(False).to_numpy(bool)
+    pub[MODEL] = np.where(fb, BASELINE + "(fallback)", pub[MODEL].to_numpy())
+    fb_series = set(pub.loc[fb, UID])
+    if fb_series:
+        selection.loc[selection[UID].isin(fb_series), "reason"] += (
+            "; fallback: fit failed, analytic baseline used"
+        )
+    out_cols = [UID, DS, MODEL, MEAN, *interval_cols(levels)]
+    if config.reconcile or _hierarchical(ids):
+        for c, v in ((PHASE, 0), (CATEGORY, 1)):
+            pub[c] = [parse_hierarchy_id(u)[v] for u in pub[UID]]
+            allf[c] = [parse_hierarchy_id(u)[v] for u in allf[UID]]
+        out_cols += [PHASE, CATEGORY]
+    forecast = pub[out_cols].reset_index(drop=True)
+    all_cols = [*out_cols, SIGMA, FALLBACK]
+    all_forecasts = (
+        allf[[c for c in all_cols if c in allf.columns]]
+        .sort_values([MODEL, UID, DS])
+        .reset_index(drop=True)
+    )
+    return forecast, all_forecasts
+
+
+def _hierarchical(ids: list[str]) -> bool:
+    return "total" in ids
+
+
+def _aligned_residuals(
+    bt: pd.DataFrame, selection: pd.DataFrame, ids: list[str]
+) -> np.ndarray | None:
+    if bt.empty:
+        return None
+    sel = selection.set_index(UID)[MODEL]
+    mine = bt[bt[MODEL].to_numpy() == bt[UID].map(sel).to_numpy()]
+    wide = (
+        mine.assign(_e=mine[Y] - mine[MEAN])
+        .pivot_table(index=[WINDOW, "h"], columns=UID, values="_e", aggfunc="first")
+        .reindex(columns=ids)
+    )
+    return wide.to_numpy(float)
+
+
+def _reconcile(
+    ids: list[str],
+    mean: np.ndarray,
+    paths: np.ndarray,
+    resid: np.ndarray | None,
+    var1: np.ndarray | None,
+    nonneg: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+    from pipeline.reconcile import reconcile
+
+    m, p, info = reconcile(ids, mean, paths, resid, var1, nonneg)
+    assert p is not None
+    return m, p, info
