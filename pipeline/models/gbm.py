@@ -291,6 +291,7 @@ class LightGBMForecaster(Forecaster):
         steps = np.tile(np.arange(1, h + 1), n)
         d_o = d_t = None
         if self.driver_cols_:
+            assert self.x_last_ is not None  # set by _fit whenever there are driver columns
             d_o = np.repeat(self.x_last_.loc[uids].to_numpy(dtype=float), h, axis=0)
             d_t = d_o.copy()
             if X_future is not None and set(self.driver_cols_) <= set(X_future.columns):

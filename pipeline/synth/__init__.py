@@ -279,14 +279,14 @@ def generate(config: SynthConfig) -> SynthResult:
     budgets, budget_notes = _budgets(sc, future_eff, mtd_eff, labor_rows, periods)
     files.append(_write_budgets(out / "budgets.csv", budgets))
 
-    grand = {c: sum(Decimal(p[c]) for p in periods.values()) for c in COST_COLUMNS}
+    grand = {c: sum((Decimal(p[c]) for p in periods.values()), Decimal(0)) for c in COST_COLUMNS}
     labor_cost: dict[str, dict[str, str]] = defaultdict(dict)
     for r in labor_rows:
         prev = Decimal(labor_cost[r["month"]].get(r["phase"], "0"))
         labor_cost[r["month"]][r["phase"]] = str(
             prev + Decimal(r["hours"]) * Decimal(r["hourly_rate"])
         )
-    truth = {
+    truth: dict[str, Any] = {
         "generator": {
             "seed": config.seed,
             "months": config.months,
@@ -354,8 +354,8 @@ def _write_usage(path: Path, usage: list[tuple[dt.date, DayUsage]]) -> Path:
         day = d.isoformat()
         for (phase, team), v in sorted(u.gpu_hours.items()):
             lines.append(f"{day},{phase},gpu_hours,{dec(v, 6)},hours,{team}")
-        for phase, v in sorted(u.util.items()):
-            lines.append(f"{day},{phase},gpu_util,{v:.4f},ratio,")
+        for phase, util in sorted(u.util.items()):
+            lines.append(f"{day},{phase},gpu_util,{util:.4f},ratio,")
         for team, v in sorted(u.requests.items()):
             lines.append(f"{day},inference,requests,{v},requests,{team}")
         lines.append(f"{day},inference,tokens_in,{u.tokens_in},tokens,search")

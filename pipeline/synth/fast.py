@@ -9,6 +9,7 @@ integers (quantity x unit price), so a table's totals are exact and reproducible
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -90,7 +91,7 @@ def _decimal(units: np.ndarray, scale: int) -> pa.Array:
     )
 
 
-def _strings(values: list[str | None], idx: np.ndarray) -> pa.Array:
+def _strings(values: Sequence[str | None], idx: np.ndarray) -> pa.Array:
     """Dictionary-encoded strings (values[idx]): compact, fast, and written natively by Parquet."""
     isnull = np.array([v is None for v in values])
     indices = pa.array(idx.astype(np.int32), mask=isnull[idx] if isnull.any() else None)

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict, Unpack
 
 import numpy as np
 
@@ -268,8 +269,54 @@ class DayUsage:
     storage_gb: float = 0.0
 
 
+class _Resource(TypedDict):
+    """Keyword arguments of :meth:`RowBuffer.add` naming the resource a row is charged to."""
+
+    resource_id: str | None
+    resource_name: str | None
+    resource_type: NotRequired[str | None]
+    az: str | None
+    tags: dict[str, str] | None
+    team: str | None
+
+
+class _InstanceRow(TypedDict):
+    """Keyword arguments of :meth:`RowBuffer.add` shared by the rows of one serving instance."""
+
+    phase: str
+    category: str
+    sub: str
+    start: dt.datetime
+    end: dt.datetime
+    tags: dict[str, str] | None
+    resource_id: str | None
+    resource_name: str | None
+    az: str | None
+    gpu_hours: int
+    team: str | None
+
+
+class _UsageRow(TypedDict):
+    """Keyword arguments of :meth:`RowBuffer.add` that :func:`_usage_row` passes through."""
+
+    phase: str
+    category: str
+    sub: str
+    start: dt.datetime
+    end: dt.datetime
+    tags: dict[str, str] | None
+    description: NotRequired[str | None]
+    resource_id: NotRequired[str | None]
+    resource_name: NotRequired[str | None]
+    resource_type: NotRequired[str | None]
+    az: NotRequired[str | None]
+    capacity: NotRequired[tuple[str, str] | None]
+    gpu_hours: NotRequired[int]
+    team: NotRequired[str | None]
+
+
 def _usage_row(
-    buf: RowBuffer, sku_key: str, day: dt.date, qty: int, price: int, **kw: object
+    buf: RowBuffer, sku_key: str, day: dt.date, qty: int, price: int, **kw: Unpack[_UsageRow]
 ) -> None:
     """A plain on-demand (Standard) usage row: every cost = quantity x price."""
     sku = CATALOG[sku_key]
@@ -287,7 +334,7 @@ def _usage_row(
         contracted_price=price,
         pricing="Standard",
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 class World:
@@ -356,7 +403,7 @@ class World:
             for k, hc in enumerate(hours):
                 qty = hc * (Q // 100)
                 gq = qty * 4
-                common = dict(
+                common = _InstanceRow(
                     phase="inference",
                     category="compute_gpu",
                     sub=sub,
@@ -388,7 +435,7 @@ class World:
                         commitment={**ri_c, "status": "Used", "quantity": qty},
                         description=f"USD {lp / P:.3f} per g5.12xlarge hour, covered by reserved instance",
                         **common,
-                    )  # type: ignore[arg-type]
+                    )
                 else:
                     _usage_row(
                         buf,
@@ -405,7 +452,7 @@ class World:
             if count:
                 ri_tags = {"phase": "inference", "team": team, "model": model, "env": "prod"}
                 unused_c = count * 2400 - covered
-                ri_res = dict(
+                ri_res = _Resource(
                     resource_id=rid,
                     resource_name=rname,
                     resource_type="Reserved Instance",
@@ -437,7 +484,7 @@ class World:
                         commitment={**ri_c, "status": "Unused", "quantity": uq},
                         description="Unused reserved instance hours, g5.12xlarge",
                         **ri_res,
-                    )  # type: ignore[arg-type]
+                    )
                 pq_ = count * 24 * Q
                 fee = pq_ * PRICE["g5_ri"]
                 buf.add(
@@ -463,7 +510,7 @@ class World:
                     commitment={**ri_c, "quantity": pq_},
                     description=f"Reserved instance fee, {count} x g5.12xlarge, 1 year, no upfront",
                     **ri_res,
-                )  # type: ignore[arg-type]
+                )
         load = total_req / max(expected, 1.0)
         u.util["inference"] = float(np.clip(0.52 * load**0.5 + rng.normal(0, 0.02), 0.2, 0.95))
 
@@ -595,8 +642,8 @@ class World:
                     team=r.team,
                     description=f"USD {price / P:.2f} per {'Capacity Block' if cap else 'On Demand'} p5.48xlarge Instance Hour",
                 )
-            key = (r.phase, r.team)
-            u.gpu_hours[key] = u.gpu_hours.get(key, 0) + hc * (Q // 100) * 8 * r.nodes
+            rk = (r.phase, r.team)
+            u.gpu_hours[rk] = u.gpu_hours.get(rk, 0) + hc * (Q // 100) * 8 * r.nodes
             u.util[r.phase] = float(
                 np.clip(
                     (0.38 if r.phase == "pretraining" else 0.5) + rng.normal(0, 0.02), 0.1, 0.95
@@ -716,7 +763,7 @@ class World:
         )
         dim = (add_months(day, 1) - month_start(day)).days
         lake, raw = sc.storage_gb(day)
-        for gb, name, tags in (
+        for bucket_gb, name, bucket_tags in (
             (
                 lake,
                 "ecomai-datalake",
@@ -729,7 +776,7 @@ class World:
             ),
             (raw, "ecomai-raw-logs", None),
         ):
-            qty = int(round(gb * Q / dim))
+            qty = int(round(bucket_gb * Q / dim))
             _usage_row(
                 buf,
                 "s3",
@@ -741,7 +788,7 @@ class World:
                 sub="data",
                 start=d0,
                 end=d1,
-                tags=tags,
+                tags=bucket_tags,
                 resource_id=f"arn:aws:s3:::{name}",
                 resource_name=name,
                 description="USD 0.023 per GB-Month of storage used in S3 Standard",
