@@ -64,9 +64,6 @@ def fan_bands(paths: np.ndarray, path_ids: Sequence[str], path_ds: Sequence[Any]
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -94,12 +91,11 @@ def fan_chart(
     levels: Sequence[int] = (80, 95),
 ) -> str:
     """A fan chart for one node: history, the 50/80/95 % bands, the median, budget lines."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    # a Figure of its own, not pyplot: rendering a report never changes the caller's backend
+    fig = Figure(figsize=(6.4, 3.0))
+    ax = fig.subplots()
     hist = history[history[UID] == uid].sort_values(DS).tail(months_shown)
     hx = pd.to_datetime(hist[DS])
     ax.plot(hx, hist[Y], color=PALETTE["history"], lw=1.6, label="actual")
@@ -396,13 +392,11 @@ def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:
     """Bar chart of backtest MASE and 80 / 95 % coverage per model."""
     if metrics is None or not len(metrics):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     m = metrics[metrics["scope"] == "model"].sort_values("MASE")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     axes[0].barh(m[MODEL], m["MASE"], color="#3b6fd6")
     axes[0].set_title("backtest MASE (lower is better)")
     covs = [c for c in m.columns if c.startswith("coverage_")]
@@ -415,7 +409,6 @@ def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

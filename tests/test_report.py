@@ -80,11 +80,16 @@ def build_report(out: Path) -> tuple[Path, int]:
             "scenario": [EVIL, "llm-run"],
             "period": "2027Q1",
             "phase": ["total", "pretraining"],
-            "source": ["analytic_baseline", "sarimax"],
-            "base": [1e6, 2e5],
-            "scenario_value": [1.1e6, 3.78176e5],
-            "delta": [1e5, 1.78176e5],
+            "base_mean": [1e6, 2e5],
+            "base_p50": [1e6, 2e5],
+            "scenario_mean": [1.1e6, 3.78176e5],
+            "scenario_p50": [1.1e6, 3.78176e5],
+            "scenario_p80": [1.2e6, 4e5],
+            "delta_mean": [1e5, 1.78176e5],
             "delta_pct": [0.1, 0.89],
+            "scenario_recommended": [1.2e6, 4e5],
+            "plan_base": [9e5, 2e5],
+            "plan_scenario": [1e6, 3.78176e5],
         }
     )
     path = write_report(
