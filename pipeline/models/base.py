@@ -6,6 +6,11 @@ for sums over months. Fitted state lives in attributes ending in ``_``. Subclass
 ``_fit`` and ``_predict`` (point forecasts plus a per-step standard deviation); the base class does
 the checks, builds intervals and paths, and records fallbacks.
 
+One fallback everywhere: a series whose fit or forecast fails gets the analytic baseline's
+run-rate (:func:`run_rate`, the mean of its last three months), recorded in ``fallback_ids_`` and
+shown as ``analytic_baseline(fallback)`` in the published forecast; a whole model that fails is
+replaced by the analytic baseline (:func:`pipeline.backtest.fit_predict`).
+
 Intervals here are the model's own (Gaussian on its residual scale). The backtest replaces them
 with intervals calibrated on rolling-origin errors (see ``pipeline.intervals``); a model that has
 better native paths overrides :meth:`_sample_errors`.
@@ -23,6 +28,24 @@ from scipy.stats import norm
 
 from pipeline.errors import PhasecastError
 from pipeline.frames import DS, MEAN, MODEL, UID, Y, check_levels, hi_col, lo_col
+
+
+def run_rate(y: np.ndarray, window: int = 3) -> float:
+    """Mean of the last ``window`` values (of all of them when shorter); 0 for an empty series."""
+    y = np.asarray(y, dtype=float)
+    y = y[np.isfinite(y)]
+    return float(np.mean(y[-window:])) if len(y) else 0.0
+
+
+def run_rate_sigma(y: np.ndarray, h: int, window: int = 3) -> np.ndarray:
+    """Per-step sd of the run-rate: RMS of its one-step errors, times sqrt(step)."""
+    y = np.asarray(y, dtype=float)
+    errs = [y[t] - np.mean(y[max(0, t - window) : t]) for t in range(1, len(y))]
+    if errs:
+        s = float(np.sqrt(np.mean(np.square(errs))))
+    else:
+        s = 0.1 * abs(float(y[-1])) if len(y) else 0.0
+    return s * np.sqrt(np.arange(1, h + 1, dtype=float))
 
 
 class NotFittedError(PhasecastError):
@@ -52,6 +75,10 @@ class Forecaster:
         self.ids_ = np.asarray(pd.unique(df[UID]))
         self.last_ds_ = df.groupby(UID, sort=False)[DS].max().reindex(self.ids_).to_numpy()
         self.fallback_ids_: set[str] = set()
+        # the one fallback: the analytic baseline's run-rate, for a series whose forecast fails
+        self.run_rate_ = np.array(
+            [run_rate(g.to_numpy(float)) for _, g in df.groupby(UID, sort=False)[Y]], dtype=float
+        )
         self._fit(df)
         self.is_fitted_ = True
         return self
@@ -125,8 +152,8 @@ class Forecaster:
         mean = np.asarray(fc.mean, dtype=float)
         sigma = np.nan_to_num(np.asarray(fc.sigma, dtype=float), nan=0.0).clip(min=0.0)
         bad = ~np.isfinite(mean).all(axis=1)
-        if bad.any():  # never publish NaN: a series whose forecast blew up gets its last value
-            mean[bad] = np.nan_to_num(mean[bad], nan=0.0, posinf=0.0, neginf=0.0)
+        if bad.any():  # never publish NaN: the baseline's run-rate, recorded as a fallback
+            mean[bad] = self.run_rate_[bad][:, None]
             self.fallback_ids_ |= set(self.ids_[bad].tolist())
         return SeriesForecast(mean, sigma)
 

@@ -20,26 +20,8 @@ import pandas as pd
 
 from pipeline.estimate import COST, estimate_from_plan
 from pipeline.frames import CATEGORY, DS, PHASE, TOTAL, parse_hierarchy_id
-from pipeline.models.base import Forecaster, SeriesForecast, series_arrays
+from pipeline.models.base import Forecaster, SeriesForecast, run_rate, run_rate_sigma, series_arrays
 from pipeline.plan import Plan
-
-
-def run_rate(y: np.ndarray, window: int = 3) -> float:
-    """Mean of the last ``window`` values (of all of them when shorter); 0 for an empty series."""
-    y = np.asarray(y, dtype=float)
-    y = y[np.isfinite(y)]
-    return float(np.mean(y[-window:])) if len(y) else 0.0
-
-
-def run_rate_sigma(y: np.ndarray, h: int, window: int = 3) -> np.ndarray:
-    """Per-step sd of the run-rate: RMS of its one-step errors, times sqrt(step)."""
-    y = np.asarray(y, dtype=float)
-    errs = [y[t] - np.mean(y[max(0, t - window) : t]) for t in range(1, len(y))]
-    if errs:
-        s = float(np.sqrt(np.mean(np.square(errs))))
-    else:
-        s = 0.1 * abs(float(y[-1])) if len(y) else 0.0
-    return s * np.sqrt(np.arange(1, h + 1, dtype=float))
 
 
 class AnalyticBaseline(Forecaster):
