@@ -11,13 +11,42 @@ from pathlib import Path
 
 import pandas as pd
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) get a
+    leading apostrophe; numbers stay numbers (OWASP "CSV injection"). For CSVs only: Parquet keeps
+    the raw values."""
+    out = df
+    for col in df.columns:
+        s = df[col]
+        if s.dtype != object and not isinstance(s.dtype, pd.StringDtype):
+            continue
+        text = s.astype("string")
+        risky = text.str.startswith(FORMULA_START).fillna(False).to_numpy(bool)
+        if risky.any():
+            if out is df:
+                out = df.copy()
+            out[col] = s.where(~risky, "'" + text)
+    return out
+
+
+def write_csv_text(df: pd.DataFrame, path: Path, **kw: object) -> Path:
+    """A CSV for people: spreadsheet-safe, written to a temporary name and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    spreadsheet_safe(df).to_csv(tmp, index=False, **kw)
+    tmp.replace(path)
+    return path
+
 
 def write_table(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
-    """``name.csv`` and ``name.parquet`` in ``folder`` (atomic per file)."""
+    """``name.csv`` (spreadsheet-safe) and ``name.parquet`` (raw) in ``folder``, atomic per file."""
     folder.mkdir(parents=True, exist_ok=True)
     csv, pq = folder / f"{name}.csv", folder / f"{name}.parquet"
     tmp = folder / f".{name}.csv.tmp"
-    df.to_csv(tmp, index=False)
+    spreadsheet_safe(df).to_csv(tmp, index=False)
     tmp.replace(csv)
     tmp = folder / f".{name}.parquet.tmp"
     df.reset_index(drop=True).to_parquet(tmp, index=False)
@@ -26,11 +55,8 @@ def write_table(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    """A spreadsheet-safe CSV, atomic."""
+    return write_csv_text(df, path)
 
 
 def publish(tmp: Path, final: Path) -> None:

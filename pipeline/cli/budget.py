@@ -202,6 +202,7 @@ def flag_cmd(
     from pipeline.flags import FlagConfig, flag_run
     from pipeline.formatting import format_flags
     from pipeline.jobs import Derived, output_folder, write_derived
+    from pipeline.tables import write_csv
 
     with progress_steps("flag", 3) as tick:
         run, settings = _open(paths, as_of, run_dir)
@@ -221,7 +222,7 @@ def flag_cmd(
         tick("lines flagged")
         folder = output_folder(paths.outputs, output, "flags", run)
         files = write_derived(Derived(flags=res, quarters=[]), folder)
-        res.anomalies.to_csv(folder / "anomalies.csv", index=False)
+        write_csv(res.anomalies, folder / "anomalies.csv")
         files.append("anomalies.csv")
         tick("written")
     click.echo(

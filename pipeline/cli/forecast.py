@@ -10,6 +10,7 @@ import click
 
 from pipeline.cli import cli
 from pipeline.config import Paths
+from pipeline.tables import spreadsheet_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,7 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     if path.name.lower().endswith((".parquet", ".pq")):
         df.to_parquet(tmp, index=False)
     else:
-        df.to_csv(tmp, index=False, date_format="%Y-%m-%d")
+        spreadsheet_safe(df).to_csv(tmp, index=False, date_format="%Y-%m-%d")
     tmp.replace(path)  # atomic: a crash never leaves half a table
 
 
