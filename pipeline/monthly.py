@@ -183,9 +183,11 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         log.info("billing inbox %s: no new files", inbox)
         return {"inbox": str(inbox), "new_files": [], "ingested": 0}
     log.info("billing inbox %s: %d new or changed file(s), ingesting", inbox, len(pending))
+    # The whole inbox, not just the new files: a new file of a folder is read with its delivery (the
+    # folder's other files of its periods); deliveries already ingested are skipped.
     rep = ingest(
         IngestConfig(
-            billing=tuple(p.path for p in pending),
+            billing=(inbox,),
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
         )

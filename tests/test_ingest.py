@@ -159,7 +159,7 @@ def test_real_sample_conserves_every_cost_exactly(tmp_path: Path) -> None:
         Decimal(expected["ListCost"]),
         1000,
     )
-    assert q(db, "SELECT DISTINCT typeof(billed_cost) FROM daily_facts") == [("DECIMAL(38,12)",)]
+    assert q(db, "SELECT DISTINCT typeof(billed_cost) FROM daily_facts") == [("DECIMAL(38,18)",)]
     phases = {p for (p,) in q(db, "SELECT DISTINCT phase FROM daily_facts")}
     assert phases <= set(PHASES)
     # No Tags in the sample: phases come from rules (CloudWatch -> operations, S3 -> data_preprocessing,
@@ -372,15 +372,23 @@ def test_restatement_replaces_period_and_reingest_changes_nothing(tmp_path: Path
     _, rep2 = run(tmp_path, inbox)
     assert [f.status for f in rep2.files] == ["unchanged", "unchanged"]
     assert content_checksum(db) == before
-    # A restated re-export of September for acct-A (named after the original, so applied after it).
+    # A restated re-export of September for acct-A: a delivery of its own, in its own folder (which
+    # sorts after its parent, so it is applied after the original).
     write_focus(
-        inbox / "2026-09-restated.csv", [row("2026-09-10", "9.5"), row("2026-09-12", "0.25")]
+        inbox / "2026-09.restated-2026-10-05" / "2026-09.csv",
+        [row("2026-09-10", "9.5"), row("2026-09-12", "0.25")],
     )
     pending = new_files(inbox, db)
-    assert [(p.path.name, p.reason) for p in pending] == [("2026-09-restated.csv", "new")]
+    assert [(p.path.parent.name, p.reason) for p in pending] == [
+        ("2026-09.restated-2026-10-05", "new")
+    ]
     _, rep3 = run(tmp_path, inbox)
-    assert [f.status for f in rep3.files] == ["unchanged", "ingested", "unchanged"]
-    assert rep3.files[1].warehouse_totals["USD"]["BilledCost"] == Decimal("9.75")
+    assert [f.status for f in rep3.files] == ["unchanged", "unchanged", "ingested"]
+    assert rep3.files[2].warehouse_totals["USD"]["BilledCost"] == Decimal("9.75")
+    # An unchanged file's report still shows its stored text totals and its keys' warehouse totals.
+    assert rep3.files[0].source_totals["USD"]["BilledCost"] == Decimal(150)
+    assert rep3.files[0].warehouse_totals["USD"]["BilledCost"] == Decimal(150)
+    assert rep3.files[1].warehouse_totals["USD"]["BilledCost"] == Decimal("12.75")
     assert _totals(db) == {
         ("AWS", "2026-08", "acct-A"): Decimal(150),
         ("AWS", "2026-09", "acct-A"): Decimal("9.75"),
@@ -393,7 +401,8 @@ def test_restatement_inside_one_call(tmp_path: Path) -> None:
     a = write_focus(
         tmp_path / "in" / "m09-a.csv.gz", [row("2026-09-01", "1"), row("2026-10-01", "2")]
     )
-    b = write_focus(tmp_path / "in" / "m09-b.parquet", [row("2026-09-02", "5")])
+    # b is a re-delivery of September: a folder of its own, applied after its parent's files.
+    b = write_focus(tmp_path / "in" / "redelivered" / "m09-b.parquet", [row("2026-09-02", "5")])
     db, rep = run(tmp_path, tmp_path / "in")
     assert [Path(f.path).name for f in rep.files] == [a.name, b.name]
     assert [f.status for f in rep.files] == [
