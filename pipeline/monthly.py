@@ -62,6 +62,7 @@ class MonthlyConfig:
     plan: Path | None = None
     output_root: Path | None = None  # default: paths.outputs
     cost_column: str = "EffectiveCost"
+    currency: str | None = None  # None: the warehouse's currency with most cost (others logged, left out)
     progress: bool = True
     report: bool = True
 
@@ -237,7 +238,26 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         ingest_info = ingest_inbox(cfg)
         from pipeline.series import build_series
 
-        frames = build_series(cfg.paths.warehouse, as_of=cfg.as_of, cost_column=cfg.cost_column)
+        frames = build_series(
+            cfg.paths.warehouse,
+            as_of=cfg.as_of,
+            cost_column=cfg.cost_column,
+            currency=cfg.currency,
+        )
+        if frames.partial_month is not None:
+            log.info(
+                "partial month %s (%s); complete months end with %s",
+                f"{frames.partial_month:%Y-%m}",
+                frames.partial_reason,
+                f"{frames.monthly['ds'].max():%Y-%m}" if not frames.monthly.empty else "none",
+            )
+        if frames.other_currencies:
+            log.warning(
+                "costs in %s are left out of this %s run (never converted); run again with "
+                "--currency to forecast them",
+                ", ".join(frames.other_currencies),
+                frames.currency,
+            )
         series = frames.monthly
         if series.empty:
             raise RunFailedError(

@@ -106,22 +106,41 @@ def stage_file(
     )
     # The attribution fields of a group, and a 64-bit hash of them to join attributions back on.
     attr_keys = [f"f_{f}" for f in ("ProviderName", "ServiceName", *fields, "Tags")]
+    # One scan, two aggregations (grouping sets): the day groups the warehouse path starts from, and
+    # the exact text totals per (provider, account, period, currency) the report checks it against.
+    day_key = ["day", "billing_period", *(f"f_{f}" for f in g_text)]
+    text_key = ["billing_period", "f_ProviderName", "f_BillingAccountId", "f_BillingCurrency"]
+    both = f"""
+        CREATE OR REPLACE TEMP TABLE grouped_sets AS
+        SELECT {", ".join(day_key)}, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
+               count(*) AS row_count, count_if(bad) AS n_bad, GROUPING(day) AS text_set
+        FROM (SELECT {inner} FROM {source_sql(src)})
+        GROUP BY GROUPING SETS (({", ".join(day_key)}), ({", ".join(text_key)}))
+    """
     grouped = f"""
         CREATE OR REPLACE TEMP TABLE groups AS
         SELECT *, hash({", ".join(attr_keys)}) AS k FROM (
         SELECT {proj.replace("day, billing_period", f"{day_to_date('day')} AS day, {day_to_date('billing_period')} AS billing_period", 1)}
-        FROM (
-            SELECT day, billing_period, {", ".join(f"f_{f}" for f in g_text)},
-                   {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
-                   count(*) AS row_count, count_if(bad) AS n_bad
-            FROM (SELECT {inner} FROM {source_sql(src)})
-            GROUP BY ALL
-        ))
+        FROM grouped_sets WHERE text_set = 0)
+    """
+    nullword = {
+        f: f"nullif(nullif(f_{f}, 'NULL'), '')" if cols.types.get(f) == "VARCHAR" else f"f_{f}"
+        for f in ("ProviderName", "BillingAccountId", "BillingCurrency")
+    }
+    text_totals = f"""
+        INSERT INTO text_keys
+        SELECT {idx}, NULL, {nullword["ProviderName"]}, {nullword["BillingAccountId"]},
+               {day_to_date("billing_period")}, upper(trim({nullword["BillingCurrency"]})),
+               sum(s_BilledCost), sum(s_EffectiveCost), sum(s_ListCost)
+        FROM grouped_sets WHERE text_set = 1 GROUP BY ALL
     """
     try:
-        con.execute(grouped)
+        con.execute(both)
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
+    con.execute(grouped)
+    con.execute(text_totals)
+    con.execute("DROP TABLE grouped_sets")
     # Per-group checks (few groups): currency ISO 4217 (any case), billing period on a first of month.
     n_rows, n_bad = con.execute(f"""
         SELECT coalesce(sum(row_count), 0), coalesce(sum(n_bad), 0) + coalesce(sum(row_count) FILTER
@@ -171,7 +190,13 @@ def stage_file(
         FROM groups g JOIN attributed a ON {on}
     """)
     con.execute("DROP TABLE groups; DROP TABLE combos; DROP TABLE attributed")
-    return Staged(idx, src, int(n_rows), _text_totals(con, idx, src, cols))
+    periods = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {idx} ORDER BY 1"
+        ).fetchall()
+    ]
+    return Staged(idx, src, int(n_rows), periods)
 
 
 def _row_checks(cols: Columns) -> list[str]:
@@ -187,39 +212,6 @@ def _row_checks(cols: Columns) -> list[str]:
         end, start = cols.micros("ChargePeriodEnd"), cols.micros("ChargePeriodStart")
         out.append(f"({end_raw} IS NOT NULL AND ({end} IS NULL OR {end} < {start}))")
     return out
-
-
-def _text_totals(
-    con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, cols: Columns
-) -> list[str]:
-    """Add the exact sums of the file's cost text per key and currency to ``text_keys``; its periods.
-
-    One plain scan of the file, apart from the grouping, attribution and warehouse path. The cast of
-    the text to ``DECIMAL(38,18)`` is exact here: values that would lose a digit were rejected before
-    (:func:`pipeline.ingest.readers.lossy_sql`). Keys are normalised as in the stage (NULL words,
-    upper-case currency), so the report compares like with like.
-    """
-    sums = ", ".join(
-        f"sum({cols.decimal(c)[0]}) AS s{i}"
-        for i, c in enumerate(("BilledCost", "EffectiveCost", "ListCost"))
-    )
-    bp = day_to_date(cols.day("BillingPeriodStart")[0])
-    try:
-        con.execute(f"""
-            INSERT INTO text_keys
-            SELECT {idx}, NULL, p, a, bp, cur, s0, s1, s2 FROM (
-                SELECT {cols.text_nullword("ProviderName")} AS p, {cols.text_nullword("BillingAccountId")} AS a,
-                       {bp} AS bp, upper(trim({cols.text_nullword("BillingCurrency")})) AS cur, {sums}
-                FROM {source_sql(src)} GROUP BY ALL)
-        """)
-    except duckdb.Error as exc:
-        raise read_error(src, exc) from None
-    return [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {idx} ORDER BY 1"
-        ).fetchall()
-    ]
 
 
 def _tag_phase(tags: str) -> str:
