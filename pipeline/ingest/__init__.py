@@ -25,6 +25,7 @@ Tables are described in :mod:`pipeline.ingest.warehouse`.
 
 from __future__ import annotations
 
+import decimal
 import json
 import logging
 import time
@@ -204,9 +205,17 @@ class IngestReport:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
+#: Decimal arithmetic for totals: wide enough for any DECIMAL(38,18) sum, and a rounding raises
+#: (Python's default context keeps 28 digits and would round a 38-digit total silently).
+EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.InvalidOperation])
+
+
 def _dec_str(d: Decimal) -> str:
     """Exact, without trailing zeros or exponent: Decimal('20.520226728990') -> '20.52022672899'."""
-    s = format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f").rstrip("0")
+    if d == d.to_integral_value(context=EXACT):
+        s = format(d.normalize(EXACT), "f")
+    else:
+        s = format(d, "f").rstrip("0")
     return s if s not in ("-0", "") else "0"
 
 
@@ -225,7 +234,7 @@ def _totals(rows: list[tuple]) -> Totals:
     for cur, *vals in rows:
         acc = out.setdefault(cur, {c: Decimal(0) for c in REPORTED_COSTS})
         for c, v in zip(REPORTED_COSTS, vals, strict=True):
-            acc[c] += Decimal(v or 0)
+            acc[c] = EXACT.add(acc[c], Decimal(v or 0))
     return out
 
 
