@@ -238,8 +238,9 @@ def _row_problems(
             continue
         typed, raw = cols.decimal(c)
         unread = f"({typed}) IS NULL" if c in NOT_NULL else f"{raw} IS NOT NULL AND ({typed}) IS NULL"
-        checks.append((c, raw, unread, "read"))
+        # Digit loss first: a value too wide for DECIMAL(38,18) is also unreadable by the cast.
         checks.append((c, raw, cols.lossy(c), "lossy"))
+        checks.append((c, raw, unread, "read"))
     for c in ("ChargePeriodStart", "BillingPeriodStart"):
         typed, raw = cols.day(c)
         checks.append((c, raw, f"({typed}) IS NULL", "read"))
