@@ -62,7 +62,9 @@ class MonthlyConfig:
     plan: Path | None = None
     output_root: Path | None = None  # default: paths.outputs
     cost_column: str = "EffectiveCost"
-    currency: str | None = None  # None: the warehouse's currency with most cost (others logged, left out)
+    currency: str | None = (
+        None  # None: the warehouse's currency with most cost (others logged, left out)
+    )
     progress: bool = True
     report: bool = True
 

@@ -74,7 +74,11 @@ class SeriesFrames:
 
     @property
     def complete_months(self) -> list[pd.Timestamp]:
-        return [pd.Timestamp(d) for d, ok in zip(self.months[DS], self.months["complete"], strict=True) if ok]
+        return [
+            pd.Timestamp(d)
+            for d, ok in zip(self.months[DS], self.months["complete"], strict=True)
+            if ok
+        ]
 
     @property
     def partial_month(self) -> pd.Timestamp | None:

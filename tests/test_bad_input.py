@@ -285,7 +285,9 @@ def test_currency_case_is_one_currency(tmp_path: Path) -> None:
 
 def test_labor_currency_iso_and_upper_cased(tmp_path: Path, warehouse: Path) -> None:
     good = tmp_path / "labor.csv"
-    good.write_text("month,phase,team,hours,hourly_rate,currency\n2026-09,operations,sre,2,10,eur\n")
+    good.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-09,operations,sre,2,10,eur\n"
+    )
     ingest(IngestConfig(labor=good, warehouse=warehouse, progress=False))
     import duckdb
 
@@ -324,8 +326,16 @@ def test_cli_lossy_cost_exit_2_names_file_row_column(tmp_path: Path, warehouse: 
     before = content_checksum(warehouse)
     res = CliRunner().invoke(
         cli,
-        ["--home", str(tmp_path), "ingest", "--no-progress", "--billing", str(f),
-         "--warehouse", str(warehouse)],
+        [
+            "--home",
+            str(tmp_path),
+            "ingest",
+            "--no-progress",
+            "--billing",
+            str(f),
+            "--warehouse",
+            str(warehouse),
+        ],
     )
     assert res.exit_code == EXIT_BAD_INPUT
     assert str(f) in res.output and "row 2" in res.output and "'ListCost'" in res.output

@@ -581,6 +581,12 @@ def _parquet_typed(src: Path, dst: Path, arrow_type) -> Path:
     return dst
 
 
+def run_in(folder: Path, *billing: Path) -> tuple:
+    """``run`` with a warehouse of its own in the new folder ``folder``."""
+    folder.mkdir(parents=True)
+    return run(folder, *billing)
+
+
 def _text_sum(values: list[str]) -> Decimal:
     """Python's exact sum of the text (a local context: the default keeps only 28 digits)."""
     import decimal
@@ -609,7 +615,7 @@ def test_costs_keep_every_digit_in_every_format(tmp_path: Path) -> None:
         "parquet-decimal": _parquet_typed(base, tmp_path / "d.parquet", pa.decimal128(38, 18)),
     }
     for name, f in files.items():
-        db, rep = run(tmp_path / name, f) if (tmp_path / name).mkdir() is None else (None, None)
+        db, rep = run_in(tmp_path / name, f)
         assert _wh_sums(db) == (expected, expected, expected), name
         assert rep.source_totals["USD"]["BilledCost"] == expected, name
         assert rep.to_dict()["overall"]["warehouse_totals"]["USD"]["BilledCost"] == (
@@ -629,8 +635,8 @@ def test_float_parquet_reads_the_shortest_text_of_each_double(tmp_path: Path) ->
     base = write_focus(tmp_path / "s" / "x.parquet", rows)
     f64 = _parquet_typed(base, tmp_path / "f.parquet", pa.float64())
     csv = write_focus(tmp_path / "c" / "x.csv", rows)
-    db1, _ = run(tmp_path / "a", f64) if (tmp_path / "a").mkdir() is None else (None, None)
-    db2, _ = run(tmp_path / "b", csv) if (tmp_path / "b").mkdir() is None else (None, None)
+    db1, _ = run_in(tmp_path / "a", f64)
+    db2, _ = run_in(tmp_path / "b", csv)
     assert _wh_sums(db1) == _wh_sums(db2) == (expected, expected, expected)
 
 
@@ -712,9 +718,7 @@ def test_redelivery_replaces_the_period_whole(tmp_path: Path) -> None:
     assert [f.status for f in rep2.files] == ["unchanged", "unchanged", "ingested"]
     assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("11.5")}
     # Both deliveries in one call, fresh warehouse: folder order decides, the newer one wins.
-    db2, rep3 = run(tmp_path / "fresh", tmp_path / "inbox") if (
-        tmp_path / "fresh"
-    ).mkdir() is None else (None, None)
+    db2, rep3 = run_in(tmp_path / "fresh", tmp_path / "inbox")
     assert _totals(db2) == {("AWS", "2026-09", "acct-A"): Decimal("11.5")}
     assert [d.status for d in rep3.deliveries] == ["superseded", "ingested"]
     assert rep3.conserved and rep3.source_totals["USD"]["BilledCost"] == Decimal("11.5")
@@ -751,7 +755,9 @@ def test_aws_data_exports_layout(tmp_path: Path) -> None:
         # left over from an earlier delivery: not in the manifest, so not ingested
         "focus-daily-00009.csv.gz": [row("2026-09-04", "1000")],
     }
-    _aws_export(tmp_path / "s3", "2026-09", parts, ["focus-daily-00001.csv.gz", "focus-daily-00002.csv.gz"])
+    _aws_export(
+        tmp_path / "s3", "2026-09", parts, ["focus-daily-00001.csv.gz", "focus-daily-00002.csv.gz"]
+    )
     db, rep = run(tmp_path, tmp_path / "s3")
     assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("7.75")}
     assert [d.kind for d in rep.deliveries] == ["aws"] and len(rep.files) == 2

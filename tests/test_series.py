@@ -214,7 +214,9 @@ def test_currencies_are_never_mixed(tmp_path: Path) -> None:
 def test_labor_in_another_currency_does_not_block(tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     labor = tmp_path / "labor.csv"
-    labor.write_text("month,phase,team,hours,hourly_rate,currency\n2026-01,operations,sre,1,5,eur\n")
+    labor.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-01,operations,sre,1,5,eur\n"
+    )
     ingest(
         IngestConfig(
             billing=(write_focus(tmp_path / "c.csv", [row("2026-01-03", "100")]),),

@@ -318,7 +318,10 @@ def _ingest(
             )
         todo = [(w, src) for w, srcs in zip(work, sources, strict=True) for src in srcs]
         bar = tqdm(
-            total=len(todo), desc="ingest", unit="file", disable=not config.progress or not todo,
+            total=len(todo),
+            desc="ingest",
+            unit="file",
+            disable=not config.progress or not todo,
             leave=False,
         )
         idx = 0
@@ -326,19 +329,29 @@ def _ingest(
             known = [s.sha256 in stored for s in srcs]
             if all(known) and (w.manifest_sha is None or w.manifest_sha in stored):
                 for rep in w.reports:
-                    log.info("%s: unchanged (sha256 %s already ingested), skipped", rep.path, rep.sha256[:12])
+                    log.info(
+                        "%s: unchanged (sha256 %s already ingested), skipped",
+                        rep.path,
+                        rep.sha256[:12],
+                    )
                 bar.update(len(srcs))
                 continue
             # New files first; in a plain folder, a known file joins the delivery when it shares a
             # billing period with a new one (the folder's files of a period are one delivery).
             new_periods: set[str] = set()
-            order_ = [i for i, k in enumerate(known) if not k] + [i for i, k in enumerate(known) if k]
+            order_ = [i for i, k in enumerate(known) if not k] + [
+                i for i, k in enumerate(known) if k
+            ]
             for i in order_:
                 src, rep = srcs[i], w.reports[i]
-                if known[i] and w.delivery.kind == "folder" and not (
-                    set(stored[src.sha256]["periods"]) & new_periods
+                if (
+                    known[i]
+                    and w.delivery.kind == "folder"
+                    and not (set(stored[src.sha256]["periods"]) & new_periods)
                 ):
-                    log.info("%s: unchanged, and no new file of its folder shares its periods", src.path)
+                    log.info(
+                        "%s: unchanged, and no new file of its folder shares its periods", src.path
+                    )
                     bar.update(1)
                     continue
                 t = time.perf_counter()
@@ -458,22 +471,41 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
     for w in work:
         for i, rep in _staged_reports(w):
             rep.source_totals = _totals(
-                con.execute(f"SELECT {_TEXT_SUMS} FROM text_keys WHERE file_idx = {i} GROUP BY currency").fetchall()
+                con.execute(
+                    f"SELECT {_TEXT_SUMS} FROM text_keys WHERE file_idx = {i} GROUP BY currency"
+                ).fetchall()
             )
             rep.warehouse_totals = _wh_totals(con, f"file_idx = {i}")
             keys = con.execute(
                 f"SELECT DISTINCT provider, billing_account, strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {i} ORDER BY ALL"
             ).fetchall()
             _manifest(
-                con, Path(rep.path), rep.sha256, "billing", rep.billing_periods, rep.rows,
-                rep.source_totals, delivery=w.delivery.id, keys=[list(k) for k in keys],
+                con,
+                Path(rep.path),
+                rep.sha256,
+                "billing",
+                rep.billing_periods,
+                rep.rows,
+                rep.source_totals,
+                delivery=w.delivery.id,
+                keys=[list(k) for k in keys],
             )
         if w.delivery.manifest is not None and w.manifest_sha is not None:
-            _manifest(con, w.delivery.manifest, w.manifest_sha, "delivery-manifest", [], 0, {},
-                      delivery=w.delivery.id)
+            _manifest(
+                con,
+                w.delivery.manifest,
+                w.manifest_sha,
+                "delivery-manifest",
+                [],
+                0,
+                {},
+                delivery=w.delivery.id,
+            )
         in_force = f"dlv = {w.order} AND EXISTS (SELECT 1 FROM key_last l WHERE {_on('text_keys', 'l')} AND l.last_dlv = {w.order})"
         w.source_in_force = _totals(
-            con.execute(f"SELECT {_TEXT_SUMS} FROM text_keys WHERE {in_force} GROUP BY currency").fetchall()
+            con.execute(
+                f"SELECT {_TEXT_SUMS} FROM text_keys WHERE {in_force} GROUP BY currency"
+            ).fetchall()
         )
         w.warehouse_in_force = _wh_totals(con, in_force.replace("text_keys", "k"))
         w.periods = [
@@ -528,7 +560,8 @@ def _stored_report(con: duckdb.DuckDBPyConnection, rep: FileReport, stored: dict
     rep.rows = int(stored["rows"] or 0)
     rep.billing_periods = list(stored["periods"] or [])
     rep.source_totals = {
-        cur: {c: Decimal(v) for c, v in cols.items()} for cur, cols in (stored["totals"] or {}).items()
+        cur: {c: Decimal(v) for c, v in cols.items()}
+        for cur, cols in (stored["totals"] or {}).items()
     }
     keys = stored["keys"]
     if keys:
@@ -537,7 +570,11 @@ def _stored_report(con: duckdb.DuckDBPyConnection, rep: FileReport, stored: dict
             for p, a, m in keys
         )
     elif rep.billing_periods:
-        cond = "strftime(billing_period, '%Y-%m') IN (" + ", ".join(sql_str(m) for m in rep.billing_periods) + ")"
+        cond = (
+            "strftime(billing_period, '%Y-%m') IN ("
+            + ", ".join(sql_str(m) for m in rep.billing_periods)
+            + ")"
+        )
     else:
         return
     rep.warehouse_totals = _totals(
@@ -566,8 +603,18 @@ def _manifest(
     con.execute(
         "INSERT INTO manifest (sha256, path, kind, format, size_bytes, billing_periods, row_count, "
         "totals, ingested_at, delivery, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
-        [sha256, str(p.resolve()), kind, fmt, p.stat().st_size, periods, rows, tjson, delivery,
-         json.dumps(keys) if keys is not None else None],
+        [
+            sha256,
+            str(p.resolve()),
+            kind,
+            fmt,
+            p.stat().st_size,
+            periods,
+            rows,
+            tjson,
+            delivery,
+            json.dumps(keys) if keys is not None else None,
+        ],
     )
 
 

@@ -206,7 +206,10 @@ def _row_checks(cols: Columns) -> list[str]:
     out = [f"{dec[c][0]} IS NULL" for c in ("BilledCost", "EffectiveCost", "ListCost")]
     out.append(f"({dec['ContractedCost'][1]} IS NOT NULL AND {dec['ContractedCost'][0]} IS NULL)")
     out += [cols.lossy(c) for c in COSTS if c in cols.raw]
-    out += [f"{cols.day('ChargePeriodStart')[0]} IS NULL", f"{cols.day('BillingPeriodStart')[0]} IS NULL"]
+    out += [
+        f"{cols.day('ChargePeriodStart')[0]} IS NULL",
+        f"{cols.day('BillingPeriodStart')[0]} IS NULL",
+    ]
     if "ChargePeriodEnd" in cols.raw:
         end_raw = cols.day("ChargePeriodEnd")[1]
         end, start = cols.micros("ChargePeriodEnd"), cols.micros("ChargePeriodStart")
@@ -237,7 +240,9 @@ def _row_problems(
         if c not in cols.raw:
             continue
         typed, raw = cols.decimal(c)
-        unread = f"({typed}) IS NULL" if c in NOT_NULL else f"{raw} IS NOT NULL AND ({typed}) IS NULL"
+        unread = (
+            f"({typed}) IS NULL" if c in NOT_NULL else f"{raw} IS NOT NULL AND ({typed}) IS NULL"
+        )
         # Digit loss first: a value too wide for DECIMAL(38,18) is also unreadable by the cast.
         checks.append((c, raw, cols.lossy(c), "lossy"))
         checks.append((c, raw, unread, "read"))
@@ -251,7 +256,9 @@ def _row_problems(
     if "ChargePeriodEnd" in cols.raw:
         end_raw = cols.day("ChargePeriodEnd")[1]
         end, start = cols.micros("ChargePeriodEnd"), cols.micros("ChargePeriodStart")
-        checks.append(("ChargePeriodEnd", end_raw, f"{end_raw} IS NOT NULL AND {end} IS NULL", "read"))
+        checks.append(
+            ("ChargePeriodEnd", end_raw, f"{end_raw} IS NOT NULL AND {end} IS NULL", "read")
+        )
         checks.append(("ChargePeriodEnd", end_raw, f"{end} < {start}", "before"))
     cur = cols.text_nullword("BillingCurrency")
     checks.append(("BillingCurrency", cur, f"{cur} IS NULL", "read"))
@@ -290,7 +297,8 @@ def _row_problems(
     }
     return InputError(
         [Problem(head), *problems],
-        fix="; ".join(fixes[k] for k in fixes if k in kinds or not kinds) + "; correct or re-export the file",
+        fix="; ".join(fixes[k] for k in fixes if k in kinds or not kinds)
+        + "; correct or re-export the file",
     )
 
 
@@ -301,7 +309,9 @@ def _message(kind: str, column: str, raw: object) -> str:
         what = "a date/time" if "Period" in column else "a decimal number"
         return f"cannot read {raw!r} as {what}"
     if kind == "lossy":
-        return f"{raw!r} has more digits than phasecast keeps exactly (18 after the point, 20 before)"
+        return (
+            f"{raw!r} has more digits than phasecast keeps exactly (18 after the point, 20 before)"
+        )
     if kind == "first":
         return f"{raw!r} is not the first day of a month; a billing period starts on the 1st"
     if kind == "before":

@@ -254,10 +254,11 @@ def _azure(m: Path, problems: list[Problem]) -> Delivery | None:
     if doc is None:
         return None
     blobs = doc.get("blobs")
-    names = (
+    raw = (
         [b.get("blobName") for b in blobs if isinstance(b, dict)] if isinstance(blobs, list) else []
     )
-    if not names or not all(isinstance(n, str) and n for n in names):
+    names = [n for n in raw if isinstance(n, str) and n]
+    if not names or len(names) != len(raw):
         problems.append(
             Problem(
                 "an Azure export manifest needs a non-empty 'blobs' list of {\"blobName\": ...}",

@@ -320,10 +320,20 @@ class Columns:
 
 def _fits_exactly(duck_type: str) -> bool:
     """Whether every value of a (non-text) column type casts to ``DECIMAL(38,18)`` without loss."""
-    if duck_type in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"):
+    if duck_type in (
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+    ):
         return True
     m = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", duck_type)
-    return bool(m) and int(m.group(2)) <= SCALE and int(m.group(1)) - int(m.group(2)) <= INT_DIGITS
+    if m is None:
+        return False
+    return int(m.group(2)) <= SCALE and int(m.group(1)) - int(m.group(2)) <= INT_DIGITS
 
 
 #: sign, integer digits, fraction digits, exponent of a number written as text.

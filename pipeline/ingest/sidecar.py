@@ -130,7 +130,12 @@ def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
         [
             ("month", m, f"{month} IS NOT NULL", "a month (YYYY-MM or YYYY-MM-DD)"),
             ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
-            ("hours", c["hours"], _exact9(hours, c["hours"]), "a decimal number (at most 9 decimals)"),
+            (
+                "hours",
+                c["hours"],
+                _exact9(hours, c["hours"]),
+                "a decimal number (at most 9 decimals)",
+            ),
             (
                 "hourly_rate",
                 c["hourly_rate"],

@@ -189,9 +189,9 @@ def generate(config: SynthConfig) -> SynthResult:
     out = Path(config.out)
     bill_dir = out / "billing"
     bill_dir.mkdir(parents=True, exist_ok=True)
-    for (
-        old
-    ) in bill_dir.rglob("*"):  # a re-run with other settings must not leave stale exports behind
+    for old in bill_dir.rglob(
+        "*"
+    ):  # a re-run with other settings must not leave stale exports behind
         if old.is_file() and (old.name.endswith(".csv.gz") or old.name.endswith(".parquet")):
             old.unlink()
     end_month = dt.date.fromisoformat(config.end + "-01")
