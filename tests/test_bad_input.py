@@ -341,3 +341,19 @@ def test_cli_lossy_cost_exit_2_names_file_row_column(tmp_path: Path, warehouse: 
     assert str(f) in res.output and "row 2" in res.output and "'ListCost'" in res.output
     assert "How to fix" in res.output and "Traceback" not in res.output
     assert content_checksum(warehouse) == before
+
+
+def test_billing_period_at_local_midnight_is_the_first(tmp_path: Path) -> None:
+    # Local midnight of the 1st with an offset is the same billing period (16:00 UTC the day before).
+    db = tmp_path / "w.duckdb"
+    f = write_focus(
+        tmp_path / "x.csv",
+        [
+            row("2026-09-03", "1", BillingPeriodStart="2026-09-01T00:00:00+08:00"),
+            row("2026-09-04", "2", BillingPeriodStart="2026-09-01T07:00:00Z"),
+            row("2026-09-05", "4"),
+        ],
+    )
+    rep = ingest(IngestConfig(billing=(f,), warehouse=db, progress=False))
+    assert rep.files[0].billing_periods == ["2026-09"]
+    assert rep.warehouse_totals["USD"]["BilledCost"] == 7

@@ -838,3 +838,50 @@ def test_azure_partitioned_export_with_manifest(tmp_path: Path) -> None:
         ("a-run", "ingested"),
     ]
     assert rep.conserved
+
+
+def test_old_warehouse_is_widened_exactly(tmp_path: Path) -> None:
+    from pipeline.ingest.warehouse import SCHEMA, connect
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    old = SCHEMA.replace("DECIMAL(38,18)", "DECIMAL(38,12)").replace(
+        "ingested_at TIMESTAMP NOT NULL,\n    delivery VARCHAR,\n    keys VARCHAR",
+        "ingested_at TIMESTAMP NOT NULL",
+    )
+    con.execute(old)
+    con.execute(
+        "INSERT INTO daily_facts VALUES ('2026-09-01', '2026-09-01', 'AWS', 'a', 'USD', 'inference', "
+        "'compute_gpu', NULL, NULL, 12345678901234567890.123456789012, 1, 1, NULL, 1, 'x')"
+    )
+    con.close()
+    connect(db).close()
+    assert q(db, "SELECT typeof(billed_cost), billed_cost FROM daily_facts") == [
+        ("DECIMAL(38,18)", Decimal("12345678901234567890.123456789012"))
+    ]
+    assert {"delivery", "keys"} <= {
+        r[0]
+        for r in q(
+            db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'manifest'"
+        )
+    }
+
+
+def test_cli_ingest_names_the_currency_option(tmp_path: Path) -> None:
+    from pipeline.cli import cli
+
+    f = write_focus(
+        tmp_path / "a.csv",
+        [row(cost="1"), row(cost="5", BillingCurrency="eur", BillingAccountId="eu")],
+    )
+    res = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "ingest", "--no-progress", "--billing", str(f)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "several currencies (EUR, USD)" in res.output and "--currency USD" in res.output
+    res = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "series", "--output", str(tmp_path / "s")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "EUR" in res.output and "left out" in res.output and "--currency USD" in res.output
+    assert "partial month 2026-09" in res.output

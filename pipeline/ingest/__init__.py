@@ -357,7 +357,6 @@ def _ingest(
                 t = time.perf_counter()
                 st = billing.stage_file(con, idx, src, rules)
                 con.execute(f"UPDATE text_keys SET dlv = {w.order} WHERE file_idx = {idx}")
-                rep.shared = len(srcs) > 1
                 rep.status = "ingested"
                 rep.rows = st.rows
                 rep.seconds = time.perf_counter() - t
@@ -368,6 +367,8 @@ def _ingest(
                 idx += 1
                 bar.update(1)
             w.staged.sort()
+            for _, rep in _staged_reports(w):  # checked file by file only when alone in its delivery
+                rep.shared = len(w.staged) > 1
         bar.close()
         staged = [w for w in work if w.staged]
         if staged:

@@ -82,7 +82,7 @@ def stage_file(
     fields = _group_fields(rules)
     dec = {c: cols.decimal(c) for c in COSTS}
     day, _ = cols.day("ChargePeriodStart")
-    bp, _ = cols.day("BillingPeriodStart")
+    bp, _ = cols.billing_period()
     # Text is grouped on as read; NULL words become NULL after grouping (cheaper than per row).
     raw_text = {f: cols.text(f) for f in (*KEY_FIELDS, "ServiceName", *fields, "Tags")}
     bad = " OR ".join(_row_checks(cols))
@@ -208,7 +208,7 @@ def _row_checks(cols: Columns) -> list[str]:
     out += [cols.lossy(c) for c in COSTS if c in cols.raw]
     out += [
         f"{cols.day('ChargePeriodStart')[0]} IS NULL",
-        f"{cols.day('BillingPeriodStart')[0]} IS NULL",
+        f"{cols.billing_period()[0]} IS NULL",
     ]
     if "ChargePeriodEnd" in cols.raw:
         end_raw = cols.day("ChargePeriodEnd")[1]
@@ -247,9 +247,9 @@ def _row_problems(
         checks.append((c, raw, cols.lossy(c), "lossy"))
         checks.append((c, raw, unread, "read"))
     for c in ("ChargePeriodStart", "BillingPeriodStart"):
-        typed, raw = cols.day(c)
+        typed, raw = cols.day(c) if c == "ChargePeriodStart" else cols.billing_period()
         checks.append((c, raw, f"({typed}) IS NULL", "read"))
-    bp = day_to_date(cols.day("BillingPeriodStart")[0])
+    bp = day_to_date(cols.billing_period()[0])
     checks.append(
         ("BillingPeriodStart", cols.day("BillingPeriodStart")[1], f"dayofmonth({bp}) <> 1", "first")
     )

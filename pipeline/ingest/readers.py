@@ -301,6 +301,17 @@ class Columns:
             return f"epoch_us(CAST({q} AS TIMESTAMP))"
         return f"epoch_us({q})"
 
+    def billing_period(self) -> tuple[str, str]:
+        """(day number of the billing period, raw expression) from ``BillingPeriodStart``.
+
+        A period starts at local midnight on the 1st; written with an offset (``+08:00``) that is
+        16:00 UTC the day before, so the instant is shifted by 14 hours before taking its UTC date:
+        any start within [-14 h, +10 h) of a UTC first of the month lands on that first. Anything else
+        is not the 1st and is rejected by the stage.
+        """
+        micros = self.micros("BillingPeriodStart")
+        return f"(({micros} + 50400000000) // 86400000000)", self.day("BillingPeriodStart")[1]
+
     def day(self, name: str) -> tuple[str, str]:
         """(UTC day number since 1970-01-01 as BIGINT, raw expression) for a timestamp column.
 
