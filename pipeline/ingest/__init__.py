@@ -367,7 +367,9 @@ def _ingest(
                 idx += 1
                 bar.update(1)
             w.staged.sort()
-            for _, rep in _staged_reports(w):  # checked file by file only when alone in its delivery
+            for _, rep in _staged_reports(
+                w
+            ):  # checked file by file only when alone in its delivery
                 rep.shared = len(w.staged) > 1
         bar.close()
         staged = [w for w in work if w.staged]
