@@ -885,3 +885,27 @@ def test_cli_ingest_names_the_currency_option(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "EUR" in res.output and "left out" in res.output and "--currency USD" in res.output
     assert "partial month 2026-09" in res.output
+
+
+def test_aws_create_new_refreshes_apply_in_manifest_time_order(tmp_path: Path) -> None:
+    import os
+
+    export = tmp_path / "s3" / "focus-daily"
+    # "create new" mode: each refresh in its execution's folder; ids sort against time.
+    for execution, cost, mtime in (("ffff-1", "1", 1_790_000_000), ("0000-2", "2", 1_790_086_400)):
+        data = export / "data" / "BILLING_PERIOD=2026-09" / execution
+        write_focus(data / "focus-daily-00001.csv.gz", [row("2026-09-01", cost)])
+        meta = export / "metadata" / "BILLING_PERIOD=2026-09" / execution
+        meta.mkdir(parents=True)
+        m = meta / "focus-daily-Manifest.json"
+        uri = (
+            f"s3://b/p/focus-daily/data/BILLING_PERIOD=2026-09/{execution}/focus-daily-00001.csv.gz"
+        )
+        m.write_text(json.dumps({"executionId": execution, "dataFiles": [uri]}))
+        os.utime(m, (mtime, mtime))
+    db, rep = run(tmp_path, tmp_path / "s3")
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal(2)}  # the later manifest wins
+    assert [(Path(d.id).parent.name, d.status) for d in rep.deliveries] == [
+        ("ffff-1", "superseded"),
+        ("0000-2", "ingested"),
+    ]

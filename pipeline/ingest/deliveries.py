@@ -23,10 +23,11 @@ Plain folders
     whole). Put a re-delivery in a folder of its own, e.g. ``billing/2026-09.restated-2026-10-05/``.
 
 Which delivery is newer (deterministic): within one call, deliveries are applied in the order of
-``(delivery time, delivery id)``: the delivery time is Azure's ``runInfo.submittedTime`` (ISO 8601, UTC),
-empty for AWS manifests and plain folders (they carry none), so those sort first, then by their id (the
-manifest's path, or the folder's path: a subfolder sorts after its parent, ``2026-09.restated-...``
-after ``2026-09``; name delivery folders by date). Each delivery replaces every ``(provider, billing
+``(delivery time, delivery id)``. The delivery time is Azure's ``runInfo.submittedTime`` (ISO 8601,
+UTC); for an AWS manifest, which names no time, the manifest file's modification time (UTC; the AWS CLI
+keeps S3's LastModified when it downloads); plain folders carry none, so they sort first, then by their
+id (the folder's path: a subfolder sorts after its parent, ``2026-09.restated-...`` after ``2026-09``;
+name delivery folders by date). Each delivery replaces every ``(provider, billing
 account, billing period)`` it carries, so the last one applied wins. Across calls, the later call wins.
 A delivery all of whose files (and its manifest) were ingested before is skipped as unchanged; if any
 file is new, the whole delivery is read again and replaces its periods whole.
@@ -34,6 +35,7 @@ file is new, the whole delivery is read again and replaces its periods whole.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -246,7 +248,11 @@ def _aws(m: Path, problems: list[Problem]) -> Delivery | None:
             problems.append(Problem(f"lists {uri}, which is not CSV, CSV.gz or Parquet", str(m)))
             continue
         files.append(local)
-    return Delivery(id=m.as_posix(), kind="aws", files=tuple(files), manifest=m)
+    # The manifest names no delivery time; its modification time is when it was written (the AWS CLI
+    # keeps S3's LastModified when it downloads), which orders "create new" refreshes of a period.
+    mtime = dt.datetime.fromtimestamp(m.stat().st_mtime, dt.UTC)
+    time = mtime.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Delivery(id=m.as_posix(), kind="aws", files=tuple(files), time=time, manifest=m)
 
 
 def _azure(m: Path, problems: list[Problem]) -> Delivery | None:
