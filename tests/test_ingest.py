@@ -693,6 +693,18 @@ def test_split_delivery_arriving_over_two_calls(tmp_path: Path) -> None:
     _, rep2 = run(tmp_path, tmp_path / "export")
     assert [f.status for f in rep2.files] == ["ingested", "ingested"] and rep2.rows == 1000
     assert rep2.warehouse_totals == {"USD": SAMPLE_TOTALS}
+    # Each file's report is its own (the known file is read after the new one, reported in place).
+    assert rep2.files[0].source_totals == rep1.files[0].source_totals
+    assert [f.sha256 for f in rep2.files] == [
+        q(
+            db,
+            f"SELECT sha256 FROM manifest WHERE path = '{p.resolve()}' ORDER BY ingested_at DESC LIMIT 1",
+        )[0][0]
+        for p in (a, b)
+    ]
+    assert {r[0] for r in q(db, "SELECT DISTINCT file_sha256 FROM daily_facts")} <= {
+        f.sha256 for f in rep2.files
+    }
     # And once more: nothing new, nothing read, the report still shows the periods' totals.
     before = content_checksum(db)
     _, rep3 = run(tmp_path, tmp_path / "export")

@@ -274,7 +274,7 @@ class _Planned:
     order: int
     delivery: deliveries.Delivery
     reports: list[FileReport]
-    staged: list[int] = field(default_factory=list)
+    staged: list[tuple[int, FileReport]] = field(default_factory=list)  # (stage index, its file)
     manifest_sha: str | None = None
     source_in_force: Totals = field(default_factory=dict)
     warehouse_in_force: Totals = field(default_factory=dict)
@@ -362,14 +362,11 @@ def _ingest(
                 rep.seconds = time.perf_counter() - t
                 rep.billing_periods = st.periods
                 new_periods |= set(st.periods)
-                w.staged.append(idx)
+                w.staged.append((idx, rep))
                 log.info("%s: %d rows read in %.2fs", src.path, st.rows, rep.seconds)
                 idx += 1
                 bar.update(1)
-            w.staged.sort()
-            for _, rep in _staged_reports(
-                w
-            ):  # checked file by file only when alone in its delivery
+            for _, rep in w.staged:  # checked file by file only when alone in its delivery
                 rep.shared = len(w.staged) > 1
         bar.close()
         staged = [w for w in work if w.staged]
@@ -446,7 +443,7 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
     filled by :func:`billing.stage_file` from a plain scan) against the warehouse, key by key.
     """
     for w in work:
-        ids = ", ".join(map(str, w.staged))
+        ids = ", ".join(str(i) for i, _ in w.staged)
         replaced = con.execute(f"""
             DELETE FROM daily_facts f USING (SELECT DISTINCT {_KEY} FROM stage WHERE file_idx IN ({ids})) k
             WHERE {_on("f", "k")}
@@ -528,8 +525,7 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
 
 
 def _staged_reports(w: _Planned) -> list[tuple[int, FileReport]]:
-    staged = [r for r in w.reports if r.status != "unchanged"]
-    return list(zip(w.staged, staged, strict=True))
+    return sorted(w.staged, key=lambda s: s[0])
 
 
 def _wh_totals(con: duckdb.DuckDBPyConnection, where: str) -> Totals:
