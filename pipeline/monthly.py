@@ -64,7 +64,7 @@ class MonthlyConfig:
     progress: bool = True
     report: bool = True
     settings: Settings = field(default_factory=Settings)  # quarters, scenarios, thresholds, ...
-    currency: str | None = None  # the currency to forecast when the warehouse holds several
+    currency: str | None = None  # None: the warehouse's currency with most cost (others logged)
 
     @property
     def inbox_dir(self) -> Path:
@@ -99,9 +99,11 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         log.info("billing inbox %s: no new files", inbox)
         return {"inbox": str(inbox), "new_files": [], "ingested": 0}
     log.info("billing inbox %s: %d new or changed file(s), ingesting", inbox, len(pending))
+    # The whole inbox, not just the new files: a new file of a folder is read with its delivery (the
+    # folder's other files of its periods); deliveries already ingested are skipped.
     rep = ingest(
         IngestConfig(
-            billing=tuple(p.path for p in pending),
+            billing=(inbox,),
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
         )
@@ -159,6 +161,20 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             cost_column=cfg.cost_column,
             currency=cfg.currency,
         )
+        if frames.partial_month is not None:
+            log.info(
+                "partial month %s (%s); complete months end with %s",
+                f"{frames.partial_month:%Y-%m}",
+                frames.partial_reason,
+                f"{frames.monthly['ds'].max():%Y-%m}" if not frames.monthly.empty else "none",
+            )
+        if frames.other_currencies:
+            log.warning(
+                "costs in %s are left out of this %s run (never converted); run again with "
+                "--currency to forecast them",
+                ", ".join(frames.other_currencies),
+                frames.currency,
+            )
         series = frames.monthly
         if series.empty:
             raise RunFailedError(

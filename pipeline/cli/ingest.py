@@ -47,8 +47,9 @@ def ingest_cmd(
 ) -> None:
     """Load billing exports (and usage, labor) into the warehouse, exactly and idempotently.
 
-    A restated export replaces its billing period; a file already ingested is skipped; any bad file
-    leaves the warehouse untouched (exit code 2).
+    Files delivered together (an AWS or Azure manifest's files, or one folder's) are one delivery; a
+    newer delivery replaces its billing periods whole; a delivery already ingested is skipped; any bad
+    file leaves the warehouse untouched (exit code 2).
     """
     from pipeline.errors import InputError
     from pipeline.ingest import IngestConfig, ingest
@@ -80,6 +81,13 @@ def ingest_cmd(
             + ", ".join(f"{c} {v:,.2f}" for c, v in cols.items())
             + " (billing periods touched)"
         )
+    curs = rep.currencies
+    if len(curs) > 1:
+        click.echo(
+            f"  several currencies ({', '.join(curs)}), never converted: `phasecast series` and "
+            f"`run-monthly` build {curs[0]} (most cost) unless given --currency "
+            f"(e.g. `phasecast series --currency {curs[1]}`)"
+        )
 
 
 @cli.command("series")
@@ -103,7 +111,8 @@ def ingest_cmd(
     help="Which FOCUS cost column to forecast.",
 )
 @click.option(
-    "--currency", help="Currency to build (needed only when the warehouse holds several)."
+    "--currency",
+    help="Currency to build [default: the one with most cost; others are left out, never converted].",
 )
 @click.option("--team", "include_team", is_flag=True, help="Add a <phase>/<category>/<team> level.")
 @click.option("--warehouse", type=_FILE, help="DuckDB file [default: HOME/data/phasecast.duckdb].")
@@ -134,3 +143,10 @@ def series_cmd(
         f"(complete months before {frames.as_of}, {frames.currency}) -> "
         + ", ".join(str(p) for p in written)
     )
+    if frames.partial_month is not None:
+        click.echo(f"  partial month {frames.partial_month:%Y-%m}: {frames.partial_reason}")
+    if frames.other_currencies:
+        click.echo(
+            f"  left out (never converted): costs in {', '.join(frames.other_currencies)}; "
+            f"build them with --currency {frames.other_currencies[0]}"
+        )

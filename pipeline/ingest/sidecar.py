@@ -2,18 +2,20 @@
 
 Usage ``ts,phase,metric,value[,unit][,team]`` is aggregated per day; a file replaces the
 ``(day, phase, metric)`` cells it covers. Labor ``month,phase,team,hours,hourly_rate,currency`` is kept
-monthly with ``cost = hours x hourly_rate`` as an exact decimal; a file replaces the months it covers.
+monthly with ``cost = hours x hourly_rate`` as an exact decimal (hours and rates with at most 9 decimals,
+the currency an ISO 4217 code, upper-cased); a file replaces the months it covers.
 """
 
 from __future__ import annotations
 
 import duckdb
 
+from pipeline.currency import sql_codes
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
 from pipeline.ingest.attribution import sql_str
 from pipeline.ingest.billing import MAX_SHOWN, _numbered, _ordered
-from pipeline.ingest.readers import SourceFile, describe, read_error
+from pipeline.ingest.readers import SourceFile, describe, lossy_sql, read_error
 from pipeline.ingest.readers import source_sql as src_sql
 
 USAGE_COLUMNS = ("ts", "phase", "metric", "value")
@@ -106,12 +108,21 @@ def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
     return {"rows": int(rows), "first_day": str(d0), "last_day": str(d1)}
 
 
+def _exact9(typed: str, raw: str) -> str:
+    """SQL true when a labor quantity is a number with at most 9 decimals (so hours x rate is exact)."""
+    return (
+        f"({typed} IS NOT NULL AND NOT {lossy_sql(f'CAST({raw} AS VARCHAR)')} "
+        f"AND CAST({typed} AS DECIMAL(38,9)) = {typed})"
+    )
+
+
 def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, object]:
     c = _require(src, describe(con, src), LABOR_COLUMNS, "labor")
     m = c["month"]
     month = f"date_trunc('month', TRY_CAST(CASE WHEN length(trim({m})) = 7 THEN trim({m}) || '-01' ELSE trim({m}) END AS DATE))"
-    hours = f"TRY_CAST({c['hours']} AS DECIMAL(38,12))"
-    rate = f"TRY_CAST({c['hourly_rate']} AS DECIMAL(38,12))"
+    hours = f"TRY_CAST({c['hours']} AS DECIMAL(38,18))"
+    rate = f"TRY_CAST({c['hourly_rate']} AS DECIMAL(38,18))"
+    cur = f"upper(trim({c['currency']}))"
     phase = f"lower(trim({c['phase']}))"
     _validate(
         con,
@@ -119,18 +130,27 @@ def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
         [
             ("month", m, f"{month} IS NOT NULL", "a month (YYYY-MM or YYYY-MM-DD)"),
             ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
-            ("hours", c["hours"], f"{hours} IS NOT NULL", "a decimal number"),
-            ("hourly_rate", c["hourly_rate"], f"{rate} IS NOT NULL", "a decimal number"),
-            ("currency", c["currency"], f"{c['currency']} IS NOT NULL", "a currency code"),
+            (
+                "hours",
+                c["hours"],
+                _exact9(hours, c["hours"]),
+                "a decimal number (at most 9 decimals)",
+            ),
+            (
+                "hourly_rate",
+                c["hourly_rate"],
+                _exact9(rate, c["hourly_rate"]),
+                "a decimal number (at most 9 decimals)",
+            ),
+            ("currency", c["currency"], f"{cur} IN ({sql_codes()})", "an ISO 4217 currency code"),
         ],
         fix="labor rows are month,phase,team,hours,hourly_rate,currency, e.g. 2026-09,operations,sre,320,95.50,USD",
     )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE labor_stage AS
         SELECT CAST({month} AS DATE) AS month, {phase} AS phase, {c["team"]} AS team,
-               CAST({hours} AS DECIMAL(38,12)) AS hours, CAST({rate} AS DECIMAL(38,12)) AS hourly_rate,
-               upper(trim({c["currency"]})) AS currency,
-               CAST(CAST({hours} AS DECIMAL(18,6)) * CAST({rate} AS DECIMAL(18,6)) AS DECIMAL(38,12)) AS cost
+               {hours} AS hours, {rate} AS hourly_rate, {cur} AS currency,
+               CAST(CAST({hours} AS DECIMAL(38,9)) * CAST({rate} AS DECIMAL(38,9)) AS DECIMAL(38,18)) AS cost
         FROM {src_sql(src)}
     """)
     con.execute("DELETE FROM labor_monthly WHERE month IN (SELECT DISTINCT month FROM labor_stage)")

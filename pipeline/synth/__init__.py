@@ -3,9 +3,10 @@
 :func:`generate` writes, under ``config.out``:
 
 - ``billing/YYYY-MM.csv.gz`` (or ``.parquet``): one FOCUS 1.2 export per billing month, the current
-  month to date included, plus one restated re-export ``billing/YYYY-MM.restated-YYYY-MM-DD.csv.gz``
-  of an earlier period (the date is when it was re-exported). File names sort so that a restatement
-  comes after the export it replaces;
+  month to date included, plus one restated re-export
+  ``billing/YYYY-MM.restated-YYYY-MM-DD/YYYY-MM.restated-YYYY-MM-DD.csv.gz`` of an earlier period (the
+  date is when it was re-exported), in a folder of its own because it is a delivery of its own (the
+  files of one folder are one delivery); the folder sorts after the export it replaces;
 - ``usage.csv``, ``labor.csv``, ``plan.yaml`` (the next ``plan_months`` months), ``budgets.csv``;
 - ``truth.json`` (exact totals per billing period and phase) and a ``README.md``.
 
@@ -188,9 +189,9 @@ def generate(config: SynthConfig) -> SynthResult:
     out = Path(config.out)
     bill_dir = out / "billing"
     bill_dir.mkdir(parents=True, exist_ok=True)
-    for (
-        old
-    ) in bill_dir.iterdir():  # a re-run with other settings must not leave stale exports behind
+    for old in bill_dir.rglob(
+        "*"
+    ):  # a re-run with other settings must not leave stale exports behind
         if old.is_file() and (old.name.endswith(".csv.gz") or old.name.endswith(".parquet")):
             old.unlink()
     end_month = dt.date.fromisoformat(config.end + "-01")
@@ -243,7 +244,10 @@ def generate(config: SynthConfig) -> SynthResult:
             orig_cols = buf.take(_restate(buf, nxt - dt.timedelta(days=1)))
             writer(orig_cols, path)
             re_date = add_months(m, 1) + dt.timedelta(days=4)
-            re_path = bill_dir / f"{label}.restated-{re_date:%Y-%m-%d}{ext}"
+            # A re-delivery sits in a folder of its own: the files of one folder are one delivery.
+            re_name = f"{label}.restated-{re_date:%Y-%m-%d}"
+            re_path = bill_dir / re_name / f"{re_name}{ext}"
+            re_path.parent.mkdir(parents=True, exist_ok=True)
             writer(cols, re_path)
             restated_pair = (path, re_path)
             billing_files += [path, re_path]
@@ -734,8 +738,9 @@ def _readme(
             f"- `{restated[1].relative_to(out)}`: a restated re-export of billing period {sc.restated_period:%Y-%m}, "
             f"made on the date in its name. It replaces `{restated[0].relative_to(out)}` (the original export, in "
             "which the managed-LLM usage of the last two days was missing and day 12's on-demand inference was "
-            "metered twice). Naming: `<period>.restated-<export date><ext>`, so a lexicographic sort puts a "
-            "restatement after the export it replaces."
+            "metered twice). It is a delivery of its own, so it sits in a folder of its own "
+            "(`<period>.restated-<export date>/`): ingest applies deliveries in folder order, and the files of "
+            "one folder are one delivery."
         )
     lines += [
         "- `usage.csv`: daily `ts,phase,metric,value,unit,team`: gpu_hours per phase and team (GPU-hours = "
