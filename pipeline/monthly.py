@@ -40,7 +40,7 @@ from pipeline.forecast import ForecastConfig, ForecastResult
 from pipeline.frames import UID, Y
 from pipeline.runlock import run_lock
 from pipeline.settings import Settings
-from pipeline.tables import publish, staging_dir
+from pipeline.tables import publish, remove_stale_staging, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,12 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         "git_commit": commit,
         **{f"version.{k}": v for k, v in tr.package_versions().items()},
     }
+
+    # 0: what a killed run left behind (we hold the lock: no other run is alive)
+    tracker.recover(JOB_KIND)
+    stale = remove_stale_staging(cfg.out_root)
+    if stale:
+        log.warning("removed staging folders of dead runs: %s", ", ".join(stale))
 
     # 1-2: inputs. A failure here is recorded as a FAILED run before the error goes up.
     try:
@@ -261,9 +267,15 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             )
             out = cfg.out_root / as_of
             publish(tmp, out)
-        except PhasecastError:
-            raise
-        except Exception as exc:
+            # the last step: aliases move only now that the outputs are in place
+            tracker.promote(manifest.pop("_records"))
+        except BaseException as exc:
+            if not existing:
+                gone = tracker.discard(run_id)
+                if gone:
+                    log.info("removed the failed run's candidate versions: %s", ", ".join(gone))
+            if isinstance(exc, PhasecastError) or not isinstance(exc, Exception):
+                raise
             raise RunFailedError(
                 f"monthly run {as_of} failed: {type(exc).__name__}: {exc}. "
                 f"Previous outputs are untouched; MLflow run {run_id} is marked FAILED"
@@ -478,4 +490,5 @@ def _compute_and_log(
     if not reused:
         tracker.log_artifacts(tmp, "outputs")
     manifest["_result"] = res
+    manifest["_records"] = records
     return manifest
