@@ -35,7 +35,14 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Paths
-from pipeline.errors import PhasecastError, RunFailedError
+from pipeline.errors import (
+    InputError,
+    LockHeldError,
+    PhasecastError,
+    Problem,
+    RunFailedError,
+    from_environment,
+)
 from pipeline.forecast import ForecastConfig, ForecastResult
 from pipeline.frames import UID, Y
 from pipeline.runlock import run_lock
@@ -150,6 +157,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         **{f"version.{k}": v for k, v in tr.package_versions().items()},
     }
 
+    check_writable(cfg.out_root)
     # 0: what a killed run left behind (we hold the lock: no other run is alive)
     tracker.recover(JOB_KIND)
     stale = remove_stale_staging(cfg.out_root)
@@ -198,6 +206,9 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             budgets = load_budgets(cfg.budgets)
             check_currency(budgets, frames.currency, str(cfg.budgets))
     except BaseException as exc:
+        env = from_environment(exc) if isinstance(exc, Exception) else None
+        if isinstance(env, LockHeldError):  # another process writes the warehouse: not a failure
+            raise env from exc
         rid = tracker.record_failure(
             JOB_KIND, as_of, {**base_tags, "failed_step": "inputs"}, _config_dict(cfg), exc
         )
@@ -285,6 +296,21 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     return MonthlyResult(out, run_id, bool(existing), manifest, manifest.pop("_result"), seconds)
 
 
+def check_writable(folder: Path) -> None:
+    """The outputs root must be a writable folder, checked before anything is recorded."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            Problem(f"the outputs folder is not writable ({exc.strerror})", str(folder)),
+            fix="make it writable for this user, or pass --output DIR",
+        ) from exc
+
+
 def with_horizon(
     cfg: MonthlyConfig, series: pd.DataFrame, budgets: pd.DataFrame | None
 ) -> MonthlyConfig:
@@ -362,7 +388,7 @@ def _reuse(run_id: str) -> Iterator[str]:
 def _wrap(exc: BaseException) -> BaseException:
     if isinstance(exc, PhasecastError) or not isinstance(exc, Exception):
         return exc
-    return RunFailedError(f"{type(exc).__name__}: {exc}")
+    return from_environment(exc) or RunFailedError(f"{type(exc).__name__}: {exc}")
 
 
 def _compute_and_log(
