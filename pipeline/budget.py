@@ -69,6 +69,11 @@ def load_budgets(path: str | Path) -> pd.DataFrame:
         raise InputError(
             Problem("file not found", str(path)), fix="pass an existing budgets CSV"
         ) from exc
+    except pd.errors.ParserError as exc:
+        raise InputError(
+            Problem(f"not a well-formed CSV: {str(exc).strip()}", str(path)),
+            fix="one budget per row with exactly the header's columns: period,phase,amount,currency",
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(
             Problem("the file is empty", str(path)),
@@ -149,6 +154,7 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             ],
             fix="keep one amount per period and phase",
         )
+    out.attrs["source"] = source
     return out
 
 

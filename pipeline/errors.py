@@ -35,6 +35,7 @@ class Problem:
     file: str | None = None
     row: int | None = None
     column: str | None = None
+    key: str | None = None  # a key path in a YAML file, e.g. scheduled_runs[2].gpus
 
     def __str__(self) -> str:
         where = []
@@ -44,6 +45,8 @@ class Problem:
             where.append(f"row {self.row}")
         if self.column:
             where.append(f"column {self.column!r}")
+        if self.key:
+            where.append(f"key {self.key}")
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
 

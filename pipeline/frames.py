@@ -120,6 +120,13 @@ def validate_frame(
     bad_y = y.isna() & out[Y].notna()
     for i in np.flatnonzero(bad_y.to_numpy())[:20]:
         problems.append(Problem(f"not a number: {df[Y].iloc[i]!r}", source, int(i) + 1, Y))
+    for col in [Y, *(c for c in out.columns if c not in (UID, DS, Y, PHASE, CATEGORY))]:
+        v = y if col == Y else pd.to_numeric(out[col], errors="coerce")
+        if col != Y and v.isna().all():
+            continue  # a text column (labels), not a driver
+        inf = np.isinf(v.to_numpy(float, na_value=np.nan))
+        for i in np.flatnonzero(inf)[:20]:
+            problems.append(Problem(f"not a finite number: {v.iloc[i]}", source, int(i) + 1, col))
     if require_monthly:
         ok = ds.notna()
         not_first = ok & (ds.dt.day != 1)
@@ -131,7 +138,8 @@ def validate_frame(
             )
     if problems:
         raise InputError(
-            problems, fix="ds must be a date on the first of the month (YYYY-MM-01) and y a number"
+            problems,
+            fix="ds must be a date on the first of the month (YYYY-MM-01), y and drivers finite numbers",
         )
     out[DS] = ds.dt.normalize()
     out[Y] = y.astype(float)
