@@ -17,7 +17,8 @@ A warehouse written with the earlier ``DECIMAL(38,12)`` columns is widened in pl
 writable connection (exact: every stored value fits).
 ``usage_daily``
     ``day, phase, team, metric, unit, value_sum, value_mean, value_min, value_max, n`` (metrics are
-    quantities, DOUBLE).
+    quantities, DOUBLE), then ``gpu`` (canonical GPU model), ``resource_id`` and ``grain`` (``day``, or
+    ``month`` for rows given per month, stored on the month's first day).
 ``labor_monthly``
     ``month, phase, team, hours, hourly_rate, currency, cost`` (cost = hours x hourly_rate, DECIMAL).
 """
@@ -59,6 +60,10 @@ CREATE TABLE IF NOT EXISTS daily_facts (
     row_count BIGINT NOT NULL,
     file_sha256 VARCHAR NOT NULL
 );
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS service VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS method VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS gpu VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
 CREATE TABLE IF NOT EXISTS manifest (
     sha256 VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
@@ -85,6 +90,9 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     n BIGINT NOT NULL,
     file_sha256 VARCHAR NOT NULL
 );
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS gpu VARCHAR;
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS grain VARCHAR;
 CREATE TABLE IF NOT EXISTS labor_monthly (
     month DATE NOT NULL,
     phase VARCHAR NOT NULL,
@@ -121,6 +129,9 @@ def connect(
     if not read_only:
         con.execute(SCHEMA)
         _migrate(con)
+        from pipeline.ingest.allocation import ensure_schema
+
+        ensure_schema(con)
     return con
 
 
