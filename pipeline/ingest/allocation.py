@@ -79,8 +79,22 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(n)
 
 
+#: Attribution columns, added to tables of warehouses written before them (no-ops afterwards).
+ATTRIBUTION_COLUMNS = """
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS service VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS method VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS gpu VARCHAR;
+ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS gpu VARCHAR;
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
+ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS grain VARCHAR;
+"""
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``allocated_facts`` and the ``cost_facts`` view (a warehouse from before: built once)."""
+    """Add the attribution columns, create ``allocated_facts`` and the ``cost_facts`` view (a warehouse
+    from before: built once). Called by :func:`pipeline.ingest.warehouse.connect` after its schema."""
+    con.execute(ATTRIBUTION_COLUMNS)
     if not _has_table(con, "allocated_facts"):
         # Facts stored before attribution methods were recorded: their phase came from a tag or a rule.
         con.execute(

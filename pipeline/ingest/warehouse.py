@@ -6,7 +6,16 @@ Tables (money is ``DECIMAL(38,18)`` everywhere, never a float; currencies are ne
     one row per ``day, billing_period, provider, billing_account, currency, phase, category, team,
     model`` with ``billed_cost, effective_cost, list_cost, contracted_cost`` sums, ``row_count`` (source
     rows) and ``file_sha256`` (the file the numbers came from). ``day`` is the UTC date of
-    ``ChargePeriodStart``; ``team`` / ``model`` are NULL when the Tags do not say.
+    ``ChargePeriodStart``; ``team`` / ``model`` are NULL when the Tags do not say. Attribution detail
+    (also in the key): ``service`` (ServiceName), ``method`` (``tag``, ``rule:<name>``,
+    ``unallocated``), ``gpu`` (GPU model of GPU rows) and ``resource_id`` (kept only on GPU rows left
+    unallocated: the pools usage-based allocation splits).
+``allocated_facts`` (derived; rebuilt at the end of every ingest, see :mod:`pipeline.ingest.allocation`)
+    ``daily_facts`` with the unallocated GPU cost split across phases by usage GPU-hours: the same
+    columns (no ``row_count``) plus ``share`` (the part of the source row, 1 when not split). Per day,
+    currency and cost column it sums exactly to ``daily_facts``.
+``cost_facts`` (view)
+    what series building reads: ``allocated_facts``.
 ``manifest``
     one row per ingested file: ``sha256, path, kind (billing|usage|labor|delivery-manifest), format,
     size_bytes, billing_periods (YYYY-MM list), row_count, totals (JSON: currency -> column -> decimal
@@ -60,10 +69,6 @@ CREATE TABLE IF NOT EXISTS daily_facts (
     row_count BIGINT NOT NULL,
     file_sha256 VARCHAR NOT NULL
 );
-ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS service VARCHAR;
-ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS method VARCHAR;
-ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS gpu VARCHAR;
-ALTER TABLE daily_facts ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
 CREATE TABLE IF NOT EXISTS manifest (
     sha256 VARCHAR NOT NULL,
     path VARCHAR NOT NULL,
@@ -90,9 +95,6 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     n BIGINT NOT NULL,
     file_sha256 VARCHAR NOT NULL
 );
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS gpu VARCHAR;
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS resource_id VARCHAR;
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS grain VARCHAR;
 CREATE TABLE IF NOT EXISTS labor_monthly (
     month DATE NOT NULL,
     phase VARCHAR NOT NULL,
