@@ -121,6 +121,7 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         "ingested": len(rep.ingested),
         "rows": rep.rows,
         "conserved": rep.conserved,
+        "allocation": rep.allocation,
     }
 
 

@@ -201,12 +201,13 @@ def build_series(
             {"cur": currency, "as_of": as_of_d},
         ).fetchall()
         team_sel = f", coalesce(team, '{UNASSIGNED_TEAM}') AS team" if include_team else ""
+        facts = facts_relation(con)  # after usage-based allocation
         # Monthly (per period) sums, exact in SQL, float at the end.
         periodic = con.execute(
             f"""
             SELECT period, phase, category{", team" if include_team else ""}, CAST(sum(y) AS DOUBLE) AS y FROM (
                 SELECT CAST(date_trunc('{unit}', day) AS DATE) AS period, phase, category{team_sel}, {col} AS y
-                FROM daily_facts WHERE currency = $cur AND day < $as_of
+                FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 SELECT CAST(date_trunc('{unit}', month) AS DATE), phase, 'labor'{team_sel}, cost
                 FROM labor_monthly WHERE currency = $cur AND month < $as_of
@@ -218,7 +219,7 @@ def build_series(
             f"""
             SELECT day, phase, category{", team" if include_team else ""}, sum(y) AS y FROM (
                 SELECT day, phase, category{team_sel}, CAST({col} AS DOUBLE) AS y
-                FROM daily_facts WHERE currency = $cur AND day < $as_of
+                FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 -- A month's labor row is the hours booked so far: spread over the month's days
                 -- up to the as-of date, so the current month's booking is month-to-date, not 1/30th.
@@ -376,6 +377,15 @@ def _month_table(
             rows.append((d, False, "after the data's end"))
         d = d + offset
     return pd.DataFrame(rows, columns=[DS, "complete", "reason"])
+
+
+def facts_relation(con: duckdb.DuckDBPyConnection) -> str:
+    """The cost rows series are built from: the view ``cost_facts`` (facts after usage-based
+    allocation, :mod:`pipeline.ingest.allocation`), or ``daily_facts`` in a warehouse from before it."""
+    (n,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'cost_facts'"
+    ).fetchone()  # type: ignore[misc]
+    return "cost_facts" if n else "daily_facts"
 
 
 def _pick_currency(

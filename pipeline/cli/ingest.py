@@ -21,7 +21,11 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     help="FOCUS export (CSV, CSV.gz, Parquet) or folder of them; repeatable, or list several after it.",
 )
 @click.argument("more_billing", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--usage", type=_FILE, help="Usage metrics CSV: ts,phase,metric,value[,unit][,team].")
+@click.option(
+    "--usage",
+    type=_FILE,
+    help="Usage metrics CSV: ts,phase,metric,value[,unit][,team][,gpu][,resource_id].",
+)
 @click.option("--labor", type=_FILE, help="Labor CSV: month,phase,team,hours,hourly_rate,currency.")
 @click.option(
     "--report", type=_FILE, help="Write a JSON report (rows and exact totals, source vs warehouse)."
@@ -31,6 +35,11 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     "--rules",
     type=_FILE,
     help="Attribution rules YAML [default: the shipped pipeline/attribution_rules.yaml].",
+)
+@click.option(
+    "--no-allocate",
+    is_flag=True,
+    help="Do not split unallocated GPU cost across phases by usage gpu_hours (tags and rules only).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -43,6 +52,7 @@ def ingest_cmd(
     report: Path | None,
     warehouse: Path | None,
     rules: Path | None,
+    no_allocate: bool,
     no_progress: bool,
 ) -> None:
     """Load billing exports (and usage, labor) into the warehouse, exactly and idempotently.
@@ -65,6 +75,7 @@ def ingest_cmd(
         usage=usage,
         labor=labor,
         rules=rules,
+        allocate=not no_allocate,
         report=report,
         progress=not no_progress,
     )
@@ -75,6 +86,12 @@ def ingest_cmd(
         f"ingested {len(done)} file(s), {rep.rows:,} billing rows into {cfg.warehouse} "
         f"in {rep.seconds:.2f}s ({skipped} unchanged, skipped)"
     )
+    a = rep.allocation
+    if a.get("enabled") and (a.get("rows_split") or a.get("rows_unmatched")):
+        click.echo(
+            f"  usage allocation: {a['rows_split']:,} unallocated GPU fact rows split by gpu_hours, "
+            f"{a['rows_unmatched']:,} without usage that day (kept unallocated); see `phasecast attribution`"
+        )
     for cur, cols in sorted(rep.warehouse_totals.items()):
         click.echo(
             f"  {cur}: "

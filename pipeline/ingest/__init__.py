@@ -25,6 +25,7 @@ Tables are described in :mod:`pipeline.ingest.warehouse`.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
 import logging
@@ -38,7 +39,7 @@ import duckdb
 from tqdm import tqdm
 
 from pipeline.errors import InputError, PhasecastError, Problem
-from pipeline.ingest import billing, deliveries, sidecar, warehouse
+from pipeline.ingest import allocation, billing, deliveries, sidecar, warehouse
 from pipeline.ingest.attribution import load_rules, sql_str
 from pipeline.ingest.readers import SourceFile, open_source, sha256_of
 from pipeline.ingest.warehouse import COST_COLUMNS, REPORTED_COSTS, connect, content_checksum
@@ -67,6 +68,7 @@ class IngestConfig:
     usage: Path | None = None
     labor: Path | None = None
     rules: Path | None = None  # None: the shipped pipeline/attribution_rules.yaml
+    allocate: bool = True  # split unallocated GPU cost by usage GPU-hours (allocated_facts)
     report: Path | None = None  # write the JSON report here
     memory_limit: str = "1GB"
     threads: int = 2
@@ -136,6 +138,7 @@ class IngestReport:
     warehouse_totals: Totals
     seconds: float
     deliveries: list[DeliveryReport] = field(default_factory=list)
+    allocation: dict[str, Any] = field(default_factory=dict)  # usage-based GPU allocation summary
 
     @property
     def conserved(self) -> bool:
@@ -181,6 +184,7 @@ class IngestReport:
                 }
                 for d in self.deliveries
             ],
+            "allocation": self.allocation,
             "files": [
                 {
                     "path": f.path,
@@ -390,6 +394,7 @@ def _ingest(
             log.info("%s: %d %s rows", src.path, rep.rows, kind)
         overall_source, overall_wh = _overall(con, bool(staged))
         delivery_reports = [_delivery_report(w) for w in work]
+        alloc = allocation.rebuild(con, enabled=config.allocate)
         con.execute("COMMIT")
     except BaseException as exc:
         con.execute("ROLLBACK")
@@ -410,6 +415,7 @@ def _ingest(
         warehouse_totals=overall_wh,
         seconds=time.perf_counter() - t0,
         deliveries=delivery_reports,
+        allocation=dataclasses.asdict(alloc),
     )
     if config.report is not None:
         report.write_json(Path(config.report))
@@ -458,10 +464,11 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
             INSERT INTO daily_facts
             SELECT day, billing_period, provider, billing_account, currency, phase, category, team, model,
                    sum(billed_cost), sum(effective_cost), sum(list_cost), sum(contracted_cost), sum(row_count),
-                   arg_max(sha, file_idx)
+                   arg_max(sha, file_idx), service, method, gpu, resource_id
             FROM (SELECT s.*, m.sha FROM stage s JOIN (VALUES {", ".join(f"({i}, '{r.sha256}')" for i, r in _staged_reports(w))}) m(idx, sha)
                   ON s.file_idx = m.idx)
-            GROUP BY day, billing_period, provider, billing_account, currency, phase, category, team, model
+            GROUP BY day, billing_period, provider, billing_account, currency, phase, category, team, model,
+                     service, method, gpu, resource_id
         """)
     # Which keys a later delivery of this call replaced.
     con.execute(f"""

@@ -16,7 +16,18 @@ import duckdb
 from pipeline.currency import sql_codes
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
-from pipeline.ingest.attribution import Rule, category_sql, fields_used, phase_sql, sql_str
+from pipeline.ingest.attribution import (
+    EXTRA_FIELDS,
+    Rule,
+    category_desc_sql,
+    category_sql,
+    fields_used,
+    gpu_model_sql,
+    method_phase_sql,
+    method_sql,
+    sql_str,
+    with_extra_columns,
+)
 from pipeline.ingest.readers import (
     COSTS,
     DECIMAL,
@@ -53,7 +64,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage (
     file_idx INTEGER, day DATE, billing_period DATE, provider VARCHAR, billing_account VARCHAR,
     currency VARCHAR, phase VARCHAR, category VARCHAR, team VARCHAR, model VARCHAR,
     billed_cost DECIMAL(38,18), effective_cost DECIMAL(38,18), list_cost DECIMAL(38,18),
-    contracted_cost DECIMAL(38,18), row_count BIGINT
+    contracted_cost DECIMAL(38,18), row_count BIGINT,
+    service VARCHAR, method VARCHAR, gpu VARCHAR, resource_id VARCHAR
 )
 """
 
@@ -67,8 +79,10 @@ class Staged:
     periods: list[str]
 
 
-def _group_fields(rules: list[Rule]) -> list[str]:
-    fields = set(CATEGORY_FIELDS) | set(fields_used(rules))
+def _group_fields(rules: list[Rule], cols: Columns | None = None) -> list[str]:
+    # ResourceId names the GPU pool usage allocation splits; x_UsageType helps GPU detection.
+    present = [f for f in EXTRA_FIELDS if cols is not None and f in cols.raw]
+    fields = set(CATEGORY_FIELDS) | set(fields_used(rules)) | {"ResourceId"} | set(present)
     fields.discard("ProviderName")  # already a key
     return sorted(fields)
 
@@ -77,9 +91,10 @@ def stage_file(
     con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
 ) -> Staged:
     """Read, check and attribute one file into the temp table ``stage``; raise InputError on bad input."""
-    cols = resolve_columns(src, describe(con, src))
+    schema = describe(con, src)
+    cols = with_extra_columns(resolve_columns(src, schema), schema)
     con.execute(STAGE_DDL)
-    fields = _group_fields(rules)
+    fields = _group_fields(rules, cols)
     dec = {c: cols.decimal(c) for c in COSTS}
     day, _ = cols.day("ChargePeriodStart")
     bp, _ = cols.billing_period()
@@ -168,15 +183,21 @@ def stage_file(
     _check_tags(con, src, cols)
     col = {f: f"f_{f}" for f in ("ServiceName", *fields)}
     col["ProviderName"] = "f_ProviderName"
-    phase_rule = phase_sql(rules, col, "f_Tags")
+    # method: 'tag', 'rule:<name>' or 'unallocated'; the GPU model and resource of GPU rows left
+    # unallocated name the pool usage-based allocation may split (pipeline.ingest.allocation).
+    rule_method = method_sql(rules, col, "f_Tags")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE attributed AS
-        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {phase_rule}) AS phase,
+        SELECT *, CASE WHEN category = 'compute_gpu' THEN {gpu_model_sql(category_desc_sql(col))} END AS gpu,
+               CASE WHEN category = 'compute_gpu' AND method = 'unallocated' THEN f_ResourceId END AS resource_id
+        FROM (
+        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {method_phase_sql(rules, "rule_method")}) AS phase,
+               CASE WHEN tag_phase IS NOT NULL THEN 'tag' ELSE rule_method END AS method,
                {category_sql(col)} AS category, tag_team AS team, tag_model AS model
-        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase,
+        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase, {rule_method} AS rule_method,
                      nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
                      nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
-              FROM combos)
+              FROM combos))
     """)
     if unique_k:
         on = "g.k = a.k"
@@ -186,7 +207,8 @@ def stage_file(
         INSERT INTO stage
         SELECT {idx}, g.day, g.billing_period, g.f_ProviderName, g.f_BillingAccountId,
                upper(trim(g.f_BillingCurrency)), a.phase, a.category, a.team, a.model,
-               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count
+               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count,
+               g.f_ServiceName, a.method, a.gpu, a.resource_id
         FROM groups g JOIN attributed a ON {on}
     """)
     con.execute("DROP TABLE groups; DROP TABLE combos; DROP TABLE attributed")

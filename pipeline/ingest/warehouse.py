@@ -6,7 +6,16 @@ Tables (money is ``DECIMAL(38,18)`` everywhere, never a float; currencies are ne
     one row per ``day, billing_period, provider, billing_account, currency, phase, category, team,
     model`` with ``billed_cost, effective_cost, list_cost, contracted_cost`` sums, ``row_count`` (source
     rows) and ``file_sha256`` (the file the numbers came from). ``day`` is the UTC date of
-    ``ChargePeriodStart``; ``team`` / ``model`` are NULL when the Tags do not say.
+    ``ChargePeriodStart``; ``team`` / ``model`` are NULL when the Tags do not say. Attribution detail
+    (also in the key): ``service`` (ServiceName), ``method`` (``tag``, ``rule:<name>``,
+    ``unallocated``), ``gpu`` (GPU model of GPU rows) and ``resource_id`` (kept only on GPU rows left
+    unallocated: the pools usage-based allocation splits).
+``allocated_facts`` (derived; rebuilt at the end of every ingest, see :mod:`pipeline.ingest.allocation`)
+    ``daily_facts`` with the unallocated GPU cost split across phases by usage GPU-hours: the same
+    columns (no ``row_count``) plus ``share`` (the part of the source row, 1 when not split). Per day,
+    currency and cost column it sums exactly to ``daily_facts``.
+``cost_facts`` (view)
+    what series building reads: ``allocated_facts``.
 ``manifest``
     one row per ingested file: ``sha256, path, kind (billing|usage|labor|delivery-manifest), format,
     size_bytes, billing_periods (YYYY-MM list), row_count, totals (JSON: currency -> column -> decimal
@@ -17,7 +26,8 @@ A warehouse written with the earlier ``DECIMAL(38,12)`` columns is widened in pl
 writable connection (exact: every stored value fits).
 ``usage_daily``
     ``day, phase, team, metric, unit, value_sum, value_mean, value_min, value_max, n`` (metrics are
-    quantities, DOUBLE).
+    quantities, DOUBLE), then ``gpu`` (canonical GPU model), ``resource_id`` and ``grain`` (``day``, or
+    ``month`` for rows given per month, stored on the month's first day).
 ``labor_monthly``
     ``month, phase, team, hours, hourly_rate, currency, cost`` (cost = hours x hourly_rate, DECIMAL).
 """
@@ -121,6 +131,9 @@ def connect(
     if not read_only:
         con.execute(SCHEMA)
         _migrate(con)
+        from pipeline.ingest.allocation import ensure_schema
+
+        ensure_schema(con)
     return con
 
 

@@ -83,6 +83,9 @@ class SynthConfig:
     partial_days: int = 14
     plan_months: int = 18
     progress: bool = False
+    # False: billing Tags carry no "phase" key (team, model ... stay), as in most real exports;
+    # truth.json keeps the intended phases, so attribution can be measured against them.
+    phase_tags: bool = True
 
     def check(self) -> None:
         problems = []
@@ -231,6 +234,8 @@ def generate(config: SynthConfig) -> SynthResult:
                 future_eff[m][buf.cols["phase"][i]] += buf.cols["EffectiveCost"][i]
         if m > current or (m == current and config.partial_days == 0):
             continue
+        if not config.phase_tags:
+            _strip_phase_tags(buf.cols)
         if m == current:
             keep = [i for i in range(buf.n) if buf.cols["day"][i] < sc.cutoff]
             cols = buf.take(keep)
@@ -298,6 +303,7 @@ def generate(config: SynthConfig) -> SynthResult:
             "format": config.fmt,
             "partial_days": config.partial_days,
             "plan_months": config.plan_months,
+            "phase_tags": config.phase_tags,
         },
         "currency": CURRENCY,
         "note": "Exact decimal totals of the authoritative export of each billing period (the restatement "
@@ -351,20 +357,33 @@ def generate(config: SynthConfig) -> SynthResult:
     )
 
 
+def _strip_phase_tags(cols: dict[str, list[Any]]) -> None:
+    """Drop the ``phase`` key from every row's Tags (a tag left empty becomes NULL)."""
+    tags = cols["Tags"]
+    for i, t in enumerate(tags):
+        if t is None:
+            continue
+        d = json.loads(t)
+        if "phase" in d:
+            del d["phase"]
+            tags[i] = json.dumps(d, sort_keys=True, separators=(",", ":")) if d else None
+            cols["tagged"][i] = False
+
+
 # --- side files -------------------------------------------------------------------------------
 def _write_usage(path: Path, usage: list[tuple[dt.date, DayUsage]]) -> Path:
-    lines = ["ts,phase,metric,value,unit,team"]
+    lines = ["ts,phase,metric,value,unit,team,gpu,resource_id"]
     for d, u in usage:
         day = d.isoformat()
-        for (phase, team), v in sorted(u.gpu_hours.items()):
-            lines.append(f"{day},{phase},gpu_hours,{dec(v, 6)},hours,{team}")
+        for (phase, team, gpu, rid), v in sorted(u.gpu_hours.items()):
+            lines.append(f"{day},{phase},gpu_hours,{dec(v, 6)},hours,{team},{gpu},{rid}")
         for phase, util in sorted(u.util.items()):
-            lines.append(f"{day},{phase},gpu_util,{util:.4f},ratio,")
+            lines.append(f"{day},{phase},gpu_util,{util:.4f},ratio,,,")
         for team, v in sorted(u.requests.items()):
-            lines.append(f"{day},inference,requests,{v},requests,{team}")
-        lines.append(f"{day},inference,tokens_in,{u.tokens_in},tokens,search")
-        lines.append(f"{day},inference,tokens_out,{u.tokens_out},tokens,search")
-        lines.append(f"{day},data_preprocessing,storage_gb,{u.storage_gb:.1f},GB,data-eng")
+            lines.append(f"{day},inference,requests,{v},requests,{team},,")
+        lines.append(f"{day},inference,tokens_in,{u.tokens_in},tokens,search,,")
+        lines.append(f"{day},inference,tokens_out,{u.tokens_out},tokens,search,,")
+        lines.append(f"{day},data_preprocessing,storage_gb,{u.storage_gb:.1f},GB,data-eng,,")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -743,7 +762,9 @@ def _readme(
             "one folder are one delivery."
         )
     lines += [
-        "- `usage.csv`: daily `ts,phase,metric,value,unit,team`: gpu_hours per phase and team (GPU-hours = "
+        "- `usage.csv`: daily `ts,phase,metric,value,unit,team,gpu,resource_id`: gpu_hours per phase, team and "
+        "GPU model (`H100`, `A10`), per node (`resource_id`, the instance) for training and optimization jobs "
+        "and per GPU model for the serving fleet (GPU-hours = "
         "instance-hours x GPUs per instance; x the on-demand price per GPU-hour = ListCost of those rows), "
         "gpu_util, requests, tokens_in/tokens_out (managed LLM), storage_gb.",
         "- `labor.csv`: monthly `month,phase,team,hours,hourly_rate,currency` for the sre (operations), "
@@ -780,6 +801,15 @@ def _readme(
         "- About one row in ten has no `phase` tag: Amazon Bedrock (-> inference by rule), AWS Glue and the raw-"
         "log bucket (-> data_preprocessing), CloudWatch (-> operations) and developer boxes tagged only with an "
         "owner (no rule: unallocated).",
+        *(
+            []
+            if config.phase_tags
+            else [
+                "- Written with `--no-phase-tags`: no row's Tags carry `phase` (team, model, env stay), as in "
+                "most real exports; `truth.json` keeps the intended phases. GPU cost is then attributed by "
+                "the usage metrics (`gpu_hours` per phase, day, GPU model and, for jobs, node).",
+            ]
+        ),
         "",
     ]
     return "\n".join(lines)
