@@ -41,7 +41,7 @@ import duckdb
 import pandas as pd
 
 from pipeline.errors import InputError, Problem
-from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id
+from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id, safe_label
 from pipeline.ingest.warehouse import COST_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ def _bottom_uid(df: pd.DataFrame, include_team: bool) -> pd.Series:
         return pd.Series([], dtype=object, index=df.index)
     uid = [hierarchy_id(p, c) for p, c in zip(df[PHASE], df[CATEGORY], strict=True)]
     if include_team:
-        uid = [f"{u}{SEP}{t}" for u, t in zip(uid, df[TEAM], strict=True)]
+        uid = [f"{u}{SEP}{safe_label(t)}" for u, t in zip(uid, df[TEAM], strict=True)]
     return pd.Series(uid, index=df.index, dtype=object)
 
 
