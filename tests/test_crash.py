@@ -78,7 +78,8 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_sigkill_during_registration_moves_nothing(tmp_path, small_home) -> None:
+@pytest.mark.parametrize("when", ["forecasting", "registration"])
+def test_sigkill_moves_nothing_and_the_next_start_cleans_up(tmp_path, small_home, when) -> None:
     home = tmp_path / "home"
     shutil.copytree(small_home.data, home / "data")
     paths = Paths(home=home)
@@ -89,15 +90,21 @@ def test_sigkill_during_registration_moves_nothing(tmp_path, small_home) -> None
     before_out = digest(out)
     n0 = len(versions(paths))
 
-    # a different model set: new versions to register; kill the process once the first lands
+    # a different model set: new versions to register; kill the process while it forecasts
+    # (its staging folder exists) or once the first new version lands
     run = phasecast(home, *ARGS, "--models", "seasonal_naive", "--models", "ets")
+
+    def reached() -> bool:
+        if when == "forecasting":
+            return bool(list(paths.outputs.glob(".2026-11-15.tmp-*")))
+        return len(versions(paths)) > n0
+
     deadline = time.monotonic() + 600
-    while len(versions(paths)) == n0 and run.poll() is None and time.monotonic() < deadline:
+    while not reached() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert run.poll() is None, "the run finished before any version was registered"
+    assert run.poll() is None, f"the run finished before {when}"
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    assert len(versions(paths)) > n0  # killed in the middle of registration
     assert aliases(paths) == before_aliases  # no alias moved
     assert digest(out) == before_out  # the previous outputs are as they were
     assert list(paths.outputs.glob(".2026-11-15.tmp-*"))  # the dead run's staging folder
@@ -118,6 +125,8 @@ def test_sigkill_during_registration_moves_nothing(tmp_path, small_home) -> None
     leftover = [v for v in c.search_model_versions("") if v.tags.get("candidate") == "true"]
     assert leftover == []
 
+    if when != "registration":
+        return
     # equal to an uninterrupted run on a fresh copy
     ref_home = tmp_path / "ref"
     shutil.copytree(small_home.data, ref_home / "data")

@@ -1,0 +1,130 @@
+"""Load: many monthly runs back to back, and overlapping attempts against the lock.
+
+    python -m tests.benchmarks.run load            # 50 runs (what `make bench` runs)
+    python -m tests.benchmarks.load_bench --runs 10
+
+On a generated 20-month history in a temporary home: ``--runs`` monthly runs back to back (each a
+new run: as-of dates and horizons vary, so nothing is reused), each as a fresh process, with an
+overlapping second attempt started while the first holds the lock (it must exit 4 at once). Per
+run: wall time, peak RSS of the process tree and the growth of the MLflow store (SQLite file +
+artifact folder). At the end the stores are checked: SQLite ``integrity_check``, the warehouse
+opens, every run folder loads. Writes ``bench-results/load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def _exe() -> str:
+    return str(Path(sys.executable).with_name("phasecast"))
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def _watch(proc: subprocess.Popen) -> int:
+    """Peak RSS (bytes) of a process and its children while it runs."""
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    return peak
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=Path("bench-results/load.json"))
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="phasecast-load-"))
+    rows = []
+    try:
+        sample = home / "data" / "sample"
+        base = ["--home", str(home)]
+        subprocess.run([_exe(), *base, "synth", "--out", str(sample), "--months", "20"],
+                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run([_exe(), *base, "ingest", "--billing", str(sample / "billing"),
+                        "--usage", str(sample / "usage.csv"), "--labor", str(sample / "labor.csv")],
+                       check=True, capture_output=True)  # fmt: skip
+        months = [f"2026-{m:02d}-15" for m in range(2, 12)]
+        store = home / "mlflow"
+        for i in range(args.runs):
+            as_of, horizon = months[i % len(months)], 6 + i // len(months)
+            before = _size(store / "mlflow.db") + _size(store / "artifacts")
+            cmd = [_exe(), *base, "run-monthly", "--as-of", as_of, "--horizon", str(horizon),
+                   "--models", "seasonal_naive", "--models", "analytic_baseline",
+                   "--budgets", str(sample / "budgets.csv"), "--no-progress"]  # fmt: skip
+            t0 = time.perf_counter()
+            run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(1.0)
+            other = subprocess.run(cmd, capture_output=True, text=True)  # overlaps the first
+            peak = _watch(run)
+            seconds = time.perf_counter() - t0
+            err = run.stderr.read().decode() if run.stderr else ""
+            if run.returncode != 0:
+                print(err[-2000:], file=sys.stderr)
+                return 1
+            after = _size(store / "mlflow.db") + _size(store / "artifacts")
+            rows.append(
+                {
+                    "as_of": as_of,
+                    "horizon": horizon,
+                    "seconds": seconds,
+                    "peak_rss_mb": peak / 1e6,
+                    "store_growth_mb": (after - before) / 1e6,
+                    "overlapping_exit": other.returncode,
+                }
+            )
+            print(f"run {i + 1:2d}/{args.runs} {as_of} h={horizon}: {seconds:5.1f} s, "
+                  f"{peak / 1e6:6.0f} MB peak, store +{(after - before) / 1e6:5.2f} MB, "
+                  f"overlapping attempt exit {other.returncode}", flush=True)  # fmt: skip
+        con = sqlite3.connect(store / "mlflow.db")
+        integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+        con.close()
+        import duckdb
+
+        from pipeline.runstore import load_run, stored_runs
+
+        duckdb.connect(str(home / "data" / "phasecast.duckdb"), read_only=True).close()
+        loaded = [load_run(p).as_of for p in stored_runs(home / "outputs")]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    overlapping = {r["overlapping_exit"] for r in rows}
+    summary = {
+        "runs": len(rows),
+        "median_seconds": statistics.median(r["seconds"] for r in rows),
+        "median_peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rows),
+        "max_peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "median_store_growth_mb": statistics.median(r["store_growth_mb"] for r in rows),
+        "overlapping_exit_codes": sorted(overlapping),
+        "sqlite_integrity": integrity,
+        "run_folders_loaded": len(loaded),
+    }
+    print(json.dumps(summary, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    return 0 if integrity == "ok" and overlapping <= {4} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
