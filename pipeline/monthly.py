@@ -113,6 +113,7 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
             billing=(inbox,),
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
+            rules=cfg.settings.rules,
         )
     )
     return {

@@ -14,6 +14,7 @@
     horizon: 18                        # months; longer when a budget or quarter needs it
     output: outputs                    # the root of the run folders
     notify: https://hooks.example/...  # where alerts for lines at risk are posted
+    rules: attribution_rules.yaml      # attribution rules for the billing inbox (default: shipped)
     scheduler: null                    # a Dask scheduler address, or local
 
 Read at the edge (the CLI) by :func:`load_settings`; everything below gets a frozen :class:`Settings`.
@@ -44,6 +45,7 @@ KEYS = (
     "output",
     "notify",
     "scheduler",
+    "rules",
 )
 
 
@@ -63,6 +65,7 @@ class Settings:
     output: Path | None = None
     notify: str | None = None
     scheduler: str | None = None
+    rules: Path | None = None  # attribution rules for the inbox ingest
     source: str | None = None  # the file read, for messages
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -155,6 +158,7 @@ def load_settings(path: Path) -> Settings:
         except (TypeError, ValueError):
             problems.append(Problem(f"{key} must be a number in [{lo}, {hi}], got {value!r}", src))
     budgets, plan, output = file("budgets"), file("plan"), file("output")
+    rules = file("rules")
     if problems:
         raise InputError(problems, fix=_fix())
     currency = raw.get("currency")
@@ -171,6 +175,7 @@ def load_settings(path: Path) -> Settings:
         output=output,
         notify=str(raw["notify"]) if raw.get("notify") else None,
         scheduler=str(raw["scheduler"]) if raw.get("scheduler") else None,
+        rules=rules,
         source=src,
     )
 

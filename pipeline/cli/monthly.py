@@ -93,6 +93,12 @@ def _tracking(paths: Paths) -> Any:
     default=None,
     help="Currency to forecast when the data holds several (ISO 4217, e.g. USD).",
 )
+@click.option(
+    "--rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Attribution rules YAML for the inbox ingest [default: the shipped rules].",
+)
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_obj
@@ -110,6 +116,7 @@ def run_monthly_cmd(
     quarters: tuple[str, ...],
     scenarios: tuple[Path, ...],
     currency: str | None,
+    rules: Path | None,
     no_report: bool,
     no_progress: bool,
 ) -> None:
@@ -132,6 +139,7 @@ def run_monthly_cmd(
         currency=currency.strip().upper() if currency else None,
         horizon=horizon,
         output=output.resolve() if output else None,
+        rules=rules.resolve() if rules else None,
     )
     plan = st.plan
     if plan is None and paths.plan.exists():
