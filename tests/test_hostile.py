@@ -47,3 +47,31 @@ def test_csv_cells_are_neutralised_parquet_keeps_raw(tmp_path) -> None:
     back = pd.read_csv(csv)
     assert back.unique_id.iloc[0] == "'" + evil[0] and back["mean"].iloc[0] == -1.5
     assert pd.read_parquet(pq).unique_id.tolist() == evil
+
+
+def test_negative_usage_and_labor_are_exit_2_and_store_nothing(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    labor = tmp_path / "labor.csv"
+    labor.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-09,operations,sre,-5,100,USD\n"
+    )
+    usage = tmp_path / "usage.csv"
+    usage.write_text("ts,phase,metric,value\n2026-09-01,inference,requests,-3\n")
+    wh = tmp_path / "wh.duckdb"
+    for flag, path, col in (("--labor", labor, "hours"), ("--usage", usage, "value")):
+        r = CliRunner().invoke(cli, ["ingest", flag, str(path), "--warehouse", str(wh)])
+        assert r.exit_code == 2, r.output
+        assert f"{path.name}, row 1, column '{col}'" in r.output
+    if wh.exists():
+        import duckdb
+
+        con = duckdb.connect(str(wh), read_only=True)
+        tables = {
+            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        for t in {"labor_monthly", "usage_daily"} & tables:
+            assert con.execute(f"SELECT count(*) FROM {t}").fetchone() == (0,)
+        con.close()

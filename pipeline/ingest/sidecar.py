@@ -100,12 +100,12 @@ def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
             (
                 "value",
                 c["value"],
-                f"NOT (lower(trim({c['metric']})) = 'gpu_hours' AND {value} < 0)",
-                "a GPU-hour count >= 0",
+                f"NOT ({value} < 0)",
+                "a usage quantity >= 0 (GPU-hours, requests, tokens, GB are never negative)",
             ),
         ],
         fix="usage rows are ts,phase,metric,value[,unit][,team][,gpu][,resource_id] with an ISO date "
-        "(or YYYY-MM for a month), a known phase and a number (gpu_hours never negative)",
+        "(or YYYY-MM for a month), a known phase and a number (usage is never negative)",
     )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE usage_stage AS
@@ -159,11 +159,18 @@ def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
                 "a decimal number (at most 9 decimals)",
             ),
             (
+                "hours",
+                c["hours"],
+                f"NOT ({hours} < 0)",
+                "hours >= 0 (booked hours are not negative)",
+            ),
+            (
                 "hourly_rate",
                 c["hourly_rate"],
                 _exact9(rate, c["hourly_rate"]),
                 "a decimal number (at most 9 decimals)",
             ),
+            ("hourly_rate", c["hourly_rate"], f"NOT ({rate} < 0)", "a rate >= 0"),
             ("currency", c["currency"], f"{cur} IN ({sql_codes()})", "an ISO 4217 currency code"),
         ],
         fix="labor rows are month,phase,team,hours,hourly_rate,currency, e.g. 2026-09,operations,sre,320,95.50,USD",
