@@ -139,3 +139,54 @@ def test_sigkill_moves_nothing_and_the_next_start_cleans_up(tmp_path, small_home
                 pd.read_parquet(out / name), pd.read_parquet(ref_home / "outputs/2026-11-15" / name)
             )
     assert aliases(paths).keys() == aliases(Paths(home=ref_home)).keys()
+
+
+def _warehouse_state(db: Path) -> tuple:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return (
+            con.execute(
+                "SELECT count(*), sum(effective_cost), sum(billed_cost) FROM daily_facts"
+            ).fetchone()
+            + con.execute("SELECT count(*) FROM manifest").fetchone()
+        )
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def ingest_reference(tmp_path_factory, small_sample):  # type: ignore[no-untyped-def]
+    """The first three billing periods alone, and the warehouse state after an uninterrupted
+    ingest of them followed by the whole history."""
+    tmp = tmp_path_factory.mktemp("ingest_ref")
+    first = tmp / "first"
+    first.mkdir()
+    for p in sorted((small_sample / "billing").iterdir())[:3]:
+        (shutil.copytree if p.is_dir() else shutil.copy)(p, first / p.name)
+    for src in (first, small_sample / "billing"):
+        r = phasecast(tmp / "ref", "ingest", "--billing", str(src))
+        assert r.wait(timeout=300) == 0
+    return first, _warehouse_state(tmp / "ref" / "data" / "phasecast.duckdb")
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+def test_sigkill_during_ingest_leaves_the_warehouse_before_or_after(
+    tmp_path, small_sample, ingest_reference, delay
+) -> None:
+    first, after = ingest_reference
+    home = tmp_path / "home"
+    db = home / "data" / "phasecast.duckdb"
+    ok = phasecast(home, "ingest", "--billing", str(first))
+    assert ok.wait(timeout=300) == 0
+    before = _warehouse_state(db)
+    run = phasecast(home, "ingest", "--billing", str(small_sample / "billing"))
+    time.sleep(delay)
+    if run.poll() is None:
+        os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert _warehouse_state(db) in (before, after)  # never half-written
+    again = phasecast(home, "ingest", "--billing", str(small_sample / "billing"))
+    assert again.wait(timeout=300) == 0
+    assert _warehouse_state(db) == after
