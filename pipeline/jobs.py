@@ -204,6 +204,10 @@ def report(
         as_of=run.as_of,
         currency=run.currency,
         levels=levels,
+        backtest=run.backtest,
+        changes=d.changes,
+        previous_as_of=d.previous_as_of,
+        thresholds=d.thresholds,
     )
 
 

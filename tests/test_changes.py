@@ -122,7 +122,7 @@ def test_formula_like_text_stays_text_in_a_workbook(tmp_path: Path) -> None:
 
     from pipeline.spreadsheets import write_workbook
 
-    df = pd.DataFrame({"phase": ["=HYPERLINK(\"x\")", "ok"], "amount": [1.005, math.nan]})
+    df = pd.DataFrame({"phase": ['=HYPERLINK("x")', "ok"], "amount": [1.005, math.nan]})
     write_workbook({"t": df}, tmp_path / "t.xlsx")
     ws = load_workbook(tmp_path / "t.xlsx")["t"]
     assert ws["A2"].data_type == "s" and ws["A2"].value == '=HYPERLINK("x")'
