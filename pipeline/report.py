@@ -304,7 +304,7 @@ def chance_in_words(p: Any) -> str:
         return "no budget"
     if not math.isfinite(v):
         return "no budget"
-    if v < 0.005:
+    if v < 0.01:
         return "practically none (< 1 %)"
     if v < 0.10:
         return f"unlikely ({_pc(v)})"
@@ -398,6 +398,11 @@ def glance_rows(
     return rows
 
 
+def _signed(x: Any) -> str:
+    v = float(x)
+    return "0" if abs(v) < 0.5 else f"{v:+,.0f}"
+
+
 def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[str, Any]]:
     from pipeline.changes import largest_reason
 
@@ -414,9 +419,9 @@ def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[
                 "now": _fmt_money(r["current_mean"]),
                 "change": f"{float(r['change']):+,.0f}",
                 "pct": _fmt_pct(r.get("change_pct"), signed=True),
-                "actuals": f"{float(r['new_actuals']):+,.0f}",
-                "plan": f"{float(r['plan_changes']):+,.0f}",
-                "models": f"{float(r['model_changes']):+,.0f}",
+                "actuals": _signed(r["new_actuals"]),
+                "plan": _signed(r["plan_changes"]),
+                "models": _signed(r["model_changes"]),
                 "why": largest_reason(r),
                 "up": float(r["change"]) > 0,
             }
