@@ -29,7 +29,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+            def do_POST(self) -> None:  # http.server's name for the POST handler
                 n = int(self.headers.get("Content-Length", 0))
                 hook.bodies.append(json.loads(self.rfile.read(n)))
                 code = hook.codes.pop(0) if hook.codes else 200

@@ -66,7 +66,7 @@ def cli(ctx: click.Context, home: Path, config: Path | None, verbose: int, quiet
 # what the terminal shows: phasecast's own log lines; third-party libraries only when asked (-v)
 THIRD_PARTY = ("mlflow", "alembic", "sqlalchemy", "urllib3", "matplotlib", "distributed", "numba")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-QUIET = {"quiet": False, "verbose": 0}
+QUIET: dict[str, int] = {"quiet": 0, "verbose": 0}
 
 
 class _PlainFormatter(logging.Formatter):
@@ -81,7 +81,7 @@ def configure_output(verbose: int = 0, quiet: bool = False) -> None:
     ``-v``); third-party loggers at WARNING, their Python warnings silenced unless ``-v`` (then
     logged once each, without colour codes); MLflow's own console prints ("Successfully registered
     model ...") off unless ``-vv``."""
-    QUIET["quiet"], QUIET["verbose"] = quiet, verbose
+    QUIET["quiet"], QUIET["verbose"] = int(quiet), verbose
     own = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_phasecast", False)]:
@@ -116,7 +116,7 @@ def quiet_mlflow() -> None:
 
 def quiet() -> bool:
     """True under ``-q``: no progress lines, only results."""
-    return QUIET["quiet"]
+    return bool(QUIET["quiet"])
 
 
 @contextmanager
