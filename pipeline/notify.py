@@ -87,11 +87,11 @@ def alert_message(
                 "status": str(r["status"]),
                 "previous_status": r.get("previous_status") or None,
                 "p_overrun": p,
-                "budget": float(r["budget"]),
-                "actual_to_date": float(r["actual_to_date"]),
-                "forecast_total": float(r["forecast_total"]),
-                "p80": float(r["p80"]),
-                "expected_overrun": float(r["expected_overrun"]),
+                "budget": round(float(r["budget"]), 2),
+                "actual_to_date": round(float(r["actual_to_date"]), 2),
+                "forecast_total": round(float(r["forecast_total"]), 2),
+                "p80": round(float(r["p80"]), 2),
+                "expected_overrun": round(float(r["expected_overrun"]), 2),
                 "currency": currency,
             }
         )
