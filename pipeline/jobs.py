@@ -118,7 +118,12 @@ def derive(
             tick(f"scenarios {q.label}")
     prev = previous_run(run) if compare else None
     if prev is not None:
-        out.changes, out.previous_as_of = run_changes(run, prev, qs), prev.as_of
+        try:
+            out.changes, out.previous_as_of = run_changes(run, prev, qs), prev.as_of
+        except Exception as exc:  # a comparison never stops a run or a report
+            log.warning(
+                "what changed since %s not computed (%s: %s)", prev.as_of, type(exc).__name__, exc
+            )
         tick("changes")
     return out
 

@@ -292,8 +292,8 @@ HORIZON_WORDS = {1: "one month ahead", 3: "three months ahead", 12: "a year ahea
 
 
 def _pc(v: float) -> str:
-    """A share as a whole percentage, house style: ``8 %``."""
-    return f"{100 * v:.0f} %"
+    """A share as a percentage, house style: ``8 %`` (``0.4 %`` under one per cent)."""
+    return f"{100 * v:.1f} %" if 0 < abs(v) < 0.0095 else f"{100 * v:.0f} %"
 
 
 def chance_in_words(p: Any) -> str:
