@@ -127,3 +127,25 @@ def test_formula_like_text_stays_text_in_a_workbook(tmp_path: Path) -> None:
     ws = load_workbook(tmp_path / "t.xlsx")["t"]
     assert ws["A2"].data_type == "s" and ws["A2"].value == '=HYPERLINK("x")'
     assert ws["B3"].value is None  # NaN is an empty cell
+
+
+def test_budget_and_report_show_the_run_folders_changes(two_runs, tmp_path: Path) -> None:
+    before, now = two_runs
+    paths = Paths(home=now.parent.parent)
+    out = tmp_path / "b"
+    r = cli(paths, "budget", "--as-of", "2026-11-15", "--output", str(out))
+    assert r.exit_code == 0, r.output
+    assert "what changed in 2027Q1 since the run of 2026-10-15" in r.output
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "changes.csv"), pd.read_csv(now / "changes.csv")
+    )  # one answer: the same table from the budget command
+    r = cli(paths, "report", "--as-of", "2026-11-15", "--output", str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "r" / "report.html").read_text()
+    c = pd.read_parquet(now / "changes.parquet").set_index(["period", "phase"])
+    total = c.loc[("2027Q1", TOTAL)]
+    assert "What changed since the last run" in html and "run of 2026-10-15" in html
+    assert f"{total.current_mean:,.0f}" in html and f"{total.change:+,.0f}" in html
+    # the first run's report has nothing to compare with, and says so
+    r = cli(paths, "report", "--as-of", "2026-10-15", "--output", str(tmp_path / "r0"))
+    assert "No earlier run" in (tmp_path / "r0" / "report.html").read_text()
