@@ -69,6 +69,11 @@ def load_budgets(path: str | Path) -> pd.DataFrame:
         raise InputError(
             Problem("file not found", str(path)), fix="pass an existing budgets CSV"
         ) from exc
+    except pd.errors.ParserError as exc:
+        raise InputError(
+            Problem(f"not a well-formed CSV: {str(exc).strip()}", str(path)),
+            fix="one budget per row with exactly the header's columns: period,phase,amount,currency",
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(
             Problem("the file is empty", str(path)),
@@ -149,30 +154,18 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             ],
             fix="keep one amount per period and phase",
         )
+    out.attrs["source"] = source
     return out
 
 
 # --- sample-path arithmetic -------------------------------------------------------------------
 def check_currency(budgets: pd.DataFrame, currency: str, source: str = "budgets") -> None:
-    """Budgets are compared with costs of one currency: a line in another one is an input error."""
-    if budgets is None or not len(budgets) or "currency" not in budgets.columns:
-        return
-    cur = budgets["currency"].astype(str).str.strip().str.upper()
-    bad = np.flatnonzero((cur != str(currency).upper()).to_numpy())
-    if len(bad):
-        raise InputError(
-            [
-                Problem(
-                    f"budget in {cur.iloc[i]}, but the forecast is in {currency}",
-                    source,
-                    int(i) + 1,
-                    "currency",
-                )
-                for i in bad[:10]
-            ],
-            fix=f"state budgets in {currency} (convert them first), or forecast that currency "
-            "with --currency",
-        )
+    """Budgets are compared with costs of one currency: a line in another one is an input error
+    (:func:`pipeline.currency.check_budget_currency`)."""
+    from pipeline.currency import check_budget_currency
+
+    if budgets is not None and len(budgets) and "currency" in budgets.columns:
+        check_budget_currency(budgets["currency"], currency, source)
 
 
 def quantiles_of_sums(

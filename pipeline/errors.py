@@ -35,6 +35,7 @@ class Problem:
     file: str | None = None
     row: int | None = None
     column: str | None = None
+    key: str | None = None  # a key path in a YAML file, e.g. scheduled_runs[2].gpus
 
     def __str__(self) -> str:
         where = []
@@ -44,6 +45,8 @@ class Problem:
             where.append(f"row {self.row}")
         if self.column:
             where.append(f"column {self.column!r}")
+        if self.key:
+            where.append(f"key {self.key}")
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
 
@@ -81,3 +84,40 @@ class LockHeldError(PhasecastError):
 
 class RunFailedError(PhasecastError):
     exit_code = EXIT_RUN_FAILED
+
+
+def from_environment(exc: BaseException) -> PhasecastError | None:
+    """The user-facing error for an environmental fault (a path, the disk, a lock held by another
+    process), or None for anything else (a bug). Looks through the exception's causes."""
+    import errno
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PhasecastError):
+            return seen
+        text = str(seen)
+        if "duckdb" in type(seen).__module__ and "lock" in text.lower():
+            return LockHeldError(
+                "the warehouse is in use by another process; nothing was done. Run again when it "
+                f"has finished ({text.splitlines()[0][:300]})"
+            )
+        if isinstance(seen, OSError):
+            where = seen.filename or ""
+            if seen.errno in (errno.ENOSPC, errno.EDQUOT):
+                return RunFailedError(
+                    f"no space left on the device writing {where}: nothing was published or "
+                    "changed. Free some space and run again"
+                )
+            if isinstance(seen, PermissionError) or seen.errno in (errno.EACCES, errno.EROFS):
+                return InputError(
+                    Problem(f"permission denied ({seen.strerror})", str(where) or None),
+                    fix="make the path readable (inputs) or writable (outputs) for this user, "
+                    "or pass another path",
+                )
+            if isinstance(seen, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+                return InputError(
+                    Problem(f"{seen.strerror}", str(where) or None),
+                    fix="check the path, or pass another one",
+                )
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.conditioning import PartialMonth, condition_paths, period_totals
-from pipeline.errors import InputError
+from pipeline.errors import InputError, Problem
 from pipeline.frames import DS, MODEL, UID, Y, hi_col, lo_col
 from pipeline.periods import line_uid, parse_period
 
@@ -181,12 +181,21 @@ def flag_lines(
             paths, path_ids, path_ds, partial, method=config.partial_method, seed=config.seed
         )
     )
-    sums = {
-        p: period_totals(
-            parse_period(p), monthly, cond, path_ids, path_ds, partial, rerun_hint=rerun_hint
-        )
-        for p in pd.unique(budgets["period"].astype(str))
-    }
+    sums = {}
+    problems: list[Problem] = []
+    fix = ""
+    source = budgets.attrs.get("source")
+    for p in pd.unique(budgets["period"].astype(str)):
+        try:
+            sums[p] = period_totals(
+                parse_period(p), monthly, cond, path_ids, path_ds, partial, rerun_hint=rerun_hint
+            )
+        except InputError as exc:  # name the budget lines that ask for it
+            asking = np.flatnonzero((budgets["period"].astype(str) == p).to_numpy()) + 1
+            problems += [Problem(str(exc.problems[0]), source, int(r), "period") for r in asking]
+            fix = exc.fix
+    if problems:
+        raise InputError(problems, fix=fix)
     rows = []
     for b in budgets.itertuples(index=False):
         pt = sums[str(b.period)]

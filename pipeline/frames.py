@@ -74,6 +74,32 @@ def hierarchy_id(phase: str | None = None, category: str | None = None) -> str:
     return f"{phase}{SEP}{category}"
 
 
+MAX_LABEL = 80
+
+
+def safe_label(value: object) -> str:
+    """A tag value as one hierarchy level, whatever it holds: ``%``, ``/``, a lone ``.``/``..`` and
+    control characters are %-escaped (so no value adds a level or merges with another: the escape
+    is one-to-one), and a value longer than ``MAX_LABEL`` keeps its start plus a hash of the whole."""
+    import hashlib
+    import unicodedata
+
+    text = "" if value is None else str(value)
+    out = []
+    for ch in text:
+        if ch in "%/" or unicodedata.category(ch)[0] == "C":
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    label = "".join(out)
+    if label in (".", ".."):
+        label = label.replace(".", "%2E")
+    if len(label) > MAX_LABEL:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        label = f"{label[: MAX_LABEL - 13]}~{digest}"
+    return label
+
+
 def parse_hierarchy_id(uid: str) -> tuple[str | None, str | None]:
     """Inverse of :func:`hierarchy_id`: ``(phase, category)``, ``None`` where the level is aggregated."""
     if uid == TOTAL:
@@ -120,6 +146,13 @@ def validate_frame(
     bad_y = y.isna() & out[Y].notna()
     for i in np.flatnonzero(bad_y.to_numpy())[:20]:
         problems.append(Problem(f"not a number: {df[Y].iloc[i]!r}", source, int(i) + 1, Y))
+    for col in [Y, *(c for c in out.columns if c not in (UID, DS, Y, PHASE, CATEGORY))]:
+        v = y if col == Y else pd.to_numeric(out[col], errors="coerce")
+        if col != Y and v.isna().all():
+            continue  # a text column (labels), not a driver
+        inf = np.isinf(v.to_numpy(float, na_value=np.nan))
+        for i in np.flatnonzero(inf)[:20]:
+            problems.append(Problem(f"not a finite number: {v.iloc[i]}", source, int(i) + 1, col))
     if require_monthly:
         ok = ds.notna()
         not_first = ok & (ds.dt.day != 1)
@@ -131,7 +164,8 @@ def validate_frame(
             )
     if problems:
         raise InputError(
-            problems, fix="ds must be a date on the first of the month (YYYY-MM-01) and y a number"
+            problems,
+            fix="ds must be a date on the first of the month (YYYY-MM-01), y and drivers finite numbers",
         )
     out[DS] = ds.dt.normalize()
     out[Y] = y.astype(float)

@@ -35,12 +35,19 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Paths
-from pipeline.errors import PhasecastError, RunFailedError
+from pipeline.errors import (
+    InputError,
+    LockHeldError,
+    PhasecastError,
+    Problem,
+    RunFailedError,
+    from_environment,
+)
 from pipeline.forecast import ForecastConfig, ForecastResult
 from pipeline.frames import UID, Y
 from pipeline.runlock import run_lock
 from pipeline.settings import Settings
-from pipeline.tables import publish, staging_dir
+from pipeline.tables import publish, remove_stale_staging, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,7 @@ class MonthlyConfig:
     progress: bool = True
     report: bool = True
     settings: Settings = field(default_factory=Settings)  # quarters, scenarios, thresholds, ...
-    currency: str | None = None  # the currency to forecast when the warehouse holds several
+    currency: str | None = None  # None: the warehouse's currency with most cost (others logged)
 
     @property
     def inbox_dir(self) -> Path:
@@ -99,9 +106,11 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         log.info("billing inbox %s: no new files", inbox)
         return {"inbox": str(inbox), "new_files": [], "ingested": 0}
     log.info("billing inbox %s: %d new or changed file(s), ingesting", inbox, len(pending))
+    # The whole inbox, not just the new files: a new file of a folder is read with its delivery (the
+    # folder's other files of its periods); deliveries already ingested are skipped.
     rep = ingest(
         IngestConfig(
-            billing=tuple(p.path for p in pending),
+            billing=(inbox,),
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
         )
@@ -112,6 +121,7 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
         "ingested": len(rep.ingested),
         "rows": rep.rows,
         "conserved": rep.conserved,
+        "allocation": rep.allocation,
     }
 
 
@@ -148,6 +158,13 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         **{f"version.{k}": v for k, v in tr.package_versions().items()},
     }
 
+    check_writable(cfg.out_root)
+    # 0: what a killed run left behind (we hold the lock: no other run is alive)
+    tracker.recover(JOB_KIND)
+    stale = remove_stale_staging(cfg.out_root)
+    if stale:
+        log.warning("removed staging folders of dead runs: %s", ", ".join(stale))
+
     # 1-2: inputs. A failure here is recorded as a FAILED run before the error goes up.
     try:
         ingest_info = ingest_inbox(cfg)
@@ -159,6 +176,20 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             cost_column=cfg.cost_column,
             currency=cfg.currency,
         )
+        if frames.partial_month is not None:
+            log.info(
+                "partial month %s (%s); complete months end with %s",
+                f"{frames.partial_month:%Y-%m}",
+                frames.partial_reason,
+                f"{frames.monthly['ds'].max():%Y-%m}" if not frames.monthly.empty else "none",
+            )
+        if frames.other_currencies:
+            log.warning(
+                "costs in %s are left out of this %s run (never converted); run again with "
+                "--currency to forecast them",
+                ", ".join(frames.other_currencies),
+                frames.currency,
+            )
         series = frames.monthly
         if series.empty:
             raise RunFailedError(
@@ -176,6 +207,9 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             budgets = load_budgets(cfg.budgets)
             check_currency(budgets, frames.currency, str(cfg.budgets))
     except BaseException as exc:
+        env = from_environment(exc) if isinstance(exc, Exception) else None
+        if isinstance(env, LockHeldError):  # another process writes the warehouse: not a failure
+            raise env from exc
         rid = tracker.record_failure(
             JOB_KIND, as_of, {**base_tags, "failed_step": "inputs"}, _config_dict(cfg), exc
         )
@@ -245,9 +279,15 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             )
             out = cfg.out_root / as_of
             publish(tmp, out)
-        except PhasecastError:
-            raise
-        except Exception as exc:
+            # the last step: aliases move only now that the outputs are in place
+            tracker.promote(manifest.pop("_records"))
+        except BaseException as exc:
+            if not existing:
+                gone = tracker.discard(run_id)
+                if gone:
+                    log.info("removed the failed run's candidate versions: %s", ", ".join(gone))
+            if isinstance(exc, PhasecastError) or not isinstance(exc, Exception):
+                raise
             raise RunFailedError(
                 f"monthly run {as_of} failed: {type(exc).__name__}: {exc}. "
                 f"Previous outputs are untouched; MLflow run {run_id} is marked FAILED"
@@ -255,6 +295,21 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     seconds = time.perf_counter() - t0
     log.info("monthly run %s done in %.1f s: %s (MLflow run %s)", as_of, seconds, out, run_id)
     return MonthlyResult(out, run_id, bool(existing), manifest, manifest.pop("_result"), seconds)
+
+
+def check_writable(folder: Path) -> None:
+    """The outputs root must be a writable folder, checked before anything is recorded."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            Problem(f"the outputs folder is not writable ({exc.strerror})", str(folder)),
+            fix="make it writable for this user, or pass --output DIR",
+        ) from exc
 
 
 def with_horizon(
@@ -334,7 +389,7 @@ def _reuse(run_id: str) -> Iterator[str]:
 def _wrap(exc: BaseException) -> BaseException:
     if isinstance(exc, PhasecastError) or not isinstance(exc, Exception):
         return exc
-    return RunFailedError(f"{type(exc).__name__}: {exc}")
+    return from_environment(exc) or RunFailedError(f"{type(exc).__name__}: {exc}")
 
 
 def _compute_and_log(
@@ -462,4 +517,5 @@ def _compute_and_log(
     if not reused:
         tracker.log_artifacts(tmp, "outputs")
     manifest["_result"] = res
+    manifest["_records"] = records
     return manifest

@@ -313,8 +313,14 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
             Problem(f"malformed plan: {type(exc).__name__}: {exc}", source),
             fix="compare the file with the schema in pipeline/plan.py (phasecast synth writes a complete example)",
         ) from exc
+    problems += check_plan(book, runs, recurring, traffic, storage, heads, raw, source)
     if problems:
-        raise InputError(problems, fix=f"phases are {', '.join(PHASES)}")
+        raise InputError(
+            problems,
+            fix=f"phases are {', '.join(PHASES)}; quantities, prices and hours are finite and "
+            "not negative, GPUs and pricing categories are those of price_book.gpu_hour, a "
+            "quantization cut is in [0, 1) (schema: pipeline/plan.py)",
+        )
     known = {
         "price_book",
         "currency",
@@ -336,6 +342,97 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
         start=_opt_month(raw.get("start")),
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+def check_plan(
+    book: PriceBook,
+    runs: tuple[ScheduledRun, ...],
+    recurring: tuple[RecurringJob, ...],
+    traffic: TrafficPlan | None,
+    storage: StoragePlan | None,
+    heads: tuple[Headcount, ...],
+    raw: dict[str, Any],
+    source: str,
+) -> list[Problem]:
+    """Every impossible value of a plan, each with its key path (collected, never the first only)."""
+    import math
+
+    from pipeline.currency import normalize
+
+    problems: list[Problem] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(Problem(message, source, key=key))
+
+    def number(key: str, v: float | None, lo: float = 0.0, hi: float = math.inf) -> None:
+        if v is None:
+            return
+        if not math.isfinite(v) or not lo <= v <= hi:
+            rng = f"at least {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
+            bad(key, f"must be a finite number {rng}, got {v!r}")
+
+    known = sorted(book.gpu_hour)
+
+    def gpu(key: str, name: str | None, pricing: str) -> None:
+        if name is None:
+            bad(key, "names no GPU type")
+        elif name not in book.gpu_hour:
+            bad(key, f"GPU type {name!r} has no price in price_book.gpu_hour (known: {known})")
+        elif pricing not in book.gpu_hour[name]:
+            bad(
+                f"{key}.pricing",
+                f"{name} has no {pricing!r} price (known: {sorted(book.gpu_hour[name])})",
+            )
+
+    if normalize(raw.get("currency", "USD")) is None:
+        bad("currency", f"{raw.get('currency')!r} is not an ISO 4217 currency code")
+    for g, prices in book.gpu_hour.items():
+        for cat, price in prices.items():
+            number(f"price_book.gpu_hour.{g}.{cat}", price)
+    for k in ("cpu_core_hour", "storage_gb_month", "egress_gb", "tokens_million"):
+        number(f"price_book.{k}", getattr(book, k))
+    for i, c in enumerate(book.price_changes):
+        if c.gpu not in book.gpu_hour:
+            bad(
+                f"price_book.price_changes[{i}].gpu", f"unknown GPU type {c.gpu!r} (known: {known})"
+            )
+        for cat, price in c.prices.items():
+            number(f"price_book.price_changes[{i}].{cat}", price)
+    for i, r in enumerate(runs):
+        key = f"scheduled_runs[{i}]"
+        gpu(f"{key}.gpu", r.gpu, r.pricing)
+        number(f"{key}.gpus", float(r.gpus), lo=1)
+        number(f"{key}.days", r.days, lo=1e-9)
+        number(f"{key}.utilization", r.utilization, lo=1e-9, hi=1.0)
+        number(f"{key}.params", r.params, lo=1e-9)
+        number(f"{key}.tokens", r.tokens, lo=1e-9)
+        if r.days is None and (r.params is None or r.tokens is None):
+            bad(key, "give days, or params and tokens (GPU-hours from 6 x params x tokens FLOPs)")
+    for i, j in enumerate(recurring):
+        key = f"recurring[{i}]"
+        if j.resource not in ("gpu", "cpu"):
+            bad(f"{key}.resource", f"must be gpu or cpu, got {j.resource!r}")
+        elif j.resource == "gpu":
+            gpu(f"{key}.gpu", j.gpu, j.pricing)
+        number(f"{key}.quantity", j.quantity)
+        number(f"{key}.hours_per_month", j.hours_per_month)
+    if traffic is not None:
+        gpu("traffic.gpu", traffic.gpu, traffic.pricing)
+        number("traffic.gpu_hours_per_1k_requests", traffic.gpu_hours_per_1k_requests)
+        number("traffic.tokens_per_request", traffic.tokens_per_request)
+        for m, v in traffic.months.items():
+            number(f"traffic.months.{m:%Y-%m}", v)
+        for i, q in enumerate(traffic.quantization):
+            number(f"traffic.quantization[{i}].cut", q.cut, hi=0.999999)
+    if storage is not None:
+        number("storage.gb", storage.gb)
+        number("storage.growth_per_month", storage.growth_per_month, lo=-1.0)
+    for i, h in enumerate(heads):
+        key = f"headcount[{i}]"
+        number(f"{key}.people", h.people)
+        number(f"{key}.hours_per_month", h.hours_per_month, hi=744.0)
+        number(f"{key}.hourly_rate", h.hourly_rate)
+    return problems
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -26,6 +26,7 @@ difference is exactly ``change x hours x rate`` per month.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,10 @@ def add_run(
         raise InputError(
             f"add_run: {gpu} has no {pricing!r} price; known: {sorted(plan.price_book.gpu_hour[gpu])}"
         )
+    if not (float(gpus) >= 1 and float(gpus) == int(gpus)):
+        raise InputError(f"add_run: gpus must be a whole number of at least 1. Got {gpus} instead.")
+    if not (math.isfinite(float(days)) and float(days) > 0):
+        raise InputError(f"add_run: days must be a positive number. Got {days} instead.")
     run = ScheduledRun(
         name=name,
         phase=phase,
@@ -78,6 +83,11 @@ def scale_traffic(plan: Plan, *, change: float, start: Any, end: Any) -> Plan:
         raise InputError(
             "traffic: the plan has no traffic section to change",
             fix="add traffic.months to the plan",
+        )
+    if not (math.isfinite(float(change)) and float(change) >= -1.0):
+        raise InputError(
+            f"traffic: change must be at least -1 (-100 %). Got {change} instead.",
+            fix="e.g. change: 0.30 for +30 %, -0.2 for -20 %",
         )
     a, b = pd.Timestamp(str(start)), pd.Timestamp(str(end))
     if b < a:
@@ -119,6 +129,11 @@ def change_price(
             f"price: GPU type {gpu!r} is not in the price book; known: {sorted(book.gpu_hour)}"
         )
     on = pd.Timestamp(str(start)).date()
+    if change is not None and not (math.isfinite(float(change)) and float(change) > -1.0):
+        raise InputError(f"price: change must be above -1 (-100 %). Got {change} instead.")
+    bad = {k: v for k, v in (prices or {}).items() if not (math.isfinite(float(v)) and v >= 0)}
+    if bad:
+        raise InputError(f"price: prices must be finite and not negative. Got {bad} instead.")
     if prices is None:
         if change is None:
             raise InputError(
@@ -197,7 +212,7 @@ def apply_scenario(plan: Plan, scenario: Scenario) -> Plan:
             }
         try:
             plan = EDITS[kind](plan, **args)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise InputError(
                 f"scenario {scenario.name!r}, change {kind}: {exc}", fix=_fix()
             ) from exc

@@ -14,21 +14,37 @@ spread evenly over the days of its month (a labor row is the hours booked so far
 month's row is spread over the days up to the as-of date and counts whole in month-to-date). Every node runs from its first month with cost to the last
 complete month; months without cost inside that span are 0. Aggregates are sums of their bottom nodes,
 so the frames are coherent. ``y`` is float (the models' type); exact decimals stay in the warehouse.
-One currency per build: money in different currencies is never added.
+
+One currency per build: money in different currencies is never added. Without ``currency`` the
+currency with the most cost (absolute, billing and labor) is built and the others are logged as left
+out (``SeriesFrames.other_currencies``); a second currency never blocks the main one.
+
+What the data can say:
+- A month is complete only when the data reaches its last day, per provider: every provider with
+  charges in the month must have a charge starting on or after the month's last day (before
+  ``as_of``). Otherwise it is the partial month (month-to-date), even when ``as_of`` is later, and the
+  build logs why. ``SeriesFrames.months`` lists every month with ``complete`` and ``reason``;
+  ``SeriesFrames.partial_reason`` says why the partial month is partial. (A provider that only bills
+  once a month, on the 1st, looks incomplete until its next charge arrives.)
+- An ``as_of`` more than one month after the last charge is an InputError naming the last charge
+  date (:func:`check_as_of`): the months in between would be forecast as zero cost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from pipeline.errors import InputError, Problem
-from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id
+from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id, safe_label
 from pipeline.ingest.warehouse import COST_COLUMNS
+
+log = logging.getLogger(__name__)
 
 TEAM = "team"
 UNASSIGNED_TEAM = "unassigned"
@@ -47,6 +63,29 @@ class SeriesFrames:
     currency: str
     cost_column: str
     freq: str = "MS"
+    #: One row per month from the first with cost to the as-of month: ``ds, complete, reason``.
+    months: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=[DS, "complete", "reason"])
+    )
+    #: Why the month of ``partial`` is not complete ("" when there is no partial month).
+    partial_reason: str = ""
+    #: Currencies in the warehouse that this build left out (never added to ``currency``).
+    other_currencies: tuple[str, ...] = ()
+
+    @property
+    def complete_months(self) -> list[pd.Timestamp]:
+        return [
+            pd.Timestamp(d)
+            for d, ok in zip(self.months[DS], self.months["complete"], strict=True)
+            if ok
+        ]
+
+    @property
+    def partial_month(self) -> pd.Timestamp | None:
+        """The first month that is not complete (the month of ``partial``), or None."""
+        if self.partial.empty:
+            return None
+        return pd.Timestamp(self.partial[DS].iloc[0])
 
     @property
     def bottom_ids(self) -> list[str]:
@@ -136,26 +175,39 @@ def build_series(
     con = duckdb.connect(str(path), read_only=True)
     try:
         con.execute("SET TimeZone='UTC'")
-        currency = _pick_currency(con, currency, str(path))
-        if as_of is None:
+        currency, others = _pick_currency(con, currency, str(path), col)
+        (last,) = con.execute(
+            "SELECT max(day) FROM daily_facts WHERE currency = ?", [currency]
+        ).fetchone()  # type: ignore[misc]
+        if last is None:
             (last,) = con.execute(
-                "SELECT max(day) FROM daily_facts WHERE currency = ?", [currency]
+                "SELECT last_day(max(month)) FROM labor_monthly WHERE currency = ?", [currency]
             ).fetchone()  # type: ignore[misc]
-            if last is None:
-                (last,) = con.execute(
-                    "SELECT last_day(max(month)) FROM labor_monthly WHERE currency = ?", [currency]
-                ).fetchone()  # type: ignore[misc]
+        if as_of is None:
             as_of_d = last + dt.timedelta(days=1)
         else:
             as_of_d = pd.Timestamp(as_of).date()
+            check_as_of(as_of_d, last, str(path))
+        provider_last = dict(
+            con.execute(
+                "SELECT provider, max(day) FROM daily_facts WHERE currency = $cur AND day < $as_of GROUP BY 1",
+                {"cur": currency, "as_of": as_of_d},
+            ).fetchall()
+        )
         unit = _TRUNC[freq]
+        provider_periods = con.execute(
+            f"SELECT DISTINCT provider, CAST(date_trunc('{unit}', day) AS DATE) FROM daily_facts "
+            "WHERE currency = $cur AND day < $as_of",
+            {"cur": currency, "as_of": as_of_d},
+        ).fetchall()
         team_sel = f", coalesce(team, '{UNASSIGNED_TEAM}') AS team" if include_team else ""
+        facts = facts_relation(con)  # after usage-based allocation
         # Monthly (per period) sums, exact in SQL, float at the end.
         periodic = con.execute(
             f"""
             SELECT period, phase, category{", team" if include_team else ""}, CAST(sum(y) AS DOUBLE) AS y FROM (
                 SELECT CAST(date_trunc('{unit}', day) AS DATE) AS period, phase, category{team_sel}, {col} AS y
-                FROM daily_facts WHERE currency = $cur AND day < $as_of
+                FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 SELECT CAST(date_trunc('{unit}', month) AS DATE), phase, 'labor'{team_sel}, cost
                 FROM labor_monthly WHERE currency = $cur AND month < $as_of
@@ -167,7 +219,7 @@ def build_series(
             f"""
             SELECT day, phase, category{", team" if include_team else ""}, sum(y) AS y FROM (
                 SELECT day, phase, category{team_sel}, CAST({col} AS DOUBLE) AS y
-                FROM daily_facts WHERE currency = $cur AND day < $as_of
+                FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 -- A month's labor row is the hours booked so far: spread over the month's days
                 -- up to the as-of date, so the current month's booking is month-to-date, not 1/30th.
@@ -183,7 +235,25 @@ def build_series(
     finally:
         con.close()
 
-    period_start = pd.Timestamp(as_of_d).to_period("M" if freq == "MS" else "Q").start_time
+    offset = pd.tseries.frequencies.to_offset(freq)
+    as_of_start = pd.Timestamp(as_of_d).to_period("M" if freq == "MS" else "Q").start_time
+    period_start, partial_reason, data_end = _first_incomplete(
+        as_of_start, offset, provider_last, provider_periods
+    )
+    if partial_reason and period_start < as_of_start:
+        log.warning(
+            "%s is not complete (%s): it is the partial month; complete months end with %s (%s)",
+            f"{period_start:%Y-%m}",
+            partial_reason,
+            f"{period_start - offset:%Y-%m}",
+            currency,
+        )
+    if others:
+        log.warning(
+            "the warehouse also holds costs in %s, left out of this %s build (pick one with --currency)",
+            ", ".join(others),
+            currency,
+        )
     key = [PHASE, CATEGORY] + ([TEAM] if include_team else [])
     periodic[UID] = _bottom_uid(periodic, include_team)
     daily[UID] = _bottom_uid(daily, include_team)
@@ -194,8 +264,13 @@ def build_series(
 
     complete = periodic[periodic[DS] < period_start]
     # Month-to-date from the daily frame, so labor is pro-rated exactly as in ``daily``.
-    current = daily[daily[DS] >= period_start].groupby(UID, as_index=False)[Y].sum()
-    last_complete = period_start - pd.tseries.frequencies.to_offset(freq)
+    period_end = period_start + offset
+    current = (
+        daily[(daily[DS] >= period_start) & (daily[DS] < period_end)]
+        .groupby(UID, as_index=False)[Y]
+        .sum()
+    )
+    last_complete = period_start - offset
     bottom_ids = sorted(set(periodic[UID]) | set(daily[UID]))
     labels = _labels(
         pd.concat([periodic[[UID, *key]], daily[[UID, *key]]]).drop_duplicates(UID), include_team
@@ -206,8 +281,10 @@ def build_series(
         _fill(daily, "D", pd.Timestamp(as_of_d) - pd.Timedelta(days=1)), labels
     )
 
-    days_in = (period_start + pd.tseries.frequencies.to_offset(freq) - period_start).days
-    covered = (pd.Timestamp(as_of_d) - period_start).days
+    days_in = (period_end - period_start).days
+    covered = (min(pd.Timestamp(as_of_d), period_end) - period_start).days
+    if period_start < as_of_start and data_end is not None:  # a month the data stops inside
+        covered = (pd.Timestamp(data_end) + pd.Timedelta(days=1) - period_start).days
     if covered > 0:
         cur = (
             current[[UID, Y]]
@@ -233,34 +310,111 @@ def build_series(
         currency=currency,
         cost_column=cost_column,
         freq=freq,
+        months=_month_table(monthly, period_start, as_of_start, offset, partial_reason),
+        partial_reason=partial_reason if covered > 0 else "",
+        other_currencies=tuple(others),
     )
 
 
-def _pick_currency(con: duckdb.DuckDBPyConnection, currency: str | None, src: str) -> str:
-    found = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT currency FROM (SELECT currency FROM daily_facts UNION SELECT currency FROM labor_monthly) ORDER BY 1"
-        ).fetchall()
-    ]
+def check_as_of(as_of: dt.date, last_charge: dt.date | None, source: str = "") -> None:
+    """Raise InputError when ``as_of`` is more than one month after ``last_charge``.
+
+    The months in between have no data, so they would be built as zero cost and every model would look
+    as good as its zeros. ``last_charge``: the warehouse's last charge date (None: nothing to check).
+    """
+    if last_charge is None:
+        return
+    limit = (pd.Timestamp(last_charge) + pd.DateOffset(months=1)).date()
+    if as_of > limit:
+        raise InputError(
+            Problem(
+                f"as-of {as_of} is more than one month after the last charge in the warehouse "
+                f"({last_charge}); the months in between would count as zero cost",
+                source or None,
+            ),
+            fix=f"ingest the missing billing exports, or pass --as-of {limit} or earlier",
+        )
+
+
+def _first_incomplete(
+    as_of_start: pd.Timestamp,
+    offset: pd.DateOffset,
+    provider_last: dict[str, dt.date],
+    provider_periods: list[tuple[str, dt.date]],
+) -> tuple[pd.Timestamp, str, dt.date | None]:
+    """(start of the partial period, why it is partial, the day its data ends).
+
+    The period before ``as_of``'s is complete only when every provider with charges in it has a charge
+    on or after its last day; otherwise the data stops inside it and it becomes the partial period.
+    """
+    prev = as_of_start - offset
+    last_day = (as_of_start - pd.Timedelta(days=1)).date()
+    in_prev = sorted(p for p, m in provider_periods if pd.Timestamp(m) == prev)
+    short = {p: provider_last[p] for p in in_prev if provider_last[p] < last_day}
+    if short:
+        why = "; ".join(f"{p}'s charges end {d}" for p, d in sorted(short.items()))
+        return prev, f"the data does not reach its last day {last_day}: {why}", min(short.values())
+    return as_of_start, "the as-of date is inside it", None
+
+
+def _month_table(
+    monthly: pd.DataFrame,
+    period_start: pd.Timestamp,
+    as_of_start: pd.Timestamp,
+    offset: pd.DateOffset,
+    partial_reason: str,
+) -> pd.DataFrame:
+    """``ds, complete, reason`` for every period from the first built one to the as-of period."""
+    first = monthly[DS].min() if not monthly.empty else period_start
+    rows = []
+    d = pd.Timestamp(min(first, period_start))
+    while d <= as_of_start:
+        if d < period_start:
+            rows.append((d, True, "the data reaches its last day for every provider"))
+        elif d == period_start:
+            rows.append((d, False, partial_reason))
+        else:
+            rows.append((d, False, "after the data's end"))
+        d = d + offset
+    return pd.DataFrame(rows, columns=[DS, "complete", "reason"])
+
+
+def facts_relation(con: duckdb.DuckDBPyConnection) -> str:
+    """The cost rows series are built from: the view ``cost_facts`` (facts after usage-based
+    allocation, :mod:`pipeline.ingest.allocation`), or ``daily_facts`` in a warehouse from before it."""
+    (n,) = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'cost_facts'"
+    ).fetchone()  # type: ignore[misc]
+    return "cost_facts" if n else "daily_facts"
+
+
+def _pick_currency(
+    con: duckdb.DuckDBPyConnection, currency: str | None, src: str, col: str
+) -> tuple[str, list[str]]:
+    """(the currency to build, the others left out). Without ``currency``: the one with most cost."""
+    found = {
+        r[0]: r[1]
+        for r in con.execute(f"""
+            SELECT currency, sum(abs(y)) FROM (
+                SELECT currency, {col} AS y FROM daily_facts UNION ALL SELECT currency, cost FROM labor_monthly
+            ) GROUP BY 1 ORDER BY 1
+        """).fetchall()
+    }
     if currency is not None:
-        if currency not in found:
+        want = currency.strip().upper()
+        if want not in found:
             raise InputError(
-                Problem(f"no costs in {currency!r}; the warehouse holds {found}", src),
-                fix="pick one of the currencies present",
+                Problem(f"no costs in {currency!r}; the warehouse holds {sorted(found)}", src),
+                fix="pick one of the currencies present with --currency",
             )
-        return currency
+        return want, sorted(c for c in found if c != want)
     if not found:
         raise InputError(
             Problem("the warehouse holds no costs", src),
             fix="run `phasecast ingest --billing PATH` first",
         )
-    if len(found) > 1:
-        raise InputError(
-            Problem(f"the warehouse holds costs in several currencies {found}", src),
-            fix="choose one with currency=... (--currency); amounts are never converted",
-        )
-    return found[0]
+    main = sorted(found, key=lambda c: (-(found[c] or 0), c))[0]
+    return main, sorted(c for c in found if c != main)
 
 
 def _bottom_uid(df: pd.DataFrame, include_team: bool) -> pd.Series:
@@ -268,7 +422,7 @@ def _bottom_uid(df: pd.DataFrame, include_team: bool) -> pd.Series:
         return pd.Series([], dtype=object, index=df.index)
     uid = [hierarchy_id(p, c) for p, c in zip(df[PHASE], df[CATEGORY], strict=True)]
     if include_team:
-        uid = [f"{u}{SEP}{t}" for u, t in zip(uid, df[TEAM], strict=True)]
+        uid = [f"{u}{SEP}{safe_label(t)}" for u, t in zip(uid, df[TEAM], strict=True)]
     return pd.Series(uid, index=df.index, dtype=object)
 
 

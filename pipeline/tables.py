@@ -116,3 +116,16 @@ def staging_dir(root: Path, as_of: str) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after publish; removed on failure
+
+
+def remove_stale_staging(root: Path) -> list[str]:
+    """Delete ``.<as-of>.tmp-<pid>`` and ``.<as-of>.old-<pid>`` folders under ``root``: left by a
+    run that died (call it while holding the run lock, so no live run owns one)."""
+    if not root.exists():
+        return []
+    gone = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p.name)
+    return sorted(gone)

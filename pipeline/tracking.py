@@ -67,7 +67,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import mlflow.artifacts
 import mlflow.lightgbm
 import mlflow.pyfunc
 import mlflow.statsmodels
@@ -75,6 +74,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 
 import mlflow
+import mlflow.artifacts
 from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ MODEL_PREFIX = "phasecast-"
 FORECASTER = "forecaster"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CANDIDATE = "candidate"  # version tag: "true" from registration until the aliases move
 SCORE_METRIC = "MASE"
 PIP_REQUIREMENTS = ["phasecast", "mlflow", "pandas", "numpy", "pyarrow", "statsmodels", "lightgbm"]
 PACKAGES = (
@@ -541,14 +542,65 @@ class Tracker:
                         f"challenger: does not beat champion version {cur.version} ({SCORE_METRIC} {_fmt(new)} >= {_fmt(old)})",
                         CHALLENGER,
                     )
-        self.client.set_registered_model_alias(rec.name, rec.alias, rec.version)
         for k, v in (
             ("decision", rec.decision),
             ("champion_score_" + SCORE_METRIC, _fmt(rec.champion_score)),
             ("compared_with_version", rec.champion_version or ""),
+            (CANDIDATE, "true"),  # until promote(): a run that dies leaves no alias behind
         ):
             self.client.set_model_version_tag(rec.name, rec.version, k, v)
         return rec
+
+    def promote(self, records: list[VersionRecord]) -> None:
+        """Move the aliases the decisions chose, the monthly job's last step (after its outputs are
+        published): a run that fails or is killed before this moves nothing."""
+        for rec in records:
+            if rec.reused or not rec.alias:
+                continue
+            self.client.set_registered_model_alias(rec.name, rec.alias, rec.version)
+            self.client.set_model_version_tag(rec.name, rec.version, CANDIDATE, "false")
+
+    def discard(self, run_id: str) -> list[str]:
+        """Delete the versions a failed or killed run registered and never promoted (no alias, not
+        tagged ``candidate=false``); their names."""
+        gone: list[str] = []
+        try:
+            versions = self.client.search_model_versions(f"run_id = '{run_id}'")
+        except MlflowException:
+            return gone
+        for v in versions:
+            if v.tags.get(CANDIDATE) != "false" and not getattr(v, "aliases", None):
+                self.client.delete_model_version(v.name, v.version)
+                gone.append(f"{v.name} v{v.version}")
+        return gone
+
+    def recover(self, kind: str) -> dict[str, list[str]]:
+        """At the start of a job that holds the run lock: runs of ``kind`` left RUNNING belong to a
+        process that died (the lock says no other is alive). Mark them KILLED and delete the
+        candidate versions they (or failed runs) registered but never promoted."""
+        exp = self.experiment_id(kind)
+        killed: list[str] = []
+        for r in self.client.search_runs([exp], filter_string="attributes.status = 'RUNNING'"):
+            self.client.set_tag(
+                r.info.run_id, "error", "the process running it died; found at the next start"
+            )
+            self.client.set_terminated(r.info.run_id, status="KILLED")
+            killed.append(r.info.run_id)
+        dead = self.client.search_runs(
+            [exp], filter_string="attributes.status != 'FINISHED'", max_results=200
+        )
+        versions: list[str] = []
+        for r in dead:
+            versions += self.discard(r.info.run_id)
+        if killed or versions:
+            log.warning(
+                "recovered from a dead run: %d MLflow run(s) marked KILLED, %d candidate "
+                "version(s) removed (%s)",
+                len(killed),
+                len(versions),
+                ", ".join(versions) or "none",
+            )
+        return {"killed_runs": killed, "removed_versions": versions}
 
     # reproduction
     def resolve(self, name: str, alias: str | None, version: int | None) -> Any:

@@ -216,3 +216,144 @@ def test_ragged_line_at_row_50000(tmp_path: Path, warehouse: Path) -> None:
         warehouse, [f], row_no=None, column=None, file=f, words="Expected Number of Columns"
     )
     assert [p.row for p in err.problems] == [BAD_ROW]
+
+
+# --- what the data can say (issue 9) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0.0000000000000000001", "1e-19", "123456789012345678901", "0.1234567890123456789"],
+)
+def test_cost_that_would_lose_a_digit(tmp_path: Path, warehouse: Path, value: str) -> None:
+    f = write_focus(tmp_path / "x.csv", [row(cost="1"), row(cost="2", BilledCost=value)])
+    err = expect_rejected(
+        warehouse, [f], row_no=2, column="BilledCost", file=f, words="more digits than"
+    )
+    assert value in str(err) and "18 after the point" in str(err)
+
+
+def test_float_parquet_too_small_to_keep(tmp_path: Path, warehouse: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = write_focus(tmp_path / "x.parquet", [row(cost="1"), row(cost="2")])
+    t = pq.read_table(f)
+    i = t.schema.get_field_index("EffectiveCost")
+    t = t.set_column(i, "EffectiveCost", pa.array([1.0, 5e-324], pa.float64()))
+    pq.write_table(t, f)
+    expect_rejected(
+        warehouse, [f], row_no=2, column="EffectiveCost", file=f, words="more digits than"
+    )
+
+
+def test_billing_period_not_on_the_first(tmp_path: Path, warehouse: Path) -> None:
+    # A re-export whose BillingPeriodStart is the export date would be a second September.
+    f = write_focus(
+        tmp_path / "x.csv",
+        [row("2026-09-03"), row("2026-09-16", BillingPeriodStart="2026-09-15T00:00:00Z")],
+    )
+    expect_rejected(
+        warehouse, [f], row_no=2, column="BillingPeriodStart", file=f, words="first day of a month"
+    )
+
+
+def test_charge_ending_before_it_starts(tmp_path: Path, warehouse: Path) -> None:
+    f = write_focus(
+        tmp_path / "x.csv",
+        [row(), row(), row(ChargePeriodEnd="2026-09-03T04:00:00Z")],  # starts 05:00
+    )
+    expect_rejected(
+        warehouse, [f], row_no=3, column="ChargePeriodEnd", file=f, words="before the row's"
+    )
+
+
+def test_currency_not_iso_4217(tmp_path: Path, warehouse: Path) -> None:
+    f = write_focus(tmp_path / "x.csv", [row(), row(BillingCurrency="US$")])
+    expect_rejected(warehouse, [f], row_no=2, column="BillingCurrency", file=f, words="ISO 4217")
+
+
+def test_currency_case_is_one_currency(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    f = write_focus(
+        tmp_path / "x.csv", [row(cost="1"), row(cost="2", BillingCurrency=" usd"), row(cost="4")]
+    )
+    rep = ingest(IngestConfig(billing=(f,), warehouse=db, progress=False))
+    assert set(rep.warehouse_totals) == {"USD"} == set(rep.source_totals)
+    assert rep.warehouse_totals["USD"]["BilledCost"] == 7
+
+
+def test_labor_currency_iso_and_upper_cased(tmp_path: Path, warehouse: Path) -> None:
+    good = tmp_path / "labor.csv"
+    good.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-09,operations,sre,2,10,eur\n"
+    )
+    ingest(IngestConfig(labor=good, warehouse=warehouse, progress=False))
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT currency, cost FROM labor_monthly").fetchall() == [("EUR", 20)]
+    con.close()
+    bad = tmp_path / "labor2.csv"
+    bad.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-10,operations,sre,2,10,EUR\n"
+        "2026-10,operations,sre,1,10,EURO\n"
+    )
+    before = content_checksum(warehouse)
+    with pytest.raises(InputError) as ei:
+        ingest(IngestConfig(labor=bad, warehouse=warehouse, progress=False))
+    assert any(p.row == 2 and p.column == "currency" for p in ei.value.problems), str(ei.value)
+    assert "ISO 4217" in str(ei.value) and content_checksum(warehouse) == before
+
+
+def test_budget_in_another_currency_is_an_error() -> None:
+    from pipeline.currency import check_budget_currency
+
+    check_budget_currency(["USD", " usd", "Usd"], "USD", source="budgets.csv")
+    with pytest.raises(InputError) as ei:
+        check_budget_currency(["USD", "EUR", "dollars"], "USD", source="budgets.csv")
+    err = ei.value
+    assert err.exit_code == EXIT_BAD_INPUT
+    assert [(p.row, p.column) for p in err.problems] == [(2, "currency"), (3, "currency")]
+    assert "budget in EUR but the forecast is in USD" in str(err)
+    assert "'dollars' is not an ISO 4217" in str(err) and "--currency" in str(err)
+
+
+def test_cli_lossy_cost_exit_2_names_file_row_column(tmp_path: Path, warehouse: Path) -> None:
+    from pipeline.cli import cli
+
+    f = write_focus(tmp_path / "t.csv", [row(), row(ListCost="0.00000000000000000001")])
+    before = content_checksum(warehouse)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(tmp_path),
+            "ingest",
+            "--no-progress",
+            "--billing",
+            str(f),
+            "--warehouse",
+            str(warehouse),
+        ],
+    )
+    assert res.exit_code == EXIT_BAD_INPUT
+    assert str(f) in res.output and "row 2" in res.output and "'ListCost'" in res.output
+    assert "How to fix" in res.output and "Traceback" not in res.output
+    assert content_checksum(warehouse) == before
+
+
+def test_billing_period_at_local_midnight_is_the_first(tmp_path: Path) -> None:
+    # Local midnight of the 1st with an offset is the same billing period (16:00 UTC the day before).
+    db = tmp_path / "w.duckdb"
+    f = write_focus(
+        tmp_path / "x.csv",
+        [
+            row("2026-09-03", "1", BillingPeriodStart="2026-09-01T00:00:00+08:00"),
+            row("2026-09-04", "2", BillingPeriodStart="2026-09-01T07:00:00Z"),
+            row("2026-09-05", "4"),
+        ],
+    )
+    rep = ingest(IngestConfig(billing=(f,), warehouse=db, progress=False))
+    assert rep.files[0].billing_periods == ["2026-09"]
+    assert rep.warehouse_totals["USD"]["BilledCost"] == 7

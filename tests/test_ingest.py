@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+from pipeline.errors import InputError
 from pipeline.frames import PHASES
 from pipeline.ingest import IngestConfig, content_checksum, ingest, new_files
 
@@ -159,7 +160,7 @@ def test_real_sample_conserves_every_cost_exactly(tmp_path: Path) -> None:
         Decimal(expected["ListCost"]),
         1000,
     )
-    assert q(db, "SELECT DISTINCT typeof(billed_cost) FROM daily_facts") == [("DECIMAL(38,12)",)]
+    assert q(db, "SELECT DISTINCT typeof(billed_cost) FROM daily_facts") == [("DECIMAL(38,18)",)]
     phases = {p for (p,) in q(db, "SELECT DISTINCT phase FROM daily_facts")}
     assert phases <= set(PHASES)
     # No Tags in the sample: phases come from rules (CloudWatch -> operations, S3 -> data_preprocessing,
@@ -372,15 +373,23 @@ def test_restatement_replaces_period_and_reingest_changes_nothing(tmp_path: Path
     _, rep2 = run(tmp_path, inbox)
     assert [f.status for f in rep2.files] == ["unchanged", "unchanged"]
     assert content_checksum(db) == before
-    # A restated re-export of September for acct-A (named after the original, so applied after it).
+    # A restated re-export of September for acct-A: a delivery of its own, in its own folder (which
+    # sorts after its parent, so it is applied after the original).
     write_focus(
-        inbox / "2026-09-restated.csv", [row("2026-09-10", "9.5"), row("2026-09-12", "0.25")]
+        inbox / "2026-09.restated-2026-10-05" / "2026-09.csv",
+        [row("2026-09-10", "9.5"), row("2026-09-12", "0.25")],
     )
     pending = new_files(inbox, db)
-    assert [(p.path.name, p.reason) for p in pending] == [("2026-09-restated.csv", "new")]
+    assert [(p.path.parent.name, p.reason) for p in pending] == [
+        ("2026-09.restated-2026-10-05", "new")
+    ]
     _, rep3 = run(tmp_path, inbox)
-    assert [f.status for f in rep3.files] == ["unchanged", "ingested", "unchanged"]
-    assert rep3.files[1].warehouse_totals["USD"]["BilledCost"] == Decimal("9.75")
+    assert [f.status for f in rep3.files] == ["unchanged", "unchanged", "ingested"]
+    assert rep3.files[2].warehouse_totals["USD"]["BilledCost"] == Decimal("9.75")
+    # An unchanged file's report still shows its stored text totals and its keys' warehouse totals.
+    assert rep3.files[0].source_totals["USD"]["BilledCost"] == Decimal(150)
+    assert rep3.files[0].warehouse_totals["USD"]["BilledCost"] == Decimal(150)
+    assert rep3.files[1].warehouse_totals["USD"]["BilledCost"] == Decimal("12.75")
     assert _totals(db) == {
         ("AWS", "2026-08", "acct-A"): Decimal(150),
         ("AWS", "2026-09", "acct-A"): Decimal("9.75"),
@@ -393,7 +402,8 @@ def test_restatement_inside_one_call(tmp_path: Path) -> None:
     a = write_focus(
         tmp_path / "in" / "m09-a.csv.gz", [row("2026-09-01", "1"), row("2026-10-01", "2")]
     )
-    b = write_focus(tmp_path / "in" / "m09-b.parquet", [row("2026-09-02", "5")])
+    # b is a re-delivery of September: a folder of its own, applied after its parent's files.
+    b = write_focus(tmp_path / "in" / "redelivered" / "m09-b.parquet", [row("2026-09-02", "5")])
     db, rep = run(tmp_path, tmp_path / "in")
     assert [Path(f.path).name for f in rep.files] == [a.name, b.name]
     assert [f.status for f in rep.files] == [
@@ -531,3 +541,383 @@ def test_ingest_benchmark_smoke(tmp_path: Path) -> None:
         ("csv.gz", "pandas"),
     }
     assert all(r["rows"] == 20000 for r in doc["results"])
+
+
+# --- exact money, any scale (issue 9) ---------------------------------------------------
+
+#: Costs as real exports write them: float leftovers (13-15 decimals), 18 decimals, 4e-13 in both
+#: spellings, a credit, and a 38-digit value (20 before the point, 18 after).
+EXACT_TEXT = [
+    "227.28753400000005",
+    "0.123456789012345678",
+    "1234.5678901234567",
+    "0.0000000000004",
+    "0.0000000000004",
+    "0.0000000000004",
+    "4e-13",
+    "-0.000000000000000001",
+    "12345678901234567890.123456789012345678",
+]
+#: Values a double carries exactly as its shortest text (repr), for float Parquet columns.
+FLOAT_TEXT = ["227.28753400000005", "0.30000000000000004", "4e-13", "1e-05", "-12.5", "0.1"]
+
+
+def _parquet_typed(src: Path, dst: Path, arrow_type) -> Path:
+    """The string-typed FOCUS Parquet ``src`` with its cost columns cast to ``arrow_type``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(src)
+    for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost"):
+        i = t.schema.get_field_index(c)
+        col = t.column(c)
+        if pa.types.is_floating(arrow_type):
+            col = pa.array([None if v is None else float(v) for v in col.to_pylist()], arrow_type)
+        else:
+            col = pc.cast(col, arrow_type)
+        t = t.set_column(i, c, col)
+    pq.write_table(t, dst)
+    return dst
+
+
+def run_in(folder: Path, *billing: Path) -> tuple:
+    """``run`` with a warehouse of its own in the new folder ``folder``."""
+    folder.mkdir(parents=True)
+    return run(folder, *billing)
+
+
+def _text_sum(values: list[str]) -> Decimal:
+    """Python's exact sum of the text (a local context: the default keeps only 28 digits)."""
+    import decimal
+
+    with decimal.localcontext(decimal.Context(prec=80, traps=[decimal.Inexact])):
+        return sum((Decimal(v) for v in values), Decimal(0))
+
+
+def _wh_sums(db: Path) -> tuple:
+    return q(db, "SELECT sum(billed_cost), sum(effective_cost), sum(list_cost) FROM daily_facts")[0]
+
+
+def test_costs_keep_every_digit_in_every_format(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    expected = _text_sum(EXACT_TEXT)
+    # Hand-checked: 227.28753400000005 + 0.123456789012345678 + 1234.5678901234567
+    # + 4 x 0.0000000000004 - 0.000000000000000001 + 12345678901234567890.123456789012345678
+    assert expected == Decimal("12345678901234569352.102337701483041355")
+    rows = [row(f"2026-09-{i + 1:02d}", v) for i, v in enumerate(EXACT_TEXT)]
+    base = write_focus(tmp_path / "s" / "x.parquet", rows)
+    files = {
+        "csv": write_focus(tmp_path / "c" / "x.csv", rows),
+        "csv.gz": write_focus(tmp_path / "g" / "x.csv.gz", rows),
+        "parquet-string": base,
+        "parquet-decimal": _parquet_typed(base, tmp_path / "d.parquet", pa.decimal128(38, 18)),
+    }
+    for name, f in files.items():
+        db, rep = run_in(tmp_path / name, f)
+        assert _wh_sums(db) == (expected, expected, expected), name
+        assert rep.source_totals["USD"]["BilledCost"] == expected, name
+        assert rep.to_dict()["overall"]["warehouse_totals"]["USD"]["BilledCost"] == (
+            "12345678901234569352.102337701483041355"
+        ), name
+        assert rep.conserved
+
+
+def test_float_parquet_reads_the_shortest_text_of_each_double(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    rows = [row(f"2026-09-{i + 1:02d}", v) for i, v in enumerate(FLOAT_TEXT)]
+    assert [repr(float(v)) for v in FLOAT_TEXT] == FLOAT_TEXT  # the text a float column means
+    expected = _text_sum(FLOAT_TEXT)
+    # by hand: 227.28753400000005 + 0.30000000000000004 + 0.0000000000004 + 0.00001 - 12.5 + 0.1
+    assert expected == Decimal("215.18754400000045004")
+    base = write_focus(tmp_path / "s" / "x.parquet", rows)
+    f64 = _parquet_typed(base, tmp_path / "f.parquet", pa.float64())
+    csv = write_focus(tmp_path / "c" / "x.csv", rows)
+    db1, _ = run_in(tmp_path / "a", f64)
+    db2, _ = run_in(tmp_path / "b", csv)
+    assert _wh_sums(db1) == _wh_sums(db2) == (expected, expected, expected)
+
+
+def test_three_tiny_costs_are_not_rounded_away(tmp_path: Path) -> None:
+    f = write_focus(tmp_path / "t.csv", [row(cost="0.0000000000004")] * 3)
+    db, rep = run(tmp_path, f)
+    assert _wh_sums(db) == (Decimal("1.2E-12"),) * 3
+    assert rep.to_dict()["overall"]["source_totals"]["USD"]["BilledCost"] == "0.0000000000012"
+
+
+# --- deliveries, not files (issue 9) -------------------------------------------------------
+
+SAMPLE_TOTALS = {
+    "BilledCost": Decimal("20.52022672899"),
+    "EffectiveCost": Decimal("14.97651418586"),
+    "ListCost": Decimal("20.39090575119"),
+}
+
+
+def _split_sample(folder: Path, parts: int) -> list[Path]:
+    """The real FOCUS sample split into ``parts`` files (rows dealt round-robin: every part covers
+    both billing periods), as a partitioned export delivers it."""
+    with SAMPLE.open(newline="") as fh:
+        lines = list(csv.reader(fh))
+    header, body = lines[0], lines[1:]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(parts):
+        p = folder / f"part_{k:04d}.csv"
+        with p.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(body[k::parts])
+        out.append(p)
+    return out
+
+
+def test_split_delivery_ingests_every_cent(tmp_path: Path) -> None:
+    _split_sample(tmp_path / "export", 2)
+    db, rep = run(tmp_path, tmp_path / "export")
+    assert rep.rows == 1000 and rep.conserved
+    assert rep.warehouse_totals == {"USD": SAMPLE_TOTALS} == rep.source_totals
+    assert [d.kind for d in rep.deliveries] == ["folder"] and len(rep.deliveries[0].files) == 2
+    assert q(db, "SELECT sum(row_count) FROM daily_facts")[0][0] == 1000
+
+
+def test_split_delivery_arriving_over_two_calls(tmp_path: Path) -> None:
+    a, b = _split_sample(tmp_path / "export", 2)
+    b.rename(tmp_path / "later.csv")
+    db, rep1 = run(tmp_path, tmp_path / "export")
+    assert rep1.rows == 500
+    (tmp_path / "later.csv").rename(b)
+    # The folder again: its new file is read with the known one (one delivery), every cent in.
+    _, rep2 = run(tmp_path, tmp_path / "export")
+    assert [f.status for f in rep2.files] == ["ingested", "ingested"] and rep2.rows == 1000
+    assert rep2.warehouse_totals == {"USD": SAMPLE_TOTALS}
+    # Each file's report is its own (the known file is read after the new one, reported in place).
+    assert rep2.files[0].source_totals == rep1.files[0].source_totals
+    assert [f.sha256 for f in rep2.files] == [
+        q(
+            db,
+            f"SELECT sha256 FROM manifest WHERE path = '{p.resolve()}' ORDER BY ingested_at DESC LIMIT 1",
+        )[0][0]
+        for p in (a, b)
+    ]
+    assert {r[0] for r in q(db, "SELECT DISTINCT file_sha256 FROM daily_facts")} <= {
+        f.sha256 for f in rep2.files
+    }
+    # And once more: nothing new, nothing read, the report still shows the periods' totals.
+    before = content_checksum(db)
+    _, rep3 = run(tmp_path, tmp_path / "export")
+    assert [f.status for f in rep3.files] == ["unchanged", "unchanged"]
+    for f2, f3 in zip(rep2.files, rep3.files, strict=True):
+        assert f3.warehouse_totals == f2.warehouse_totals and f3.warehouse_totals
+        assert f3.source_totals == f2.source_totals and f3.billing_periods == f2.billing_periods
+    assert content_checksum(db) == before
+
+
+def test_redelivery_replaces_the_period_whole(tmp_path: Path) -> None:
+    first = tmp_path / "inbox" / "2026-09.delivery-2026-10-02"
+    write_focus(first / "part-1.csv", [row("2026-09-01", "10"), row("2026-09-02", "20")])
+    write_focus(first / "part-2.csv", [row("2026-09-03", "30")])
+    db, rep = run(tmp_path, tmp_path / "inbox")
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal(60)}
+    # A newer delivery of September (one file this time) in a later call replaces both files.
+    write_focus(
+        tmp_path / "inbox" / "2026-09.delivery-2026-10-05" / "part-1.csv",
+        [row("2026-09-01", "11"), row("2026-09-03", "0.5")],
+    )
+    _, rep2 = run(tmp_path, tmp_path / "inbox")
+    assert [f.status for f in rep2.files] == ["unchanged", "unchanged", "ingested"]
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("11.5")}
+    # Both deliveries in one call, fresh warehouse: folder order decides, the newer one wins.
+    db2, rep3 = run_in(tmp_path / "fresh", tmp_path / "inbox")
+    assert _totals(db2) == {("AWS", "2026-09", "acct-A"): Decimal("11.5")}
+    assert [d.status for d in rep3.deliveries] == ["superseded", "ingested"]
+    assert rep3.conserved and rep3.source_totals["USD"]["BilledCost"] == Decimal("11.5")
+
+
+def _aws_export(root: Path, period: str, parts: dict[str, list[dict]], listed: list[str]) -> Path:
+    """An AWS Data Exports FOCUS layout under ``root``: data files and the period's manifest."""
+    export = root / "focus-daily"
+    data = export / "data" / f"BILLING_PERIOD={period}"
+    for name, rows in parts.items():
+        write_focus(data / name, rows)
+    meta = export / "metadata" / f"BILLING_PERIOD={period}"
+    meta.mkdir(parents=True, exist_ok=True)
+    manifest = meta / "focus-daily-Manifest.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "executionId": f"exec-{len(listed)}-{period}",
+                "exportArn": "arn:aws:bcm-data-exports:us-east-1:123456789012:export/focus-daily",
+                "billingPeriod": {"start": f"{period}-01T00:00:00.000Z"},
+                "dataFiles": [
+                    f"s3://bucket/cur/focus-daily/data/BILLING_PERIOD={period}/{n}" for n in listed
+                ],
+            }
+        )
+    )
+    return manifest
+
+
+def test_aws_data_exports_layout(tmp_path: Path) -> None:
+    parts = {
+        "focus-daily-00001.csv.gz": [row("2026-09-01", "1.25"), row("2026-09-02", "2.5")],
+        "focus-daily-00002.csv.gz": [row("2026-09-03", "4")],
+        # left over from an earlier delivery: not in the manifest, so not ingested
+        "focus-daily-00009.csv.gz": [row("2026-09-04", "1000")],
+    }
+    _aws_export(
+        tmp_path / "s3", "2026-09", parts, ["focus-daily-00001.csv.gz", "focus-daily-00002.csv.gz"]
+    )
+    db, rep = run(tmp_path, tmp_path / "s3")
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("7.75")}
+    assert [d.kind for d in rep.deliveries] == ["aws"] and len(rep.files) == 2
+    assert rep.conserved
+    # Same delivery again: unchanged. A refresh (new manifest, new files) replaces the period whole.
+    _, rep2 = run(tmp_path, tmp_path / "s3")
+    assert {f.status for f in rep2.files} == {"unchanged"}
+    _aws_export(
+        tmp_path / "s3",
+        "2026-09",
+        {"focus-daily-00001.csv.gz": [row("2026-09-01", "3")]},
+        ["focus-daily-00001.csv.gz"],
+    )
+    _, rep3 = run(tmp_path, tmp_path / "s3")
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal(3)}
+    assert rep3.files[0].status == "ingested"
+
+
+def test_aws_manifest_naming_a_missing_file_changes_nothing(tmp_path: Path) -> None:
+    db, _ = run(tmp_path, write_focus(tmp_path / "ok" / "a.csv", [row("2026-08-01", "5")]))
+    before = content_checksum(db)
+    m = _aws_export(
+        tmp_path / "s3",
+        "2026-09",
+        {"focus-daily-00001.csv.gz": [row("2026-09-01", "1")]},
+        ["focus-daily-00001.csv.gz", "focus-daily-00002.csv.gz"],
+    )
+    with pytest.raises(InputError) as err:
+        run(tmp_path, tmp_path / "s3")
+    assert str(m) in str(err.value) and "focus-daily-00002.csv.gz" in str(err.value)
+    assert "missing" in str(err.value) and "How to fix" in str(err.value)
+    m.unlink()  # data without a manifest: an unfinished delivery
+    with pytest.raises(InputError, match="no manifest"):
+        run(tmp_path, tmp_path / "s3")
+    assert content_checksum(db) == before
+
+
+def test_azure_partitioned_export_with_manifest(tmp_path: Path) -> None:
+    def azure_run(folder: Path, submitted: str, parts: dict[str, list[dict]]) -> None:
+        for name, rows in parts.items():
+            write_focus(folder / name, rows)
+        (folder / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "manifestVersion": "2024-04-01",
+                    "runInfo": {"runId": folder.name, "submittedTime": submitted},
+                    "blobs": [
+                        {"blobName": f"exports/focus/20260901-20260930/{folder.name}/{n}"}
+                        for n in parts
+                    ],
+                }
+            )
+        )
+
+    runs = tmp_path / "focus" / "20260901-20260930"
+    # Run ids sort against time: the run submitted later must win, whatever its folder name.
+    azure_run(
+        runs / "b-run",
+        "2026-10-01T06:00:00Z",
+        {
+            "part_0_0001.csv": [row("2026-09-01", "1", ProviderName="Microsoft")],
+            "part_1_0001.csv": [row("2026-09-02", "2", ProviderName="Microsoft")],
+        },
+    )
+    azure_run(
+        runs / "a-run",
+        "2026-10-03T06:00:00Z",
+        {
+            "part_0_0001.csv": [row("2026-09-01", "1.5", ProviderName="Microsoft")],
+            "part_1_0001.csv": [row("2026-09-02", "2.5", ProviderName="Microsoft")],
+        },
+    )
+    write_focus(runs / "a-run" / "stray.csv", [row("2026-09-09", "99", ProviderName="Microsoft")])
+    db, rep = run(tmp_path, tmp_path / "focus")
+    assert _totals(db) == {("Microsoft", "2026-09", "acct-A"): Decimal(4)}
+    assert [(Path(d.id).parent.name, d.status) for d in rep.deliveries] == [
+        ("b-run", "superseded"),
+        ("a-run", "ingested"),
+    ]
+    assert rep.conserved
+
+
+def test_old_warehouse_is_widened_exactly(tmp_path: Path) -> None:
+    from pipeline.ingest.warehouse import SCHEMA, connect
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    old = SCHEMA.replace("DECIMAL(38,18)", "DECIMAL(38,12)").replace(
+        "ingested_at TIMESTAMP NOT NULL,\n    delivery VARCHAR,\n    keys VARCHAR",
+        "ingested_at TIMESTAMP NOT NULL",
+    )
+    con.execute(old)
+    con.execute(
+        "INSERT INTO daily_facts VALUES ('2026-09-01', '2026-09-01', 'AWS', 'a', 'USD', 'inference', "
+        "'compute_gpu', NULL, NULL, 12345678901234567890.123456789012, 1, 1, NULL, 1, 'x')"
+    )
+    con.close()
+    connect(db).close()
+    assert q(db, "SELECT typeof(billed_cost), billed_cost FROM daily_facts") == [
+        ("DECIMAL(38,18)", Decimal("12345678901234567890.123456789012"))
+    ]
+    assert {"delivery", "keys"} <= {
+        r[0]
+        for r in q(
+            db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'manifest'"
+        )
+    }
+
+
+def test_cli_ingest_names_the_currency_option(tmp_path: Path) -> None:
+    from pipeline.cli import cli
+
+    f = write_focus(
+        tmp_path / "a.csv",
+        [row(cost="1"), row(cost="5", BillingCurrency="eur", BillingAccountId="eu")],
+    )
+    res = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "ingest", "--no-progress", "--billing", str(f)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "several currencies (EUR, USD)" in res.output and "--currency USD" in res.output
+    res = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "series", "--output", str(tmp_path / "s")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "EUR" in res.output and "left out" in res.output and "--currency USD" in res.output
+    assert "partial month 2026-09" in res.output
+
+
+def test_aws_create_new_refreshes_apply_in_manifest_time_order(tmp_path: Path) -> None:
+    import os
+
+    export = tmp_path / "s3" / "focus-daily"
+    # "create new" mode: each refresh in its execution's folder; ids sort against time.
+    for execution, cost, mtime in (("ffff-1", "1", 1_790_000_000), ("0000-2", "2", 1_790_086_400)):
+        data = export / "data" / "BILLING_PERIOD=2026-09" / execution
+        write_focus(data / "focus-daily-00001.csv.gz", [row("2026-09-01", cost)])
+        meta = export / "metadata" / "BILLING_PERIOD=2026-09" / execution
+        meta.mkdir(parents=True)
+        m = meta / "focus-daily-Manifest.json"
+        uri = (
+            f"s3://b/p/focus-daily/data/BILLING_PERIOD=2026-09/{execution}/focus-daily-00001.csv.gz"
+        )
+        m.write_text(json.dumps({"executionId": execution, "dataFiles": [uri]}))
+        os.utime(m, (mtime, mtime))
+    db, rep = run(tmp_path, tmp_path / "s3")
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal(2)}  # the later manifest wins
+    assert [(Path(d.id).parent.name, d.status) for d in rep.deliveries] == [
+        ("ffff-1", "superseded"),
+        ("0000-2", "ingested"),
+    ]

@@ -112,10 +112,38 @@ def test_default_as_of_is_the_day_after_the_last_charge(wh: Path) -> None:
 
 
 def test_past_as_of_first_of_month_has_no_partial(wh: Path) -> None:
-    f = build_series(wh, as_of="2026-03-01", cost_column="BilledCost")
-    assert f.partial.empty
-    assert f.monthly["ds"].max() == pd.Timestamp("2026-02-01")
-    assert ys(f.monthly, "total") == {"2026-01-01": 10.0, "2026-02-01": 203.0}
+    f = build_series(wh, as_of="2026-04-01", cost_column="BilledCost")
+    assert f.partial.empty and f.partial_month is None
+    assert f.monthly["ds"].max() == pd.Timestamp("2026-03-01")
+    assert ys(f.monthly, "total") == {"2026-01-01": 10.0, "2026-02-01": 203.0, "2026-03-01": 5.0}
+    assert f.complete_months == [pd.Timestamp(f"2026-0{m}-01") for m in (1, 2, 3)]
+
+
+def test_month_the_data_stops_inside_is_partial(wh: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Known on 2026-03-01: AWS's last charge is 2026-02-14, so February is not complete although the
+    # as-of date is past it; it is the partial month (14 of 28 days), and the log says why.
+    with caplog.at_level("WARNING", logger="pipeline.series"):
+        f = build_series(wh, as_of="2026-03-01", cost_column="BilledCost")
+    assert f.monthly["ds"].max() == pd.Timestamp("2026-01-01")
+    assert f.partial_month == pd.Timestamp("2026-02-01")
+    p = f.partial.set_index("unique_id")
+    assert p.loc["total", "y"] == 203.0  # 3 storage + 200 labor
+    assert (p["days_covered"].iloc[0], p["days_in_period"].iloc[0]) == (14, 28)
+    assert "AWS's charges end 2026-02-14" in f.partial_reason
+    months = f.months.set_index("ds")
+    assert bool(months.loc["2026-01-01", "complete"]) is True
+    assert bool(months.loc["2026-02-01", "complete"]) is False
+    assert "2026-02" in caplog.text and "AWS's charges end 2026-02-14" in caplog.text
+
+
+def test_as_of_far_past_the_data_is_bad_input(wh: Path) -> None:
+    # The last charge is 2026-04-11: one month later is the limit, a day more would zero-fill a month.
+    assert build_series(wh, as_of="2026-05-11").as_of == dt.date(2026, 5, 11)
+    with pytest.raises(InputError, match=r"last charge in the warehouse \(2026-04-11\)") as err:
+        build_series(wh, as_of="2026-05-12")
+    assert "--as-of 2026-05-11" in str(err.value)
+    with pytest.raises(InputError, match="2026-04-11"):
+        build_series(wh, as_of="2029-01-01")
 
 
 def test_hierarchy_and_summing_matrix(wh: Path) -> None:
@@ -171,11 +199,35 @@ def test_currencies_are_never_mixed(tmp_path: Path) -> None:
             progress=False,
         )
     )
-    with pytest.raises(InputError, match="several currencies"):
-        build_series(db)
-    assert ys(build_series(db, as_of="2026-02-01", currency="EUR").monthly, "total") == {
-        "2026-01-01": 2.0
-    }
+    # EUR has the most cost: it is built, USD is left out (logged), never added to it nor blocking it.
+    f = build_series(db, as_of="2026-02-01")
+    assert (f.currency, f.other_currencies) == ("EUR", ("USD",))
+    # January's data stops on the 3rd: the partial month, month-to-date.
+    assert f.partial.set_index("unique_id").loc["total", "y"] == 2.0
+    g = build_series(db, as_of="2026-02-01", currency="usd")
+    assert (g.currency, g.other_currencies) == ("USD", ("EUR",))
+    assert g.partial.set_index("unique_id").loc["total", "y"] == 1.0
+    with pytest.raises(InputError, match="--currency"):
+        build_series(db, currency="GBP")
+
+
+def test_labor_in_another_currency_does_not_block(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    labor = tmp_path / "labor.csv"
+    labor.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n2026-01,operations,sre,1,5,eur\n"
+    )
+    ingest(
+        IngestConfig(
+            billing=(write_focus(tmp_path / "c.csv", [row("2026-01-03", "100")]),),
+            labor=labor,
+            warehouse=db,
+            progress=False,
+        )
+    )
+    f = build_series(db, as_of="2026-01-04")
+    assert (f.currency, f.other_currencies) == ("USD", ("EUR",))
+    assert f.partial.set_index("unique_id").loc["total", "y"] == 100.0
 
 
 def test_missing_warehouse_is_bad_input(tmp_path: Path) -> None:

@@ -141,17 +141,17 @@ def test_cli_synth(tmp_path: Path) -> None:
 # --- files and the plan -----------------------------------------------------------------------
 def test_layout_and_restatement_naming(full) -> None:
     res, truth, _ = full
-    names = sorted(p.name for p in (res.out / "billing").iterdir())
+    names = sorted(p.name for p in (res.out / "billing").rglob("*") if p.is_file())
     assert len(names) == 36 + 1 + 1  # 36 months + current partial month + one restatement
     orig, restated = res.restated
     assert orig.name == "2025-03.csv.gz" and restated.name == "2025-03.restated-2025-04-05.csv.gz"
-    assert (
-        names.index(restated.name) == names.index(orig.name) + 1
-    )  # sorts right after the original
+    # A delivery of its own: in its own folder, beside the original's.
+    assert restated.parent.name == "2025-03.restated-2025-04-05"
+    assert restated.parent.parent == orig.parent
     for f in ("usage.csv", "labor.csv", "plan.yaml", "budgets.csv", "truth.json", "README.md"):
         assert (res.out / f).stat().st_size > 0
     per = truth["billing_periods"]["2025-03"]
-    assert per["file"] == "billing/2025-03.restated-2025-04-05.csv.gz"
+    assert per["file"] == "billing/2025-03.restated-2025-04-05/2025-03.restated-2025-04-05.csv.gz"
     assert per["restated"]["original"]["BilledCost"] != per["BilledCost"]
     assert truth["billing_periods"]["2026-11"]["complete"] is False
 

@@ -116,6 +116,8 @@ def test_register_decide_both_ways_and_no_duplicates(tmp_path: Path) -> None:
             tr.log_model(_item("snaive", df, 1.0, {"season_length": 12}), "2026-07-15"), {}, rescore
         )
         assert (r1.version, r1.alias) == ("1", "champion") and r1.state == "state"
+        assert tr.champion("phasecast-snaive") is None  # decided, not moved: promote() moves it
+        tr.promote([r1])
         champion_scores[12] = 1.0
         it2 = _item("snaive", df, 0.8, {"season_length": 6})
         r2 = tr.decide(tr.log_model(it2, "2026-07-15"), it2.spec, rescore)
@@ -125,10 +127,12 @@ def test_register_decide_both_ways_and_no_duplicates(tmp_path: Path) -> None:
             "1",
             1.0,
         )
+        tr.promote([r2])
         champion_scores[6] = 0.8
         it3 = _item("snaive", df, 0.9, {"season_length": 3})
         r3 = tr.decide(tr.log_model(it3, "2026-07-15"), it3.spec, rescore)
         assert (r3.version, r3.alias, r3.champion_score) == ("3", "challenger", 0.8)
+        tr.promote([r3])
         # the same model and data again: the existing version, nothing registered
         again = tr.log_model(_item("snaive", df, 0.9, {"season_length": 3}), "2026-07-15")
         assert again.reused and again.version == "3"

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from pipeline.config import Paths
-from pipeline.errors import EXIT_INTERNAL, PhasecastError
+from pipeline.errors import EXIT_INTERNAL, PhasecastError, from_environment
 
 log = logging.getLogger("phasecast")
 
@@ -30,6 +30,15 @@ class _Cli(click.Group):
         except PhasecastError as exc:
             click.echo(f"phasecast: error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # an environmental fault is not a bug: its own exit code
+            mapped = from_environment(exc)
+            if mapped is None:
+                raise
+            log.debug("environmental fault", exc_info=True)
+            click.echo(f"phasecast: error: {mapped}", err=True)
+            sys.exit(mapped.exit_code)
 
 
 @click.group(cls=_Cli)
@@ -149,7 +158,7 @@ def main() -> None:
 
 
 # One module per command family, each registering its commands on ``cli`` when imported.
-COMMAND_MODULES = ("data", "ingest", "estimate", "forecast", "monthly", "budget")
+COMMAND_MODULES = ("data", "ingest", "attribution", "estimate", "forecast", "monthly", "budget")
 
 
 def _register() -> None:

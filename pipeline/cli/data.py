@@ -40,9 +40,21 @@ from pipeline.config import Paths
     show_default=True,
     help="Days of the month after --end exported as the current, partial month.",
 )
+@click.option(
+    "--no-phase-tags",
+    is_flag=True,
+    help="Write billing Tags without the 'phase' key, as most real exports are (truth.json keeps the phases).",
+)
 @click.pass_obj
 def synth(
-    paths: Paths, out: Path | None, months: int, seed: int, end: str, fmt: str, partial_days: int
+    paths: Paths,
+    out: Path | None,
+    months: int,
+    seed: int,
+    end: str,
+    fmt: str,
+    partial_days: int,
+    no_phase_tags: bool,
 ) -> None:
     """Generate a realistic FOCUS 1.2 billing history, usage, labor, plan and budgets."""
     from pipeline.synth import SynthConfig, generate
@@ -54,6 +66,7 @@ def synth(
         end=end,
         fmt=fmt,
         partial_days=partial_days,
+        phase_tags=not no_phase_tags,
         progress=True,
     )
     res = generate(cfg)

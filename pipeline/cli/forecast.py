@@ -24,6 +24,29 @@ GAPS_HELP = (
 )
 
 
+MIN_MONTHS = 3
+
+
+def check_lengths(df: pd.DataFrame, source: str) -> None:
+    """Every series needs at least ``MIN_MONTHS`` observed months (the help says so)."""
+    import pandas as pd
+
+    from pipeline.errors import InputError, Problem
+    from pipeline.frames import validate_frame
+
+    validate_frame(df, source=source)  # bad rows first: they name the row and column
+    n = pd.to_numeric(df["y"], errors="coerce").notna().groupby(df["unique_id"]).sum()
+    short = n[n < MIN_MONTHS]
+    if len(short):
+        raise InputError(
+            [
+                Problem(f"series {u!r} has {int(k)} observed month(s)", source, column="y")
+                for u, k in short.items()
+            ],
+            fix=f"give every series at least {MIN_MONTHS} months with a value, or leave it out",
+        )
+
+
 def read_series(path: Path) -> pd.DataFrame:
     """A long ``unique_id, ds, y`` table from CSV (optionally gzipped) or Parquet."""
     import pandas as pd
@@ -165,6 +188,8 @@ def forecast_cmd(
     from pipeline.frames import TOTAL, UID, check_levels
 
     df = read_series(series)
+    if {"unique_id", "y"} <= set(df.columns):
+        check_lengths(df, str(series))
     plan = None
     if plan_path is not None:
         from pipeline.plan import load_plan

@@ -21,7 +21,11 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     help="FOCUS export (CSV, CSV.gz, Parquet) or folder of them; repeatable, or list several after it.",
 )
 @click.argument("more_billing", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--usage", type=_FILE, help="Usage metrics CSV: ts,phase,metric,value[,unit][,team].")
+@click.option(
+    "--usage",
+    type=_FILE,
+    help="Usage metrics CSV: ts,phase,metric,value[,unit][,team][,gpu][,resource_id].",
+)
 @click.option("--labor", type=_FILE, help="Labor CSV: month,phase,team,hours,hourly_rate,currency.")
 @click.option(
     "--report", type=_FILE, help="Write a JSON report (rows and exact totals, source vs warehouse)."
@@ -31,6 +35,11 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     "--rules",
     type=_FILE,
     help="Attribution rules YAML [default: the shipped pipeline/attribution_rules.yaml].",
+)
+@click.option(
+    "--no-allocate",
+    is_flag=True,
+    help="Do not split unallocated GPU cost across phases by usage gpu_hours (tags and rules only).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -43,12 +52,14 @@ def ingest_cmd(
     report: Path | None,
     warehouse: Path | None,
     rules: Path | None,
+    no_allocate: bool,
     no_progress: bool,
 ) -> None:
     """Load billing exports (and usage, labor) into the warehouse, exactly and idempotently.
 
-    A restated export replaces its billing period; a file already ingested is skipped; any bad file
-    leaves the warehouse untouched (exit code 2).
+    Files delivered together (an AWS or Azure manifest's files, or one folder's) are one delivery; a
+    newer delivery replaces its billing periods whole; a delivery already ingested is skipped; any bad
+    file leaves the warehouse untouched (exit code 2).
     """
     from pipeline.errors import InputError
     from pipeline.ingest import IngestConfig, ingest
@@ -64,6 +75,7 @@ def ingest_cmd(
         usage=usage,
         labor=labor,
         rules=rules,
+        allocate=not no_allocate,
         report=report,
         progress=not no_progress,
     )
@@ -74,11 +86,24 @@ def ingest_cmd(
         f"ingested {len(done)} file(s), {rep.rows:,} billing rows into {cfg.warehouse} "
         f"in {rep.seconds:.2f}s ({skipped} unchanged, skipped)"
     )
+    a = rep.allocation
+    if a.get("enabled") and (a.get("rows_split") or a.get("rows_unmatched")):
+        click.echo(
+            f"  usage allocation: {a['rows_split']:,} unallocated GPU fact rows split by gpu_hours, "
+            f"{a['rows_unmatched']:,} without usage that day (kept unallocated); see `phasecast attribution`"
+        )
     for cur, cols in sorted(rep.warehouse_totals.items()):
         click.echo(
             f"  {cur}: "
             + ", ".join(f"{c} {v:,.2f}" for c, v in cols.items())
             + " (billing periods touched)"
+        )
+    curs = rep.currencies
+    if len(curs) > 1:
+        click.echo(
+            f"  several currencies ({', '.join(curs)}), never converted: `phasecast series` and "
+            f"`run-monthly` build {curs[0]} (most cost) unless given --currency "
+            f"(e.g. `phasecast series --currency {curs[1]}`)"
         )
 
 
@@ -103,7 +128,8 @@ def ingest_cmd(
     help="Which FOCUS cost column to forecast.",
 )
 @click.option(
-    "--currency", help="Currency to build (needed only when the warehouse holds several)."
+    "--currency",
+    help="Currency to build [default: the one with most cost; others are left out, never converted].",
 )
 @click.option("--team", "include_team", is_flag=True, help="Add a <phase>/<category>/<team> level.")
 @click.option("--warehouse", type=_FILE, help="DuckDB file [default: HOME/data/phasecast.duckdb].")
@@ -134,3 +160,10 @@ def series_cmd(
         f"(complete months before {frames.as_of}, {frames.currency}) -> "
         + ", ".join(str(p) for p in written)
     )
+    if frames.partial_month is not None:
+        click.echo(f"  partial month {frames.partial_month:%Y-%m}: {frames.partial_reason}")
+    if frames.other_currencies:
+        click.echo(
+            f"  left out (never converted): costs in {', '.join(frames.other_currencies)}; "
+            f"build them with --currency {frames.other_currencies[0]}"
+        )

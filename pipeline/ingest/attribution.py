@@ -1,8 +1,11 @@
 """Phase and category attribution, compiled to SQL so DuckDB applies it where the rows are.
 
-Phase: the ``phase`` key of the ``Tags`` JSON wins; untagged rows go through the attribution rules
-(``pipeline/attribution_rules.yaml`` by default, first match wins), then to ``unallocated``.
+Phase: the ``phase`` key of the ``Tags`` JSON wins (method ``tag``); untagged rows go through the
+tag-value maps and then the attribution rules (``pipeline/attribution_rules.yaml`` by default, first
+match wins, method ``rule:<name>``), then to ``unallocated``. GPU cost still unallocated is split later by
+usage (:mod:`pipeline.ingest.allocation`).
 Category: from ``ServiceCategory`` plus the SKU / resource description (GPU instance families).
+GPU model: from the same text (``H100``, ``A100``, ``A10`` ...), naming the pool a GPU row belongs to.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import yaml
 
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
+from pipeline.ingest.readers import Columns
 
 #: FOCUS columns a rule may match on (after version normalisation; ProviderName covers 1.3's
 #: ServiceProviderName).
@@ -30,6 +34,19 @@ RULE_FIELDS: tuple[str, ...] = (
     "SkuMeter",
     "ChargeDescription",
     "ProviderName",
+    "SubAccountId",
+    "SubAccountName",
+    "x_ServiceCode",
+    "x_UsageType",
+    "x_Operation",
+)
+#: Rule fields that :func:`pipeline.ingest.readers.resolve_columns` does not map; read when present.
+EXTRA_FIELDS: tuple[str, ...] = (
+    "SubAccountId",
+    "SubAccountName",
+    "x_ServiceCode",
+    "x_UsageType",
+    "x_Operation",
 )
 TAG_PREFIX = "tags."
 
@@ -41,6 +58,36 @@ GPU_REGEX = (
     r"|\b(a2|a3|a4|g2)-(high|mega|ultra|edge)?(gpu|standard)"
     r"|\b(bm|vm)\.gpu"
     r"|\bgpu\b|nvidia|\b(h100|h200|a100|a10g?|l4|l40s?|t4|v100|k80|b200|gb200|mi300x?)\b)"
+)
+
+
+#: GPU model names as DCGM reports them (``NVIDIA H100 80GB HBM3``), and the instance families /
+#: machine types that carry them, mapped to one canonical model name. First match wins.
+GPU_MODELS: tuple[tuple[str, str], ...] = (
+    ("GB200", r"(?i)\bgb200\b|\ba4x-"),
+    ("B200", r"(?i)\bb200\b|\bp6-b200|\ba4-highgpu|\bbm\.gpu\.b200"),
+    ("H200", r"(?i)\bh200\b|\bp5e[n]?\.|\ba3-ultragpu|\bbm\.gpu\.h200"),
+    (
+        "H100",
+        r"(?i)\bh100\b|\bp5\.|\bml\.p5\.|\ba3-(high|mega|edge)gpu|\bnd[0-9]*[a-z]*_?h100|\bbm\.gpu\.h100",
+    ),
+    (
+        "A100",
+        r"(?i)\ba100\b|\bp4de?\.|\bml\.p4de?\.|\ba2-(high|mega|ultra)gpu|\bnd[0-9]*[a-z]*_?a100|\bbm\.gpu4\.|\bbm\.gpu\.a100",
+    ),
+    ("L40S", r"(?i)\bl40s\b|\bg6e\.|\bml\.g6e\."),
+    ("L4", r"(?i)\bl4\b|\bg6\.|\bml\.g6\.|\bg2-standard"),
+    (
+        "A10",
+        r"(?i)\ba10g?\b|\bg5\.|\bml\.g5\.|\bnv[0-9]+ad[a-z]*s?_a10|_a10_|\bvm\.gpu\.a10|\bbm\.gpu\.a10",
+    ),
+    ("T4", r"(?i)\bt4\b|\bg4dn\.|\bml\.g4dn\.|\bnc[0-9]+as_t4"),
+    ("V100", r"(?i)\bv100\b|\bp3(dn)?\.|\bml\.p3\.|\bnc[0-9]+s_v3|\bvm\.gpu3\.|\bbm\.gpu3\."),
+    ("M60", r"(?i)\bm60\b|\bg3s?\.|\bnv[0-9]+_?(v1)?\b"),
+    ("K80", r"(?i)\bk80\b|\bp2\.|\bnc[0-9]+r?\b"),
+    ("MI300X", r"(?i)\bmi300x?\b"),
+    ("TRAINIUM", r"(?i)\btrn[12]n?\.|trainium"),
+    ("INFERENTIA", r"(?i)\binf[12]\.|inferentia"),
 )
 
 
@@ -103,13 +150,14 @@ def load_rules(path: Path | None = None) -> list[Rule]:
             Problem(f"not valid YAML: {exc}", src), fix="fix the YAML syntax"
         ) from None
     raw = (doc or {}).get("rules") if isinstance(doc, dict) else None
+    tag_maps = (doc or {}).get("tag_phases", []) if isinstance(doc, dict) else []
     if not isinstance(raw, list):
         raise InputError(
             Problem("expected a top-level 'rules:' list", src),
             fix="see pipeline/attribution_rules.yaml for the format",
         )
-    rules: list[Rule] = []
     problems: list[Problem] = []
+    rules: list[Rule] = _tag_map_rules(tag_maps, src, problems)
     for i, item in enumerate(raw, start=1):
         where = f"rule {i}"
         if not isinstance(item, dict):
@@ -170,6 +218,44 @@ def load_rules(path: Path | None = None) -> list[Rule]:
     return rules
 
 
+def _tag_map_rules(tag_maps: object, src: str, problems: list[Problem]) -> list[Rule]:
+    """``tag_phases:`` entries -> rules named ``tag:<key>=<value>``, tried before ``rules:``.
+
+    Each entry maps the values of one tag key (or several, ``"team|project"``) to phases::
+
+        tag_phases:
+          - tag: team|project|kubernetes-namespace
+            values: {ml-training: fine_tuning, "etl-*": data_preprocessing, search: inference}
+    """
+    if tag_maps is None:
+        return []
+    if not isinstance(tag_maps, list):
+        problems.append(Problem("'tag_phases:' must be a list of {tag: ..., values: {...}}", src))
+        return []
+    out: list[Rule] = []
+    for i, item in enumerate(tag_maps, start=1):
+        where = f"tag_phases entry {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("values"), dict):
+            problems.append(
+                Problem(f"{where}: expected {{tag: KEY, values: {{VALUE: PHASE}}}}", src)
+            )
+            continue
+        keys = [k.strip() for k in str(item.get("tag") or "").split("|") if k.strip()]
+        if not keys:
+            problems.append(Problem(f"{where}: 'tag' names no tag key", src))
+            continue
+        for value, phase in item["values"].items():
+            if phase not in PHASES:
+                problems.append(
+                    Problem(f"{where}: {value!r} maps to {phase!r}, not one of {list(PHASES)}", src)
+                )
+                continue
+            fields = tuple(TAG_PREFIX + k for k in keys)
+            name = f"tag:{'|'.join(keys)}={value}"
+            out.append(Rule(name, str(phase), (Condition(fields, glob_to_regex(str(value))),)))
+    return out
+
+
 def sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -192,12 +278,12 @@ def fields_used(rules: list[Rule]) -> list[str]:
     )
 
 
-def phase_sql(rules: list[Rule], col: dict[str, str], tags_col: str) -> str:
-    """SQL ``CASE`` giving the rule phase of a row (``unallocated`` when none matches).
+def tag_path(key: str) -> str:
+    """A JSON path for one tag key, quoted so keys such as ``aws:eks:namespace`` work."""
+    return "$." + '"' + key.replace('"', '\\"') + '"'
 
-    ``col`` maps a FOCUS field to the SQL expression holding it (NULL when the file lacks it);
-    ``tags_col`` is the (valid JSON or NULL) tags text.
-    """
+
+def _rule_whens(rules: list[Rule], col: dict[str, str], tags_col: str, then) -> list[str]:
     whens = []
     for r in rules:
         parts = []
@@ -205,26 +291,72 @@ def phase_sql(rules: list[Rule], col: dict[str, str], tags_col: str) -> str:
             alts = []
             for f in c.fields:
                 expr = (
-                    f"json_extract_string({tags_col}, {sql_str('$.' + f[len(TAG_PREFIX) :])})"
+                    f"json_extract_string({tags_col}, {sql_str(tag_path(f[len(TAG_PREFIX) :]))})"
                     if f.startswith(TAG_PREFIX)
                     else col.get(f, "NULL")
                 )
                 alts.append(f"coalesce(regexp_matches({expr}, {sql_str(c.regex)}), false)")
             parts.append("(" + " OR ".join(alts) + ")")
-        whens.append(f"WHEN {' AND '.join(parts)} THEN {sql_str(r.phase)}")
+        whens.append(f"WHEN {' AND '.join(parts)} THEN {sql_str(then(r))}")
+    return whens
+
+
+def phase_sql(rules: list[Rule], col: dict[str, str], tags_col: str) -> str:
+    """SQL ``CASE`` giving the rule phase of a row (``unallocated`` when none matches).
+
+    ``col`` maps a FOCUS field to the SQL expression holding it (NULL when the file lacks it);
+    ``tags_col`` is the (valid JSON or NULL) tags text.
+    """
+    whens = _rule_whens(rules, col, tags_col, lambda r: r.phase)
     if not whens:
         return "'unallocated'"
     return "CASE " + " ".join(whens) + " ELSE 'unallocated' END"
 
 
-def category_sql(col: dict[str, str]) -> str:
-    """SQL ``CASE`` giving the cost category of a row from ServiceCategory, units and SKU text.
+def method_sql(rules: list[Rule], col: dict[str, str], tags_col: str) -> str:
+    """SQL ``CASE`` giving ``rule:<name>`` of the first matching rule, ``unallocated`` when none."""
+    whens = _rule_whens(rules, col, tags_col, lambda r: f"rule:{r.name}")
+    if not whens:
+        return "'unallocated'"
+    return "CASE " + " ".join(whens) + " ELSE 'unallocated' END"
 
-    GPU detection looks at the SKU / resource / charge descriptions of compute and AI rows only, so a
-    storage volume attached to a GPU host stays ``storage``.
-    """
-    sc = f"lower(coalesce({col.get('ServiceCategory', 'NULL')}, ''))"
-    desc = (
+
+def method_phase_sql(rules: list[Rule], method: str) -> str:
+    """SQL giving the phase of a ``method`` value from :func:`method_sql`."""
+    if not rules:
+        return "'unallocated'"
+    by_phase: dict[str, list[str]] = {}
+    for r in rules:
+        by_phase.setdefault(r.phase, []).append(sql_str(f"rule:{r.name}"))
+    whens = " ".join(
+        f"WHEN {method} IN ({', '.join(names)}) THEN {sql_str(ph)}"
+        for ph, names in by_phase.items()
+    )
+    return f"CASE {whens} ELSE 'unallocated' END"
+
+
+def gpu_model_sql(text: str) -> str:
+    """SQL giving the canonical GPU model named in ``text`` (NULL when none is recognised)."""
+    whens = " ".join(
+        f"WHEN regexp_matches({text}, {sql_str(rx)}) THEN {sql_str(name)}"
+        for name, rx in GPU_MODELS
+    )
+    return f"CASE {whens} ELSE NULL END"
+
+
+def canonical_gpu(name: str | None) -> str | None:
+    """The canonical model of a usage row's ``gpu`` value (``NVIDIA A10G`` -> ``A10``), else upper-cased."""
+    if name is None or not str(name).strip():
+        return None
+    for model, rx in GPU_MODELS:
+        if re.search(rx.replace("(?i)", ""), str(name), flags=re.IGNORECASE):
+            return model
+    return str(name).strip().upper()
+
+
+def category_desc_sql(col: dict[str, str]) -> str:
+    """The SKU / resource / charge text that GPU detection reads (one string)."""
+    return (
         "concat_ws(' ', "
         + ", ".join(
             col.get(f, "NULL")
@@ -235,10 +367,21 @@ def category_sql(col: dict[str, str]) -> str:
                 "SkuPriceDetails",
                 "ChargeDescription",
                 "ResourceName",
+                "x_UsageType",
             )
         )
         + ")"
     )
+
+
+def category_sql(col: dict[str, str]) -> str:
+    """SQL ``CASE`` giving the cost category of a row from ServiceCategory, units and SKU text.
+
+    GPU detection looks at the SKU / resource / charge descriptions of compute and AI rows only, so a
+    storage volume attached to a GPU host stays ``storage``.
+    """
+    sc = f"lower(coalesce({col.get('ServiceCategory', 'NULL')}, ''))"
+    desc = category_desc_sql(col)
     units = (
         "concat_ws(' ', "
         + ", ".join(col.get(f, "NULL") for f in ("PricingUnit", "ConsumedUnit"))
@@ -253,3 +396,15 @@ def category_sql(col: dict[str, str]) -> str:
         f"WHEN {sc} = 'networking' THEN 'network' "
         "ELSE 'other' END"
     )
+
+
+def with_extra_columns(cols: Columns, schema: dict[str, str]) -> Columns:
+    """``cols`` plus the :data:`EXTRA_FIELDS` the file has (sub-account, AWS ``x_`` columns)."""
+    by_lower = {c.lower(): c for c in schema}
+    raw, types = dict(cols.raw), dict(cols.types)
+    for name in EXTRA_FIELDS:
+        actual = by_lower.get(name.lower())
+        if actual is not None and name not in raw:
+            raw[name] = '"' + actual.replace('"', '""') + '"'
+            types[name] = schema[actual]
+    return Columns(raw=raw, types=types)

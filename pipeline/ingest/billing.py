@@ -13,9 +13,21 @@ from dataclasses import dataclass
 
 import duckdb
 
+from pipeline.currency import sql_codes
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
-from pipeline.ingest.attribution import Rule, category_sql, fields_used, phase_sql, sql_str
+from pipeline.ingest.attribution import (
+    EXTRA_FIELDS,
+    Rule,
+    category_desc_sql,
+    category_sql,
+    fields_used,
+    gpu_model_sql,
+    method_phase_sql,
+    method_sql,
+    sql_str,
+    with_extra_columns,
+)
 from pipeline.ingest.readers import (
     COSTS,
     DECIMAL,
@@ -51,8 +63,9 @@ STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
     file_idx INTEGER, day DATE, billing_period DATE, provider VARCHAR, billing_account VARCHAR,
     currency VARCHAR, phase VARCHAR, category VARCHAR, team VARCHAR, model VARCHAR,
-    billed_cost DECIMAL(38,12), effective_cost DECIMAL(38,12), list_cost DECIMAL(38,12),
-    contracted_cost DECIMAL(38,12), row_count BIGINT
+    billed_cost DECIMAL(38,18), effective_cost DECIMAL(38,18), list_cost DECIMAL(38,18),
+    contracted_cost DECIMAL(38,18), row_count BIGINT,
+    service VARCHAR, method VARCHAR, gpu VARCHAR, resource_id VARCHAR
 )
 """
 
@@ -62,10 +75,14 @@ class Staged:
     file_idx: int
     src: SourceFile
     rows: int
+    #: Billing periods (YYYY-MM) the file carries.
+    periods: list[str]
 
 
-def _group_fields(rules: list[Rule]) -> list[str]:
-    fields = set(CATEGORY_FIELDS) | set(fields_used(rules))
+def _group_fields(rules: list[Rule], cols: Columns | None = None) -> list[str]:
+    # ResourceId names the GPU pool usage allocation splits; x_UsageType helps GPU detection.
+    present = [f for f in EXTRA_FIELDS if cols is not None and f in cols.raw]
+    fields = set(CATEGORY_FIELDS) | set(fields_used(rules)) | {"ResourceId"} | set(present)
     fields.discard("ProviderName")  # already a key
     return sorted(fields)
 
@@ -74,19 +91,16 @@ def stage_file(
     con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
 ) -> Staged:
     """Read, check and attribute one file into the temp table ``stage``; raise InputError on bad input."""
-    cols = resolve_columns(src, describe(con, src))
+    schema = describe(con, src)
+    cols = with_extra_columns(resolve_columns(src, schema), schema)
     con.execute(STAGE_DDL)
-    fields = _group_fields(rules)
+    fields = _group_fields(rules, cols)
     dec = {c: cols.decimal(c) for c in COSTS}
     day, _ = cols.day("ChargePeriodStart")
-    bp, _ = cols.day("BillingPeriodStart")
+    bp, _ = cols.billing_period()
     # Text is grouped on as read; NULL words become NULL after grouping (cheaper than per row).
     raw_text = {f: cols.text(f) for f in (*KEY_FIELDS, "ServiceName", *fields, "Tags")}
-    bad = " OR ".join(
-        [f"{dec[c][0]} IS NULL" for c in ("BilledCost", "EffectiveCost", "ListCost")]
-        + [f"({dec['ContractedCost'][1]} IS NOT NULL AND {dec['ContractedCost'][0]} IS NULL)"]
-        + [f"{day} IS NULL", f"{bp} IS NULL"]
-    )
+    bad = " OR ".join(_row_checks(cols))
     g_text = ["ProviderName", "BillingAccountId", "BillingCurrency", "ServiceName", *fields, "Tags"]
     proj = ", ".join(
         ["day", "billing_period"]
@@ -107,26 +121,48 @@ def stage_file(
     )
     # The attribution fields of a group, and a 64-bit hash of them to join attributions back on.
     attr_keys = [f"f_{f}" for f in ("ProviderName", "ServiceName", *fields, "Tags")]
+    # One scan, two aggregations (grouping sets): the day groups the warehouse path starts from, and
+    # the exact text totals per (provider, account, period, currency) the report checks it against.
+    day_key = ["day", "billing_period", *(f"f_{f}" for f in g_text)]
+    text_key = ["billing_period", "f_ProviderName", "f_BillingAccountId", "f_BillingCurrency"]
+    both = f"""
+        CREATE OR REPLACE TEMP TABLE grouped_sets AS
+        SELECT {", ".join(day_key)}, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
+               count(*) AS row_count, count_if(bad) AS n_bad, GROUPING(day) AS text_set
+        FROM (SELECT {inner} FROM {source_sql(src)})
+        GROUP BY GROUPING SETS (({", ".join(day_key)}), ({", ".join(text_key)}))
+    """
     grouped = f"""
         CREATE OR REPLACE TEMP TABLE groups AS
         SELECT *, hash({", ".join(attr_keys)}) AS k FROM (
         SELECT {proj.replace("day, billing_period", f"{day_to_date('day')} AS day, {day_to_date('billing_period')} AS billing_period", 1)}
-        FROM (
-            SELECT day, billing_period, {", ".join(f"f_{f}" for f in g_text)},
-                   {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
-                   count(*) AS row_count, count_if(bad) AS n_bad
-            FROM (SELECT {inner} FROM {source_sql(src)})
-            GROUP BY ALL
-        ))
+        FROM grouped_sets WHERE text_set = 0)
+    """
+    nullword = {
+        f: f"nullif(nullif(f_{f}, 'NULL'), '')" if cols.types.get(f) == "VARCHAR" else f"f_{f}"
+        for f in ("ProviderName", "BillingAccountId", "BillingCurrency")
+    }
+    text_totals = f"""
+        INSERT INTO text_keys
+        SELECT {idx}, NULL, {nullword["ProviderName"]}, {nullword["BillingAccountId"]},
+               {day_to_date("billing_period")}, upper(trim({nullword["BillingCurrency"]})),
+               sum(s_BilledCost), sum(s_EffectiveCost), sum(s_ListCost)
+        FROM grouped_sets WHERE text_set = 1 GROUP BY ALL
     """
     try:
-        con.execute(grouped)
+        con.execute(both)
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
-    n_rows, n_bad = con.execute(
-        "SELECT coalesce(sum(row_count), 0), coalesce(sum(n_bad), 0) + coalesce(sum(row_count) FILTER "
-        "(WHERE f_BillingCurrency IS NULL AND n_bad = 0), 0) FROM groups"
-    ).fetchone()  # type: ignore[misc]
+    con.execute(grouped)
+    con.execute(text_totals)
+    con.execute("DROP TABLE grouped_sets")
+    # Per-group checks (few groups): currency ISO 4217 (any case), billing period on a first of month.
+    n_rows, n_bad = con.execute(f"""
+        SELECT coalesce(sum(row_count), 0), coalesce(sum(n_bad), 0) + coalesce(sum(row_count) FILTER
+            (WHERE n_bad = 0 AND (upper(trim(coalesce(f_BillingCurrency, ''))) NOT IN ({sql_codes()})
+                                  OR dayofmonth(billing_period) <> 1)), 0)
+        FROM groups
+    """).fetchone()  # type: ignore[misc]
     if n_rows == 0:
         raise InputError(
             Problem("the file has a header but no data rows", str(src.path)),
@@ -147,15 +183,21 @@ def stage_file(
     _check_tags(con, src, cols)
     col = {f: f"f_{f}" for f in ("ServiceName", *fields)}
     col["ProviderName"] = "f_ProviderName"
-    phase_rule = phase_sql(rules, col, "f_Tags")
+    # method: 'tag', 'rule:<name>' or 'unallocated'; the GPU model and resource of GPU rows left
+    # unallocated name the pool usage-based allocation may split (pipeline.ingest.allocation).
+    rule_method = method_sql(rules, col, "f_Tags")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE attributed AS
-        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {phase_rule}) AS phase,
+        SELECT *, CASE WHEN category = 'compute_gpu' THEN {gpu_model_sql(category_desc_sql(col))} END AS gpu,
+               CASE WHEN category = 'compute_gpu' AND method = 'unallocated' THEN f_ResourceId END AS resource_id
+        FROM (
+        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {method_phase_sql(rules, "rule_method")}) AS phase,
+               CASE WHEN tag_phase IS NOT NULL THEN 'tag' ELSE rule_method END AS method,
                {category_sql(col)} AS category, tag_team AS team, tag_model AS model
-        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase,
+        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase, {rule_method} AS rule_method,
                      nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
                      nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
-              FROM combos)
+              FROM combos))
     """)
     if unique_k:
         on = "g.k = a.k"
@@ -164,12 +206,37 @@ def stage_file(
     con.execute(f"""
         INSERT INTO stage
         SELECT {idx}, g.day, g.billing_period, g.f_ProviderName, g.f_BillingAccountId,
-               g.f_BillingCurrency, a.phase, a.category, a.team, a.model,
-               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count
+               upper(trim(g.f_BillingCurrency)), a.phase, a.category, a.team, a.model,
+               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count,
+               g.f_ServiceName, a.method, a.gpu, a.resource_id
         FROM groups g JOIN attributed a ON {on}
     """)
     con.execute("DROP TABLE groups; DROP TABLE combos; DROP TABLE attributed")
-    return Staged(idx, src, int(n_rows))
+    periods = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {idx} ORDER BY 1"
+        ).fetchall()
+    ]
+    return Staged(idx, src, int(n_rows), periods)
+
+
+def _row_checks(cols: Columns) -> list[str]:
+    """SQL conditions, each true on a bad row: unreadable or lossy costs, missing or unreadable times,
+    a charge period ending before it starts."""
+    dec = {c: cols.decimal(c) for c in COSTS}
+    out = [f"{dec[c][0]} IS NULL" for c in ("BilledCost", "EffectiveCost", "ListCost")]
+    out.append(f"({dec['ContractedCost'][1]} IS NOT NULL AND {dec['ContractedCost'][0]} IS NULL)")
+    out += [cols.lossy(c) for c in COSTS if c in cols.raw]
+    out += [
+        f"{cols.day('ChargePeriodStart')[0]} IS NULL",
+        f"{cols.billing_period()[0]} IS NULL",
+    ]
+    if "ChargePeriodEnd" in cols.raw:
+        end_raw = cols.day("ChargePeriodEnd")[1]
+        end, start = cols.micros("ChargePeriodEnd"), cols.micros("ChargePeriodStart")
+        out.append(f"({end_raw} IS NOT NULL AND ({end} IS NULL OR {end} < {start}))")
+    return out
 
 
 def _tag_phase(tags: str) -> str:
@@ -189,46 +256,89 @@ def _row_problems(
     con: duckdb.DuckDBPyConnection, src: SourceFile, cols: Columns, n_bad: int
 ) -> InputError:
     """Name the first offending rows and columns (second, ordered read; only on failure)."""
-    checks: list[tuple[str, str, str]] = []  # (column, raw expr, typed expr)
+    # (column, raw text expr, SQL true when bad, message given the raw text)
+    checks: list[tuple[str, str, str, str]] = []
     for c in COSTS:
+        if c not in cols.raw:
+            continue
         typed, raw = cols.decimal(c)
-        if c in cols.raw:
-            checks.append((c, raw, typed))
+        unread = (
+            f"({typed}) IS NULL" if c in NOT_NULL else f"{raw} IS NOT NULL AND ({typed}) IS NULL"
+        )
+        # Digit loss first: a value too wide for DECIMAL(38,18) is also unreadable by the cast.
+        checks.append((c, raw, cols.lossy(c), "lossy"))
+        checks.append((c, raw, unread, "read"))
     for c in ("ChargePeriodStart", "BillingPeriodStart"):
-        typed, raw = cols.day(c)
-        checks.append((c, raw, typed))
-    cur = cols.text_nullword("BillingCurrency")
-    checks.append(("BillingCurrency", cur, cur))
-    proj = ", ".join(
-        f"CAST({raw} AS VARCHAR) AS r{i}, ({typed}) IS NULL AS b{i}"
-        for i, (_, raw, typed) in enumerate(checks)
+        typed, raw = cols.day(c) if c == "ChargePeriodStart" else cols.billing_period()
+        checks.append((c, raw, f"({typed}) IS NULL", "read"))
+    bp = day_to_date(cols.billing_period()[0])
+    checks.append(
+        ("BillingPeriodStart", cols.day("BillingPeriodStart")[1], f"dayofmonth({bp}) <> 1", "first")
     )
-    where = " OR ".join(f"({typed}) IS NULL" for _, _, typed in checks)
+    if "ChargePeriodEnd" in cols.raw:
+        end_raw = cols.day("ChargePeriodEnd")[1]
+        end, start = cols.micros("ChargePeriodEnd"), cols.micros("ChargePeriodStart")
+        checks.append(
+            ("ChargePeriodEnd", end_raw, f"{end_raw} IS NOT NULL AND {end} IS NULL", "read")
+        )
+        checks.append(("ChargePeriodEnd", end_raw, f"{end} < {start}", "before"))
+    cur = cols.text_nullword("BillingCurrency")
+    checks.append(("BillingCurrency", cur, f"{cur} IS NULL", "read"))
+    checks.append(
+        ("BillingCurrency", cur, f"upper(trim({cur})) NOT IN ({sql_codes()})", "currency")
+    )
+    proj = ", ".join(
+        f"CAST({raw} AS VARCHAR) AS r{i}, coalesce({bad}, false) AS b{i}"
+        for i, (_, raw, bad, _) in enumerate(checks)
+    )
+    where = " OR ".join(f"coalesce({bad}, false)" for _, _, bad, _ in checks)
     problems: list[Problem] = []
+    kinds: set[str] = set()
     rows = _ordered(con, _numbered(src, proj, where) + f" LIMIT {MAX_SHOWN}")
     for row in rows:
         rn = int(row[0])
-        for i, (name, _, _) in enumerate(checks):
+        seen: set[str] = set()
+        for i, (name, _, _, kind) in enumerate(checks):
             raw_val, is_bad = row[1 + 2 * i], row[2 + 2 * i]
-            if not is_bad:
+            if not is_bad or name in seen:
                 continue
-            if raw_val is None:
-                if name in NOT_NULL:
-                    problems.append(
-                        Problem("empty (NULL) but a value is required", str(src.path), rn, name)
-                    )
-            else:
-                kind = "a date/time" if "Period" in name else "a decimal number"
-                problems.append(
-                    Problem(f"cannot read {raw_val!r} as {kind}", str(src.path), rn, name)
-                )
-    head = f"{n_bad} row(s) of {src.path} have unreadable or missing values; the first ones:"
+            seen.add(name)
+            kinds.add(kind)
+            problems.append(Problem(_message(kind, name, raw_val), str(src.path), rn, name))
+    head = f"{n_bad} row(s) of {src.path} have unreadable, missing or impossible values; the first ones:"
+    fixes = {
+        "read": "costs must be plain decimal numbers (e.g. 12.3400, -0.5), dates ISO 8601 "
+        "(2026-09-01T00:00:00Z), and BilledCost, EffectiveCost, ListCost, BillingCurrency, "
+        "BillingPeriodStart and ChargePeriodStart filled on every row",
+        "lossy": "costs are kept exactly with at most 18 digits after the point and 20 before: "
+        "export them with fewer decimals (the provider's own rounding), never let phasecast guess",
+        "first": "BillingPeriodStart must be the first day of a month (00:00 UTC); re-export the "
+        "period with the provider's billing period, not the export date",
+        "before": "ChargePeriodEnd must not be before ChargePeriodStart; re-export the file",
+        "currency": "BillingCurrency must be an ISO 4217 code such as USD or EUR",
+    }
     return InputError(
         [Problem(head), *problems],
-        fix="costs must be plain decimal numbers (e.g. 12.3400, -0.5), dates ISO 8601 "
-        "(2026-09-01T00:00:00Z), and BilledCost, EffectiveCost, ListCost, BillingCurrency, "
-        "BillingPeriodStart and ChargePeriodStart filled on every row; correct or re-export the file",
+        fix="; ".join(fixes[k] for k in fixes if k in kinds or not kinds)
+        + "; correct or re-export the file",
     )
+
+
+def _message(kind: str, column: str, raw: object) -> str:
+    if kind == "read":
+        if raw is None:
+            return "empty (NULL) but a value is required"
+        what = "a date/time" if "Period" in column else "a decimal number"
+        return f"cannot read {raw!r} as {what}"
+    if kind == "lossy":
+        return (
+            f"{raw!r} has more digits than phasecast keeps exactly (18 after the point, 20 before)"
+        )
+    if kind == "first":
+        return f"{raw!r} is not the first day of a month; a billing period starts on the 1st"
+    if kind == "before":
+        return f"{raw!r} is before the row's ChargePeriodStart"
+    return f"{raw!r} is not an ISO 4217 currency code"
 
 
 def _check_tags(con: duckdb.DuckDBPyConnection, src: SourceFile, cols: Columns) -> None:

@@ -3,8 +3,14 @@
 FOCUS 1.0 to 1.3: the provider is ``ProviderName`` (1.0-1.2) or ``ServiceProviderName`` (1.3);
 columns a version lacks (``ServiceSubcategory`` before 1.1, ``SkuMeter`` before 1.1 ...) read as NULL;
 vendor columns (``x_*``, ``Id`` ...) are ignored. CSV is read with every column as text and cast with
-``TRY_CAST`` to ``DECIMAL(38,12)`` / ``TIMESTAMPTZ``, so money is never a binary float and a value that
+``TRY_CAST`` to ``DECIMAL(38,18)`` / ``TIMESTAMPTZ``, so money is never a binary float and a value that
 does not parse is found and reported, not guessed.
+
+Exactness: a cost keeps every digit its file carries. ``DECIMAL(38,18)`` holds 18 digits after the point
+and 20 before; a value with more (``0.0000000000000000001``, ``1e-20``, 21 integer digits) is an error
+naming the row, never a rounding (:func:`lossy_sql`). Float Parquet columns are read through the
+shortest text of the double (what Python's ``repr`` prints: ``227.28753400000005``), so CSV, gzipped CSV
+and Parquet (decimal, float or string columns) of the same data give the same warehouse totals.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import duckdb
 
 from pipeline.errors import InputError, Problem
 
-DECIMAL = "DECIMAL(38,12)"
+DECIMAL = "DECIMAL(38,18)"
+#: Digits ``DECIMAL`` keeps after the point and before it.
+SCALE, INT_DIGITS = 18, 20
 COSTS: tuple[str, ...] = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost")
 #: Columns a billing file must have (the provider may be under either name).
 MANDATORY: tuple[str, ...] = (
@@ -262,8 +270,8 @@ class Columns:
         """(typed expression, raw expression) for a cost column, typed per row.
 
         Text is cast with TRY_CAST (NULL when it does not parse, found later); floats go through their
-        shortest text form so 0.1 stays 0.1. Decimal and integer columns are returned as they are and
-        summed in their own exact type; :meth:`is_decimal_typed` says so.
+        shortest text form so 0.1 stays 0.1. Decimal and integer columns that fit ``DECIMAL(38,18)``
+        are cast directly (exact); wider ones go through their text like strings.
         """
         if name not in self.raw:
             return "NULL", "NULL"
@@ -271,9 +279,38 @@ class Columns:
         if t == "VARCHAR":
             raw = self.text_nullword(name)
             return f"TRY_CAST({raw} AS {DECIMAL})", raw
-        if t in ("FLOAT", "DOUBLE"):
-            return f"TRY_CAST(CAST({q} AS VARCHAR) AS {DECIMAL})", q
-        return q, q
+        if _fits_exactly(t):
+            return f"CAST({q} AS {DECIMAL})", q
+        raw = f"CAST({q} AS VARCHAR)"
+        return f"TRY_CAST({raw} AS {DECIMAL})", raw
+
+    def lossy(self, name: str) -> str:
+        """SQL true where the cost column's value has more digits than ``DECIMAL(38,18)`` keeps."""
+        if name not in self.raw or _fits_exactly(self.types[name]):
+            return "false"
+        return lossy_sql(self.decimal(name)[1])
+
+    def micros(self, name: str) -> str:
+        """Microseconds since 1970-01-01 UTC of a timestamp column (NULL when absent or unreadable)."""
+        if name not in self.raw:
+            return "NULL"
+        q, t = self.raw[name], self.types[name]
+        if t == "VARCHAR":
+            return f"epoch_us(TRY_CAST({self.text_nullword(name)} AS TIMESTAMPTZ))"
+        if t == "DATE":
+            return f"epoch_us(CAST({q} AS TIMESTAMP))"
+        return f"epoch_us({q})"
+
+    def billing_period(self) -> tuple[str, str]:
+        """(day number of the billing period, raw expression) from ``BillingPeriodStart``.
+
+        A period starts at local midnight on the 1st; written with an offset (``+08:00``) that is
+        16:00 UTC the day before, so the instant is shifted by 14 hours before taking its UTC date:
+        any start within [-14 h, +10 h) of a UTC first of the month lands on that first. Anything else
+        is not the 1st and is rejected by the stage.
+        """
+        micros = self.micros("BillingPeriodStart")
+        return f"(({micros} + 50400000000) // 86400000000)", self.day("BillingPeriodStart")[1]
 
     def day(self, name: str) -> tuple[str, str]:
         """(UTC day number since 1970-01-01 as BIGINT, raw expression) for a timestamp column.
@@ -292,6 +329,49 @@ class Columns:
         return f"(epoch_us({q}) // 86400000000)", q
 
 
+def _fits_exactly(duck_type: str) -> bool:
+    """Whether every value of a (non-text) column type casts to ``DECIMAL(38,18)`` without loss."""
+    if duck_type in (
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+    ):
+        return True
+    m = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", duck_type)
+    if m is None:
+        return False
+    return int(m.group(2)) <= SCALE and int(m.group(1)) - int(m.group(2)) <= INT_DIGITS
+
+
+#: sign, integer digits, fraction digits, exponent of a number written as text.
+_NUMBER_RE = r"^\s*[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?\s*$"
+
+
+def lossy_sql(text: str) -> str:
+    """SQL true where the number written in ``text`` needs more than 18 decimals or 20 integer digits.
+
+    Text of at most 19 characters without an exponent always fits (the point takes one), so only long
+    or exponent-form values pay for the regular expression. The digits ``D = int || frac`` with the
+    point ``p = len(int) + exp`` digits from the left need ``len(rtrim(D, '0')) - p`` decimals and
+    ``p - (leading zeros of D)`` integer digits.
+    """
+    i, f, e = (f"regexp_extract({text}, '{_NUMBER_RE}', {g})" for g in (1, 2, 3))
+    d = f"({i} || {f})"
+    p = f"(length({i}) + coalesce(TRY_CAST(nullif({e}, '') AS INTEGER), 0))"
+    precise = (
+        f"(length(rtrim({d}, '0')) - {p} > {SCALE} "
+        f"OR {p} - (length({d}) - length(ltrim({d}, '0'))) > {INT_DIGITS})"
+    )
+    return (
+        f"(CASE WHEN {text} IS NULL OR (length({text}) <= 19 AND NOT regexp_matches({text}, '[eE]')) "
+        f"THEN false ELSE coalesce({precise}, false) END)"
+    )
+
+
 def day_to_date(expr: str) -> str:
     return f"(DATE '1970-01-01' + CAST({expr} AS INTEGER))"
 
@@ -306,7 +386,7 @@ def resolve_columns(src: SourceFile, schema: dict[str, str]) -> Columns:
         raw[canonical] = '"' + actual.replace('"', '""') + '"'
         types[canonical] = schema[actual]
 
-    for name in (*MANDATORY, *OPTIONAL_TEXT, "ContractedCost"):
+    for name in (*MANDATORY, *OPTIONAL_TEXT, "ContractedCost", "ChargePeriodEnd"):
         if name.lower() in by_lower:
             take(name, by_lower[name.lower()])
     for name in PROVIDER_NAMES:

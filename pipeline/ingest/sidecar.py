@@ -1,19 +1,24 @@
 """Usage metrics and labor: the two small CSV inputs that sit beside billing.
 
-Usage ``ts,phase,metric,value[,unit][,team]`` is aggregated per day; a file replaces the
+Usage ``ts,phase,metric,value[,unit][,team][,gpu][,resource_id]`` is aggregated per day (``ts`` a date or
+timestamp) or kept per month (``ts`` ``YYYY-MM``); ``gpu`` is the GPU model as DCGM names it
+(``NVIDIA H100 80GB HBM3``, stored as the canonical ``H100``) and ``resource_id`` the instance / node
+the hours ran on, both optional: they name the pool usage-based allocation splits. A file replaces the
 ``(day, phase, metric)`` cells it covers. Labor ``month,phase,team,hours,hourly_rate,currency`` is kept
-monthly with ``cost = hours x hourly_rate`` as an exact decimal; a file replaces the months it covers.
+monthly with ``cost = hours x hourly_rate`` as an exact decimal (hours and rates with at most 9 decimals,
+the currency an ISO 4217 code, upper-cased); a file replaces the months it covers.
 """
 
 from __future__ import annotations
 
 import duckdb
 
+from pipeline.currency import sql_codes
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
-from pipeline.ingest.attribution import sql_str
+from pipeline.ingest.attribution import gpu_model_sql, sql_str
 from pipeline.ingest.billing import MAX_SHOWN, _numbered, _ordered
-from pipeline.ingest.readers import SourceFile, describe, read_error
+from pipeline.ingest.readers import SourceFile, describe, lossy_sql, read_error
 from pipeline.ingest.readers import source_sql as src_sql
 
 USAGE_COLUMNS = ("ts", "phase", "metric", "value")
@@ -73,7 +78,15 @@ def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
     c = _require(src, describe(con, src), USAGE_COLUMNS, "usage")
     unit = c.get("unit", "NULL")
     team = c.get("team", "NULL")
-    ts = f"CAST(TRY_CAST({c['ts']} AS TIMESTAMPTZ) AS DATE)"
+    raw_gpu = f"nullif(trim(CAST({c['gpu']} AS VARCHAR)), '')" if "gpu" in c else "NULL"
+    gpu = f"coalesce({gpu_model_sql(raw_gpu)}, upper({raw_gpu}))"
+    rid = f"nullif(trim(CAST({c['resource_id']} AS VARCHAR)), '')" if "resource_id" in c else "NULL"
+    monthly = f"coalesce(regexp_matches(trim(CAST({c['ts']} AS VARCHAR)), '^[0-9]{{4}}-[0-9]{{2}}$'), false)"
+    ts = (
+        f"CASE WHEN {monthly} THEN TRY_CAST(trim(CAST({c['ts']} AS VARCHAR)) || '-01' AS DATE) "
+        f"ELSE CAST(TRY_CAST({c['ts']} AS TIMESTAMPTZ) AS DATE) END"
+    )
+    grain = f"CASE WHEN {monthly} THEN 'month' ELSE 'day' END"
     value = f"TRY_CAST({c['value']} AS DOUBLE)"
     phase = f"lower(trim({c['phase']}))"
     _validate(
@@ -84,34 +97,54 @@ def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
             ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
             ("metric", c["metric"], f"{c['metric']} IS NOT NULL", "a metric name"),
             ("value", c["value"], f"{value} IS NOT NULL AND isfinite({value})", "a number"),
+            (
+                "value",
+                c["value"],
+                f"NOT (lower(trim({c['metric']})) = 'gpu_hours' AND {value} < 0)",
+                "a GPU-hour count >= 0",
+            ),
         ],
-        fix="usage rows are ts,phase,metric,value[,unit][,team] with an ISO date, a known phase and a number",
+        fix="usage rows are ts,phase,metric,value[,unit][,team][,gpu][,resource_id] with an ISO date "
+        "(or YYYY-MM for a month), a known phase and a number (gpu_hours never negative)",
     )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE usage_stage AS
         SELECT {ts} AS day, {phase} AS phase, {team} AS team, {c["metric"]} AS metric, any_value({unit}) AS unit,
                sum({value}) AS value_sum, avg({value}) AS value_mean, min({value}) AS value_min,
-               max({value}) AS value_max, count(*) AS n
+               max({value}) AS value_max, count(*) AS n, {gpu} AS gpu, {rid} AS resource_id,
+               {grain} AS grain
         FROM {src_sql(src)} GROUP BY ALL
     """)
     con.execute("""
         DELETE FROM usage_daily u WHERE EXISTS (
-            SELECT 1 FROM usage_stage s WHERE s.day = u.day AND s.phase = u.phase AND s.metric = u.metric)
+            SELECT 1 FROM usage_stage s WHERE s.day = u.day AND s.phase = u.phase AND s.metric = u.metric
+            AND s.grain = coalesce(u.grain, 'day'))
     """)
     con.execute(f"""
-        INSERT INTO usage_daily SELECT day, phase, team, metric, unit, value_sum, value_mean, value_min,
-               value_max, n, {sql_str(src.sha256)} FROM usage_stage
+        INSERT INTO usage_daily (day, phase, team, metric, unit, value_sum, value_mean, value_min,
+               value_max, n, file_sha256, gpu, resource_id, grain)
+        SELECT day, phase, team, metric, unit, value_sum, value_mean, value_min,
+               value_max, n, {sql_str(src.sha256)}, gpu, resource_id, grain FROM usage_stage
     """)
     (rows, d0, d1) = con.execute("SELECT sum(n), min(day), max(day) FROM usage_stage").fetchone()  # type: ignore[misc]
     return {"rows": int(rows), "first_day": str(d0), "last_day": str(d1)}
+
+
+def _exact9(typed: str, raw: str) -> str:
+    """SQL true when a labor quantity is a number with at most 9 decimals (so hours x rate is exact)."""
+    return (
+        f"({typed} IS NOT NULL AND NOT {lossy_sql(f'CAST({raw} AS VARCHAR)')} "
+        f"AND CAST({typed} AS DECIMAL(38,9)) = {typed})"
+    )
 
 
 def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, object]:
     c = _require(src, describe(con, src), LABOR_COLUMNS, "labor")
     m = c["month"]
     month = f"date_trunc('month', TRY_CAST(CASE WHEN length(trim({m})) = 7 THEN trim({m}) || '-01' ELSE trim({m}) END AS DATE))"
-    hours = f"TRY_CAST({c['hours']} AS DECIMAL(38,12))"
-    rate = f"TRY_CAST({c['hourly_rate']} AS DECIMAL(38,12))"
+    hours = f"TRY_CAST({c['hours']} AS DECIMAL(38,18))"
+    rate = f"TRY_CAST({c['hourly_rate']} AS DECIMAL(38,18))"
+    cur = f"upper(trim({c['currency']}))"
     phase = f"lower(trim({c['phase']}))"
     _validate(
         con,
@@ -119,18 +152,27 @@ def stage_labor(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, ob
         [
             ("month", m, f"{month} IS NOT NULL", "a month (YYYY-MM or YYYY-MM-DD)"),
             ("phase", c["phase"], f"{phase} IN ({_PHASES_SQL})", f"one of {', '.join(PHASES)}"),
-            ("hours", c["hours"], f"{hours} IS NOT NULL", "a decimal number"),
-            ("hourly_rate", c["hourly_rate"], f"{rate} IS NOT NULL", "a decimal number"),
-            ("currency", c["currency"], f"{c['currency']} IS NOT NULL", "a currency code"),
+            (
+                "hours",
+                c["hours"],
+                _exact9(hours, c["hours"]),
+                "a decimal number (at most 9 decimals)",
+            ),
+            (
+                "hourly_rate",
+                c["hourly_rate"],
+                _exact9(rate, c["hourly_rate"]),
+                "a decimal number (at most 9 decimals)",
+            ),
+            ("currency", c["currency"], f"{cur} IN ({sql_codes()})", "an ISO 4217 currency code"),
         ],
         fix="labor rows are month,phase,team,hours,hourly_rate,currency, e.g. 2026-09,operations,sre,320,95.50,USD",
     )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE labor_stage AS
         SELECT CAST({month} AS DATE) AS month, {phase} AS phase, {c["team"]} AS team,
-               CAST({hours} AS DECIMAL(38,12)) AS hours, CAST({rate} AS DECIMAL(38,12)) AS hourly_rate,
-               upper(trim({c["currency"]})) AS currency,
-               CAST(CAST({hours} AS DECIMAL(18,6)) * CAST({rate} AS DECIMAL(18,6)) AS DECIMAL(38,12)) AS cost
+               {hours} AS hours, {rate} AS hourly_rate, {cur} AS currency,
+               CAST(CAST({hours} AS DECIMAL(38,9)) * CAST({rate} AS DECIMAL(38,9)) AS DECIMAL(38,18)) AS cost
         FROM {src_sql(src)}
     """)
     con.execute("DELETE FROM labor_monthly WHERE month IN (SELECT DISTINCT month FROM labor_stage)")

@@ -3,9 +3,10 @@
 :func:`generate` writes, under ``config.out``:
 
 - ``billing/YYYY-MM.csv.gz`` (or ``.parquet``): one FOCUS 1.2 export per billing month, the current
-  month to date included, plus one restated re-export ``billing/YYYY-MM.restated-YYYY-MM-DD.csv.gz``
-  of an earlier period (the date is when it was re-exported). File names sort so that a restatement
-  comes after the export it replaces;
+  month to date included, plus one restated re-export
+  ``billing/YYYY-MM.restated-YYYY-MM-DD/YYYY-MM.restated-YYYY-MM-DD.csv.gz`` of an earlier period (the
+  date is when it was re-exported), in a folder of its own because it is a delivery of its own (the
+  files of one folder are one delivery); the folder sorts after the export it replaces;
 - ``usage.csv``, ``labor.csv``, ``plan.yaml`` (the next ``plan_months`` months), ``budgets.csv``;
 - ``truth.json`` (exact totals per billing period and phase) and a ``README.md``.
 
@@ -82,6 +83,9 @@ class SynthConfig:
     partial_days: int = 14
     plan_months: int = 18
     progress: bool = False
+    # False: billing Tags carry no "phase" key (team, model ... stay), as in most real exports;
+    # truth.json keeps the intended phases, so attribution can be measured against them.
+    phase_tags: bool = True
 
     def check(self) -> None:
         problems = []
@@ -188,9 +192,9 @@ def generate(config: SynthConfig) -> SynthResult:
     out = Path(config.out)
     bill_dir = out / "billing"
     bill_dir.mkdir(parents=True, exist_ok=True)
-    for (
-        old
-    ) in bill_dir.iterdir():  # a re-run with other settings must not leave stale exports behind
+    for old in bill_dir.rglob(
+        "*"
+    ):  # a re-run with other settings must not leave stale exports behind
         if old.is_file() and (old.name.endswith(".csv.gz") or old.name.endswith(".parquet")):
             old.unlink()
     end_month = dt.date.fromisoformat(config.end + "-01")
@@ -230,6 +234,8 @@ def generate(config: SynthConfig) -> SynthResult:
                 future_eff[m][buf.cols["phase"][i]] += buf.cols["EffectiveCost"][i]
         if m > current or (m == current and config.partial_days == 0):
             continue
+        if not config.phase_tags:
+            _strip_phase_tags(buf.cols)
         if m == current:
             keep = [i for i in range(buf.n) if buf.cols["day"][i] < sc.cutoff]
             cols = buf.take(keep)
@@ -243,7 +249,10 @@ def generate(config: SynthConfig) -> SynthResult:
             orig_cols = buf.take(_restate(buf, nxt - dt.timedelta(days=1)))
             writer(orig_cols, path)
             re_date = add_months(m, 1) + dt.timedelta(days=4)
-            re_path = bill_dir / f"{label}.restated-{re_date:%Y-%m-%d}{ext}"
+            # A re-delivery sits in a folder of its own: the files of one folder are one delivery.
+            re_name = f"{label}.restated-{re_date:%Y-%m-%d}"
+            re_path = bill_dir / re_name / f"{re_name}{ext}"
+            re_path.parent.mkdir(parents=True, exist_ok=True)
             writer(cols, re_path)
             restated_pair = (path, re_path)
             billing_files += [path, re_path]
@@ -294,6 +303,7 @@ def generate(config: SynthConfig) -> SynthResult:
             "format": config.fmt,
             "partial_days": config.partial_days,
             "plan_months": config.plan_months,
+            "phase_tags": config.phase_tags,
         },
         "currency": CURRENCY,
         "note": "Exact decimal totals of the authoritative export of each billing period (the restatement "
@@ -347,20 +357,33 @@ def generate(config: SynthConfig) -> SynthResult:
     )
 
 
+def _strip_phase_tags(cols: dict[str, list[Any]]) -> None:
+    """Drop the ``phase`` key from every row's Tags (a tag left empty becomes NULL)."""
+    tags = cols["Tags"]
+    for i, t in enumerate(tags):
+        if t is None:
+            continue
+        d = json.loads(t)
+        if "phase" in d:
+            del d["phase"]
+            tags[i] = json.dumps(d, sort_keys=True, separators=(",", ":")) if d else None
+            cols["tagged"][i] = False
+
+
 # --- side files -------------------------------------------------------------------------------
 def _write_usage(path: Path, usage: list[tuple[dt.date, DayUsage]]) -> Path:
-    lines = ["ts,phase,metric,value,unit,team"]
+    lines = ["ts,phase,metric,value,unit,team,gpu,resource_id"]
     for d, u in usage:
         day = d.isoformat()
-        for (phase, team), v in sorted(u.gpu_hours.items()):
-            lines.append(f"{day},{phase},gpu_hours,{dec(v, 6)},hours,{team}")
+        for (phase, team, gpu, rid), v in sorted(u.gpu_hours.items()):
+            lines.append(f"{day},{phase},gpu_hours,{dec(v, 6)},hours,{team},{gpu},{rid}")
         for phase, util in sorted(u.util.items()):
-            lines.append(f"{day},{phase},gpu_util,{util:.4f},ratio,")
+            lines.append(f"{day},{phase},gpu_util,{util:.4f},ratio,,,")
         for team, v in sorted(u.requests.items()):
-            lines.append(f"{day},inference,requests,{v},requests,{team}")
-        lines.append(f"{day},inference,tokens_in,{u.tokens_in},tokens,search")
-        lines.append(f"{day},inference,tokens_out,{u.tokens_out},tokens,search")
-        lines.append(f"{day},data_preprocessing,storage_gb,{u.storage_gb:.1f},GB,data-eng")
+            lines.append(f"{day},inference,requests,{v},requests,{team},,")
+        lines.append(f"{day},inference,tokens_in,{u.tokens_in},tokens,search,,")
+        lines.append(f"{day},inference,tokens_out,{u.tokens_out},tokens,search,,")
+        lines.append(f"{day},data_preprocessing,storage_gb,{u.storage_gb:.1f},GB,data-eng,,")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -734,11 +757,14 @@ def _readme(
             f"- `{restated[1].relative_to(out)}`: a restated re-export of billing period {sc.restated_period:%Y-%m}, "
             f"made on the date in its name. It replaces `{restated[0].relative_to(out)}` (the original export, in "
             "which the managed-LLM usage of the last two days was missing and day 12's on-demand inference was "
-            "metered twice). Naming: `<period>.restated-<export date><ext>`, so a lexicographic sort puts a "
-            "restatement after the export it replaces."
+            "metered twice). It is a delivery of its own, so it sits in a folder of its own "
+            "(`<period>.restated-<export date>/`): ingest applies deliveries in folder order, and the files of "
+            "one folder are one delivery."
         )
     lines += [
-        "- `usage.csv`: daily `ts,phase,metric,value,unit,team`: gpu_hours per phase and team (GPU-hours = "
+        "- `usage.csv`: daily `ts,phase,metric,value,unit,team,gpu,resource_id`: gpu_hours per phase, team and "
+        "GPU model (`H100`, `A10`), per node (`resource_id`, the instance) for training and optimization jobs "
+        "and per GPU model for the serving fleet (GPU-hours = "
         "instance-hours x GPUs per instance; x the on-demand price per GPU-hour = ListCost of those rows), "
         "gpu_util, requests, tokens_in/tokens_out (managed LLM), storage_gb.",
         "- `labor.csv`: monthly `month,phase,team,hours,hourly_rate,currency` for the sre (operations), "
@@ -775,6 +801,15 @@ def _readme(
         "- About one row in ten has no `phase` tag: Amazon Bedrock (-> inference by rule), AWS Glue and the raw-"
         "log bucket (-> data_preprocessing), CloudWatch (-> operations) and developer boxes tagged only with an "
         "owner (no rule: unallocated).",
+        *(
+            []
+            if config.phase_tags
+            else [
+                "- Written with `--no-phase-tags`: no row's Tags carry `phase` (team, model, env stay), as in "
+                "most real exports; `truth.json` keeps the intended phases. GPU cost is then attributed by "
+                "the usage metrics (`gpu_hours` per phase, day, GPU model and, for jobs, node).",
+            ]
+        ),
         "",
     ]
     return "\n".join(lines)

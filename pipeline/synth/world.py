@@ -261,7 +261,9 @@ class Scenario:
 class DayUsage:
     """Usage metrics of one day, per (phase, team) where it applies (for usage.csv)."""
 
-    gpu_hours: dict[tuple[str, str], int] = field(default_factory=dict)  # 1/Q GPU-hours
+    # (phase, team, GPU model, resource id) -> 1/Q GPU-hours; the serving fleet is reported per GPU
+    # model (resource ""), training and optimization jobs per node, as a job scheduler's DCGM metrics do.
+    gpu_hours: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     util: dict[str, float] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
@@ -446,8 +448,8 @@ class World:
                         description=f"USD {lp / P:.3f} per On Demand Linux g5.12xlarge Instance Hour",
                         **common,
                     )
-            u.gpu_hours[("inference", team)] = (
-                u.gpu_hours.get(("inference", team), 0) + inst_c * (Q // 100) * 4
+            u.gpu_hours[("inference", team, "A10", "")] = (
+                u.gpu_hours.get(("inference", team, "A10", ""), 0) + inst_c * (Q // 100) * 4
             )
             if count:
                 ri_tags = {"phase": "inference", "team": team, "model": model, "env": "prod"}
@@ -642,8 +644,9 @@ class World:
                     team=r.team,
                     description=f"USD {price / P:.2f} per {'Capacity Block' if cap else 'On Demand'} p5.48xlarge Instance Hour",
                 )
-            rk = (r.phase, r.team)
-            u.gpu_hours[rk] = u.gpu_hours.get(rk, 0) + hc * (Q // 100) * 8 * r.nodes
+            for node in range(r.nodes):
+                rk = (r.phase, r.team, "H100", f"i-0{_hid(r.name, node, n=16)}")
+                u.gpu_hours[rk] = u.gpu_hours.get(rk, 0) + hc * (Q // 100) * 8
             u.util[r.phase] = float(
                 np.clip(
                     (0.38 if r.phase == "pretraining" else 0.5) + rng.normal(0, 0.02), 0.1, 0.95
@@ -708,8 +711,9 @@ class World:
                     gpu_hours=qty * sku.gpus,
                     team=team,
                 )
-            gk = ("fine_tuning", team)
-            u.gpu_hours[gk] = u.gpu_hours.get(gk, 0) + hc * (Q // 100) * sku.gpus * nodes
+            for node in range(nodes):
+                gk = ("fine_tuning", team, sku.gpu or "", f"i-0{_hid(job, day, node, n=16)}")
+                u.gpu_hours[gk] = u.gpu_hours.get(gk, 0) + hc * (Q // 100) * sku.gpus
         if ft:
             u.util["fine_tuning"] = float(np.clip(0.55 + rng.normal(0, 0.03), 0.1, 0.95))
 
