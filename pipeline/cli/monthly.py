@@ -210,6 +210,7 @@ def reproduce_cmd(
             "give --alias or --version, not both", fix="e.g. --alias champion or --version 3"
         )
     name = model if model.startswith(MODEL_PREFIX) else MODEL_PREFIX + model
+    quiet_mlflow()
     try:
         reproduced, logged, mv = Tracker(_tracking(paths)).reproduce(name, alias, version)
     except Exception as exc:
