@@ -107,9 +107,10 @@ def configure_output(verbose: int = 0, quiet: bool = False) -> None:
         logging.getLogger(name).setLevel(lib)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.ERROR)
+    if not verbose:  # MLflow's advice to library authors, on every model logged
+        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     if verbose < 2:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
         if "mlflow" in sys.modules:  # (commands that use MLflow call quiet_mlflow themselves)
             quiet_mlflow()
 
