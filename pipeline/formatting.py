@@ -147,3 +147,30 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
         ).rstrip()
 
     return [fmt(head), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
+
+
+def format_changes(changes: pd.DataFrame, period: str) -> str:
+    """What changed in ``period`` since the previous run, per phase, for the terminal."""
+    c = changes[changes["period"] == period] if len(changes) else changes
+    if not len(c):
+        return ""
+
+    def signed(x: float) -> str:
+        return "0" if abs(x) < 0.5 else f"{x:+,.0f}"
+
+    rows = [
+        [
+            r.phase,
+            _money(r.previous_mean),
+            _money(r.current_mean),
+            signed(r.change),
+            "-" if not math.isfinite(r.change_pct) else f"{r.change_pct:+.1%}",
+            signed(r.new_actuals),
+            signed(r.plan_changes),
+            signed(r.model_changes),
+        ]
+        for r in c.itertuples(index=False)
+    ]
+    head = ["phase", "last run", "now", "change", "%", "new actuals", "price & plan", "models"]
+    lines = [f"what changed in {period} since the run of {c['previous_as_of'].iloc[0]} (mean):"]
+    return "\n".join(lines + _table(head, rows))

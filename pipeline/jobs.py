@@ -9,8 +9,12 @@ write into a run folder: their files go to folders of their own.
 
     run = open_run(root, as_of=None, run=None)                 # the newest, or the as-of's
     out = derive(run, budgets, quarters, scenarios, flag_config, quantile)
-    write_derived(out, folder)                                 # flags, budget-<q>, scenarios-<q>
+    write_derived(out, folder)       # flags, budget-<q>, scenarios-<q>, changes (+ .xlsx)
     report(run, out, folder, versions)                         # report.html
+
+``derive`` also compares the run with the previous stored run (the newest with an earlier as-of
+under the same outputs root, :func:`previous_run`): ``changes.csv`` (:mod:`pipeline.changes`).
+CSVs meant for people are rounded to cents; the Parquet beside them keeps full precision.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from pipeline.budget import budget_table
 from pipeline.flags import FlagConfig, FlagResult, flag_run
 from pipeline.frames import DS, UID
 from pipeline.periods import Period, default_quarters, parse_period
-from pipeline.runstore import ForecastRun, load_run, locate_run
-from pipeline.tables import write_csv, write_table
+from pipeline.runstore import ForecastRun, load_run, locate_run, stored_runs
+from pipeline.tables import write_csv, write_people_table
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ class Derived:
     budgets: dict[str, pd.DataFrame] = field(default_factory=dict)  # quarter label -> table
     scenarios: dict[str, pd.DataFrame] = field(default_factory=dict)  # quarter -> summary
     scenario_models: dict[str, pd.DataFrame] = field(default_factory=dict)
+    changes: pd.DataFrame | None = None  # against the previous run (None: there is none)
+    previous_as_of: str | None = None
+    thresholds: tuple[float, float] = (0.2, 0.5)  # watch, at_risk
 
     def budget_frame(self) -> pd.DataFrame:
         frames = [t for t in self.budgets.values() if len(t)]
@@ -57,6 +64,20 @@ def open_run(root: Path, as_of: str | None = None, run: Path | None = None) -> F
     folder = locate_run(root, as_of, run)
     log.info("reading the stored run %s", folder)
     return load_run(folder)
+
+
+def previous_run(run: ForecastRun) -> ForecastRun | None:
+    """The newest stored run with an earlier as-of in the same outputs root as ``run``."""
+    if run.folder is None:
+        return None
+    earlier = [p for p in stored_runs(Path(run.folder).parent) if p.name < run.as_of]
+    if not earlier:
+        return None
+    try:
+        return load_run(earlier[-1])
+    except Exception as exc:  # an unreadable old run must not stop this one
+        log.warning("previous run %s not readable (%s): no 'what changed'", earlier[-1], exc)
+        return None
 
 
 def planned_quarters(run: ForecastRun, quarters: Sequence[str] = ()) -> list[Period]:
@@ -75,15 +96,19 @@ def derive(
     flag_config: FlagConfig | None = None,
     quantile: float = 0.8,
     progress: Any = None,
+    compare: bool = True,
 ) -> Derived:
-    """Flags, a budget table per quarter and the scenarios per quarter, all from ``run``."""
+    """Flags, a budget table per quarter and the scenarios per quarter, all from ``run``; with
+    ``compare``, what changed since the previous stored run."""
+    from pipeline.changes import run_changes
     from pipeline.whatif import evaluate
 
     qs = planned_quarters(run, quarters)
     flags = flag_run(run, budgets, flag_config or FlagConfig()) if budgets is not None else None
     tick = progress or (lambda _msg: None)
     tick("flags")
-    out = Derived(flags=flags, quarters=qs)
+    fc = flag_config or FlagConfig()
+    out = Derived(flags=flags, quarters=qs, thresholds=(fc.watch, fc.at_risk))
     for q in qs:
         out.budgets[q.label] = budget_table(run, q, budgets, quantile)
         tick(f"budget {q.label}")
@@ -91,16 +116,32 @@ def derive(
             summary, models = evaluate(run, scenarios, q, quantile=quantile)
             out.scenarios[q.label], out.scenario_models[q.label] = summary, models
             tick(f"scenarios {q.label}")
+    prev = previous_run(run) if compare else None
+    if prev is not None:
+        try:
+            out.changes, out.previous_as_of = run_changes(run, prev, qs), prev.as_of
+        except Exception as exc:  # a comparison never stops a run or a report
+            log.warning(
+                "what changed since %s not computed (%s: %s)", prev.as_of, type(exc).__name__, exc
+            )
+        tick("changes")
     return out
 
 
 def write_derived(d: Derived, folder: Path) -> list[str]:
-    """``flags.csv/.json/.parquet``, ``budget-<q>.csv/.json``, ``scenarios-<q>.csv`` and
-    ``scenario-models-<q>.csv`` in ``folder``. Returns the file names."""
+    """``flags.csv/.json/.parquet/.xlsx``, ``budget-<q>.csv/.json/.parquet/.xlsx``,
+    ``scenarios-<q>.csv/.parquet``, ``scenario-models-<q>.csv`` and ``changes.csv/.parquet`` in
+    ``folder`` (CSVs rounded to cents, Parquet and JSON at full precision). Returns the names."""
+    from pipeline.spreadsheets import write_workbook
+
     folder.mkdir(parents=True, exist_ok=True)
     names: list[str] = []
     if d.flags is not None:
-        names += [p.name for p in write_table(d.flags.flags, folder, "flags")]
+        names += [p.name for p in write_people_table(d.flags.flags, folder, "flags")]
+        sheets = {"flags": d.flags.flags}
+        if len(d.flags.anomalies):
+            sheets["anomalies"] = d.flags.anomalies
+        names.append(write_workbook(sheets, folder / "flags.xlsx").name)
         doc = {
             "as_of": d.flags.as_of,
             "thresholds": {"watch": d.flags.config.watch, "at_risk": d.flags.config.at_risk},
@@ -109,15 +150,24 @@ def write_derived(d: Derived, folder: Path) -> list[str]:
         }
         (folder / "flags.json").write_text(json.dumps(doc, indent=2))
         names.append("flags.json")
+    changes = d.changes if d.changes is not None else pd.DataFrame()
     for label, t in d.budgets.items():
-        names.append(write_csv(t, folder / f"budget-{label}.csv").name)
+        names += [p.name for p in write_people_table(t, folder, f"budget-{label}")]
         (folder / f"budget-{label}.json").write_text(t.to_json(orient="records", indent=2))
         names.append(f"budget-{label}.json")
+        sheets = {"budget": t}
+        if label in d.scenarios:
+            sheets["scenarios"] = d.scenarios[label]
+        if len(changes) and (changes["period"] == label).any():
+            sheets["what changed"] = changes[changes["period"] == label]
+        names.append(write_workbook(sheets, folder / f"budget-{label}.xlsx").name)
     for label, t in d.scenarios.items():
-        names.append(write_csv(t, folder / f"scenarios-{label}.csv").name)
+        names += [p.name for p in write_people_table(t, folder, f"scenarios-{label}")]
         names.append(
             write_csv(d.scenario_models[label], folder / f"scenario-models-{label}.csv").name
         )
+    if d.changes is not None:
+        names += [p.name for p in write_people_table(d.changes, folder, "changes")]
     return names
 
 
@@ -159,6 +209,10 @@ def report(
         as_of=run.as_of,
         currency=run.currency,
         levels=levels,
+        backtest=run.backtest,
+        changes=d.changes,
+        previous_as_of=d.previous_as_of,
+        thresholds=d.thresholds,
     )
 
 

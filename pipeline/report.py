@@ -81,6 +81,21 @@ def _money_axis(ax: Any) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(fmt))
 
 
+def chart_limits(
+    history: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, budgets: Sequence[float] = ()
+) -> tuple[float, float]:
+    """The y range of a fan chart: the history shown, the 80 % band and the budget lines, with a
+    margin; never the 95 % band (a burst series' 95 % band would flatten everything else)."""
+    vals = [np.asarray(v, float) for v in (history, band_lo, band_hi, list(budgets)) if len(v)]
+    allv = np.concatenate(vals) if vals else np.array([0.0])
+    allv = allv[np.isfinite(allv)]
+    if not len(allv):
+        return 0.0, 1.0
+    lo, hi = float(min(allv.min(), 0.0)), float(allv.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return (lo - 0.04 * span if lo < 0 else 0.0), hi + 0.12 * span
+
+
 def fan_chart(
     uid: str,
     history: pd.DataFrame,
@@ -90,7 +105,9 @@ def fan_chart(
     months_shown: int = 24,
     levels: Sequence[int] = (80, 95),
 ) -> str:
-    """A fan chart for one node: history, the 50/80/95 % bands, the median, budget lines."""
+    """A fan chart for one node: history, the 80 % band (the 50 % inside it), the 95 % band
+    lighter and clipped where it leaves the frame (a marker on the edge says so), the median,
+    budget lines. The y axis is scaled to the history and the 80 % band (:func:`chart_limits`)."""
     from matplotlib.figure import Figure
 
     # a Figure of its own, not pyplot: rendering a report never changes the caller's backend
@@ -100,48 +117,55 @@ def fan_chart(
     hx = pd.to_datetime(hist[DS])
     ax.plot(hx, hist[Y], color=PALETTE["history"], lw=1.6, label="actual")
     last_x, last_y = (hx.iloc[-1], float(hist[Y].iloc[-1])) if len(hist) else (None, None)
-    drawn = False
+    band_lo: np.ndarray = np.array([])
+    band_hi: np.ndarray = np.array([])
+    outer: tuple[Any, np.ndarray, np.ndarray] | None = None
     if fan is not None and len(fan):
         f = fan[fan[UID] == uid].sort_values(DS)
         if len(f):
-            fx = pd.to_datetime(f[DS])
             if last_x is not None:  # join the fan to the last actual
                 f = pd.concat(
                     [pd.DataFrame({DS: [last_x], **{c: [last_y] for c in QUANTILES}}), f],
                     ignore_index=True,
                 )
-                fx = pd.to_datetime(f[DS])
-            for lo, hi, alpha, lab in (
-                ("q025", "q975", 0.18, "95 %"),
-                ("q10", "q90", 0.28, "80 %"),
-                ("q25", "q75", 0.42, "50 %"),
-            ):
-                ax.fill_between(
-                    fx, f[lo], f[hi], color=PALETTE["band"], alpha=alpha, lw=0, label=lab
-                )
+            fx = pd.to_datetime(f[DS])
+            outer = (fx, f["q025"].to_numpy(float), f["q975"].to_numpy(float))
+            ax.fill_between(
+                fx, f["q025"], f["q975"], color=PALETTE["band"], alpha=0.10, lw=0, label="95 %"
+            )
+            ax.fill_between(
+                fx, f["q10"], f["q90"], color=PALETTE["band"], alpha=0.30, lw=0, label="80 %"
+            )
+            ax.fill_between(
+                fx, f["q25"], f["q75"], color=PALETTE["band"], alpha=0.30, lw=0, label="50 %"
+            )
             ax.plot(fx, f["q50"], color=PALETTE["line"], lw=1.6, ls="--", label="median")
-            drawn = True
-    if not drawn and forecast is not None and len(forecast):
+            band_lo, band_hi = f["q10"].to_numpy(float), f["q90"].to_numpy(float)
+    if not len(band_hi) and forecast is not None and len(forecast):
         f = forecast[forecast[UID] == uid].sort_values(DS)
         fx = pd.to_datetime(f[DS])
-        for lv, alpha in zip(sorted(levels, reverse=True), (0.18, 0.3, 0.42), strict=False):
-            if lo_col(lv) in f.columns:
-                ax.fill_between(
-                    fx,
-                    f[lo_col(lv)],
-                    f[hi_col(lv)],
-                    color=PALETTE["band"],
-                    alpha=alpha,
-                    lw=0,
-                    label=f"{lv} %",
-                )
+        inner, wide = min(levels), max(levels)
+        if lo_col(wide) in f.columns and wide != inner:
+            outer = (fx, f[lo_col(wide)].to_numpy(float), f[hi_col(wide)].to_numpy(float))
+            ax.fill_between(
+                fx, f[lo_col(wide)], f[hi_col(wide)], color=PALETTE["band"], alpha=0.10, lw=0,
+                label=f"{wide} %",
+            )  # fmt: skip
+        if lo_col(inner) in f.columns:
+            ax.fill_between(
+                fx, f[lo_col(inner)], f[hi_col(inner)], color=PALETTE["band"], alpha=0.30, lw=0,
+                label=f"{inner} %",
+            )  # fmt: skip
+            band_lo, band_hi = f[lo_col(inner)].to_numpy(float), f[hi_col(inner)].to_numpy(float)
         ax.plot(fx, f[MEAN], color=PALETTE["line"], lw=1.6, ls="--", label="mean")
+    budget_levels: list[float] = []
     if budgets is not None and len(budgets):
         phase = TOTAL if uid == TOTAL else uid
         seen: set[str] = set()
         for b in budgets[budgets["phase"] == phase].itertuples(index=False):
             p = parse_period(b.period)
             per_month = float(b.amount) / len(p.months)
+            budget_levels.append(per_month)
             x0, x1 = p.start - pd.Timedelta(days=14), p.months[-1] + pd.Timedelta(days=14)
             label = "monthly budget" if p.kind == "month" else "quarter budget ÷ 3"
             ax.hlines(
@@ -154,6 +178,22 @@ def fan_chart(
                 label="_nolegend_" if label in seen else label,
             )
             seen.add(label)
+    lo, hi = chart_limits(hist[Y].to_numpy(float), band_lo, band_hi, budget_levels)
+    ax.set_ylim(lo, hi)
+    if outer is not None:  # where the 95 % band leaves the frame: a marker on the edge
+        ox, olo, ohi = outer
+        up = ohi > hi
+        if up.any():
+            ax.plot(
+                np.asarray(ox)[up], np.full(int(up.sum()), hi), ls="none", marker="^", ms=5,
+                color=PALETTE["band"], alpha=0.6, clip_on=False, label="95 % beyond the frame",
+            )  # fmt: skip
+        down = olo < lo
+        if down.any():
+            ax.plot(
+                np.asarray(ox)[down], np.full(int(down.sum()), lo), ls="none", marker="v", ms=5,
+                color=PALETTE["band"], alpha=0.6, clip_on=False, label="_nolegend_",
+            )  # fmt: skip
     if last_x is not None:
         ax.axvline(last_x, color="#9aa5b1", lw=0.8, ls=":")
     ax.set_title(uid.replace("_", " "), fontsize=11, loc="left", color="#1b2733", fontweight="bold")
@@ -162,7 +202,6 @@ def fan_chart(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.tick_params(labelsize=8)
-    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     import matplotlib.dates as mdates
 
     loc = mdates.AutoDateLocator(minticks=4, maxticks=8, interval_multiples=True)
@@ -171,7 +210,7 @@ def fan_chart(
     loc.intervald[mdates.MONTHLY] = [1, 2, 3, 4, 6, 12]
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, ncol=6)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, ncol=4)
     return _png(fig)
 
 
@@ -239,6 +278,157 @@ def _coverage_ok(v: Any, level: int) -> str:
     return "good" if gap <= 0.05 else ("fair" if gap <= 0.12 else "poor")
 
 
+# --- plain words -------------------------------------------------------------------------------
+MODEL_WORDS = {
+    "ensemble": "a blend of models",
+    "analytic_baseline": "the plan's arithmetic (usage × price)",
+    "seasonal_naive": "the same month last year",
+    "ets": "exponential smoothing",
+    "theta": "the Theta method",
+    "sarimax": "seasonal ARIMA",
+    "lightgbm": "gradient-boosted trees",
+}
+HORIZON_WORDS = {1: "one month ahead", 3: "three months ahead", 12: "a year ahead"}
+
+
+def _pc(v: float) -> str:
+    """A share as a percentage, house style: ``8 %`` (``0.4 %`` under one per cent)."""
+    return f"{100 * v:.1f} %" if 0 < abs(v) < 0.0095 else f"{100 * v:.0f} %"
+
+
+def chance_in_words(p: Any) -> str:
+    """``p_overrun`` for a reader: ``unlikely (4 %)``, ``likely (72 %)`` ..."""
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return "no budget"
+    if not math.isfinite(v):
+        return "no budget"
+    if v < 0.01:
+        return "practically none (< 1 %)"
+    if v < 0.10:
+        return f"unlikely ({_pc(v)})"
+    if v < 0.35:
+        return f"possible, about 1 in {round(1 / v)} ({_pc(v)})"
+    if v < 0.65:
+        return f"as likely as not ({_pc(v)})"
+    if v < 0.90:
+        return f"likely ({_pc(v)})"
+    return f"almost certain ({_pc(v)})" if v < 0.995 else "certain (> 99 %)"
+
+
+def typical_errors(
+    backtest: pd.DataFrame | None,
+    selection: pd.DataFrame | None,
+    horizons: Sequence[int] = (1, 3, 12),
+) -> pd.DataFrame:
+    """Per series and horizon, the median absolute percentage error of the model in use in the
+    rolling-origin backtest (months with a zero actual left out): ``unique_id, h, error, n``."""
+    cols = [UID, "h", "error", "n"]
+    if backtest is None or not len(backtest) or selection is None or not len(selection):
+        return pd.DataFrame(columns=cols)
+    chosen = dict(zip(selection[UID].astype(str), selection[MODEL].astype(str), strict=True))
+    b = backtest[backtest[UID].astype(str).map(chosen) == backtest[MODEL].astype(str)]
+    b = b[b["h"].isin(list(horizons)) & (b[Y].abs() > 1e-9) & np.isfinite(b[MEAN])]
+    if not len(b):
+        return pd.DataFrame(columns=cols)
+    ape = ((b[Y] - b[MEAN]).abs() / b[Y].abs()).rename("error")
+    g = pd.concat([b[[UID, "h"]], ape], axis=1).groupby([UID, "h"])["error"]
+    return pd.concat([g.median(), g.size().rename("n")], axis=1).reset_index()[cols]
+
+
+def error_words(errors: pd.DataFrame, uid: str) -> str:
+    """``typical error ±8 % one month ahead, ±15 % three months ahead`` (or why there is none)."""
+    e = errors[errors[UID] == uid] if len(errors) else errors
+    parts = [
+        f"±{_pc(float(r['error']))} {HORIZON_WORDS.get(int(r['h']), str(int(r['h'])) + ' months ahead')}"
+        for r in e.sort_values("h").to_dict("records")
+    ]
+    if not parts:
+        return "typical error: not measurable (no backtested month with cost)"
+    return "typical error " + ", ".join(parts)
+
+
+def _status(row: Mapping[str, Any], flags: pd.DataFrame | None, thresholds: Sequence[float]) -> str:
+    from pipeline.flags import FlagConfig, status_for
+
+    if flags is not None and len(flags):
+        f = flags[(flags["period"] == row["period"]) & (flags["phase"] == row["phase"])]
+        if len(f):
+            return str(f["status"].iloc[0])
+    budget = float(row.get("budget", float("nan")))
+    if not math.isfinite(budget):
+        return ""
+    cfg = FlagConfig(watch=float(thresholds[0]), at_risk=float(thresholds[1]))
+    return status_for(float(row["p_overrun"]), float(row["actual_to_date"]), budget, cfg)
+
+
+def focus_quarter(budget_table: pd.DataFrame | None, as_of: str) -> str | None:
+    """The quarter the first screen is about: the first planned quarter that starts after the
+    as-of (the one being budgeted), else the last planned one."""
+    if budget_table is None or not len(budget_table):
+        return None
+    labels = list(dict.fromkeys(budget_table["period"].astype(str)))
+    day = pd.Timestamp(as_of) if as_of else None
+    later = [q for q in labels if day is not None and parse_period(q).start > day]
+    return later[0] if later else labels[-1]
+
+
+def glance_rows(
+    budget_table: pd.DataFrame,
+    quarter: str,
+    flags: pd.DataFrame | None,
+    thresholds: Sequence[float],
+) -> list[dict[str, Any]]:
+    t = budget_table[budget_table["period"] == quarter]
+    rows = []
+    for r in t.to_dict("records"):
+        status = _status(r, flags, thresholds)
+        rows.append(
+            {
+                "phase": str(r["phase"]).replace("_", " "),
+                "total": r["phase"] == TOTAL,
+                "budget": _fmt_money(r.get("budget")),
+                "p50": _fmt_money(r["p50"]),
+                "p80": _fmt_money(r["p80"]),
+                "chance": chance_in_words(r.get("p_overrun")),
+                "status": status,
+            }
+        )
+    return rows
+
+
+def _signed(x: Any) -> str:
+    v = float(x)
+    return "0" if abs(v) < 0.5 else f"{v:+,.0f}"
+
+
+def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[str, Any]]:
+    from pipeline.changes import largest_reason
+
+    if changes is None or not len(changes) or quarter is None:
+        return []
+    c = changes[changes["period"] == quarter]
+    out = []
+    for r in c.to_dict("records"):
+        out.append(
+            {
+                "phase": str(r["phase"]).replace("_", " "),
+                "total": r["phase"] == TOTAL,
+                "before": _fmt_money(r["previous_mean"]),
+                "now": _fmt_money(r["current_mean"]),
+                "change": f"{float(r['change']):+,.0f}",
+                "pct": _fmt_pct(r.get("change_pct"), signed=True),
+                "actuals": _signed(r["new_actuals"]),
+                "plan": _signed(r["plan_changes"]),
+                "models": _signed(r["model_changes"]),
+                "why": largest_reason(r),
+                "up": float(r["change"]) > 0,
+            }
+        )
+    return out
+
+
 def write_report(
     out_dir: str | Path,
     *,
@@ -259,17 +449,38 @@ def write_report(
     currency: str = "USD",
     levels: Sequence[int] = (80, 95),
     filename: str = "report.html",
+    backtest: pd.DataFrame | None = None,
+    changes: pd.DataFrame | None = None,
+    previous_as_of: str | None = None,
+    thresholds: Sequence[float] = (0.2, 0.5),
 ) -> Path:
     """Render the report (see the module docstring) and return its path."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     ids = set(history[UID].astype(str))
     nodes = [TOTAL] + [p for p in PHASES if p in ids]
+    errors = typical_errors(backtest, selection, (1, 3, 12))
+    chosen = (
+        dict(zip(selection[UID].astype(str), selection[MODEL].astype(str), strict=True))
+        if selection is not None and len(selection)
+        else {}
+    )
     charts = [
-        {"uid": u, "png": fan_chart(u, history, fan, forecast, budgets, levels=levels)}
+        {
+            "uid": u,
+            "png": fan_chart(u, history, fan, forecast, budgets, levels=levels),
+            "error": error_words(errors, u),
+            "model": MODEL_WORDS.get(chosen.get(u, ""), chosen.get(u, "")),
+        }
         for u in nodes
         if u in ids
     ]
+    quarter = focus_quarter(budget_table, as_of)
+    glance = (
+        glance_rows(budget_table, quarter, flags, thresholds)
+        if quarter is not None and budget_table is not None
+        else []
+    )
 
     flag_rows = []
     if flags is not None and len(flags):
@@ -311,6 +522,7 @@ def write_report(
                     "baseline": _fmt_money(r.get("baseline")),
                     "plan": _fmt_money(r.get("plan_estimate")),
                     "budget": _fmt_money(r.get("budget")),
+                    "chance": chance_in_words(r.get("p_overrun")),
                     "p_overrun": "–"
                     if not math.isfinite(float(r.get("p_overrun", float("nan"))))
                     else f"{float(r['p_overrun']):.2f}",
@@ -377,6 +589,12 @@ def write_report(
         version_cols=version_cols,
         selection=sel_rows,
         data_window=dict(data_window or {}),
+        quarter=quarter,
+        glance=glance,
+        changes=change_rows(changes, quarter),
+        previous_as_of=previous_as_of,
+        error_rows=_error_rows(errors, nodes),
+        thresholds=[f"{float(t):g}" for t in thresholds],
         generated=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     )
     out = Path(out_dir)
@@ -386,6 +604,20 @@ def write_report(
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)  # never leave a half-written report behind
     return path
+
+
+def _error_rows(errors: pd.DataFrame, nodes: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for u in nodes:
+        e = errors[errors[UID] == u] if len(errors) else errors
+        by_h = {int(h): float(v) for h, v in zip(e["h"], e["error"], strict=True)}
+        rows.append(
+            {
+                "uid": u.replace("_", " "),
+                "cells": [f"±{_pc(by_h[h])}" if h in by_h else "–" for h in (1, 3, 12)],
+            }
+        )
+    return rows
 
 
 def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:

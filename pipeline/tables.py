@@ -59,6 +59,38 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
     return write_csv_text(df, path)
 
 
+# columns of the people's tables that are not money: probabilities, quantile levels, ratios, counts
+NOT_MONEY = ("p_overrun", "quantile", "change_vs_last_quarter", "change_pct", "delta_pct")
+
+
+RATIOS = ("change_vs_last_quarter", "change_pct", "delta_pct")  # shown to 0.01 %
+
+
+def is_money(df: pd.DataFrame, col: str) -> bool:
+    """A float column that holds an amount (every float column but probabilities and ratios)."""
+    return pd.api.types.is_float_dtype(df[col]) and col not in NOT_MONEY
+
+
+def round_money(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """Amounts rounded to cents and ratios to 0.01 % for the CSVs people open (probabilities are
+    multiples of 1 / paths and stay as they are). Parquet (and JSON) keep full precision."""
+    money = {c: df[c].round(decimals) for c in df.columns if is_money(df, c)}
+    ratios = {c: df[c].round(4) for c in RATIOS if c in df.columns}
+    return df.assign(**money, **ratios) if money or ratios else df
+
+
+def write_people_table(df: pd.DataFrame, folder: Path, name: str) -> list[Path]:
+    """``name.csv`` rounded to cents and spreadsheet-safe, beside ``name.parquet`` at full
+    precision, each atomic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = write_csv_text(round_money(df), folder / f"{name}.csv")
+    pq = folder / f"{name}.parquet"
+    tmp = folder / f".{name}.parquet.tmp"
+    df.reset_index(drop=True).to_parquet(tmp, index=False)
+    tmp.replace(pq)
+    return [csv, pq]
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Replace ``final`` by ``tmp`` with renames (same filesystem): the old folder is moved aside
     first and removed only after the new one is in place."""

@@ -3,7 +3,8 @@
 On one generated history and one as-of, the run folder written by ``run-monthly``, ``flag``,
 ``budget`` and ``report`` give the same ``p_overrun``, status and P50/P80/P95; ``report`` leaves
 the run folder byte for byte as it was; phases add up to the total in every table and every path;
-a GPU price scenario moves every model's GPU cost by the hand-computed amount.
+a GPU price scenario moves every model's GPU cost by the hand-computed amount. Exact sums are
+checked on the Parquet tables (full precision); the CSVs beside them are rounded to cents.
 """
 
 from __future__ import annotations
@@ -137,15 +138,15 @@ def test_phases_add_up_in_every_table_and_every_path(stored) -> None:
         total = pt.of(TOTAL)[1]
         np.testing.assert_allclose(total, sum(pt.of(p)[1] for p in phases), rtol=1e-9)
         np.testing.assert_allclose(pt.of(TOTAL)[0], sum(pt.of(p)[0] for p in phases), rtol=1e-9)
-        t = pd.read_csv(run_dir / f"budget-{q}.csv").set_index("phase")
+        t = pd.read_parquet(run_dir / f"budget-{q}.parquet").set_index("phase")
         assert t.loc[TOTAL, "mean"] == pytest.approx(t.drop(TOTAL)["mean"].sum(), rel=1e-9)
         assert t.loc[TOTAL, "actual_to_date"] == pytest.approx(
             t.drop(TOTAL)["actual_to_date"].sum(), rel=1e-9
         )
-        s = pd.read_csv(run_dir / f"scenarios-{q}.csv").set_index("phase")
+        s = pd.read_parquet(run_dir / f"scenarios-{q}.parquet").set_index("phase")
         for col in ("base_mean", "scenario_mean", "delta_mean"):
             assert s.loc[TOTAL, col] == pytest.approx(s.drop(TOTAL)[col].sum(), rel=1e-9, abs=1e-6)
-    f = pd.read_csv(run_dir / "flags.csv")
+    f = pd.read_parquet(run_dir / "flags.parquet")
     for period, g in f.groupby("period"):
         g = g.set_index("phase")
         if set(phases) <= set(g.index):
@@ -176,7 +177,7 @@ def test_gpu_price_scenario_moves_every_models_gpu_cost_by_hand(stored) -> None:
         if r.phase == "pretraining"
         for m in q1.months
     )
-    s = pd.read_csv(run_dir / "scenarios-2027Q1.csv").set_index("phase")
+    s = pd.read_parquet(run_dir / "scenarios-2027Q1.parquet").set_index("phase")
     pre = s.loc["pretraining"]
     assert pre.plan_scenario - pre.plan_base == pytest.approx(by_hand, rel=1e-6)
     assert pre.delta_mean == pytest.approx(-0.2 * pre.base_mean, rel=1e-9)
@@ -282,7 +283,7 @@ def test_added_run_adds_gpus_x_hours_x_price_to_every_model(stored, tmp_path) ->
     r = cli(paths, "budget", "--quarter", "2027Q1", "--scenario", str(sc), "--output", str(out))
     assert r.exit_code == 0, r.output
     assert "big-run" in r.output
-    s = pd.read_csv(out / "scenarios-2027Q1.csv").set_index("phase")
+    s = pd.read_parquet(out / "scenarios-2027Q1.parquet").set_index("phase")
     added = 256 * 240 * price
     assert s.loc["pretraining", "delta_mean"] == pytest.approx(added, rel=1e-9)
     assert s.loc[TOTAL, "delta_mean"] == pytest.approx(added, rel=1e-9)

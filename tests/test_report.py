@@ -1,6 +1,7 @@
 """The HTML report: self-contained, every billing-data string escaped, and really rendered by
-headless Chromium (charts drawn, no console errors, no script run); a screenshot is kept in
-tests/artifacts/report.png."""
+headless Chromium (charts drawn, no console errors, no script run), with nothing wider than the
+window at 1024 and 1400 px (element widths measured, the appendix opened); screenshots are kept
+in tests/artifacts/report-1024.png and report-1400.png (the whole page) and report-first-screen.png."""
 
 from __future__ import annotations
 
@@ -45,6 +46,41 @@ def _metrics() -> pd.DataFrame:
                 "n": 60,
             }
         )
+    return pd.DataFrame(rows)
+
+
+def _changes() -> pd.DataFrame:
+    rows = []
+    for phase, prev, act, plan, model in (
+        ("inference", 300_000.0, 4_000.0, -12_000.0, -81_000.0),
+        ("pretraining", 60_000.0, 0.0, 15_000.0, -2_500.0),
+    ):
+        rows.append(
+            {"period": "2027Q1", "phase": phase, "previous_as_of": "2026-12-15",
+             "previous_mean": prev, "new_actuals": act, "plan_changes": plan,
+             "model_changes": model, "current_mean": prev + act + plan + model}
+        )  # fmt: skip
+    df = pd.DataFrame(rows)
+    total = df.drop(columns=["period", "phase", "previous_as_of"]).sum().to_dict()
+    df = pd.concat(
+        [pd.DataFrame([{"period": "2027Q1", "phase": "total", "previous_as_of": "2026-12-15",
+                        **total}]), df], ignore_index=True,
+    )  # fmt: skip
+    df["change"] = df["current_mean"] - df["previous_mean"]
+    df["change_pct"] = df["change"] / df["previous_mean"]
+    return df
+
+
+def _backtest(hist: pd.DataFrame) -> pd.DataFrame:
+    """The selected model's backtest: 8 % off at one month ahead, 20 % at three."""
+    rows = []
+    for uid in ("total", "inference", "pretraining"):
+        for h, miss in ((1, 0.08), (3, 0.2)):
+            for k, y in enumerate(hist[hist.unique_id == uid]["y"].tail(4)):
+                sign = 1 if k % 2 else -1
+                rows.append({"unique_id": uid, "cutoff": pd.Timestamp("2026-01-01"),
+                             "ds": pd.Timestamp("2026-06-01"), "h": h, "model": "ensemble",
+                             "y": y, "mean": y * (1 + sign * miss)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -107,10 +143,17 @@ def build_report(out: Path) -> tuple[Path, int]:
             {"model": EVIL, "version": 1, "alias": f"team {EVIL}"},
         ],
         selection=pd.DataFrame(
-            {"unique_id": ["total"], "model": ["ensemble"], "reason": [f"tag {EVIL}"]}
+            {
+                "unique_id": ["total", "inference", "pretraining"],
+                "model": ["ensemble"] * 3,
+                "reason": [f"tag {EVIL}", "combination kept", "combination kept"],
+            }
         ),
-        data_window={"first month": "2025-01", "source": EVIL},
-        as_of="2027-01-01",
+        data_window={"first month": "2025-01", "source": EVIL, "run id": "f" * 32},
+        as_of="2026-12-15",
+        backtest=_backtest(hist),
+        changes=_changes(),
+        previous_as_of="2026-11-15",
     )
     return path, len(ids)
 
@@ -159,6 +202,21 @@ def _chrome():  # type: ignore[no-untyped-def]
     return webdriver.Chrome(options=opts, service=Service(driver))
 
 
+OVERFLOW_JS = """
+const w = document.documentElement.clientWidth;
+const out = [];
+if (document.documentElement.scrollWidth > w) out.push(['page', document.documentElement.scrollWidth]);
+for (const el of document.querySelectorAll('main *')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0) continue;
+  if (r.right > w + 0.5 || r.left < -0.5) out.push([el.tagName + '.' + el.className, r.left, r.right]);
+  if (el.tagName === 'TABLE' && el.getBoundingClientRect().width > el.parentElement.clientWidth + 0.5)
+    out.push(['table wider than its box', el.parentElement.id || el.parentElement.tagName]);
+}
+return [w, out.slice(0, 10)];
+"""
+
+
 def test_report_renders_in_headless_chromium(tmp_path) -> None:
     path, n_nodes = build_report(tmp_path)
     from selenium.common.exceptions import NoAlertPresentException
@@ -175,6 +233,22 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
         )
         assert len(widths) == n_nodes  # total + every phase
         assert all(ok and w > 300 for ok, w in widths)
+        # the first screen: the quarter and what changed, above the fold of a 1400 x 900 window
+        d.set_window_size(1400, 900)
+        first = d.execute_script(
+            "return ['glance', 'changes'].map(i => document.getElementById(i).getBoundingClientRect().bottom)"
+        )
+        inner = d.execute_script("return window.innerHeight")
+        assert max(first) <= inner, (first, inner)
+        body = d.find_element("tag name", "body").text
+        assert "2027Q1: budget and forecast" in body and "What changed since the last run" in body
+        assert (
+            "chance of going over" in body.lower() and "typical error ±8 % one month ahead" in body
+        )
+        assert "MASE" not in body  # the technical tables are in the collapsed appendix
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert d.save_screenshot(str(ARTIFACTS / "report-first-screen.png"))
+        d.execute_script("document.getElementById('appendix').open = true")
         body = d.find_element("tag name", "body").text
         assert EVIL in body  # shown as text, not run
         assert "Budget lines and overrun risk" in body and "Backtest accuracy" in body
@@ -186,13 +260,40 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
         )  # statuses are coloured
         errors = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
         assert errors == []
-        height = d.execute_script("return document.body.scrollHeight")
-        d.set_window_size(1400, min(int(height) + 120, 8000))
-        ARTIFACTS.mkdir(exist_ok=True)
-        assert d.save_screenshot(str(ARTIFACTS / "report.png"))
+        for width in (1024, 1400):
+            d.set_window_size(width, 900)
+            client, overflow = d.execute_script(OVERFLOW_JS)
+            assert client > width - 40 and overflow == [], (width, overflow)
+            height = d.execute_script("return document.body.scrollHeight")
+            d.set_window_size(width, min(int(height) + 140, 12000))
+            assert d.save_screenshot(str(ARTIFACTS / f"report-{width}.png"))
     finally:
         d.quit()
-    assert (ARTIFACTS / "report.png").stat().st_size > 20_000
+    for name in ("report-1024.png", "report-1400.png", "report-first-screen.png"):
+        assert (ARTIFACTS / name).stat().st_size > 20_000
+
+
+def test_plain_words() -> None:
+    from pipeline.report import chance_in_words, typical_errors
+
+    assert chance_in_words(0.0) == "practically none (< 1 %)"
+    assert chance_in_words(0.25) == "possible, about 1 in 4 (25 %)"
+    assert chance_in_words(0.72) == "likely (72 %)"
+    assert chance_in_words(float("nan")) == "no budget"
+    hist = make_history(months=24, start="2025-01-01")
+    e = typical_errors(
+        _backtest(hist), pd.DataFrame({"unique_id": ["total"], "model": ["ensemble"]})
+    )
+    assert set(e["unique_id"]) == {"total"}
+    assert e.set_index("h")["error"].to_dict() == pytest.approx({1: 0.08, 3: 0.2})
+
+
+def test_fan_chart_is_scaled_to_the_history_and_the_80_band() -> None:
+    from pipeline.report import chart_limits
+
+    hist = np.array([140e3, 150e3, 160e3])
+    lo, hi = chart_limits(hist, np.array([120e3, 110e3]), np.array([180e3, 200e3]))
+    assert lo == 0.0 and 200e3 < hi < 230e3  # a 600k 95 % band does not stretch the axis
 
 
 def test_fan_bands_are_path_quantiles() -> None:

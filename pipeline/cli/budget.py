@@ -137,7 +137,7 @@ def budget_cmd(
     output: Path | None,
 ) -> None:
     """Quarterly budget per phase from the stored run: P50/P80/P95, baseline, recommendation, scenarios."""
-    from pipeline.formatting import format_budget
+    from pipeline.formatting import format_budget, format_changes
     from pipeline.jobs import derive, output_folder, write_derived
 
     with progress_steps("budget", 3) as tick:
@@ -159,8 +159,21 @@ def budget_cmd(
     click.echo(f"stored run {run.folder} (as of {run.as_of})")
     for q in d.quarters:
         click.echo(format_budget(d.budgets[q.label], d.scenarios.get(q.label)))
+        if d.changes is not None and len(d.changes):
+            click.echo(format_changes(d.changes, q.label))
+        click.echo("")
+    _wrote(folder, files)
+
+
+def _wrote(folder: Path, files: list[str]) -> None:
+    """One line per kind of file: ``wrote DIR: budget-2027Q1 .csv .parquet .json .xlsx``."""
+    kinds: dict[str, list[str]] = {}
     for f in files:
-        click.echo(f"wrote {folder / f}")
+        stem, dot, ext = f.partition(".")
+        kinds.setdefault(stem, []).append(dot + ext)
+    click.echo(f"wrote {folder}:")
+    for stem, exts in kinds.items():
+        click.echo(f"  {stem} {' '.join(exts)}")
 
 
 @cli.command("flag")
@@ -186,6 +199,13 @@ def budget_cmd(
     help="p_overrun from which a line is 'at_risk' [default: 0.5].",
 )
 @_output
+@click.option(
+    "--notify",
+    default=None,
+    metavar="URL",
+    help="POST a JSON alert for lines newly at risk against the previous run "
+    "[default: notify: in phasecast.yaml]; a failed delivery never changes the exit code.",
+)
 @click.pass_obj
 def flag_cmd(
     paths: Paths,
@@ -196,6 +216,7 @@ def flag_cmd(
     watch: float | None,
     at_risk: float | None,
     output: Path | None,
+    notify: str | None,
 ) -> None:
     """P(period ends over budget) for every budget line, from the stored run; exit 3 on risk if asked."""
     from pipeline.errors import InputError
@@ -233,8 +254,20 @@ def flag_cmd(
         click.echo(
             f"{len(res.anomalies)} closed month(s) outside the 95 % interval forecast for them: see {folder / 'anomalies.csv'}"
         )
-    for f in files:
-        click.echo(f"wrote {folder / f}")
+    _wrote(folder, files)
+    url = notify or settings.notify
+    if url:
+        from pipeline.notify import notify_run
+        from pipeline.runstore import stored_runs
+
+        root = Path(run.folder).parent if run.folder is not None else paths.outputs
+        earlier = [p for p in stored_runs(root) if p.name < run.as_of]
+        sent = notify_run(folder, url, as_of=run.as_of, previous=earlier[-1] if earlier else None)
+        if sent.delivered is not None:
+            click.echo(
+                f"alert for {sent.lines} budget line(s): "
+                + ("delivered" if sent.delivered else "NOT delivered (see the log)")
+            )
     if fail_on_risk and res.at_risk:
         n = int(res.flags["status"].isin(["at_risk", "over_budget"]).sum())
         click.echo(f"phasecast: {n} budget line(s) at risk or over budget", err=True)

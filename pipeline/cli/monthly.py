@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import cli
+from pipeline.cli import cli, quiet, quiet_mlflow
 from pipeline.config import Paths
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -99,6 +99,14 @@ def _tracking(paths: Paths) -> Any:
     default=None,
     help="Attribution rules YAML for the inbox ingest [default: the shipped rules].",
 )
+@click.option(
+    "--notify",
+    "notify",
+    default=None,
+    metavar="URL",
+    help="POST a JSON alert (Slack-compatible) here for budget lines newly at risk or over budget "
+    "[default: notify: in phasecast.yaml]. A failed delivery is logged; the exit code is unchanged.",
+)
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_obj
@@ -117,6 +125,7 @@ def run_monthly_cmd(
     scenarios: tuple[Path, ...],
     currency: str | None,
     rules: Path | None,
+    notify: str | None,
     no_report: bool,
     no_progress: bool,
 ) -> None:
@@ -140,6 +149,7 @@ def run_monthly_cmd(
         horizon=horizon,
         output=output.resolve() if output else None,
         rules=rules.resolve() if rules else None,
+        notify=notify,
     )
     plan = st.plan
     if plan is None and paths.plan.exists():
@@ -160,11 +170,12 @@ def run_monthly_cmd(
         budgets=st.budgets,
         plan=plan,
         output_root=st.output,
-        progress=not no_progress,
+        progress=not (no_progress or quiet()),
         report=not no_report,
         settings=st,
         currency=st.currency,
     )
+    quiet_mlflow()
     res = run_monthly(cfg)
     click.echo(f"outputs: {res.output_dir}")
     click.echo(
@@ -172,6 +183,15 @@ def run_monthly_cmd(
     )
     for role, d in res.manifest["champion_decisions"].items():
         click.echo(f"  phasecast-{role} v{d['version']} [{d['alias'] or '-'}]: {d['decision']}")
+    if st.notify:
+        from pipeline.notify import notify_run
+
+        sent = notify_run(res.output_dir, st.notify)
+        if sent.delivered is not None:
+            click.echo(
+                f"alert for {sent.lines} budget line(s): "
+                + ("delivered" if sent.delivered else "NOT delivered (see the log)")
+            )
     click.echo(f"done in {res.seconds:.1f} s")
 
 
@@ -198,6 +218,7 @@ def reproduce_cmd(
             "give --alias or --version, not both", fix="e.g. --alias champion or --version 3"
         )
     name = model if model.startswith(MODEL_PREFIX) else MODEL_PREFIX + model
+    quiet_mlflow()
     try:
         reproduced, logged, mv = Tracker(_tracking(paths)).reproduce(name, alias, version)
     except Exception as exc:
@@ -227,10 +248,23 @@ def reproduce_cmd(
 @cli.command("ui")
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the UI to answer before giving up.",
+)
 @click.pass_obj
-def ui_cmd(paths: Paths, port: int, host: str) -> None:
-    """Open the MLflow UI on the local store (SQLite + artifact folder under HOME/mlflow)."""
-    import subprocess
+def ui_cmd(paths: Paths, port: int, host: str, wait_s: float) -> None:
+    """Open the MLflow UI on the local store (SQLite + artifact folder under HOME/mlflow).
+
+    Says where it listens once it answers; Ctrl-C or SIGTERM stops the server and all its workers
+    (it runs in a process group of its own, which is what gets stopped).
+    """
+    from pipeline.errors import RunFailedError
+    from pipeline.ui import serve_ui
 
     paths.artifact_root.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -247,6 +281,14 @@ def ui_cmd(paths: Paths, port: int, host: str) -> None:
         "--port",
         str(port),
     ]
-    click.echo(" ".join(cmd), err=True)
-    click.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    raise SystemExit(subprocess.call(cmd))
+    code = serve_ui(
+        cmd,
+        f"http://{host}:{port}",
+        on_ready=lambda url: click.echo(f"MLflow UI listening on {url} (Ctrl-C to stop)", err=True),
+        wait=wait_s,
+    )
+    if code is None:
+        raise RunFailedError(
+            f"the MLflow UI did not answer on http://{host}:{port} in {wait_s:g} s"
+        )
+    raise SystemExit(code)

@@ -1,0 +1,93 @@
+"""Serve a child web server (the MLflow UI) in a process group of its own, say where it listens
+once it answers, and stop the whole group (server, uvicorn, workers) on Ctrl-C, SIGTERM or exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return bool(200 <= r.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the child's process group, SIGKILL to it after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anyone of the group still alive?
+        except ProcessLookupError:
+            break
+        proc.poll()
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def serve_ui(
+    cmd: Sequence[str],
+    url: str,
+    *,
+    on_ready: Callable[[str], None],
+    wait: float = 120.0,
+    poll: float = 0.3,
+) -> int | None:
+    """Run ``cmd`` in a new session until it exits or we are stopped; ``on_ready(url)`` once
+    ``url`` answers. Returns the exit code (0 when stopped by a signal), None when it never
+    answered within ``wait`` seconds (the group is stopped)."""
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    proc = subprocess.Popen(list(cmd), start_new_session=True)
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        ready = False
+        deadline = time.monotonic() + wait
+        while not stopping:
+            code = proc.poll()
+            if code is not None:
+                return code
+            if not ready:
+                if answers(url):
+                    ready = True
+                    on_ready(url)
+                elif time.monotonic() > deadline:
+                    log.error("%s did not answer within %.0f s: stopping it", url, wait)
+                    return None
+            time.sleep(poll)
+        log.info("signal %d: stopping the UI and its workers", stopping[0])
+        return 0
+    finally:
+        stop_group(proc)
+        for s, h in old.items():
+            signal.signal(s, h)
