@@ -315,6 +315,8 @@ def run_forecast(
     forecast, all_forecasts = output_tables(pub.table, allf, selection, ids, levels, config)
     metrics = metrics_table(bt_out, levels) if len(bt_out) else pd.DataFrame()
     tick("done")
+    bar.total = bar.n  # short histories run fewer windows than configured: end at 100 %
+    bar.refresh()
     bar.close()
     return ForecastResult(
         forecast=forecast,
