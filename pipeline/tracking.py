@@ -87,16 +87,6 @@ CHALLENGER = "challenger"
 CANDIDATE = "candidate"  # version tag: "true" from registration until the aliases move
 SCORE_METRIC = "MASE"
 PIP_REQUIREMENTS = ["phasecast", "mlflow", "pandas", "numpy", "pyarrow", "statsmodels", "lightgbm"]
-PACKAGES = (
-    "phasecast",
-    "mlflow",
-    "numpy",
-    "pandas",
-    "statsmodels",
-    "lightgbm",
-    "duckdb",
-    "scikit-learn",
-)
 
 CODE_FILE = '''"""phasecast forecaster, defined from code (MLflow models-from-code)."""
 import mlflow
