@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.conditioning import PartialMonth, condition_paths, period_totals
+from pipeline.conditioning import METHODS, PartialMonth, condition_paths, period_totals
 from pipeline.errors import InputError, Problem
 from pipeline.frames import DS, MODEL, UID, Y, hi_col, lo_col
 from pipeline.periods import line_uid, parse_period
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from pipeline.runstore import ForecastRun
 
 STATUSES = ("ok", "watch", "at_risk", "over_budget")
-METHODS = ("enkf", "proportional")
 
 
 @dataclass(frozen=True)

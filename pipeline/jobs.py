@@ -190,12 +190,12 @@ def report(
         "as of": run.as_of,
         "currency": run.currency,
         "series": str(run.monthly[UID].nunique()),
-        "run folder": str(run.folder) if run.folder else "",
+        "run folder": str(published_folder(run)),
     }
     return write_report(
         folder,
         history=run.monthly,
-        fan=fan_bands(run.paths, run.path_ids, run.path_ds),
+        fan=fan_bands(run.conditioned, run.path_ids, run.path_ds),
         forecast=run.forecast,
         budgets=budgets,
         flags=d.flags.flags if d.flags is not None else None,
@@ -214,6 +214,16 @@ def report(
         previous_as_of=d.previous_as_of,
         thresholds=d.thresholds,
     )
+
+
+def published_folder(run: ForecastRun) -> Path | str:
+    """Where the run lives once published (the monthly job renders from its staging folder)."""
+    if run.folder is None:
+        return ""
+    folder = Path(run.folder)
+    if folder.name.startswith(".") and ".tmp-" in folder.name:
+        return folder.parent / run.as_of
+    return folder
 
 
 def run_versions(run: ForecastRun) -> list[dict[str, Any]]:

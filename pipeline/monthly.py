@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import Paths
@@ -341,6 +342,7 @@ def build_run(
     conditioned once on the month-to-date actuals, the anomalies, the settings."""
     from pipeline.conditioning import condition_paths, partial_months
     from pipeline.flags import find_anomalies
+    from pipeline.frames import parse_hierarchy_id
     from pipeline.runstore import ForecastRun
 
     partial = partial_months(frames.partial, frames.daily)
@@ -353,6 +355,7 @@ def build_run(
         res.path_ds,
         partial,
         nonneg=[str(u) for u in nonneg.index[nonneg.to_numpy() >= 0]],
+        booked=[str(u) for u in res.path_ids if parse_hierarchy_id(str(u))[1] == "labor"],
         seed=fc.seed,
     )
     return ForecastRun(
@@ -360,7 +363,8 @@ def build_run(
         currency=frames.currency,
         monthly=monthly,
         partial=partial,
-        forecast=res.forecast,
+        forecast=published_table(res.forecast, conditioned, res.path_ids, res.path_ds, fc.levels),
+        model_forecast=res.forecast,
         all_forecasts=res.all_forecasts,
         backtest=res.backtest,
         metrics=res.metrics,
@@ -380,6 +384,35 @@ def build_run(
         plan_text=plan_text,
         budgets=budgets,
     )
+
+
+def published_table(
+    table: pd.DataFrame,
+    paths: np.ndarray,
+    ids: list[str],
+    ds: pd.DatetimeIndex,
+    levels: tuple[int, ...],
+) -> pd.DataFrame:
+    """The run's forecast table read off its stored (conditioned) paths: ``mean`` is the paths'
+    mean and ``lo_L`` / ``hi_L`` their quantiles, so forecast.csv, the fan charts, the flags and
+    the budgets all describe the same distribution (the current month includes its month to date)."""
+    from pipeline.frames import hi_col, lo_col
+
+    out = table.copy()
+    pos = {u: i for i, u in enumerate(ids)}
+    col = {pd.Timestamp(d): k for k, d in enumerate(ds)}
+    i = out[UID].astype(str).map(pos).to_numpy()
+    k = pd.to_datetime(out["ds"]).map(col).to_numpy()
+    ok = ~(pd.isna(i) | pd.isna(k))
+    i, k = i[ok].astype(int), k[ok].astype(int)
+    sample = paths[i, :, k]  # (rows, n_paths)
+    mean = sample.mean(axis=1)
+    out.loc[ok, "mean"] = mean
+    for lv in levels:
+        a = (1 - lv / 100) / 2
+        out.loc[ok, lo_col(lv)] = np.minimum(np.quantile(sample, a, axis=1), mean)
+        out.loc[ok, hi_col(lv)] = np.maximum(np.quantile(sample, 1 - a, axis=1), mean)
+    return out
 
 
 @contextmanager

@@ -310,10 +310,11 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
-            Problem(f"malformed plan: {type(exc).__name__}: {exc}", source),
+            Problem(_malformed(raw, exc), source, key=_bad_key(raw)),
             fix="compare the file with the schema in pipeline/plan.py (phasecast synth writes a complete example)",
         ) from exc
     problems += check_plan(book, runs, recurring, traffic, storage, heads, raw, source)
+    problems += _unknown_keys(raw, source)
     if problems:
         raise InputError(
             problems,
@@ -321,16 +322,7 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
             "not negative, GPUs and pricing categories are those of price_book.gpu_hour, a "
             "quantization cut is in [0, 1) (schema: pipeline/plan.py)",
         )
-    known = {
-        "price_book",
-        "currency",
-        "start",
-        "scheduled_runs",
-        "recurring",
-        "traffic",
-        "storage",
-        "headcount",
-    }
+    known = set(TOP_KEYS)
     return Plan(
         price_book=book,
         currency=str(raw.get("currency", "USD")),
@@ -342,6 +334,83 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
         start=_opt_month(raw.get("start")),
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+TOP_KEYS = (
+    "price_book",
+    "currency",
+    "start",
+    "scheduled_runs",
+    "recurring",
+    "traffic",
+    "storage",
+    "headcount",
+)
+
+
+INFO_KEYS = ("calendar", "notes", "description", "name")  # kept for people and tools, not costed
+
+
+def _unknown_keys(raw: dict[str, Any], source: str) -> list[Problem]:
+    """A misspelt section is an error, never silently ignored (it would drop planned work)."""
+    import difflib
+
+    out = []
+    for k in raw:
+        if k not in TOP_KEYS and k not in INFO_KEYS and not str(k).startswith("x_"):
+            near = difflib.get_close_matches(str(k), TOP_KEYS, n=1)
+            hint = (
+                f"; did you mean {near[0]!r}?"
+                if near
+                else f"; known: {', '.join(TOP_KEYS + INFO_KEYS)} (or x_<anything> for your own)"
+            )
+            out.append(Problem(f"unknown key {k!r}{hint}", source, key=str(k)))
+    return out
+
+
+def _bad_key(raw: dict[str, Any]) -> str | None:
+    """The first item whose fields do not parse (a key path), found by parsing item by item."""
+    checks: list[tuple[str, Any]] = []
+    pb = raw.get("price_book") or {}
+    for g, prices in (pb.get("gpu_hour") or {}).items() if isinstance(pb, dict) else []:
+        for cat, v in (prices or {}).items() if isinstance(prices, dict) else []:
+            checks.append((f"price_book.gpu_hour.{g}.{cat}", lambda v=v: float(v)))
+    for k in ("cpu_core_hour", "storage_gb_month", "egress_gb", "tokens_million"):
+        if isinstance(pb, dict) and k in pb:
+            checks.append((f"price_book.{k}", lambda v=pb[k]: float(v)))
+    for i, c in enumerate(pb.get("price_changes") or [] if isinstance(pb, dict) else []):
+        checks.append((f"price_book.price_changes[{i}].start", lambda c=c: _date(c["start"])))
+    for i, r in enumerate(raw.get("scheduled_runs") or []):
+        checks.append((f"scheduled_runs[{i}].gpus", lambda r=r: int(r["gpus"])))
+        checks.append((f"scheduled_runs[{i}].start", lambda r=r: _date(r["start"])))
+        if isinstance(r, dict) and r.get("days") is not None:
+            checks.append((f"scheduled_runs[{i}].days", lambda r=r: float(r["days"])))
+    for i, j in enumerate(raw.get("recurring") or []):
+        for f in ("quantity", "hours_per_month"):
+            checks.append((f"recurring[{i}].{f}", lambda j=j, f=f: float(j[f])))
+    for i, h in enumerate(raw.get("headcount") or []):
+        for f in ("people", "hourly_rate"):
+            checks.append((f"headcount[{i}].{f}", lambda h=h, f=f: float(h[f])))
+    t = raw.get("traffic") or {}
+    if isinstance(t, dict):
+        for m, v in (t.get("months") or {}).items():
+            checks.append((f"traffic.months.{m}", lambda m=m, v=v: (month(m), float(v))))
+        for f in ("gpu_hours_per_1k_requests",):
+            checks.append((f"traffic.{f}", lambda f=f: float(t[f])))
+    for key, parse in checks:
+        try:
+            parse()
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            return key
+        except Exception:  # a date the parser refuses (pandas' own error types)
+            return key
+    return None
+
+
+def _malformed(raw: dict[str, Any], exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"a required field is missing: {exc}"
+    return f"a value does not parse ({str(exc).splitlines()[0][:200]})"
 
 
 def check_plan(

@@ -213,7 +213,8 @@ def _existing_record(tracker: Any, item: Any) -> Any:
         True,
         v.tags.get("state", ""),
         item.score,
-        decision=f"existing version {v.version}: {v.tags.get('decision', '')}",
+        decision=f"reused: this model on this data is version {v.version} (its decision when "
+        f"registered: {v.tags.get('decision', 'n/a')})",
     )
 
 

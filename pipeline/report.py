@@ -310,7 +310,9 @@ def chance_in_words(p: Any) -> str:
         return f"unlikely ({_pc(v)})"
     if v < 0.35:
         return f"possible, about 1 in {round(1 / v)} ({_pc(v)})"
-    if v < 0.65:
+    if v < 0.45:
+        return f"quite possible ({_pc(v)})"
+    if v < 0.55:
         return f"as likely as not ({_pc(v)})"
     if v < 0.90:
         return f"likely ({_pc(v)})"
@@ -389,6 +391,7 @@ def glance_rows(
                 "phase": str(r["phase"]).replace("_", " "),
                 "total": r["phase"] == TOTAL,
                 "budget": _fmt_money(r.get("budget")),
+                "mean": _fmt_money(r.get("mean")),
                 "p50": _fmt_money(r["p50"]),
                 "p80": _fmt_money(r["p80"]),
                 "chance": chance_in_words(r.get("p_overrun")),

@@ -8,9 +8,12 @@ the run folder (``outputs/<as-of>/``); ``budget``, ``flag``, ``report`` and scen
 * ``paths.parquet``: the reconciled sample paths, long (``unique_id, path, ds, value,
   conditioned``): ``value`` is the reconciled forecast, ``conditioned`` the same path after
   month-to-date conditioning (:func:`pipeline.conditioning.condition_paths`), what period sums use;
-* ``forecast``, ``all_forecasts``, ``backtest``, ``metrics``, ``selection``, ``series`` (the closed
-  months the run was fitted on), ``anomalies`` (CSV and Parquet) and ``partial.parquet`` (the
-  month-to-date actuals with their pace errors);
+* ``forecast`` (the published table read off the conditioned paths: ``mean`` their mean,
+  ``lo_L``/``hi_L`` their quantiles), ``model_forecast`` (the selected models' forecast before the
+  month-to-date, what the registered ``phasecast-forecaster`` version reproduces), ``all_forecasts``,
+  ``backtest``, ``metrics``, ``selection``, ``series`` (the closed months the run was fitted on),
+  ``anomalies`` (CSV and Parquet) and ``partial.parquet`` (the month-to-date actuals with their
+  pace errors);
 * ``plan.yaml`` (a copy of the plan the run used, for scenarios), ``fitted.pkl`` (the fitted
   models' state) and ``run.json`` (configuration, data window, fingerprint, MLflow run, versions).
 
@@ -45,7 +48,16 @@ PARTIAL_FILE = "partial.parquet"
 PLAN_FILE = "plan.yaml"
 FITTED_FILE = "fitted.pkl"
 BUDGETS_FILE = "budgets.parquet"
-TABLES = ("forecast", "all_forecasts", "backtest", "metrics", "selection", "series", "anomalies")
+TABLES = (
+    "forecast",
+    "model_forecast",
+    "all_forecasts",
+    "backtest",
+    "metrics",
+    "selection",
+    "series",
+    "anomalies",
+)
 _AS_OF = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -70,6 +82,7 @@ class ForecastRun:
     settings: dict[str, Any] = field(default_factory=dict)  # horizon, levels, quarters, ...
     plan_text: str | None = None
     budgets: pd.DataFrame | None = None  # the budgets the run was given (validated)
+    model_forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # before month-to-date
     folder: Path | None = None
 
     @property
@@ -225,6 +238,7 @@ def load_run(folder: Path) -> ForecastRun:
         monthly=_read(folder, "series"),
         partial=partial,
         forecast=_read(folder, "forecast"),
+        model_forecast=_read(folder, "model_forecast"),
         all_forecasts=_read(folder, "all_forecasts"),
         backtest=_read(folder, "backtest"),
         metrics=_read(folder, "metrics"),

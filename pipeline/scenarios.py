@@ -196,6 +196,7 @@ class Scenario:
     name: str
     changes: tuple[tuple[str, dict[str, Any]], ...]
     description: str = ""
+    source: str = ""  # the file (or configuration key) it came from, for messages
 
     def apply(self, plan: Plan) -> Plan:
         return apply_scenario(plan, self)
@@ -203,20 +204,43 @@ class Scenario:
 
 def apply_scenario(plan: Plan, scenario: Scenario) -> Plan:
     """Fold the scenario's changes over ``plan`` in order (the input plan is not modified)."""
-    for kind, args in scenario.changes:
+    for i, (kind, args) in enumerate(scenario.changes):
         args = dict(args)
         if kind == "price":  # the file lists prices inline: {gpu, start, committed: 2.5, ...}
             prices = {k: v for k, v in args.items() if k not in ("gpu", "start", "change")}
             args = {k: args[k] for k in ("gpu", "start", "change") if k in args} | {
                 "prices": prices or None
             }
+        src, key = scenario.source or None, f"changes[{i}].{kind}"
         try:
             plan = EDITS[kind](plan, **args)
+        except InputError as exc:
+            raise InputError(
+                [
+                    Problem(f"scenario {scenario.name!r}: {p.message}", src, key=key)
+                    for p in exc.problems
+                ],
+                fix=exc.fix or _fix(),
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise InputError(
-                f"scenario {scenario.name!r}, change {kind}: {exc}", fix=_fix()
+                Problem(f"scenario {scenario.name!r}: {_arguments(exc)}", src, key=key), fix=_fix()
             ) from exc
     return plan
+
+
+def _arguments(exc: BaseException) -> str:
+    """``missing 'end'`` rather than a Python signature error."""
+    import re
+
+    text = str(exc)
+    missing = re.findall(r"'(\w+)'", text) if "missing" in text else []
+    if missing:
+        return f"missing argument(s) {', '.join(missing)}"
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if unexpected:
+        return f"unknown argument {unexpected.group(1)!r}"
+    return text
 
 
 def _fix() -> str:
@@ -247,7 +271,12 @@ def scenario_from_dict(raw: dict[str, Any], source: str = "scenario") -> Scenari
     if problems:
         raise InputError(problems, fix=_fix())
     name = str(raw.get("name") or Path(source).stem)
-    return Scenario(name=name, changes=tuple(changes), description=str(raw.get("description", "")))
+    return Scenario(
+        name=name,
+        changes=tuple(changes),
+        description=str(raw.get("description", "")),
+        source=source,
+    )
 
 
 def load_scenario(path: str | Path) -> Scenario:

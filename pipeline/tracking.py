@@ -498,6 +498,8 @@ class Tracker:
         if rec.reused:
             cur = self.champion(rec.name)
             rec.alias = CHAMPION if cur is not None and str(cur.version) == rec.version else None
+            if cur is not None and rec.alias is None:
+                rec.decision += f"; the champion is version {cur.version}"
             return rec
         cur = self.champion(rec.name)
         if cur is None:
@@ -505,6 +507,15 @@ class Tracker:
                 "champion: first version of this model",
                 CHAMPION,
                 "first",
+            )
+        elif new_spec.get("as_of") and str(new_spec["as_of"]) < str(cur.tags.get("as_of") or ""):
+            # a back-dated run (a re-forecast of a past month) never replaces a newer champion
+            rec.champion_version = str(cur.version)
+            rec.method = "as-of order"
+            rec.decision, rec.alias = (
+                f"challenger: as of {new_spec.get('as_of')}, older than champion version "
+                f"{cur.version} (as of {cur.tags.get('as_of')})",
+                CHALLENGER,
             )
         else:
             rec.champion_version = str(cur.version)

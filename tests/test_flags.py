@@ -285,8 +285,9 @@ def test_flag_paths_must_cover_the_period() -> None:
 
 
 def test_current_month_conditions_a_later_period() -> None:
-    """Mid-January running hot raises February's forecast by the paths' regression (enkf), not
-    at all with the proportional method; January's own spend does not count in February."""
+    """Mid-January running hot raises February's forecast by the paths' regression with
+    ``enkf-propagate``, not with the default or the proportional method; January's own spend does
+    not count in February."""
     rng = np.random.default_rng(5)
     jan = 100.0 + rng.normal(0, 10, 5000)
     feb = 2.0 * jan  # perfectly correlated with January
@@ -299,7 +300,18 @@ def test_current_month_conditions_a_later_period() -> None:
     }
     hist = _hist({"total": [100.0]}, "2026-12-01")
     b = _budgets(("2027-02", "total", 220.0))
-    enkf = flag_lines(b, hist, paths, ["total"], pds, partial=pm).iloc[0]
+    enkf = flag_lines(
+        b,
+        hist,
+        paths,
+        ["total"],
+        pds,
+        partial=pm,
+        config=FlagConfig(partial_method="enkf-propagate"),
+    ).iloc[0]
+    # the default updates the current month only: February stays as forecast
+    plain = flag_lines(b, hist, paths, ["total"], pds, partial=pm).iloc[0]
+    assert plain["forecast_total"] == pytest.approx(200.0, rel=0.01)
     prop = flag_lines(
         b, hist, paths, ["total"], pds, partial=pm, config=FlagConfig(partial_method="proportional")
     ).iloc[0]

@@ -293,3 +293,32 @@ def test_added_run_adds_gpus_x_hours_x_price_to_every_model(stored, tmp_path) ->
     m = pd.read_csv(out / "scenario-models-2027Q1.csv")
     m = m[m.unique_id == "pretraining/compute_gpu"]
     assert len(m) == 3 and np.allclose(m["delta"], added, rtol=1e-9)
+
+
+def test_booked_labor_is_never_extrapolated_by_pace() -> None:
+    """A labor row is the hours booked so far, possibly the whole month's already: it counts, but no
+    pace is extrapolated from it (a whole month booked by day 14 must not become 31/14 months)."""
+    ids = ["total", "operations", "operations/labor", "operations/compute_cpu"]
+    S, bottom = summing_matrix(ids)
+    b = {
+        "operations/labor": np.full((500, 2), 100.0),
+        "operations/compute_cpu": np.full((500, 2), 50.0),
+    }
+    paths = np.einsum("ib,bph->iph", S, np.stack([b[u] for u in bottom]))
+    ds = pd.date_range("2026-10-01", periods=2, freq="MS")
+    pm = {
+        "operations/labor": PartialMonth(
+            ds[0], mtd=100.0, days_covered=14, days_in_month=31, pace_error=1e-16
+        ),
+        "operations/compute_cpu": PartialMonth(
+            ds[0], mtd=14 * 50 / 31, days_covered=14, days_in_month=31, pace_error=0.02
+        ),
+    }
+    cond = condition_paths(paths, ids, ds, pm, booked=["operations/labor"])
+    pos = {u: i for i, u in enumerate(ids)}
+    np.testing.assert_allclose(cond[pos["operations/labor"]], 100.0)  # not 100 x 31 / 14
+    assert cond[pos["operations/compute_cpu"], :, 0].mean() == pytest.approx(50.0, rel=0.01)
+    np.testing.assert_allclose(cond[pos[TOTAL]], cond[pos["operations"]])
+    half = dict(pm, **{"operations/labor": PartialMonth(ds[0], 45.0, 14, 31, 1e-16)})
+    cond = condition_paths(paths, ids, ds, half, booked=["operations/labor"])
+    np.testing.assert_allclose(cond[pos["operations/labor"], :, 0], 100.0)  # the forecast month
