@@ -63,8 +63,9 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.8, 0.95)
 def load_budgets(path: str | Path) -> pd.DataFrame:
     """Read ``period,phase,amount,currency``; every bad row is reported at once (file, row, column)."""
     path = Path(path)
+    _check_fields(path)
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
     except FileNotFoundError as exc:
         raise InputError(
             Problem("file not found", str(path)), fix="pass an existing budgets CSV"
@@ -80,6 +81,56 @@ def load_budgets(path: str | Path) -> pd.DataFrame:
             fix="write a header period,phase,amount,currency",
         ) from exc
     return validate_budgets(raw, source=str(path))
+
+
+def _check_fields(path: Path) -> None:
+    """Every row has as many fields as the header (a ``1,000`` amount makes one more)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        return  # reported by the reader below
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(
+            Problem(f"not a readable CSV: {exc}", str(path)),
+            fix="save the budgets as a UTF-8 CSV: period,phase,amount,currency",
+        ) from exc
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        return
+    head = rows[0]
+    problems = []
+    if len(head) == 1 and ";" in head[0]:
+        problems.append(Problem("the columns are separated by ';'", str(path)))
+    problems += [
+        Problem(
+            f"{len(r)} fields where the header has {len(head)}",
+            str(path),
+            i,
+            hint_column(head, r),
+        )
+        for i, r in enumerate(rows[1:], start=1)
+        if len(r) != len(head)
+    ][:20]
+    if problems:
+        raise InputError(
+            problems,
+            fix="separate fields with commas and write amounts without thousands separators "
+            "(1000, not 1,000) or quote them",
+        )
+    if len(rows) == 1:
+        raise InputError(
+            Problem("the file has a header but no budget lines", str(path)),
+            fix="add one line per budget: period,phase,amount,currency (e.g. 2027Q1,total,2400000,USD)",
+        )
+
+
+def hint_column(head: list[str], row: list[str]) -> str | None:
+    """The first column whose value does not fit, when the row has more fields than the header."""
+    names = [h.strip().lower() for h in head]
+    return "amount" if "amount" in names and len(row) > len(head) else None
 
 
 def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame:
@@ -136,9 +187,10 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             "period": periods,
             "phase": raw["phase"].astype(str).str.strip().to_numpy(),
             "amount": amounts,
-            "currency": raw["currency"].astype(str).str.strip().replace("", "USD").to_numpy()
+            # a line without a currency is in the forecast's currency (checked when compared)
+            "currency": raw["currency"].astype(str).str.strip().str.upper().to_numpy()
             if "currency" in raw.columns
-            else "USD",
+            else "",
         }
     )
     dup = out.duplicated(["period", "phase"], keep="first")
@@ -165,7 +217,10 @@ def check_currency(budgets: pd.DataFrame, currency: str, source: str = "budgets"
     from pipeline.currency import check_budget_currency
 
     if budgets is not None and len(budgets) and "currency" in budgets.columns:
-        check_budget_currency(budgets["currency"], currency, source)
+        given = budgets["currency"].astype(str).str.strip()
+        check_budget_currency(
+            given.where(given != "", currency), currency, budgets.attrs.get("source", source)
+        )
 
 
 def quantiles_of_sums(
@@ -283,12 +338,19 @@ def quarter_table(
         for u, d, v in zip(monthly[UID], pd.to_datetime(monthly[DS]), monthly[Y], strict=True)
     }
     prev = _last_closed(period, {m for (u, m) in actuals if u == TOTAL})
+    partial_months = {pm.month for pm in partial.values()}
     qs = sorted({0.5, 0.8, 0.95, float(quantile)})
     base_by_phase: dict[str, float] = {}
     if baseline is not None and len(baseline):
-        b = baseline[pd.to_datetime(baseline[DS]).isin(period.months)]
+        # closed months at their actual, like every other column; the plan for the open ones
+        closed = [m for m in period.months if (TOTAL, m) in actuals and m not in partial_months]
+        b = baseline[pd.to_datetime(baseline[DS]).isin(set(period.months) - set(closed))]
         base_by_phase = b.groupby("phase")["cost"].sum().to_dict()
         base_by_phase[TOTAL] = float(b["cost"].sum())
+        for phase in [TOTAL, *{str(p) for p in b["phase"]}]:
+            base_by_phase[phase] = base_by_phase.get(phase, 0.0) + sum(
+                actuals.get((line_uid(phase), m), 0.0) for m in closed
+            )
     budget_by_phase: dict[str, float] = {}
     if budgets is not None and len(budgets):
         bb = budgets[budgets["period"] == period.label]

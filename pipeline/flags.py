@@ -282,6 +282,10 @@ def flag_run(
     from pipeline.budget import check_currency
 
     check_currency(budgets, run.currency)
+    if "currency" in budgets.columns:  # a line without a currency is in the forecast's
+        source = budgets.attrs.get("source")
+        budgets = budgets.assign(currency=budgets["currency"].replace("", run.currency))
+        budgets.attrs["source"] = source
     return flag_budgets(
         budgets,
         run.monthly,
