@@ -443,13 +443,13 @@ class Tracker:
             ok, why = same_frame(role_forecast(restored, item.spec), item.forecast)
             if ok:
                 return "state"
-            log.info(
+            log.debug(
                 "%s: restored state does not re-forecast exactly (%s); storing as refit",
                 item.role,
                 why,
             )
         except Unencodable as exc:
-            log.info("%s: fitted state is not plain data (%s); storing as refit", item.role, exc)
+            log.debug("%s: fitted state is not plain data (%s); storing as refit", item.role, exc)
         shutil.rmtree(folder, ignore_errors=True)
         return "refit"
 

@@ -68,7 +68,11 @@ def serve_ui(
     def stop(signum: int, _frame: FrameType | None) -> None:
         stopping.append(signum)
 
-    proc = subprocess.Popen(list(cmd), start_new_session=True)
+    import os
+
+    # the UI server's own deprecation warnings are not the user's business
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(list(cmd), start_new_session=True, env=env)
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         ready = False
