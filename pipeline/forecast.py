@@ -71,7 +71,7 @@ from pipeline.frames import (
     fill_gaps,
     validate_frame,
 )
-from pipeline.metrics import scale_of, summarize
+from pipeline.metrics import accuracy_table, scale_of, summarize
 from pipeline.models.base import Forecaster
 from pipeline.models.ensemble import (
     DEFAULT_MEMBERS,
@@ -135,6 +135,9 @@ class ForecastResult:
     fitted: dict[str, Forecaster]
     events: list[dict[str, object]] = field(default_factory=list)
     ensemble_weights: dict[str, float] = field(default_factory=dict)
+    # per total / phase / series: the published model's backtest WAPE, typical error at 1, 3 and
+    # 12 months, MASE, coverage (:func:`pipeline.metrics.accuracy_table`)
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --- input -----------------------------------------------------------------
@@ -307,13 +310,14 @@ def run_forecast(
     fitted, frames = final_fits(hist, names, base, make, X_future, weights, config, tick, events)
     allf = calibrated_forecasts(frames, hist, pools, levels)
     nonneg = hist.groupby(UID, sort=False)[Y].min() >= 0
-    pub = published_paths(ids, allf, selection, model_choice, plan_ids, pools, nonneg, config)
+    pub = published_paths(ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt)
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)
     else:
         unreconciled_step(pub, ids, allf, nonneg, levels)
     forecast, all_forecasts = output_tables(pub.table, allf, selection, ids, levels, config)
     metrics = metrics_table(bt_out, levels) if len(bt_out) else pd.DataFrame()
+    accuracy = accuracy_table(bt_out, selection.set_index(UID)[MODEL], levels)
     tick("done")
     bar.close()
     return ForecastResult(
@@ -328,6 +332,7 @@ def run_forecast(
         fitted=fitted,
         events=events,
         ensemble_weights=weights,
+        accuracy=accuracy,
     )
 
 
