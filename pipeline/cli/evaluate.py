@@ -52,7 +52,7 @@ def evaluate_cmd(
         f"generated cost hierarchies: seeds {list(seeds)} x histories {list(months)} months, "
         f"horizon {horizon}; medians over the {len(seeds) * len(months)} runs\n"
     )
-    click.echo(med.to_string(index=False, formatters=fmt))  # type: ignore[arg-type]
+    click.echo(med.to_string(index=False, formatters=fmt))
     click.echo("")
     for line in summary(med, promos):
         click.echo(line)
