@@ -290,10 +290,7 @@ def unreconciled_step(
             pub.loc[rows, hi_col(lv)] = np.maximum(
                 np.quantile(paths[i], 1 - alpha / 2, axis=0), mean[i]
             )
-    from pipeline.reconcile import keep_mean_after_clip
-
-    if p.nn.any():
-        paths[p.nn] = keep_mean_after_clip(paths[p.nn], np.maximum(paths[p.nn].mean(axis=1), 0.0))
+    paths[p.nn] = np.maximum(paths[p.nn], 0.0)
     bounds_from_paths(pub, paths, levels, p.pools)
     cr = allf[UID].map(nonneg).to_numpy(bool)
     for c in [MEAN, *interval_cols(levels)]:

@@ -20,9 +20,17 @@ reconcile, and sample paths of the published forecast.
    a series too short for any backtest gets the model with the best pooled MASE;
 5. every model re-fitted on the full history and forecast ``horizon`` months (a failed fit falls
    back to the analytic baseline: ``model`` says ``analytic_baseline(fallback)``);
-6. sample paths of the published forecast by resampling whole backtest error vectors, reconciled
-   over the hierarchy when ``config.reconcile`` (:mod:`pipeline.reconcile`);
-7. series whose history is never negative get forecasts, bounds and paths clipped at zero.
+6. sample paths of the published forecast by resampling whole backtest error vectors (on the log
+   scale for positive forecasts, drawn jointly across series with the backtest's error
+   correlation, :mod:`pipeline.coherence`), reconciled over the hierarchy when ``config.reconcile``
+   (:mod:`pipeline.reconcile`);
+7. series whose history is never negative get paths clipped at zero; the published ``mean`` is the
+   mean of the paths and the bounds their quantiles, so ``lo <= mean <= hi`` always holds and every
+   period sum has the mean of its months. For a bursty never-negative series (pre-training bursts
+   the plan does not schedule) that mean is the expectation, bursts included, above its typical
+   month: measured on generated hierarchies, pulling it back to the model's point forecast cut
+   WAPE at 1-3 months from 0.155 to 0.117 but dropped 80 % coverage at 7-18 months from 0.75 to
+   0.62, so the expectation is kept.
 
 Plan-driven series (the plan *is* the forecast for scheduled runs) are described in
 :mod:`pipeline.plan_driven`; steps 6 and 7 (published paths, reconciliation) are in

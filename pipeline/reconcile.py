@@ -113,16 +113,6 @@ def reconcile(
     out_paths = None
     if paths is not None:
         b_paths = np.einsum("bi,iph->bph", P, paths)
-        b_paths[clip] = keep_mean_after_clip(b_paths[clip], b_mean[clip])
+        b_paths[clip] = np.maximum(b_paths[clip], 0.0)
         out_paths = np.einsum("ib,bph->iph", S, b_paths)
     return out_mean, out_paths, info
-
-
-def keep_mean_after_clip(paths: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Paths (n, n_paths, h) clipped at 0 and rescaled per series and month so that their mean is
-    ``mean`` (n, h, already >= 0): clipping the lower tail alone would lift the mean of a bursty
-    series' paths above its forecast (the published mean is the paths' mean)."""
-    p = np.maximum(paths, 0.0)
-    pm = p.mean(axis=1)
-    f = np.divide(mean, pm, out=np.zeros_like(pm), where=pm > 0)
-    return p * f[:, None, :]
