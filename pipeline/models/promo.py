@@ -27,8 +27,23 @@ MIN_EFFECT = 0.03
 MIN_SEEN = 2  # occurrences of an event in the history before its effect is estimated
 
 
+_CACHE: dict[int, np.ndarray] = {}
+
+
 def regressors(ds: pd.DatetimeIndex | pd.Series) -> np.ndarray:
-    return promotion_intensity(pd.Series(pd.DatetimeIndex(ds))).to_numpy(float)
+    """(n, 3) event regressors of the months ``ds`` (memoized per month: every fit of every
+    series asks for the same few dozen months)."""
+    idx = pd.DatetimeIndex(ds).to_period("M")
+    keys = (idx.year * 12 + idx.month - 1).to_numpy()
+    missing = sorted({int(k) for k in keys} - set(_CACHE))
+    if missing:
+        months = pd.Series(
+            [pd.Timestamp(year=k // 12, month=k % 12 + 1, day=1) for k in missing], dtype="M8[ns]"
+        )
+        vals = promotion_intensity(months).to_numpy(float)
+        for k, v in zip(missing, vals, strict=True):
+            _CACHE[k] = v
+    return np.array([_CACHE[int(k)] for k in keys], dtype=float).reshape(len(keys), 3)
 
 
 def local_log_ratio(y: np.ndarray, busy: np.ndarray) -> np.ndarray:
