@@ -22,8 +22,9 @@ Design (why, in order):
   the ratio of the last horizon seen: the sigma already grows with the horizon.
 - **Paths resample whole vectors**: a path is ``mean + sigma_h * z`` with ``z`` one pooled
   vector (all horizons of one window of one series), so month-to-month error correlation is kept
-  and sums over months (quarters, budgets) get honest intervals; per-month quantiles of the paths
-  match the published bounds up to Monte Carlo noise and the finite-sample correction.
+  and sums over months (quarters, budgets) get honest intervals. The published forecast's paths
+  (:mod:`pipeline.coherence`) are centred so that their mean is the forecast, drawn jointly across
+  series, and its bounds are their quantiles read at the corrected probabilities.
 - **Multiplicative for positive costs.** Where the forecast is positive and the model's relative
   spread ``d / mean`` at most ``LOG_MAX`` (0.5), the error is taken on the log scale,
   ``log(y / mean) / (d / mean)`` (the same number as ``(y - mean) / d`` for small errors), and
@@ -122,7 +123,8 @@ class ErrorPool:
 
     def corrected(self, p: float) -> float:
         """The probability a bound at ``p`` is read at: the split-conformal finite-sample
-        correction, pushed outwards from the median, in proportion to the backtest's share."""
+        correction, pushed outwards from the median, in proportion to the backtest's share of
+        the pool (the prior is a known distribution: only real errors get the correction)."""
         nb = self.n_backtest
         if not nb or p == 0.5:
             return p
@@ -137,19 +139,8 @@ class ErrorPool:
         order = np.argsort(z, axis=0, kind="stable")
         zs = np.take_along_axis(z, order, axis=0)
         cdf = np.cumsum(self.w[order], axis=0) / total
-        nb = self.n_backtest
-        share = nb / total  # the prior is a known distribution: only real errors get the correction
         for i, p in enumerate(probs):
-            pc = p
-            if nb:  # split-conformal finite-sample correction, pushed outwards from the median
-                conf = (
-                    p
-                    if p == 0.5
-                    else min(1.0, p * (1 + 1 / nb))
-                    if p > 0.5
-                    else max(0.0, 1 - (1 - p) * (1 + 1 / nb))
-                )
-                pc = p + share * (conf - p)
+            pc = self.corrected(p)
             for j in range(h):
                 # upper: the smallest value with cdf >= p; lower: mirrored (the largest with cdf <= p,
                 # i.e. the first with cdf > p), so bounds are symmetric order statistics
@@ -176,12 +167,7 @@ def gaussian_vectors(n: int, h: int, seed: int = 12345) -> np.ndarray:
 def error_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, np.ndarray]:
     """Per model, (n_vectors, horizon) scale-free errors, one row per series and cutoff,
     forward-filled past each window's last horizon."""
-    return {k: v for k, (v, _) in labelled_vectors(bt, horizon).items()}
-
-
-def labelled_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`error_vectors` with the series id of every vector."""
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[str, np.ndarray] = {}
     if bt.empty:
         return out
     z = to_ratio(bt[Y], bt[MEAN], normalizer(bt["sigma"], bt["scale"]))
@@ -199,8 +185,7 @@ def labelled_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, tuple[np.ndarr
         wide = g.pivot_table(index=[UID, CUTOFF], columns="h", values="z", aggfunc="first")
         wide = wide.reindex(columns=range(1, horizon + 1)).ffill(axis=1)
         arr = wide.to_numpy(float)
-        ok = np.isfinite(arr).all(axis=1)
-        out[str(name)] = (arr[ok], wide.index.get_level_values(UID).to_numpy()[ok])
+        out[str(name)] = arr[np.isfinite(arr).all(axis=1)]
     return out
 
 
@@ -212,11 +197,11 @@ def calibrate(
     models: Sequence[str] = (),
 ) -> dict[str, ErrorPool]:
     """One :class:`ErrorPool` per model (models with no backtest get the Gaussian prior only)."""
-    vecs = labelled_vectors(bt, horizon)
+    vecs = error_vectors(bt, horizon)
     g = gaussian_vectors(n_prior, horizon)
     pools: dict[str, ErrorPool] = {}
     for name in {*vecs, *models}:
-        v, _ = vecs.get(name, (np.empty((0, horizon)), np.array([], dtype=object)))
+        v = vecs.get(name, np.empty((0, horizon)))
         z = np.vstack([v, g])
         w = np.concatenate([np.ones(len(v)), np.full(n_prior, prior_weight / n_prior)])
         if len(v) >= 20:
