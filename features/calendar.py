@@ -157,3 +157,19 @@ def calendar_features(ds: pd.Series) -> pd.DataFrame:
         {f.__name__: f(ds).to_numpy() for f in funcs},
         index=ds.index if isinstance(ds, pd.Series) else None,
     )
+
+
+def promotion_intensity(ds: pd.Series) -> pd.DataFrame:
+    """Three calendar regressors per month, each 1 in a month holding its whole event window:
+    ``p618`` (618 days / 18), ``pnov`` (Double 11 plus Black Friday / Cyber Monday days / 15: the
+    two November events are too close to tell apart in monthly data) and ``pfestival`` (Spring
+    Festival days / 8). What :mod:`pipeline.models.promo` estimates each series' uplift on."""
+    index = ds.index if isinstance(ds, pd.Series) else None
+    return pd.DataFrame(
+        {
+            "p618": promo_618_days(ds).to_numpy() / 18.0,
+            "pnov": (promo_double11_days(ds).to_numpy() + promo_bfcm_days(ds).to_numpy()) / 15.0,
+            "pfestival": spring_festival_days(ds).to_numpy() / 8.0,
+        },
+        index=index,
+    )

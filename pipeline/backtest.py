@@ -4,8 +4,10 @@ Window rule (per series of ``n`` observed months, requested horizon ``H``, ``W``
 
 1. ``min_train = min(24, max(3, ceil(n / 2)))``: at least half the history (at most two years is
    asked for) stays in every training set;
-2. the backtest horizon is ``h = min(H, n - min_train)``; a series with ``h < 1`` (fewer than 4
-   months) is not backtested (its intervals come from the pooled errors of the other series, or
+2. the backtest horizon is ``h = min(H, n - min_train)``, shortened to
+   ``n - min_train - (W - 1) step`` when that is shorter but still at least 6, so a short history
+   (24-48 months) gets all ``W`` windows (a 36-month series: 3 windows of 12 months instead of
+   one of 18); a series with ``h < 1`` (fewer than 4 months) is not backtested (its intervals come from the pooled errors of the other series, or
    the model's own when there are none);
 3. cutoffs sit ``h``, ``h + step``, ..., ``h + (W - 1) step`` months before the end; a cutoff that
    would leave fewer than ``min_train`` months is dropped, so short series get fewer windows.
@@ -47,6 +49,7 @@ FALLBACK = "fallback"
 
 ModelFactory = Callable[[str], Forecaster]
 _Z80 = float(norm.ppf(0.9))
+MIN_SHORT_H = 6
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ def plan_windows(lengths: pd.Series, spec: WindowSpec) -> pd.DataFrame:
         h = min(spec.horizon, n - mt)
         if h < 1:
             continue
+        # a short history trades backtest horizon for origins: calibration needs several windows
+        # (later horizons reuse the last ratio seen), as long as six months are still scored
+        h_all = n - mt - (spec.n_windows - 1) * spec.step
+        if h_all < h and h_all >= MIN_SHORT_H:
+            h = h_all
         for k in range(spec.n_windows):
             c = n - h - k * spec.step
             if c < mt:

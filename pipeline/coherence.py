@@ -43,7 +43,10 @@ def plan_paths(
         (n_paths, h)
     )
     m = np.asarray(mean, dtype=float)
-    return m + np.abs(m) * np.maximum(sd * e, -1.0)
+    p = m + np.abs(m) * np.maximum(sd * e, -1.0)
+    pm = p.mean(axis=0)
+    # the paths' mean is the plan's cost exactly (the published mean is the paths' mean)
+    return p * np.divide(m, pm, out=np.ones_like(m), where=np.abs(pm) > 0)
 
 
 def _ancestors(uid: str, ids: list[str]) -> list[int]:
@@ -67,6 +70,7 @@ class Published:
     nn: np.ndarray  # (n,) series never negative in history
     plan_rows: list[int]
     model_mean: np.ndarray  # (n, h) what the models would say for plan-driven series
+    pools: list[iv.ErrorPool | None] | None = None  # each series' pool (None: plan-driven)
 
 
 def published_paths(
@@ -78,6 +82,7 @@ def published_paths(
     pools: dict[str, iv.ErrorPool],
     nonneg: pd.Series,
     config: ForecastConfig,
+    bt: pd.DataFrame | None = None,
 ) -> Published:
     """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
     vectors resampled); plan-driven series get the plan's paths."""
@@ -91,10 +96,16 @@ def published_paths(
     )
     mean = pub[MEAN].to_numpy(float).reshape(len(ids), h)
     d = iv.normalizer(pub[SIGMA], pub[SCALE]).reshape(len(ids), h)
+    # a never-negative series forecast at exactly 0 (a history of zeros) stays at 0: its paths
+    # would otherwise be clipped at 0 on one side only and lift its mean
+    nn0 = nonneg.reindex(ids).to_numpy(bool)
+    d[nn0 & (np.abs(mean) <= 0).all(axis=1)] = 0.0
     rng = np.random.default_rng(config.seed)
-    paths = np.empty((len(ids), config.n_paths, h))
-    for i, uid in enumerate(ids):
-        paths[i] = mean[i] + d[i] * pools[sel[uid]].draw(config.n_paths, h, rng)
+    series_pools = [pools[sel[u]] for u in ids]
+    z = correlated_draws(
+        series_pools, error_correlation(bt, selection, ids), config.n_paths, h, rng
+    )
+    paths = iv.centred_paths(mean, d, z)
     path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
     pos = {u: i for i, u in enumerate(ids)}
     plan_rows = [pos[u] for u in plan_ids]
@@ -107,7 +118,10 @@ def published_paths(
         for i in plan_rows:
             paths[i] = plan_paths(mean[i], config.plan_rel_sd, config.n_paths, rng)
     nn = nonneg.reindex(ids).to_numpy(bool)
-    return Published(pub, mean, d, paths, path_ds, nn, plan_rows, model_mean)
+    own: list[iv.ErrorPool | None] = list(series_pools)
+    for i in plan_rows:
+        own[i] = None
+    return Published(pub, mean, d, paths, path_ds, nn, plan_rows, model_mean, own)
 
 
 def reconcile_step(
@@ -159,14 +173,94 @@ def reconcile_step(
         {MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"}
     )
     p.mean, p.paths = mean, paths
-    pub = p.table
+    bounds_from_paths(p.table, paths, levels, p.pools)
+
+
+def bounds_from_paths(
+    pub: pd.DataFrame,
+    paths: np.ndarray,
+    levels: tuple[int, ...],
+    pools: list[iv.ErrorPool | None] | None = None,
+) -> None:
+    """The published mean and bounds of every series from its paths: the mean is the paths' mean,
+    bounds their quantiles (nested by construction, clamped around the mean), read at the
+    conformal-corrected probabilities of the series' error pool."""
+    mean = paths.mean(axis=1)
     pub[MEAN] = mean.ravel()
+    n = paths.shape[0]
     for lv in levels:
         alpha = 1 - lv / 100
-        lo = np.quantile(paths, alpha / 2, axis=1)
-        hi = np.quantile(paths, 1 - alpha / 2, axis=1)
+        lo = np.empty_like(mean)
+        hi = np.empty_like(mean)
+        probs = {}
+        for i in range(n):
+            pool = pools[i] if pools is not None else None
+            key = id(pool)
+            if key not in probs:
+                probs[key] = (
+                    (pool.corrected(alpha / 2), pool.corrected(1 - alpha / 2))
+                    if pool is not None
+                    else (alpha / 2, 1 - alpha / 2)
+                )
+            lo[i], hi[i] = np.quantile(paths[i], probs[key], axis=0)
         pub[lo_col(lv)] = np.minimum(lo, mean).ravel()
         pub[hi_col(lv)] = np.maximum(hi, mean).ravel()
+
+
+def error_correlation(
+    bt: pd.DataFrame | None, selection: pd.DataFrame, ids: list[str], shrink: float = 0.3
+) -> np.ndarray | None:
+    """Correlation of the selected models' backtest errors across series (pairwise over the
+    months both were backtested, at least 6), shrunk towards the identity and made positive
+    definite; None without a backtest."""
+    if bt is None or bt.empty or len(ids) < 2:
+        return None
+    resid = _aligned_residuals(bt, selection, ids)
+    if resid is None:
+        return None
+    c = pd.DataFrame(resid).corr(min_periods=6).to_numpy(float)
+    c = np.nan_to_num(c, nan=0.0)
+    np.fill_diagonal(c, 1.0)
+    c = (1 - shrink) * c + shrink * np.eye(len(ids))
+    w, v = np.linalg.eigh(c)
+    c = (v * np.maximum(w, 1e-6)) @ v.T
+    dd = np.sqrt(np.diag(c))
+    return c / np.outer(dd, dd)
+
+
+def correlated_draws(
+    pools: list[iv.ErrorPool],
+    corr: np.ndarray | None,
+    n_paths: int,
+    h: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Ratio vectors (n, n_paths, h), one pool per series, drawn jointly: a Gaussian copula with
+    the backtest's error correlation picks, per path, each series' vector by its rank (vectors
+    ordered by their mean over the horizon), so series whose errors moved together in the
+    backtest move together in the paths and sums over series get the spread they showed."""
+    n = len(pools)
+    out = np.empty((n, n_paths, h))
+    if corr is None:
+        for i, pool in enumerate(pools):
+            out[i] = pool.draw(n_paths, h, rng)
+        return out
+    from scipy.stats import norm
+
+    g = rng.standard_normal((n_paths, n)) @ np.linalg.cholesky(corr).T
+    u = norm.cdf(g)
+    ranked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for i, pool in enumerate(pools):
+        key = id(pool)
+        if key not in ranked:
+            z = pool.extend(h)
+            order = np.argsort(z.mean(axis=1), kind="stable")
+            cdf = np.cumsum(pool.w[order]) / pool.w.sum()
+            ranked[key] = (z[order], cdf)
+        zs, cdf = ranked[key]
+        idx = np.minimum(np.searchsorted(cdf, u[:, i], side="left"), len(zs) - 1)
+        out[i] = zs[idx]
+    return out
 
 
 def unreconciled_step(
@@ -197,9 +291,7 @@ def unreconciled_step(
                 np.quantile(paths[i], 1 - alpha / 2, axis=0), mean[i]
             )
     paths[p.nn] = np.maximum(paths[p.nn], 0.0)
-    clip_rows = pub[UID].map(nonneg).to_numpy(bool)
-    for c in [MEAN, *interval_cols(levels)]:
-        pub.loc[clip_rows, c] = pub.loc[clip_rows, c].clip(lower=0.0)
+    bounds_from_paths(pub, paths, levels, p.pools)
     cr = allf[UID].map(nonneg).to_numpy(bool)
     for c in [MEAN, *interval_cols(levels)]:
         allf.loc[cr, c] = allf.loc[cr, c].clip(lower=0.0)

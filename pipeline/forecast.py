@@ -20,9 +20,17 @@ reconcile, and sample paths of the published forecast.
    a series too short for any backtest gets the model with the best pooled MASE;
 5. every model re-fitted on the full history and forecast ``horizon`` months (a failed fit falls
    back to the analytic baseline: ``model`` says ``analytic_baseline(fallback)``);
-6. sample paths of the published forecast by resampling whole backtest error vectors, reconciled
-   over the hierarchy when ``config.reconcile`` (:mod:`pipeline.reconcile`);
-7. series whose history is never negative get forecasts, bounds and paths clipped at zero.
+6. sample paths of the published forecast by resampling whole backtest error vectors (on the log
+   scale for positive forecasts, drawn jointly across series with the backtest's error
+   correlation, :mod:`pipeline.coherence`), reconciled over the hierarchy when ``config.reconcile``
+   (:mod:`pipeline.reconcile`);
+7. series whose history is never negative get paths clipped at zero; the published ``mean`` is the
+   mean of the paths and the bounds their quantiles, so ``lo <= mean <= hi`` always holds and every
+   period sum has the mean of its months. For a bursty never-negative series (pre-training bursts
+   the plan does not schedule) that mean is the expectation, bursts included, above its typical
+   month: measured on generated hierarchies, pulling it back to the model's point forecast cut
+   WAPE at 1-3 months from 0.155 to 0.117 but dropped 80 % coverage at 7-18 months from 0.75 to
+   0.62, so the expectation is kept.
 
 Plan-driven series (the plan *is* the forecast for scheduled runs) are described in
 :mod:`pipeline.plan_driven`; steps 6 and 7 (published paths, reconciliation) are in
@@ -71,7 +79,7 @@ from pipeline.frames import (
     fill_gaps,
     validate_frame,
 )
-from pipeline.metrics import scale_of, summarize
+from pipeline.metrics import accuracy_table, scale_of, summarize
 from pipeline.models.base import Forecaster
 from pipeline.models.ensemble import (
     DEFAULT_MEMBERS,
@@ -135,6 +143,9 @@ class ForecastResult:
     fitted: dict[str, Forecaster]
     events: list[dict[str, object]] = field(default_factory=list)
     ensemble_weights: dict[str, float] = field(default_factory=dict)
+    # per total / phase / series: the published model's backtest WAPE, typical error at 1, 3 and
+    # 12 months, MASE, coverage (:func:`pipeline.metrics.accuracy_table`)
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --- input -----------------------------------------------------------------
@@ -307,13 +318,14 @@ def run_forecast(
     fitted, frames = final_fits(hist, names, base, make, X_future, weights, config, tick, events)
     allf = calibrated_forecasts(frames, hist, pools, levels)
     nonneg = hist.groupby(UID, sort=False)[Y].min() >= 0
-    pub = published_paths(ids, allf, selection, model_choice, plan_ids, pools, nonneg, config)
+    pub = published_paths(ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt)
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)
     else:
         unreconciled_step(pub, ids, allf, nonneg, levels)
     forecast, all_forecasts = output_tables(pub.table, allf, selection, ids, levels, config)
     metrics = metrics_table(bt_out, levels) if len(bt_out) else pd.DataFrame()
+    accuracy = accuracy_table(bt_out, selection.set_index(UID)[MODEL], levels)
     tick("done")
     bar.total = bar.n  # short histories run fewer windows than configured: end at 100 %
     bar.refresh()
@@ -330,6 +342,7 @@ def run_forecast(
         fitted=fitted,
         events=events,
         ensemble_weights=weights,
+        accuracy=accuracy,
     )
 
 

@@ -22,8 +22,15 @@ Design (why, in order):
   the ratio of the last horizon seen: the sigma already grows with the horizon.
 - **Paths resample whole vectors**: a path is ``mean + sigma_h * z`` with ``z`` one pooled
   vector (all horizons of one window of one series), so month-to-month error correlation is kept
-  and sums over months (quarters, budgets) get honest intervals; per-month quantiles of the paths
-  match the published bounds up to Monte Carlo noise and the finite-sample correction.
+  and sums over months (quarters, budgets) get honest intervals. The published forecast's paths
+  (:mod:`pipeline.coherence`) are centred so that their mean is the forecast, drawn jointly across
+  series, and its bounds are their quantiles read at the corrected probabilities.
+- **Multiplicative for positive costs.** Where the forecast is positive and the model's relative
+  spread ``d / mean`` at most ``LOG_MAX`` (0.5), the error is taken on the log scale,
+  ``log(y / mean) / (d / mean)`` (the same number as ``(y - mean) / d`` for small errors), and
+  bounds and paths are ``mean x exp(d / mean x z)``: a lower bound then shrinks in proportion and
+  never collapses to 0 while the upper one widens. Bursty series (larger relative spread) and
+  rows with ``y <= 0`` stay additive.
 - **Nesting**: bounds are quantiles of one distribution at nested probabilities, then clamped
   around the mean, so ``lo_95 <= lo_80 <= mean <= hi_80 <= hi_95`` always holds.
 """
@@ -38,6 +45,10 @@ import pandas as pd
 
 from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y, hi_col, lo_col
 
+LOG_MAX = 0.5  # relative spread above which errors stay additive (bursty series)
+LOG_CAP = 2.0  # a ratio never moves a positive forecast by more than e^2 either way
+TAIL = 0.01  # pooled ratios are winsorized at these weighted quantiles (the mean of a path is
+# what a budget reads: one exploded window must not move it)
 SIGMA_FLOOR = 0.05  # share of the MASE scale below which a model's sigma is not believed
 SIGMA_CAP = 10.0  # multiple of the MASE scale above which it is not believed either
 
@@ -49,6 +60,47 @@ def normalizer(sigma: np.ndarray, scale: np.ndarray) -> np.ndarray:
     s = np.asarray(scale, float)
     sig = np.nan_to_num(np.asarray(sigma, float), nan=0.0, posinf=np.inf)
     return np.clip(sig, SIGMA_FLOOR * s, SIGMA_CAP * s)
+
+
+def multiplicative(mean: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Where errors live on the log scale: positive forecast, relative spread <= ``LOG_MAX``."""
+    m = np.asarray(mean, float)
+    dd = np.asarray(d, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (m > 0) & (dd <= LOG_MAX * m)
+
+
+def to_ratio(y: np.ndarray, mean: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Scale-free errors: ``log(y / mean) / (d / mean)`` where multiplicative and ``y > 0``,
+    ``(y - mean) / d`` elsewhere."""
+    y, m, dd = (np.asarray(v, float) for v in (y, mean, d))
+    mult = multiplicative(m, dd) & (y > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_log = np.log(np.where(mult, y, 1.0) / np.where(mult, m, 1.0)) * np.where(mult, m, 1.0)
+        return np.where(mult, z_log / dd, (y - m) / dd)
+
+
+def from_ratio(mean: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_ratio` (broadcasting): the value a ratio ``z`` stands for."""
+    m, dd = np.asarray(mean, float), np.asarray(d, float)
+    mult = multiplicative(m, dd)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = np.where(mult, dd / np.where(mult, m, 1.0), 0.0)
+        return np.where(mult, m * np.exp(np.clip(rel * z, -LOG_CAP, LOG_CAP)), m + dd * z)
+
+
+def centred_paths(mean: np.ndarray, d: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Paths (n, n_paths, h) from ratio draws ``z`` whose mean is exactly ``mean`` (n, h): on the
+    log scale ``mean x exp(r z) / mean(exp(r z))``, additively ``mean + d (z - mean(z))``. The
+    forecast's mean stays the model's; the paths carry its calibrated spread and skew."""
+    m, dd = mean[:, None, :], d[:, None, :]
+    mult = multiplicative(m, dd)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = np.where(mult, dd / np.where(mult, m, 1.0), 0.0)
+        e = np.exp(np.clip(rel * z, -LOG_CAP, LOG_CAP))
+        e = e / e.mean(axis=1, keepdims=True)
+        z = z - z.mean(axis=1, keepdims=True)
+        return np.where(mult, m * e, m + dd * z)
 
 
 @dataclass(frozen=True)
@@ -69,6 +121,16 @@ class ErrorPool:
             return self.z[:, :h]
         return np.concatenate([self.z, np.repeat(self.z[:, -1:], h - self.horizon, axis=1)], axis=1)
 
+    def corrected(self, p: float) -> float:
+        """The probability a bound at ``p`` is read at: the split-conformal finite-sample
+        correction, pushed outwards from the median, in proportion to the backtest's share of
+        the pool (the prior is a known distribution: only real errors get the correction)."""
+        nb = self.n_backtest
+        if not nb or p == 0.5:
+            return p
+        conf = min(1.0, p * (1 + 1 / nb)) if p > 0.5 else max(0.0, 1 - (1 - p) * (1 + 1 / nb))
+        return p + nb / float(self.w.sum()) * (conf - p)
+
     def quantiles(self, probs: Sequence[float], h: int) -> np.ndarray:
         """Weighted conformal quantiles, shape (len(probs), h)."""
         z = self.extend(h)
@@ -77,19 +139,8 @@ class ErrorPool:
         order = np.argsort(z, axis=0, kind="stable")
         zs = np.take_along_axis(z, order, axis=0)
         cdf = np.cumsum(self.w[order], axis=0) / total
-        nb = self.n_backtest
-        share = nb / total  # the prior is a known distribution: only real errors get the correction
         for i, p in enumerate(probs):
-            pc = p
-            if nb:  # split-conformal finite-sample correction, pushed outwards from the median
-                conf = (
-                    p
-                    if p == 0.5
-                    else min(1.0, p * (1 + 1 / nb))
-                    if p > 0.5
-                    else max(0.0, 1 - (1 - p) * (1 + 1 / nb))
-                )
-                pc = p + share * (conf - p)
+            pc = self.corrected(p)
             for j in range(h):
                 # upper: the smallest value with cdf >= p; lower: mirrored (the largest with cdf <= p,
                 # i.e. the first with cdf > p), so bounds are symmetric order statistics
@@ -119,7 +170,7 @@ def error_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if bt.empty:
         return out
-    z = (bt[Y].to_numpy(float) - bt[MEAN].to_numpy(float)) / normalizer(bt["sigma"], bt["scale"])
+    z = to_ratio(bt[Y], bt[MEAN], normalizer(bt["sigma"], bt["scale"]))
     t = pd.DataFrame(
         {
             MODEL: bt[MODEL].to_numpy(),
@@ -134,8 +185,7 @@ def error_vectors(bt: pd.DataFrame, horizon: int) -> dict[str, np.ndarray]:
         wide = g.pivot_table(index=[UID, CUTOFF], columns="h", values="z", aggfunc="first")
         wide = wide.reindex(columns=range(1, horizon + 1)).ffill(axis=1)
         arr = wide.to_numpy(float)
-        arr = arr[np.isfinite(arr).all(axis=1)]
-        out[str(name)] = arr
+        out[str(name)] = arr[np.isfinite(arr).all(axis=1)]
     return out
 
 
@@ -154,6 +204,9 @@ def calibrate(
         v = vecs.get(name, np.empty((0, horizon)))
         z = np.vstack([v, g])
         w = np.concatenate([np.ones(len(v)), np.full(n_prior, prior_weight / n_prior)])
+        if len(v) >= 20:
+            lo, hi = np.quantile(z, [TAIL, 1 - TAIL], axis=0)
+            z = np.clip(z, lo[None, :], hi[None, :])
         pools[name] = ErrorPool(name, z, w, len(v))
     return pools
 
@@ -170,8 +223,8 @@ def apply_intervals(
     q = pool.quantiles(probs, h)
     out: dict[str, np.ndarray] = {}
     for i, lv in enumerate(levels):
-        out[lo_col(lv)] = np.minimum(mean + d * q[2 * i][None, :], mean)
-        out[hi_col(lv)] = np.maximum(mean + d * q[2 * i + 1][None, :], mean)
+        out[lo_col(lv)] = np.minimum(from_ratio(mean, d, q[2 * i][None, :]), mean)
+        out[hi_col(lv)] = np.maximum(from_ratio(mean, d, q[2 * i + 1][None, :]), mean)
     return out
 
 
@@ -190,8 +243,8 @@ def calibrated_frame(
     hi_idx = out[h_col].to_numpy(int) - 1
     m = out[MEAN].to_numpy(float)
     for i, lv in enumerate(levels):
-        out[lo_col(lv)] = np.minimum(m + d * q[2 * i][hi_idx], m)
-        out[hi_col(lv)] = np.maximum(m + d * q[2 * i + 1][hi_idx], m)
+        out[lo_col(lv)] = np.minimum(from_ratio(m, d, q[2 * i][hi_idx]), m)
+        out[hi_col(lv)] = np.maximum(from_ratio(m, d, q[2 * i + 1][hi_idx]), m)
     return out
 
 
@@ -202,7 +255,7 @@ def sample_paths(
     n, h = mean.shape
     out = np.empty((n, n_paths, h))
     for i in range(n):
-        out[i] = mean[i] + d[i] * pool.draw(n_paths, h, rng)
+        out[i] = from_ratio(mean[i], d[i], pool.draw(n_paths, h, rng))
     return out
 
 

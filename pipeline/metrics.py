@@ -171,3 +171,71 @@ def summarize(
             out[f"MSIS_{lv}"] = agg[f"_msis_{lv}"]
     out["n"] = t.groupby(group, dropna=False).size()
     return out.reset_index()
+
+
+# --- the reader's table ------------------------------------------------------
+
+TYPICAL_AT = (1, 3, 12)
+
+
+def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -> pd.DataFrame:
+    """Backtest accuracy of the forecast each series publishes (``chosen``: model per series),
+    one row per series plus one cost-weighted row over the bottom series (``unique_id`` ``all``).
+
+    Columns: ``scope`` (``total``, ``phase``, ``series`` or ``all``), ``unique_id``, ``model``,
+    ``WAPE`` (cost-weighted: sum |error| / sum |actual|), ``typical_error_1m`` / ``_3m`` /
+    ``_12m`` (the same ratio at exactly 1, 3 and 12 months ahead: "typically within +-x %"; NaN
+    when the backtest did not reach that far), ``MASE``, ``coverage_L`` per level, ``cost_share``
+    (the series' share of the actuals among the rows summarised), ``n`` (backtest points). The
+    ``all`` row weights each series' MASE by its cost, so a $1k/month series with a MASE of 60
+    cannot dominate it the way it dominates a plain mean.
+    """
+    from pipeline.frames import parse_hierarchy_id
+
+    cols = ["scope", UID, MODEL, "WAPE", *[f"typical_error_{k}m" for k in TYPICAL_AT], "MASE"]
+    cols += [f"coverage_{lv}" for lv in levels] + ["cost_share", "n"]
+    if bt.empty:
+        return pd.DataFrame(columns=cols)
+    mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
+    t = add_point_terms(mine, levels)
+    rows = []
+    for uid, g in t.groupby(UID, sort=False):
+        phase, cat = parse_hierarchy_id(str(uid))
+        scope = "total" if phase is None else ("phase" if cat is None else "series")
+        rows.append(_accuracy_row(g, scope, str(uid), str(chosen.get(uid, "")), levels))
+    out = pd.DataFrame(rows)
+    hier = (out["scope"] != "series").any()
+    bottom = out[out["scope"] == "series"] if hier else out
+    if len(bottom):
+        b = t[t[UID].isin(bottom[UID])]
+        row = _accuracy_row(b, "all", "all", "", levels)
+        w = bottom.set_index(UID)["_cost"]
+        row["MASE"] = (
+            float((bottom.set_index(UID)["MASE"] * w).sum() / w.sum()) if w.sum() else np.nan
+        )
+        out = pd.concat([out, pd.DataFrame([row])], ignore_index=True)
+        total_cost = float(w.sum())
+        out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
+    else:
+        out["cost_share"] = np.nan
+    return out[cols].reset_index(drop=True)
+
+
+def _accuracy_row(
+    g: pd.DataFrame, scope: str, uid: str, model: str, levels: Sequence[int]
+) -> dict[str, object]:
+    def ratio(rows: pd.DataFrame) -> float:
+        den = float(rows["_absy"].sum())
+        return float(rows["_ae"].sum()) / den if den > 0 and len(rows) else float("nan")
+
+    keys = [k for k in (UID, CUTOFF) if k in g.columns]
+    row: dict[str, object] = {"scope": scope, UID: uid, MODEL: model, "WAPE": ratio(g)}
+    for k in TYPICAL_AT:
+        row[f"typical_error_{k}m"] = ratio(g[g["h"] == k])
+    row["MASE"] = float(g.groupby(keys)["_mase"].mean().mean()) if len(g) else float("nan")
+    for lv in levels:
+        if f"_cov_{lv}" in g.columns:
+            row[f"coverage_{lv}"] = float(g[f"_cov_{lv}"].mean())
+    row["_cost"] = float(g["_absy"].sum())
+    row["n"] = len(g)
+    return row

@@ -26,7 +26,8 @@ def test_window_rule():
     )
     got = {u: list(zip(g["train_len"], g["h"], strict=True)) for u, g in w.groupby("unique_id")}
     assert got["long"] == [(30, 18), (27, 18), (24, 18)]  # min_train 24
-    assert got["mid"] == [(15, 15)]  # min_train 15, h = 30 - 15, the next cutoff would leave 12
+    # min_train 15; one window of 15 months would fit, three of 9 months are taken instead
+    assert got["mid"] == [(21, 9), (18, 9), (15, 9)]
     assert got["short"] == [(5, 5)]
     assert "tiny" not in got  # 3 months: min_train 3, nothing left to test
 

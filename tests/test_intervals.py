@@ -84,3 +84,39 @@ def test_heldout_coverage_quick():
     ev = evaluate(res.forecast, hist, test).iloc[0]
     assert abs(ev["coverage_80"] - 0.80) <= 0.05
     assert abs(ev["coverage_95"] - 0.95) <= 0.04
+
+
+def test_log_scale_ratios_invert_and_keep_lower_bounds_positive() -> None:
+    y = np.array([80.0, 120.0, 0.0, 150.0])
+    m = np.array([100.0, 100.0, 100.0, 2.0])
+    d = np.array([10.0, 10.0, 10.0, 30.0])  # last: relative spread 15 -> additive
+    z = iv.to_ratio(y, m, d)
+    np.testing.assert_allclose(z[:2], np.log(y[:2] / 100.0) / 0.1)
+    assert z[2] == -10.0 and z[3] == (150.0 - 2.0) / 30.0  # y = 0 and bursty rows stay additive
+    np.testing.assert_allclose(iv.from_ratio(m[:2], d[:2], z[:2]), y[:2])
+    # a wide pool never takes a positive forecast below 0 on the log scale
+    lo = iv.from_ratio(np.full(3, 100.0), np.full(3, 30.0), np.array([-3.0, -6.0, -50.0]))
+    assert (lo > 0).all() and lo[0] > lo[1] >= lo[2]
+
+
+def test_centred_paths_have_the_forecast_as_mean() -> None:
+    rng = np.random.default_rng(0)
+    mean = np.array([[100.0, 110.0], [5.0, 5.0]])
+    d = np.array([[10.0, 12.0], [20.0, 20.0]])
+    z = rng.standard_t(3, size=(2, 500, 2)) + 0.5  # skewed-by-shift, heavy-tailed draws
+    p = iv.centred_paths(mean, d, z)
+    np.testing.assert_allclose(p.mean(axis=1), mean)
+    assert (p[0] > 0).all()
+
+
+def test_correlated_draws_follow_the_backtest_correlation() -> None:
+    from pipeline.coherence import correlated_draws
+
+    rng = np.random.default_rng(1)
+    pool = iv.ErrorPool("m", rng.standard_normal((400, 3)), np.ones(400), 400)
+    corr = np.array([[1.0, 0.9], [0.9, 1.0]])
+    z = correlated_draws([pool, pool], corr, 2000, 3, rng)
+    c = np.corrcoef(z[0].mean(axis=1), z[1].mean(axis=1))[0, 1]
+    assert c > 0.7
+    zi = correlated_draws([pool, pool], None, 2000, 3, rng)
+    assert abs(np.corrcoef(zi[0].mean(axis=1), zi[1].mean(axis=1))[0, 1]) < 0.1

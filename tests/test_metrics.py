@@ -56,3 +56,34 @@ def test_summarize_averages_per_forecast_then_overall():
     assert s["WAPE"] == pytest.approx(5 / 34)
     assert s["coverage_80"] == 1.0
     assert s["n"] == 4
+
+
+def test_accuracy_table_is_cost_weighted() -> None:
+    """A tiny series with a huge MASE cannot dominate the ``all`` row; typical errors by horizon."""
+    from pipeline.metrics import accuracy_table
+
+    rows = []
+    for uid, level, err, scale in (("a/x", 1000.0, 0.10, 50.0), ("a/y", 10.0, 5.0, 0.1)):
+        for h in range(1, 13):
+            rows.append(
+                {
+                    "unique_id": uid,
+                    "cutoff": pd.Timestamp("2026-01-01"),
+                    "h": h,
+                    "model": "m",
+                    "y": level,
+                    "mean": level * (1 + err),
+                    "scale": scale,
+                    "lo_80": level * 0.5,
+                    "hi_80": level * 2.0,
+                }
+            )
+    bt = pd.DataFrame(rows)
+    acc = accuracy_table(bt, pd.Series({"a/x": "m", "a/y": "m"}), (80,)).set_index("unique_id")
+    assert acc.loc["a/x", "typical_error_1m"] == pytest.approx(0.10)
+    assert acc.loc["a/x", "typical_error_12m"] == pytest.approx(0.10)
+    assert acc.loc["a/y", "MASE"] == pytest.approx(500.0)
+    # cost-weighted: 1000 / 1010 of the weight on a/x (MASE 2)
+    assert acc.loc["all", "MASE"] == pytest.approx((2.0 * 1000 + 500.0 * 10) / 1010)
+    assert acc.loc["all", "WAPE"] == pytest.approx((100 * 12 + 50 * 12) / (1010 * 12))
+    assert acc.loc["a/x", "cost_share"] == pytest.approx(1000 / 1010)

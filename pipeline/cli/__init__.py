@@ -159,7 +159,16 @@ def main() -> None:
 
 
 # One module per command family, each registering its commands on ``cli`` when imported.
-COMMAND_MODULES = ("data", "ingest", "attribution", "estimate", "forecast", "monthly", "budget")
+COMMAND_MODULES = (
+    "data",
+    "ingest",
+    "attribution",
+    "estimate",
+    "forecast",
+    "monthly",
+    "budget",
+    "evaluate",
+)
 
 
 def _register() -> None:

@@ -20,7 +20,8 @@ from scipy.stats import norm
 
 from features.drivers import driver_columns
 from pipeline.frames import DS, UID, Y
-from pipeline.models.base import Forecaster, SeriesForecast
+from pipeline.models import promo
+from pipeline.models.base import Forecaster, SeriesForecast, future_months
 from pipeline.models.baseline import run_rate, run_rate_sigma
 from pipeline.parallel import map_series
 
@@ -157,8 +158,11 @@ class PerSeriesForecaster(Forecaster):
         self.exog_cols_ = self._exog_cols(df)
         key = self._form_key()
         items = []
+        raw: dict[str, np.ndarray] = {}
+        self.promo_: dict[str, np.ndarray] = {}
         for uid, g in df.groupby(UID, sort=False):
             y = g[Y].to_numpy(dtype=float)
+            raw[str(uid)] = y
             hint = None
             prev = _FORMS.get((key, str(uid))) if self.reuse_forms else None
             if (
@@ -168,6 +172,11 @@ class PerSeriesForecaster(Forecaster):
                 and np.array_equal(y[: len(prev[0])], prev[0])
             ):
                 hint = prev[1]
+            if getattr(self, "calendar", False):
+                beta = promo.estimate(y, pd.DatetimeIndex(g[DS]))
+                if beta is not None:  # the model sees the history without the promotions
+                    self.promo_[str(uid)] = beta
+                    y = y / promo.factors(beta, pd.DatetimeIndex(g[DS]))
             items.append(
                 (
                     str(uid),
@@ -185,7 +194,7 @@ class PerSeriesForecaster(Forecaster):
                 _FORMS.clear()
             for st in states:
                 if st.selected and st.form is not None:
-                    _FORMS[(key, st.uid)] = (st.y, st.form)
+                    _FORMS[(key, st.uid)] = (raw[st.uid], st.form)
         self.states_ = {s.uid: s for s in states}
         self.specs_ = {s.uid: s.spec for s in states}
         self.fallback_ids_ |= {s.uid for s in states if not s.ok}
@@ -224,7 +233,17 @@ class PerSeriesForecaster(Forecaster):
                 self.fallback_ids_.add(str(uid))
                 m, s = np.full(h, run_rate(st.y)), run_rate_sigma(st.y, h)
             mean[i], sigma[i] = m, s
-        return SeriesForecast(mean, sigma)
+        self.promo_future_ = self._promo_factors(h)
+        return SeriesForecast(mean * self.promo_future_, sigma * self.promo_future_)
+
+    def _promo_factors(self, h: int) -> np.ndarray:
+        """(n, h) calendar effects of the forecast months (1 where a series has none)."""
+        out = np.ones((len(self.ids_), h))
+        for i, uid in enumerate(self.ids_):
+            beta = getattr(self, "promo_", {}).get(str(uid))
+            if beta is not None:
+                out[i] = promo.factors(beta, future_months(pd.Timestamp(self.last_ds_[i]), h))
+        return out
 
 
 def _explodes(mean: np.ndarray, y: np.ndarray, factor: float = 10.0) -> bool:
@@ -305,11 +324,13 @@ class AutoETS(PerSeriesForecaster):
         maxiter: int = 60,
         executor: str = "serial",
         n_jobs: int = 2,
+        calendar: bool = True,
     ) -> None:
         self.season_length = season_length
         self.maxiter = maxiter
         self.executor = executor
         self.n_jobs = n_jobs
+        self.calendar = calendar
 
     def _fit_form(
         self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
@@ -410,6 +431,9 @@ class AutoETS(PerSeriesForecaster):
                         rng=np.random.default_rng(int(rng.integers(2**31 - 1))),
                     )
                 paths = np.asarray(sims, dtype=float).reshape(h, n_paths).T
+                fac = getattr(self, "promo_future_", None)
+                if fac is not None and fac.shape == fc.mean.shape:
+                    paths = paths * fac[i][None, :]
                 if np.isfinite(paths).all():
                     base[i] = paths - fc.mean[i][None, :]
             except Exception:  # keep the Gaussian paths for this series
@@ -452,11 +476,16 @@ class Theta(PerSeriesForecaster):
     min_length = 4
 
     def __init__(
-        self, season_length: int = SEASON, executor: str = "serial", n_jobs: int = 2
+        self,
+        season_length: int = SEASON,
+        executor: str = "serial",
+        n_jobs: int = 2,
+        calendar: bool = True,
     ) -> None:
         self.season_length = season_length
         self.executor = executor
         self.n_jobs = n_jobs
+        self.calendar = calendar
 
     def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         from statsmodels.tsa.forecasting.theta import ThetaModel
@@ -516,12 +545,14 @@ class Sarimax(PerSeriesForecaster):
         maxiter: int = 50,
         executor: str = "serial",
         n_jobs: int = 2,
+        calendar: bool = True,
     ) -> None:
         self.season_length = season_length
         self.orders = orders
         self.maxiter = maxiter
         self.executor = executor
         self.n_jobs = n_jobs
+        self.calendar = calendar
 
     def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         from statsmodels.tsa.statespace.sarimax import SARIMAX
