@@ -76,7 +76,12 @@ def main() -> int:
                    "--budgets", str(sample / "budgets.csv"), "--no-progress"]  # fmt: skip
             t0 = time.perf_counter()
             run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(1.0)
+            pid_file = home / "data" / ".run-monthly.lock.pid"
+            deadline = time.monotonic() + 120
+            while run.poll() is None and time.monotonic() < deadline:  # until it holds the lock
+                if pid_file.exists() and pid_file.read_text().strip() == str(run.pid):
+                    break
+                time.sleep(0.05)
             other = subprocess.run(cmd, capture_output=True, text=True)  # overlaps the first
             peak = _watch(run)
             seconds = time.perf_counter() - t0
