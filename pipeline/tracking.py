@@ -67,15 +67,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import mlflow
+import mlflow.artifacts
 import mlflow.lightgbm
 import mlflow.pyfunc
 import mlflow.statsmodels
+from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-
-import mlflow
-import mlflow.artifacts
-from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
