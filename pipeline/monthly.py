@@ -113,6 +113,7 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
             billing=(inbox,),
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
+            scheduler=cfg.settings.scheduler,
         )
     )
     return {
@@ -129,7 +130,8 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
     return {
         "as_of": cfg.as_of.isoformat(),
         "cost_column": cfg.cost_column,
-        "forecast": dataclasses.asdict(cfg.forecast),
+        # the engine (executor, scheduler) changes where the numbers are computed, not the numbers
+        "forecast": {k: v for k, v in dataclasses.asdict(cfg.forecast).items() if k != "executor"},
         "budgets": str(cfg.budgets) if cfg.budgets else None,
         "plan": str(cfg.plan) if cfg.plan else None,
         "inbox": str(cfg.inbox_dir),
@@ -139,8 +141,15 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
 
 
 def run_monthly(cfg: MonthlyConfig) -> MonthlyResult:
-    """The whole job under the lock (raises :class:`LockHeldError` when another run holds it)."""
-    with run_lock(cfg.paths.lock):
+    """The whole job under the lock (raises :class:`LockHeldError` when another run holds it), on
+    the engine of ``cfg.settings.scheduler`` (:func:`pipeline.distributed.engine`)."""
+    from pipeline.distributed import engine, executor_for
+
+    with run_lock(cfg.paths.lock), engine(cfg.settings.scheduler):
+        if executor_for(cfg.settings.scheduler) == "dask" and cfg.forecast.executor == "serial":
+            cfg = dataclasses.replace(
+                cfg, forecast=dataclasses.replace(cfg.forecast, executor="dask")
+            )
         return _run_locked(cfg)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
@@ -395,3 +396,53 @@ def _ordered(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     con.execute(f"SET threads={int(threads)}")
     con.execute("SET preserve_insertion_order=false")
     return rows
+
+
+def stage_partition(
+    src: SourceFile, rules: list[Rule], memory_limit: str = "1GB", threads: int = 1
+) -> tuple[Any, Any, int, list[str]] | tuple[list[Any], str]:
+    """:func:`stage_file` of one partition in a private in-memory DuckDB, where the file is (a Dask
+    worker): the staged day groups and the text totals as Arrow tables (costs ``decimal128(38, 18)``,
+    exact), the row count and the billing periods. Bad input comes back as ``(problems, fix)``, not
+    raised, so the driver re-raises the same :class:`InputError` it would have raised itself."""
+    from pipeline.ingest import TEXT_KEYS_DDL
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit='{memory_limit}'")
+        con.execute(f"SET threads={int(threads)}")
+        con.execute("SET TimeZone='UTC'")
+        con.execute("SET preserve_insertion_order=false")
+        con.execute(TEXT_KEYS_DDL)
+        try:
+            st = stage_file(con, 0, src, rules)
+        except InputError as exc:
+            return exc.problems, exc.fix
+        stage = con.sql("SELECT * EXCLUDE (file_idx) FROM stage").to_arrow_table()
+        keys = con.sql("SELECT * EXCLUDE (file_idx, dlv) FROM text_keys").to_arrow_table()
+        return stage, keys, st.rows, st.periods
+    finally:
+        con.close()
+
+
+def insert_partition(
+    con: duckdb.DuckDBPyConnection,
+    idx: int,
+    src: SourceFile,
+    staged: Any,
+) -> Staged:
+    """Put what :func:`stage_partition` returned into ``stage`` and ``text_keys`` as file ``idx``."""
+    if len(staged) == 2:
+        problems, fix = staged
+        raise InputError(problems, fix=fix)
+    stage, keys, rows, periods = staged
+    con.execute(STAGE_DDL)
+    con.register("_part_stage", stage)
+    con.register("_part_keys", keys)
+    try:
+        con.execute(f"INSERT INTO stage SELECT {idx}, * FROM _part_stage")
+        con.execute(f"INSERT INTO text_keys SELECT {idx}, NULL, * FROM _part_keys")
+    finally:
+        con.unregister("_part_stage")
+        con.unregister("_part_keys")
+    return Staged(idx, src, int(rows), list(periods))
