@@ -103,10 +103,16 @@ def stage_file(
     raw_text = {f: cols.text(f) for f in (*KEY_FIELDS, "ServiceName", *fields, "Tags")}
     bad = " OR ".join(_row_checks(cols))
     g_text = ["ProviderName", "BillingAccountId", "BillingCurrency", "ServiceName", *fields, "Tags"]
+    # Columns the file lacks are NULL constants: grouping on them costs a key column per row for
+    # nothing, so they are left out of the GROUP BY (and of the scan) and added back after it.
+    keys = ("ProviderName", "BillingAccountId", "BillingCurrency")  # grouped on in both sets
+    absent = {f for f in g_text if raw_text[f] == "NULL" and f not in keys}
     proj = ", ".join(
         ["day", "billing_period"]
         + [
-            f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
+            f"NULL AS f_{f}"
+            if f in absent
+            else f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
             if cols.types.get(f) == "VARCHAR"
             else f"f_{f}"
             for f in g_text
@@ -116,7 +122,7 @@ def stage_file(
     )
     inner = ", ".join(
         [f"{day} AS day", f"{bp} AS billing_period"]
-        + [f"{raw_text[f]} AS f_{f}" for f in g_text]
+        + [f"{raw_text[f]} AS f_{f}" for f in dict.fromkeys(g_text) if f not in absent]
         + [f"{dec[c][0]} AS c_{c}" for c in COSTS]
         + [f"({bad}) AS bad"]
     )
@@ -124,7 +130,11 @@ def stage_file(
     attr_keys = [f"f_{f}" for f in ("ProviderName", "ServiceName", *fields, "Tags")]
     # One scan, two aggregations (grouping sets): the day groups the warehouse path starts from, and
     # the exact text totals per (provider, account, period, currency) the report checks it against.
-    day_key = ["day", "billing_period", *(f"f_{f}" for f in g_text)]
+    day_key = [
+        "day",
+        "billing_period",
+        *(f"f_{f}" for f in dict.fromkeys(g_text) if f not in absent),  # each column once
+    ]
     text_key = ["billing_period", "f_ProviderName", "f_BillingAccountId", "f_BillingCurrency"]
     both = f"""
         CREATE OR REPLACE TEMP TABLE grouped_sets AS
