@@ -109,10 +109,9 @@ class Cluster:
 
 # --- the jobs, each in a child process ----------------------------------------------------------
 def child_forecast(n_series: int, scheduler: str) -> dict:
-    from tests.benchmarks.forecast_bench import make_collection
-
     from pipeline.distributed import engine, executor_for
     from pipeline.forecast import ForecastConfig, run_forecast
+    from tests.benchmarks.forecast_bench import make_collection
 
     hist, _ = make_collection(n_series, seed=0, fixed_len=48)
     cfg = ForecastConfig(horizon=18, n_windows=3, executor=executor_for(scheduler or None))
