@@ -373,7 +373,7 @@ def child_duckdb(path: str) -> dict:
     n, groups = con.execute(f"""
         SELECT sum(n), count(*) FROM (
             SELECT CAST(ChargePeriodStart AS DATE) AS day,
-                   coalesce(json_extract_string(Tags, '$.phase'), 'unallocated') AS phase,
+                   coalesce(json_extract_string(nullif(Tags, ''), '$.phase'), 'unallocated') AS phase,
                    ServiceCategory AS category, sum(EffectiveCost) AS cost, count(*) AS n
             FROM {src} GROUP BY ALL)
     """).fetchone()  # type: ignore[misc]
