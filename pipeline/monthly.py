@@ -115,6 +115,7 @@ def ingest_inbox(cfg: MonthlyConfig) -> dict[str, Any]:
             warehouse=cfg.paths.warehouse,
             progress=cfg.progress,
             rules=cfg.settings.rules,
+            scheduler=cfg.settings.scheduler,
         )
     )
     return {
@@ -131,7 +132,8 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
     return {
         "as_of": cfg.as_of.isoformat(),
         "cost_column": cfg.cost_column,
-        "forecast": dataclasses.asdict(cfg.forecast),
+        # the engine (executor, scheduler) changes where the numbers are computed, not the numbers
+        "forecast": {k: v for k, v in dataclasses.asdict(cfg.forecast).items() if k != "executor"},
         "budgets": str(cfg.budgets) if cfg.budgets else None,
         "plan": str(cfg.plan) if cfg.plan else None,
         "inbox": str(cfg.inbox_dir),
@@ -141,8 +143,15 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
 
 
 def run_monthly(cfg: MonthlyConfig) -> MonthlyResult:
-    """The whole job under the lock (raises :class:`LockHeldError` when another run holds it)."""
-    with run_lock(cfg.paths.lock):
+    """The whole job under the lock (raises :class:`LockHeldError` when another run holds it), on
+    the engine of ``cfg.settings.scheduler`` (:func:`pipeline.distributed.engine`)."""
+    from pipeline.distributed import engine, executor_for
+
+    with run_lock(cfg.paths.lock), engine(cfg.settings.scheduler):
+        if executor_for(cfg.settings.scheduler) == "dask" and cfg.forecast.executor == "serial":
+            cfg = dataclasses.replace(
+                cfg, forecast=dataclasses.replace(cfg.forecast, executor="dask")
+            )
         return _run_locked(cfg)
 
 

@@ -9,6 +9,7 @@ small with thousands of short fits; results come back in input order, whichever 
 from __future__ import annotations
 
 import atexit
+import contextvars
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -46,6 +47,31 @@ def _init_worker() -> None:
 
 _POOL: Any = None
 _POOL_JOBS = 0
+
+# The job's Dask client, set by pipeline.distributed.engine for the duration of a job (a context
+# variable, so a job in a thread or a notebook cell sees only its own).
+_ACTIVE: contextvars.ContextVar[tuple[Any, str] | None] = contextvars.ContextVar(
+    "phasecast_dask_client", default=None
+)
+
+
+def active_client() -> Any:
+    """The Dask client of the running job's engine, or ``None`` (serial engine)."""
+    cur = _ACTIVE.get()
+    return cur[0] if cur else None
+
+
+def active_scheduler() -> str | None:
+    cur = _ACTIVE.get()
+    return cur[1] if cur else None
+
+
+def set_active(client: Any, scheduler: str) -> Any:
+    return _ACTIVE.set((client, scheduler))
+
+
+def reset_active(token: Any) -> None:
+    _ACTIVE.reset(token)
 
 
 def _shutdown_pool() -> None:
@@ -98,8 +124,9 @@ def map_series(
     """``[fn(x) for x in items]`` on the chosen executor, in input order, with a progress bar.
 
     ``executor``: ``serial``; ``processes`` (a local process pool of ``n_jobs``; ``fn`` must be
-    picklable); ``dask`` (the ``client`` given, else a ``LocalCluster`` of ``n_jobs`` workers
-    started and closed here).
+    picklable); ``dask`` (the ``client`` given, else the job's engine client
+    (:func:`pipeline.distributed.engine`), else a ``LocalCluster`` of ``n_jobs`` workers started and
+    closed here). On a client, batches are sized by :func:`pipeline.distributed.batch_count`.
     """
     from tqdm.auto import tqdm
 
@@ -108,10 +135,17 @@ def map_series(
         raise ValueError(f"executor must be one of {EXECUTORS}. Got {executor!r} instead.")
     if not items:
         return []
+    if executor == "dask" and client is None:
+        client = active_client()
     if executor == "serial" or (n_jobs <= 1 and client is None):
         return [fn(x) for x in tqdm(items, disable=not progress, desc="series", unit="series")]
 
-    chunks = chunked(items, max(1, n_jobs) * chunks_per_job)
+    if executor == "dask" and client is not None:
+        from pipeline.distributed import batch_count, worker_threads
+
+        chunks = chunked(items, batch_count(len(items), worker_threads(client), chunks_per_job))
+    else:
+        chunks = chunked(items, max(1, n_jobs) * chunks_per_job)
     results: list[list[R] | None] = [None] * len(chunks)
     bar = tqdm(total=len(items), disable=not progress, desc="series", unit="series")
     try:

@@ -105,3 +105,50 @@ def test_model_executor_dask_starts_its_own_cluster() -> None:
 def test_unknown_executor() -> None:
     with pytest.raises(ValueError, match="executor must be one of"):
         map_series(_square_sum, ITEMS, executor="threads")
+
+
+def test_lightgbm_on_dask_one_partition_is_the_serial_booster_and_many_train_data_parallel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lightgbm as lgb
+    from distributed import Client, LocalCluster
+
+    from pipeline import distributed as dist
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(4000, 6)), columns=[f"x{i}" for i in range(6)])
+    y = (2 * X["x0"] - X["x1"] + rng.normal(0, 0.1, len(X))).to_numpy()
+    params = {
+        "objective": "l2",
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "seed": 0,
+        "deterministic": True,
+        "force_row_wise": True,
+        "max_bin": 63,
+        "num_threads": 1,
+        "verbose": -1,
+    }
+    local = lgb.train(params, lgb.Dataset(X, y), num_boost_round=30).predict(X)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        one = dist.train_lightgbm(client, params, X, y, 30).predict(X)
+        monkeypatch.setattr(dist, "GBM_ROWS_PER_PARTITION", 1000)
+        two = dist.train_lightgbm(client, params, X, y, 30).predict(X)
+    np.testing.assert_array_equal(one, local)
+    # data-parallel: bins found on each worker's rows, so close to the serial booster, not equal
+    assert np.corrcoef(two, local)[0, 1] > 0.99
+
+
+def test_batches_are_few_and_not_tiny() -> None:
+    from pipeline.distributed import batch_count
+
+    assert batch_count(24, threads=2) == 3  # 8 series a task at least
+    assert batch_count(10_000, threads=2) == 8  # 4 per worker thread
+    assert batch_count(10_000, threads=64) == 256
+    assert batch_count(0, threads=2) == 0

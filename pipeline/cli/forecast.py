@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pipeline.cli import cli
+from pipeline.cli.options import scheduler_option
 from pipeline.config import Paths
 from pipeline.tables import spreadsheet_safe
 
@@ -161,6 +162,7 @@ def sidecar(path: Path, what: str) -> Path:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@scheduler_option
 @click.pass_obj
 def forecast_cmd(
     paths: Paths,
@@ -177,6 +179,7 @@ def forecast_cmd(
     plan_path: Path | None,
     seed: int,
     quiet: bool,
+    scheduler: str | None,
 ) -> None:
     """Forecast every series in --series: one row per series and future month with
     unique_id, ds, model, mean, lo_L, hi_L, from the model the backtest selects for that series.
@@ -184,8 +187,11 @@ def forecast_cmd(
     Series may be 3 months to decades long; zeros, negatives and constants are fine. Exit 2 on bad
     input (the message names the file, row and column).
     """
+    from pipeline.distributed import engine, executor_for
     from pipeline.forecast import DEFAULT_MODELS, ForecastConfig, run_forecast
     from pipeline.frames import TOTAL, UID, check_levels
+
+    scheduler = scheduler or paths.settings().scheduler
 
     df = read_series(series)
     if {"unique_id", "y"} <= set(df.columns):
@@ -206,13 +212,14 @@ def forecast_cmd(
         n_paths=1000 if reconcile else 200,
         seed=seed,
         reconcile=bool(reconcile),
-        executor=executor,
+        executor=executor_for(scheduler, executor),
         gaps=gaps,
     )
     from pipeline.frames import validate_frame
 
     validate_frame(df, source=str(series))  # file-named errors before any work
-    res = run_forecast(df, config, plan=plan, progress=not quiet)
+    with engine(scheduler):
+        res = run_forecast(df, config, plan=plan, progress=not quiet)
     write_table(res.forecast, output)
     write_table(res.metrics, sidecar(output, "metrics"))
     write_table(res.selection, sidecar(output, "selection"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
+from pipeline.cli.options import scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -42,6 +43,7 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     help="Do not split unallocated GPU cost across phases by usage gpu_hours (tags and rules only).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@scheduler_option
 @click.pass_obj
 def ingest_cmd(
     paths: Paths,
@@ -54,6 +56,7 @@ def ingest_cmd(
     rules: Path | None,
     no_allocate: bool,
     no_progress: bool,
+    scheduler: str | None,
 ) -> None:
     """Load billing exports (and usage, labor) into the warehouse, exactly and idempotently.
 
@@ -78,6 +81,7 @@ def ingest_cmd(
         allocate=not no_allocate,
         report=report,
         progress=not no_progress,
+        scheduler=scheduler or paths.settings().scheduler,
     )
     rep = ingest(cfg)
     done = [f for f in rep.files if f.status != "unchanged"]

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from pipeline.cli import cli, quiet, quiet_mlflow
+from pipeline.cli.options import scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -109,6 +110,7 @@ def _tracking(paths: Paths) -> Any:
 )
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@scheduler_option
 @click.pass_obj
 def run_monthly_cmd(
     paths: Paths,
@@ -128,6 +130,7 @@ def run_monthly_cmd(
     notify: str | None,
     no_report: bool,
     no_progress: bool,
+    scheduler: str | None,
 ) -> None:
     """The scheduled monthly job: ingest, backtest, forecast, flag, report, register models.
 
@@ -150,6 +153,7 @@ def run_monthly_cmd(
         output=output.resolve() if output else None,
         rules=rules.resolve() if rules else None,
         notify=notify,
+        scheduler=scheduler,
     )
     plan = st.plan
     if plan is None and paths.plan.exists():

@@ -73,6 +73,7 @@ class IngestConfig:
     memory_limit: str = "1GB"
     threads: int = 2
     progress: bool = True
+    scheduler: str | None = None  # a Dask scheduler address or "local": files staged on its workers
 
 
 Totals = dict[str, dict[str, Decimal]]  # currency -> FOCUS cost column -> sum
@@ -264,11 +265,40 @@ def ingest(config: IngestConfig) -> IngestReport:
         if p is not None
     ]
 
-    con = connect(config.warehouse, memory_limit=config.memory_limit, threads=config.threads)
-    try:
-        return _ingest(con, config, rules, planned, sources, side_sources, t0)
-    finally:
-        con.close()
+    from pipeline.distributed import engine
+
+    with engine(config.scheduler) as client:
+        con = connect(config.warehouse, memory_limit=config.memory_limit, threads=config.threads)
+        try:
+            return _ingest(con, config, rules, planned, sources, side_sources, t0, client)
+        finally:
+            con.close()
+
+
+def _prestage(
+    client: Any,
+    sources: list[list[SourceFile]],
+    stored: dict[str, Any],
+    rules,
+) -> dict[tuple[int, int], Any]:
+    """Stage every new file on the cluster's workers, one task per file (a partition of a delivery);
+    keyed by (delivery, file). Files already ingested are staged here if their delivery needs them."""
+    if client is None:
+        return {}
+    todo = [
+        (d, i, src)
+        for d, srcs in enumerate(sources)
+        for i, src in enumerate(srcs)
+        if src.sha256 not in stored
+    ]
+    futs = client.map(
+        billing.stage_partition,
+        [src for _, _, src in todo],
+        rules=rules,
+        pure=False,
+        key=[f"stage-{src.sha256[:16]}-{d}-{i}" for d, i, src in todo],
+    )
+    return {(d, i): f for (d, i, _), f in zip(todo, futs, strict=True)}
 
 
 @dataclass
@@ -293,9 +323,11 @@ def _ingest(
     sources: list[list[SourceFile]],
     side_sources,
     t0: float,
+    client: Any = None,
 ) -> IngestReport:
     reports: list[FileReport] = []
     stored = warehouse.stored_files(con)
+    remote = _prestage(client, sources, stored, rules)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(TEXT_KEYS_DDL)
@@ -329,7 +361,7 @@ def _ingest(
             leave=False,
         )
         idx = 0
-        for w, srcs in zip(work, sources, strict=True):
+        for d_i, (w, srcs) in enumerate(zip(work, sources, strict=True)):
             known = [s.sha256 in stored for s in srcs]
             if all(known) and (w.manifest_sha is None or w.manifest_sha in stored):
                 for rep in w.reports:
@@ -359,7 +391,12 @@ def _ingest(
                     bar.update(1)
                     continue
                 t = time.perf_counter()
-                st = billing.stage_file(con, idx, src, rules)
+                fut = remote.pop((d_i, i), None)
+                st = (
+                    billing.insert_partition(con, idx, src, fut.result())
+                    if fut is not None
+                    else billing.stage_file(con, idx, src, rules)
+                )
                 con.execute(f"UPDATE text_keys SET dlv = {w.order} WHERE file_idx = {idx}")
                 rep.status = "ingested"
                 rep.rows = st.rows
@@ -397,6 +434,8 @@ def _ingest(
         alloc = allocation.rebuild(con, enabled=config.allocate)
         con.execute("COMMIT")
     except BaseException as exc:
+        for fut in remote.values():
+            fut.cancel()
         con.execute("ROLLBACK")
         if isinstance(exc, PhasecastError):
             raise

@@ -33,6 +33,8 @@ workers are blocked waiting for work), so it uses ``n_jobs`` threads there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -202,9 +204,20 @@ class LightGBMForecaster(Forecaster):
             steps.append(np.full(len(idx), k))
         return np.concatenate(rows), np.concatenate(steps)
 
-    def _fit(self, df: pd.DataFrame) -> None:
+    def _train(self, params: dict[str, object], X: pd.DataFrame, y: np.ndarray) -> Any:
+        """A booster: on the job's Dask cluster (``lightgbm.dask``) when one is active, else here."""
         import lightgbm as lgb
 
+        from pipeline.parallel import active_client
+
+        client = active_client() if self.executor == "dask" else None
+        if client is not None:
+            from pipeline.distributed import train_lightgbm
+
+            return train_lightgbm(client, params, X, y, self.n_estimators)
+        return lgb.train(params, lgb.Dataset(X, y), num_boost_round=self.n_estimators)
+
+    def _fit(self, df: pd.DataFrame) -> None:
         self.driver_cols_ = driver_columns(df)
         H = self.max_horizon
         self.planned_ = self._planned(df, H + 1)
@@ -246,14 +259,12 @@ class LightGBMForecaster(Forecaster):
         train = np.asarray(target_ds <= cut_t)
         score = np.asarray(pd.DatetimeIndex(pairs["origin"]) == cut_t) & (steps <= self.holdout)
         if train.sum() >= 10 and score.sum() > 0:
-            b0 = lgb.train(
-                params, lgb.Dataset(X[train], target[train]), num_boost_round=self.n_estimators
-            )
+            b0 = self._train(params, X[train], target[train])
             err = target[score] - b0.predict(X[score])
             for k in range(1, H + 1):
                 e = err[steps[score] == k]
                 self.step_rmse_[k - 1] = float(np.sqrt(np.mean(e**2))) if len(e) else np.nan
-        self.booster_ = lgb.train(params, lgb.Dataset(X, target), num_boost_round=self.n_estimators)
+        self.booster_ = self._train(params, X, target)
         missing = [
             k
             for k in range(1, H + 1)

@@ -357,6 +357,36 @@ def child_pandas(path: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": len(df), "groups": len(out)}
 
 
+def child_duckdb(path: str) -> dict:
+    """The practical limit of this job: one DuckDB scan grouping by day, phase and category, with
+    no exactness checks, no attribution rules and no warehouse."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads=2")
+    src = (
+        f"read_parquet('{path}')"
+        if path.endswith(".parquet")
+        else f"read_csv('{path}', nullstr='NULL', all_varchar=false)"
+    )
+    t0 = time.perf_counter()
+    n, groups = con.execute(f"""
+        SELECT sum(n), count(*) FROM (
+            SELECT CAST(ChargePeriodStart AS DATE) AS day,
+                   coalesce(json_extract_string(nullif(Tags, ''), '$.phase'), 'unallocated') AS phase,
+                   ServiceCategory AS category, sum(EffectiveCost) AS cost, count(*) AS n
+            FROM {src} GROUP BY ALL)
+    """).fetchone()  # type: ignore[misc]
+    return {"seconds": time.perf_counter() - t0, "rows": int(n), "groups": int(groups)}
+
+
+def child_zcat(path: str) -> dict:
+    """Single-threaded gzip: ``zcat FILE > /dev/null``, the floor for a gzipped CSV."""
+    t0 = time.perf_counter()
+    subprocess.run(["zcat", path], stdout=subprocess.DEVNULL, check=True)
+    return {"seconds": time.perf_counter() - t0, "rows": -1}
+
+
 def measure(args: list[str]) -> dict:
     """Run ``python -m tests.benchmarks.ingest_bench --child ...`` and return its result and peak RSS."""
     t0 = time.perf_counter()
@@ -396,7 +426,12 @@ def main(argv: list[str] | None = None) -> int:
                 k: str(v) for k, v in make_files(int(rest[0]), int(rest[1]), Path(rest[2])).items()
             }
         else:
-            res = child_phasecast(*rest) if kind == "phasecast" else child_pandas(*rest)
+            res = {
+                "phasecast": child_phasecast,
+                "pandas": child_pandas,
+                "duckdb": child_duckdb,
+                "zcat": child_zcat,
+            }[kind](*rest)
         print(json.dumps(res))
         return 0
 
@@ -427,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for fmt, path in files.items():
-        for way, runs in (("phasecast", a.runs), ("pandas", a.pandas_runs)):
+        ways = [("phasecast", a.runs), ("pandas", a.pandas_runs), ("duckdb", a.runs)]
+        if fmt == "csv.gz":
+            ways.append(("zcat", a.runs))
+        for way, runs in ways:
             samples = []
             for k in range(runs):
                 with tempfile.TemporaryDirectory() as tmp:
@@ -435,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                         [str(Path(tmp) / "w.duckdb")] if way == "phasecast" else []
                     )
                     r = measure(args)
+                if r["rows"] < 0:  # zcat: the file's rows
+                    r["rows"] = a.rows
                 samples.append(r)
                 print(
                     f"  {fmt:8} {way:9} run {k + 1}: {r['rows'] / r['seconds'] / 1e6:6.2f} M rows/s, "
@@ -464,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             by[(fmt, "phasecast")]["speedup_vs_pandas"] = (
                 by[(fmt, "pandas")]["seconds_median"] / by[(fmt, "phasecast")]["seconds_median"]
             )
+        if (fmt, "phasecast") in by and (fmt, "duckdb") in by:
+            by[(fmt, "phasecast")]["x_plain_duckdb_time"] = (
+                by[(fmt, "phasecast")]["seconds_median"] / by[(fmt, "duckdb")]["seconds_median"]
+            )
     doc = {
         "benchmark": "ingest",
         "rows": a.rows,
@@ -479,13 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(
-        f"\n{'format':8} {'way':9} {'M rows/s':>9} {'seconds':>8} {'wall s':>7} {'peak MB':>8} {'x pandas':>8}"
+        f"\n{'format':8} {'way':9} {'M rows/s':>9} {'seconds':>8} {'wall s':>7} {'peak MB':>8} {'x pandas':>8} {'/duckdb':>8}"
     )
     for r in results:
         sp = r.get("speedup_vs_pandas")
         print(
             f"{r['format']:8} {r['way']:9} {r['rows_per_s_median'] / 1e6:9.2f} {r['seconds_median']:8.2f} "
-            f"{r['wall_seconds_median']:7.2f} {r['peak_rss_mb_median']:8.0f} {(f'{sp:.1f}' if sp else ''):>8}"
+            f"{r['wall_seconds_median']:7.2f} {r['peak_rss_mb_median']:8.0f} {(f'{sp:.1f}' if sp else ''):>8} "
+            f"{(f'{xd:.2f}' if (xd := r.get('x_plain_duckdb_time')) else ''):>8}"
         )
     print(f"-> {a.output}")
     return 0
