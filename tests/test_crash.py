@@ -190,3 +190,22 @@ def test_sigkill_during_ingest_leaves_the_warehouse_before_or_after(
     again = phasecast(home, "ingest", "--billing", str(small_sample / "billing"))
     assert again.wait(timeout=300) == 0
     assert _warehouse_state(db) == after
+
+
+def test_runs_back_to_back_with_overlapping_attempts(tmp_path) -> None:
+    """The load benchmark in small: three monthly runs back to back, each with a second attempt
+    started while the first holds the lock (exit 4 at once); the stores stay sound."""
+    import json
+
+    out = tmp_path / "load.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.load_bench", "--runs", "3", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["runs"] == 3 and summary["overlapping_exit_codes"] == [4]
+    assert summary["sqlite_integrity"] == "ok" and summary["run_folders_loaded"] == 3
