@@ -37,18 +37,33 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def _watch(proc: subprocess.Popen) -> int:
-    """Peak RSS (bytes) of a process and its children while it runs."""
-    peak = 0
-    ps = psutil.Process(proc.pid)
-    while proc.poll() is None:
+class _Watch:
+    """Peak RSS (bytes) of a process and its children, sampled from a thread while it runs."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.proc, self.peak = proc, 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
         try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
-            peak = max(peak, rss)
+            ps = psutil.Process(self.proc.pid)
         except psutil.Error:
-            pass
-        time.sleep(0.05)
-    return peak
+            return
+        while self.proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def result(self) -> int:
+        self.proc.wait()
+        self.thread.join()
+        return self.peak
 
 
 def main() -> int:
@@ -76,6 +91,7 @@ def main() -> int:
                    "--budgets", str(sample / "budgets.csv"), "--no-progress"]  # fmt: skip
             t0 = time.perf_counter()
             run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            watch = _Watch(run)
             pid_file = home / "data" / ".run-monthly.lock.pid"
             deadline = time.monotonic() + 120
             while run.poll() is None and time.monotonic() < deadline:  # until it holds the lock
@@ -83,7 +99,7 @@ def main() -> int:
                     break
                 time.sleep(0.05)
             other = subprocess.run(cmd, capture_output=True, text=True)  # overlaps the first
-            peak = _watch(run)
+            peak = watch.result()
             seconds = time.perf_counter() - t0
             err = run.stderr.read().decode() if run.stderr else ""
             if run.returncode != 0:
