@@ -90,7 +90,8 @@ def main() -> int:
                    "--models", "seasonal_naive", "--windows", "1",
                    "--budgets", str(sample / "budgets.csv"), "--no-progress"]  # fmt: skip
             t0 = time.perf_counter()
-            run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            log = open(home / f"run-{i}.log", "w+")  # the run's stderr, read back on failure
+            run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
             watch = _Watch(run)
             pid_file = home / "data" / ".run-monthly.lock.pid"
             deadline = time.monotonic() + 120
@@ -101,7 +102,9 @@ def main() -> int:
             other = subprocess.run(cmd, capture_output=True, text=True)  # overlaps the first
             peak = watch.result()
             seconds = time.perf_counter() - t0
-            err = run.stderr.read().decode() if run.stderr else ""
+            log.seek(0)
+            err = log.read()
+            log.close()
             if run.returncode != 0:
                 print(err[-2000:], file=sys.stderr)
                 return 1
