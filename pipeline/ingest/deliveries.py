@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError, Problem
-from pipeline.ingest.readers import BILLING_SUFFIXES, file_format
+from pipeline.ingest.readers import BILLING_SUFFIXES, file_format, unique_paths
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def plan(paths: list[Path] | tuple[Path, ...]) -> list[Delivery]:
             problems,
             fix="pass FOCUS billing exports (CSV, CSV.gz or Parquet) or folders holding them",
         )
-    data = _unique(data)
+    data = unique_paths(data)
 
     # AWS: every data file under <export>/data/BILLING_PERIOD=P/ belongs to a manifest of that period.
     aws_periods: dict[tuple[Path, str], list[Path]] = {}
@@ -142,7 +142,7 @@ def plan(paths: list[Path] | tuple[Path, ...]) -> list[Delivery]:
         meta = root / "metadata" / f"BILLING_PERIOD={period}"
         if meta.is_dir():
             manifests += [m for m in meta.rglob(f"*{AWS_MANIFEST_SUFFIX}") if m.is_file()]
-    manifests = _unique(manifests)
+    manifests = unique_paths(manifests)
 
     deliveries: list[Delivery] = []
     claimed: set[Path] = set()
@@ -187,17 +187,6 @@ def plan(paths: list[Path] | tuple[Path, ...]) -> list[Delivery]:
             Delivery(id=folder.as_posix(), kind="folder", files=tuple(sorted(files, key=str)))
         )
     return sorted(deliveries, key=lambda d: d.order)
-
-
-def _unique(files: list[Path]) -> list[Path]:
-    seen: set[Path] = set()
-    out = []
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            out.append(f)
-    return out
 
 
 def _in_azure_run(f: Path, manifests: list[Path]) -> bool:

@@ -134,14 +134,19 @@ def discover(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
             problems,
             fix="pass FOCUS billing exports (CSV, CSV.gz or Parquet) or folders holding them",
         )
+    return unique_paths(out)
+
+
+def unique_paths(files: list[Path]) -> list[Path]:
+    """``files`` without repeats (the same file named twice, by any path), in order."""
     seen: set[Path] = set()
-    unique = []
-    for f in out:
+    out = []
+    for f in files:
         r = f.resolve()
         if r not in seen:
             seen.add(r)
-            unique.append(f)
-    return unique
+            out.append(f)
+    return out
 
 
 def open_source(path: Path) -> SourceFile:
