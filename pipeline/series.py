@@ -211,24 +211,26 @@ def build_series(
                 UNION ALL
                 SELECT CAST(date_trunc('{unit}', month) AS DATE), phase, 'labor'{team_sel}, cost
                 FROM labor_monthly WHERE currency = $cur AND month < $as_of
-            ) GROUP BY ALL
+            ) GROUP BY ALL ORDER BY ALL  -- a fixed row order: pandas sums them in this order
         """,
             {"cur": currency, "as_of": as_of_d},
         ).df()
         daily = con.execute(
             f"""
-            SELECT day, phase, category{", team" if include_team else ""}, sum(y) AS y FROM (
-                SELECT day, phase, category{team_sel}, CAST({col} AS DOUBLE) AS y
+            SELECT day, phase, category{", team" if include_team else ""}, CAST(sum(y) AS DOUBLE) AS y FROM (
+                -- exact decimal sums, float at the end: a float sum's last bits depend on the
+                -- order DuckDB's threads add rows in, and the run must be the same every time
+                SELECT day, phase, category{team_sel}, {col} AS y
                 FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 -- A month's labor row is the hours booked so far: spread over the month's days
                 -- up to the as-of date, so the current month's booking is month-to-date, not 1/30th.
                 SELECT CAST(d AS DATE), phase, 'labor'{team_sel},
-                       CAST(cost AS DOUBLE) / (date_diff('day', month, least(last_day(month), CAST($as_of AS DATE) - 1)) + 1)
+                       CAST(CAST(cost AS DOUBLE) / (date_diff('day', month, least(last_day(month), CAST($as_of AS DATE) - 1)) + 1) AS DECIMAL(38, 12))
                 FROM labor_monthly,
                      generate_series(month, least(last_day(month), CAST($as_of AS DATE) - 1), INTERVAL 1 DAY) AS g(d)
                 WHERE currency = $cur AND month < $as_of
-            ) GROUP BY ALL
+            ) GROUP BY ALL ORDER BY ALL  -- a fixed row order: pandas sums them in this order
         """,
             {"cur": currency, "as_of": as_of_d},
         ).df()
