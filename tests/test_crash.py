@@ -59,15 +59,14 @@ def versions(paths: Paths) -> list[tuple[str, int, str]]:
         con.close()
 
 
-def aliases(paths: Paths) -> dict[str, int]:
-    con = sqlite3.connect(paths.mlflow_dir / "mlflow.db")
-    try:
-        return {
-            f"{n}@{a}": v
-            for n, a, v in con.execute("SELECT name, alias, version FROM registered_model_aliases")
-        }
-    finally:
-        con.close()
+def aliases(paths: Paths) -> dict[str, str]:
+    """``model@alias -> version`` through MLflow's own client (no assumptions on its tables)."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
+    return {
+        f"{m.name}@{a}": str(v) for m in c.search_registered_models() for a, v in m.aliases.items()
+    }
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -84,8 +83,10 @@ def test_sigkill_moves_nothing_and_the_next_start_cleans_up(tmp_path, small_home
     shutil.copytree(small_home.data, home / "data")
     paths = Paths(home=home)
     first = phasecast(home, *ARGS, "--models", "seasonal_naive")
-    assert first.wait(timeout=600) == 0, first.stdout.read() if first.stdout else ""
+    out_first = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out_first
     before_aliases = aliases(paths)
+    assert before_aliases, out_first  # the first run registered its champions
     out = paths.outputs / "2026-11-15"
     before_out = digest(out)
     n0 = len(versions(paths))
@@ -132,7 +133,8 @@ def test_sigkill_moves_nothing_and_the_next_start_cleans_up(tmp_path, small_home
     shutil.copytree(small_home.data, ref_home / "data")
     for models in (["seasonal_naive"], ["seasonal_naive", "ets"]):
         ref = phasecast(ref_home, *ARGS, *[a for m in models for a in ("--models", m)])
-        assert ref.wait(timeout=600) == 0
+        ref.communicate(timeout=600)
+        assert ref.returncode == 0
     for name in ("forecast.parquet", "paths.parquet", "flags.parquet"):
         if (out / name).exists():
             pd.testing.assert_frame_equal(
@@ -167,7 +169,8 @@ def ingest_reference(tmp_path_factory, small_sample):  # type: ignore[no-untyped
         (shutil.copytree if p.is_dir() else shutil.copy)(p, first / p.name)
     for src in (first, small_sample / "billing"):
         r = phasecast(tmp / "ref", "ingest", "--billing", str(src))
-        assert r.wait(timeout=300) == 0
+        r.communicate(timeout=300)
+        assert r.returncode == 0
     return first, _warehouse_state(tmp / "ref" / "data" / "phasecast.duckdb")
 
 
@@ -179,7 +182,8 @@ def test_sigkill_during_ingest_leaves_the_warehouse_before_or_after(
     home = tmp_path / "home"
     db = home / "data" / "phasecast.duckdb"
     ok = phasecast(home, "ingest", "--billing", str(first))
-    assert ok.wait(timeout=300) == 0
+    ok.communicate(timeout=300)
+    assert ok.returncode == 0
     before = _warehouse_state(db)
     run = phasecast(home, "ingest", "--billing", str(small_sample / "billing"))
     time.sleep(delay)
@@ -188,7 +192,8 @@ def test_sigkill_during_ingest_leaves_the_warehouse_before_or_after(
     run.wait()
     assert _warehouse_state(db) in (before, after)  # never half-written
     again = phasecast(home, "ingest", "--billing", str(small_sample / "billing"))
-    assert again.wait(timeout=300) == 0
+    again.communicate(timeout=300)
+    assert again.returncode == 0
     assert _warehouse_state(db) == after
 
 
