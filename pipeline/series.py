@@ -217,16 +217,16 @@ def build_series(
         ).df()
         daily = con.execute(
             f"""
-            SELECT day, phase, category{", team" if include_team else ""}, CAST(sum(y) AS DOUBLE) AS y FROM (
-                -- exact decimal sums, float at the end: a float sum's last bits depend on the
-                -- order DuckDB's threads add rows in, and the run must be the same every time
-                SELECT day, phase, category{team_sel}, {col} AS y
+            SELECT day, phase, category{", team" if include_team else ""}, sum(y ORDER BY y) AS y FROM (
+                -- a float sum in a fixed order: its last bits would otherwise depend on the order
+                -- DuckDB's threads add rows in, and a re-run must give the same bits
+                SELECT day, phase, category{team_sel}, CAST({col} AS DOUBLE) AS y
                 FROM {facts} WHERE currency = $cur AND day < $as_of
                 UNION ALL
                 -- A month's labor row is the hours booked so far: spread over the month's days
                 -- up to the as-of date, so the current month's booking is month-to-date, not 1/30th.
                 SELECT CAST(d AS DATE), phase, 'labor'{team_sel},
-                       CAST(CAST(cost AS DOUBLE) / (date_diff('day', month, least(last_day(month), CAST($as_of AS DATE) - 1)) + 1) AS DECIMAL(38, 12))
+                       CAST(cost AS DOUBLE) / (date_diff('day', month, least(last_day(month), CAST($as_of AS DATE) - 1)) + 1)
                 FROM labor_monthly,
                      generate_series(month, least(last_day(month), CAST($as_of AS DATE) - 1), INTERVAL 1 DAY) AS g(d)
                 WHERE currency = $cur AND month < $as_of

@@ -63,3 +63,11 @@ def home_copy(tmp_path: Path, small_home):
     home = tmp_path / "home"
     shutil.copytree(small_home.data, home / "data")
     return Paths(home=home)
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow.set_tracking_uri`` (called by in-process runs) also sets MLFLOW_TRACKING_URI in this
+    process's environment; without this, a later test's ``phasecast`` subprocess would inherit it
+    and track into an earlier test's store instead of its own home's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
