@@ -24,7 +24,6 @@ import duckdb
 
 from pipeline.errors import InputError, Problem
 from pipeline.ingest.allocation import LEGACY_METHOD, USAGE_METHOD
-from pipeline.ingest.warehouse import COST_COLUMNS
 
 KINDS = ("tag", "rule", "allocation", "unallocated")
 #: Facts ingested before attribution methods were recorded: shown only when present.
@@ -131,22 +130,11 @@ def attribution_report(
     top: int = 10,
 ) -> AttributionReport:
     """Summarise the attribution of every cost row of ``warehouse_path`` (see the module docstring)."""
-    if cost_column not in COST_COLUMNS or cost_column == "ContractedCost":
-        raise InputError(
-            f"cost_column must be EffectiveCost, BilledCost or ListCost. Got {cost_column!r} instead.",
-            fix="pick one of EffectiveCost, BilledCost, ListCost",
-        )
-    path = Path(warehouse_path)
-    if not path.exists():
-        raise InputError(
-            Problem("no warehouse here", str(path)),
-            fix="run `phasecast ingest --billing PATH` first",
-        )
-    col = COST_COLUMNS[cost_column]
+    from pipeline.series import facts_relation, warehouse_cost
+
+    path, col = warehouse_cost(warehouse_path, cost_column)
     con = duckdb.connect(str(path), read_only=True)
     try:
-        from pipeline.series import facts_relation
-
         facts = facts_relation(con)
         found = [
             r[0]

@@ -141,6 +141,22 @@ def summing_matrix(bottom_ids: list[str]) -> pd.DataFrame:
     return s
 
 
+def warehouse_cost(warehouse_path: Path | str, cost_column: str) -> tuple[Path, str]:
+    """The warehouse file (which must exist) and the fact column of a FOCUS cost column."""
+    if cost_column not in COST_COLUMNS or cost_column == "ContractedCost":
+        raise InputError(
+            f"cost_column must be EffectiveCost, BilledCost or ListCost. Got {cost_column!r} instead.",
+            fix="pick one of EffectiveCost, BilledCost, ListCost",
+        )
+    path = Path(warehouse_path)
+    if not path.exists():
+        raise InputError(
+            Problem("no warehouse here", str(path)),
+            fix="run `phasecast ingest --billing PATH` first",
+        )
+    return path, COST_COLUMNS[cost_column]
+
+
 def build_series(
     warehouse_path: Path | str,
     as_of: dt.date | str | None = None,
@@ -156,22 +172,11 @@ def build_series(
     (so a past ``as_of`` reproduces what was known then, for backtests). Default: the day after the
     last charge date. ``currency``: required only when the warehouse holds several.
     """
-    if cost_column not in COST_COLUMNS or cost_column == "ContractedCost":
-        raise InputError(
-            f"cost_column must be EffectiveCost, BilledCost or ListCost. Got {cost_column!r} instead.",
-            fix="pick one of EffectiveCost, BilledCost, ListCost",
-        )
     if freq not in _TRUNC:
         raise InputError(
             f"freq must be one of {list(_TRUNC)}. Got {freq!r} instead.", fix="use freq='MS'"
         )
-    path = Path(warehouse_path)
-    if not path.exists():
-        raise InputError(
-            Problem("no warehouse here", str(path)),
-            fix="run `phasecast ingest --billing PATH` first",
-        )
-    col = COST_COLUMNS[cost_column]
+    path, col = warehouse_cost(warehouse_path, cost_column)
     con = duckdb.connect(str(path), read_only=True)
     try:
         con.execute("SET TimeZone='UTC'")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from tests.benchmarks import machine_info
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench-results" / "ingest.json"
@@ -512,12 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ingest",
         "rows": a.rows,
         "seed": a.seed,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "note": "shared machine: other jobs may run at the same time",
-        },
+        "machine": machine_info(),
         "results": results,
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)

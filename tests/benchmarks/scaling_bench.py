@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import signal
 import socket
@@ -32,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.benchmarks import machine_info
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench-results" / "scaling.json"
@@ -255,12 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     doc = {
         "benchmark": "scaling",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "note": "shared machine: other jobs may run at the same time",
-        },
+        "machine": machine_info(),
         "results": results,
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
