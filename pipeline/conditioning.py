@@ -178,7 +178,7 @@ def condition_paths(
     the hours booked so far, which may already be the whole month's): no pace is extrapolated from
     them; the month is its forecast, and never less than what is already booked.
     """
-    from pipeline.reconcile import summing_matrix
+    from pipeline.reconcile import add_up, summing_sparse
 
     out = np.array(paths, dtype=float, copy=True)
     ids = [str(u) for u in path_ids]
@@ -188,7 +188,7 @@ def condition_paths(
         return out
     ref = max(current, key=lambda pm: pm.days_covered)
     col = months[ref.month]
-    S, bottom = summing_matrix(ids)
+    S, bottom = summing_sparse(ids)
     pos = {u: i for i, u in enumerate(ids)}
     clip = {str(u) for u in nonneg}
     as_booked = {str(u) for u in booked}
@@ -212,7 +212,7 @@ def condition_paths(
         if uid in clip:
             new[:, col + 1 :] = np.maximum(new[:, col + 1 :], 0.0)
         b_paths[j] = new
-    return np.einsum("ib,bph->iph", S, b_paths)
+    return add_up(S, b_paths)
 
 
 @dataclass(frozen=True)
@@ -295,8 +295,8 @@ def period_totals(
 
 def _coherent(ids: list[str], values: np.ndarray) -> np.ndarray:
     """Parents re-added from their bottom series (month-to-date actuals add up like the paths)."""
-    from pipeline.reconcile import summing_matrix
+    from pipeline.reconcile import add_up, summing_sparse
 
-    S, bottom = summing_matrix(ids)
+    S, bottom = summing_sparse(ids)
     pos = {u: i for i, u in enumerate(ids)}
-    return np.asarray(S @ values[[pos[b] for b in bottom]], dtype=float)
+    return add_up(S, values[[pos[b] for b in bottom]])

@@ -41,7 +41,18 @@ import duckdb
 import pandas as pd
 
 from pipeline.errors import InputError, Problem
-from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id, safe_label
+from pipeline.frames import (
+    CATEGORY,
+    DS,
+    PHASE,
+    SEP,
+    TOTAL,
+    UID,
+    Y,
+    hierarchy_id,
+    node_parents,
+    safe_label,
+)
 from pipeline.ingest.warehouse import COST_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -108,14 +119,6 @@ class SeriesFrames:
             df.to_csv(p, index=False, date_format="%Y-%m-%d")
             out.append(p)
         return out
-
-
-def node_parents(uid: str) -> list[str]:
-    """The aggregate ids a node sums into, nearest first: ``inference/compute_gpu`` -> ``[inference, total]``."""
-    if uid == TOTAL:
-        return []
-    parts = uid.split(SEP)
-    return [SEP.join(parts[:i]) for i in range(len(parts) - 1, 0, -1)] + [TOTAL]
 
 
 def hierarchy(bottom_ids: list[str]) -> dict[str, list[str]]:
