@@ -217,13 +217,7 @@ def load_run(folder: Path) -> ForecastRun:
     manifest = json.loads(manifest_path.read_text())
     store = manifest.get("store") or {}
     ids = [str(u) for u in store.get("path_ids", [])]
-    t = pq.read_table(folder / PATHS_FILE).to_pandas()
-    ds = pd.DatetimeIndex(pd.to_datetime(np.sort(t[DS].unique())))
-    n, h = len(ids), len(ds)
-    p = len(t) // max(n * h, 1)
-    t = t.sort_values([UID, "path", DS], key=_order(ids), kind="stable")
-    paths = t["value"].to_numpy(float).reshape(n, p, h)
-    conditioned = t["conditioned"].to_numpy(float).reshape(n, p, h)
+    ds, paths, conditioned = read_paths(folder / PATHS_FILE, ids)
     partial = {}
     pt = _read(folder, "partial")
     for r in pt.itertuples(index=False):
@@ -257,15 +251,38 @@ def load_run(folder: Path) -> ForecastRun:
     )
 
 
-def _order(ids: list[str]) -> Any:
+def read_paths(path: Path, ids: list[str]) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """``(path_ds, paths, conditioned)`` of a paths file, each value put at its (series, path,
+    month) position from the row's own keys (whatever order the rows come in); memory is the two
+    arrays and the file's columns, never per-row Python objects."""
+    t = pq.read_table(path)
+    uid = t.column(UID).combine_chunks()
+    if not pa.types.is_dictionary(uid.type):
+        uid = uid.dictionary_encode()
+    names = [str(x) for x in uid.dictionary.to_pylist()]
+    codes = uid.indices.to_numpy(zero_copy_only=False)
     rank = {u: i for i, u in enumerate(ids)}
-
-    def key(col: pd.Series) -> pd.Series:
-        if col.name == UID:
-            return col.astype(str).map(rank)
-        return col
-
-    return key
+    day = t.column(DS).to_numpy().astype("datetime64[ns]")
+    months = np.unique(day)
+    n, h = len(ids), len(months)
+    p = len(t) // max(n * h, 1)
+    unknown = [u for u in names if u not in rank]
+    if unknown or n * p * h != len(t):
+        raise InputError(
+            Problem(
+                f"paths of series the run does not list ({unknown[:3]}) or not one value per "
+                f"series, path and month ({len(t)} rows for {n} x {p} x {h})",
+                str(path),
+            ),
+            fix="re-run phasecast run-monthly for this as-of (the run folder was altered)",
+        )
+    row = np.array([rank[u] for u in names], dtype=np.int64)[codes]
+    at = (row * p + t.column("path").to_numpy().astype(np.int64)) * h
+    at += np.searchsorted(months, day)
+    paths, conditioned = np.empty(n * p * h), np.empty(n * p * h)
+    paths[at] = t.column("value").to_numpy()
+    conditioned[at] = t.column("conditioned").to_numpy()
+    return pd.DatetimeIndex(months), paths.reshape(n, p, h), conditioned.reshape(n, p, h)
 
 
 def stored_runs(root: Path) -> list[Path]:

@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     env = os.environ.get
     ap.add_argument("--monthly", default=env("PHASECAST_BENCH_MONTHLY", "100,1000"))
-    ap.add_argument("--series", default=env("PHASECAST_BENCH_SERIES", "100,1000"))
+    ap.add_argument("--series", default=env("PHASECAST_BENCH_SERIES", ""))
     ap.add_argument("--rows", default=env("PHASECAST_BENCH_SCALE_ROWS", "1000000,10000000"))
     ap.add_argument("--runs", type=int, default=int(env("PHASECAST_BENCH_RUNS", "3")))
     ap.add_argument("--engines", default="serial,cluster")
