@@ -119,7 +119,12 @@ def stage_file(
         + [f"({bad}) AS bad"]
     )
     try:
-        _scan(con, src, inner, present)
+        if not (
+            src.fmt == "parquet"
+            and "file_row_number" not in schema
+            and _scan_by_hash(con, src, inner, {f: raw_text[f] for f in present})
+        ):
+            _scan(con, src, inner, present)
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
     # Text as attribution reads it: the words NULL and '' are NULL; absent columns NULL.
@@ -207,6 +212,63 @@ def stage_file(
         ).fetchall()
     ]
     return Staged(idx, src, int(n_rows), periods)
+
+
+def _scan_by_hash(
+    con: duckdb.DuckDBPyConnection, src: SourceFile, inner: str, text: dict[str, str]
+) -> bool:
+    """:func:`_scan` of a Parquet file without grouping on the text: the rows are grouped on the day,
+    the period and ``k``, a 64-bit hash of the text fields (``text``: name -> SQL over the raw
+    columns); each combination's text is then read from one of its rows (by Parquet row number).
+    False (nothing made) if a hash may cover two combinations.
+
+    Grouping on one integer instead of ~15 text columns halves the scan. It stays exact: every group
+    also carries ``g``, a second hash of the same fields in reverse order, each prefixed (so two values
+    of one field that share ``hash`` do not share ``g``); a ``k`` whose rows have two values of ``g``
+    covers two combinations, and the caller then groups on the text itself. The text read back must
+    hash to its ``k`` and ``g`` too."""
+    f = [f"f_{x}" for x in text]
+
+    def hashes(t: str) -> tuple[str, str]:
+        fwd = ", ".join(t + x for x in f)
+        rev = ", ".join("'~' || " + t + x for x in reversed(f))
+        return f"hash({fwd})", f"hash({rev})"
+
+    h, g = hashes("")
+    p = str(src.path).replace("'", "''")
+    rows = f"read_parquet('{p}', file_row_number=true)"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE grouped AS
+        SELECT day, billing_period, k, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
+               count(*) AS row_count, count_if(bad) AS n_bad,
+               min(g) AS g, max(g) AS g_max, min(rn) AS rep
+        FROM (SELECT *, {h} AS k, {g} AS g FROM (SELECT {inner}, file_row_number AS rn FROM {rows}))
+        GROUP BY day, billing_period, k
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE reps AS
+        SELECT k, min(rep) AS rep, min(g) AS g, min(g) = max(g_max) AS one FROM grouped GROUP BY k
+    """)
+    (one,) = con.execute("SELECT coalesce(bool_and(one), true) FROM reps").fetchone()  # type: ignore[misc]
+    if one:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE combos_raw AS
+            SELECT r.k, {", ".join(f"t.{x}" for x in f)}, r.g
+            FROM (SELECT file_row_number AS rn, {", ".join(f"{e} AS f_{n}" for n, e in text.items())}
+                  FROM {rows} WHERE file_row_number IN (SELECT rep FROM reps)) t
+            JOIN reps r ON r.rep = t.rn
+        """)
+        hc, gc = hashes("c.")
+        (one,) = con.execute(f"""
+            SELECT count(*) = (SELECT count(*) FROM reps) AND coalesce(bool_and({hc} = k AND {gc} = g), true)
+            FROM combos_raw c
+        """).fetchone()  # type: ignore[misc]
+        con.execute("ALTER TABLE combos_raw DROP COLUMN g")
+    con.execute("DROP TABLE reps")
+    if not one:
+        log.info("%s: a hash covers two text combinations; grouping on the text", src.path)
+        con.execute("DROP TABLE IF EXISTS grouped; DROP TABLE IF EXISTS combos_raw")
+    return bool(one)
 
 
 def _scan(con: duckdb.DuckDBPyConnection, src: SourceFile, inner: str, present: list[str]) -> None:
