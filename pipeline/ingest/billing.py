@@ -1,9 +1,11 @@
-"""Stage one billing file (one SQL pass, aggregated), validate it, attribute it, and apply it.
+"""Stage billing files (one SQL pass each, aggregated), validate them, attribute them, and apply them.
 
-The row-level work happens once, in DuckDB: read, cast, and group by the day, the billing period, the
-account, the currency, the raw Tags text and the fields attribution looks at. Everything after that
-(JSON tags, rules, GPU detection, checks) runs on those groups, which are far fewer than rows. Only when
-a check fails is the file read again, row by row, to name the offending rows.
+The row-level work happens once per file, in DuckDB: read, cast, check, and group by the day, the
+billing period and the text fields attribution looks at (for Parquet, by a hash of them, proved to
+stand for one combination: :func:`_scan_by_hash`). Everything after that (JSON tags, rules, GPU
+detection, checks) runs on those groups and on the distinct text combinations, far fewer than rows;
+attribution runs once for all the files of a call (:func:`attribute`). Only when a check fails is the
+file read again, row by row, to name the offending rows.
 """
 
 from __future__ import annotations
@@ -92,16 +94,27 @@ def _group_fields(rules: list[Rule], cols: Columns | None = None) -> list[str]:
 def stage_file(
     con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
 ) -> Staged:
-    """Read, check and attribute one file into the temp table ``stage``; raise InputError on bad input.
+    """Read, check and attribute one file into the temp table ``stage``; raise InputError on bad input."""
+    st = scan_file(con, idx, src, rules)
+    attribute(con, rules)
+    return st
 
-    One scan groups the rows on the day, the billing period and the text fields, exactly
-    (:func:`_scan`). Everything after it works on ``grouped`` (day, period, a number ``k`` per text
-    combination, the sums: no text) and ``combos`` (``k`` and its text: a few thousand rows), so
-    attribution, checks and the text totals cost little whatever the number of day groups.
+
+def scan_file(
+    con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
+) -> Staged:
+    """Read and check one file; its day groups and text combinations wait in ``pend_groups`` and
+    ``pend_combos`` for :func:`attribute`; raise InputError on bad input.
+
+    One scan groups the rows on the day, the billing period and the text fields (:func:`_scan`,
+    :func:`_scan_by_hash`). Everything after it works on ``grouped`` (day, period, a number ``k`` per
+    text combination, the sums: no text) and ``combos`` (``k`` and its text: a few thousand rows), so
+    checks and text totals cost little whatever the number of day groups.
     """
     schema = describe(con, src)
     cols = with_extra_columns(resolve_columns(src, schema), schema)
     con.execute(STAGE_DDL)
+    con.execute(_pend_ddl(rules))
     fields = _group_fields(rules, cols)
     day, _ = cols.day("ChargePeriodStart")
     bp, _ = cols.billing_period()
@@ -163,11 +176,64 @@ def stage_file(
     if n_bad:
         raise _row_problems(con, src, cols, int(n_bad))
 
-    # Attribution (JSON tags, rule regexes, GPU regex) depends only on the text fields: once per
-    # combination, joined back to the day groups on ``k``.
     _check_tags(con, src, cols)
-    col = {f: f"f_{f}" for f in ("ServiceName", *fields)}
+    every = _text_fields(rules)
+    con.execute(f"""
+        INSERT INTO pend_groups
+        SELECT {idx}, day, billing_period, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
+    """)
+    con.execute(f"""
+        INSERT INTO pend_combos (file_idx, k, {", ".join(f"f_{f}" for f in every)})
+        SELECT {idx}, k, {", ".join(f"f_{f}" if f in present or f in absent else "NULL" for f in every)}
+        FROM combos
+    """)
+    con.execute("DROP TABLE grouped; DROP TABLE combos")
+    periods = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {idx} ORDER BY 1"
+        ).fetchall()
+    ]
+    return Staged(idx, src, int(n_rows), periods)
+
+
+def _text_fields(rules: list[Rule]) -> list[str]:
+    """Every text field a file's combinations may carry (NULL when the file lacks it)."""
+    return list(dict.fromkeys([*KEY_FIELDS, "ServiceName", *_group_fields_all(rules), "Tags"]))
+
+
+def _group_fields_all(rules: list[Rule]) -> list[str]:
+    fields = set(CATEGORY_FIELDS) | set(fields_used(rules)) | {"ResourceId"} | set(EXTRA_FIELDS)
+    fields.discard("ProviderName")
+    return sorted(fields)
+
+
+def _pend_ddl(rules: list[Rule]) -> str:
+    return f"""
+        CREATE TEMP TABLE IF NOT EXISTS pend_groups (
+            file_idx INTEGER, day BIGINT, billing_period BIGINT, k UBIGINT,
+            {", ".join(f"s_{c} {DECIMAL}" for c in COSTS)}, row_count BIGINT);
+        CREATE TEMP TABLE IF NOT EXISTS pend_combos (
+            file_idx INTEGER, k UBIGINT, {", ".join(f"f_{f} VARCHAR" for f in _text_fields(rules))});
+    """
+
+
+def attribute(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> None:
+    """Attribute the files :func:`scan_file` left pending, all at once, into ``stage``.
+
+    Attribution (JSON tags, rule regexes, GPU regex) depends only on the text fields: once per distinct
+    combination of all pending files (one query however many files: binding the rules costs more than
+    applying them), joined back to the day groups, which are then summed per attribution (integers)."""
+    con.execute(STAGE_DDL)
+    con.execute(_pend_ddl(rules))
+    every = _text_fields(rules)
+    f = [f"f_{x}" for x in every]
+    col = {x: f"f_{x}" for x in every if x not in KEY_FIELDS}
     col["ProviderName"] = "f_ProviderName"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE attr_in AS
+        SELECT row_number() OVER () AS u, * FROM (SELECT DISTINCT {", ".join(f)} FROM pend_combos)
+    """)
     # method: 'tag', 'rule:<name>' or 'unallocated'; the GPU model and resource of GPU rows left
     # unallocated name the pool usage-based allocation may split (pipeline.ingest.allocation).
     rule_method = method_sql(rules, col, "f_Tags")
@@ -176,7 +242,7 @@ def stage_file(
         SELECT *, dense_rank() OVER (ORDER BY provider, billing_account, currency, phase, category,
                                      team, model, service, method, gpu, resource_id) AS aid
         FROM (
-        SELECT k, f_ProviderName AS provider, f_BillingAccountId AS billing_account,
+        SELECT u, f_ProviderName AS provider, f_BillingAccountId AS billing_account,
                upper(trim(f_BillingCurrency)) AS currency, phase, category, team, model,
                f_ServiceName AS service, method,
                CASE WHEN category = 'compute_gpu' THEN {gpu_model_sql(category_desc_sql(col))} END AS gpu,
@@ -188,30 +254,28 @@ def stage_file(
         FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase, {rule_method} AS rule_method,
                      nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
                      nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
-              FROM combos)))
+              FROM attr_in)))
     """)
-    # Day groups summed per attribution (integers), then given its text.
+    # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM.
+    on = " AND ".join(f"p.{x} IS NOT DISTINCT FROM i.{x}" for x in f)
     con.execute(f"""
         INSERT INTO stage
-        SELECT {idx}, {day_to_date("s.day")}, {day_to_date("s.billing_period")}, a.provider,
+        SELECT s.file_idx, {day_to_date("s.day")}, {day_to_date("s.billing_period")}, a.provider,
                a.billing_account, a.currency, a.phase, a.category, a.team, a.model,
                s.billed_cost, s.effective_cost, s.list_cost, s.contracted_cost, s.row_count,
                a.service, a.method, a.gpu, a.resource_id
-        FROM (SELECT g.day, g.billing_period, m.aid,
-                     {", ".join(f"CAST(sum(g.s_{c}) AS {DECIMAL}) AS {w}" for c, w in zip(COSTS, _WH_COSTS, strict=True))},
+        FROM (SELECT g.file_idx, g.day, g.billing_period, m.aid,
+                     {", ".join(f"sum(g.s_{c}) AS {w}" for c, w in zip(COSTS, _WH_COSTS, strict=True))},
                      sum(g.row_count) AS row_count
-              FROM grouped g JOIN (SELECT k, aid FROM attributed) m USING (k)
-              GROUP BY g.day, g.billing_period, m.aid) s
-        JOIN (SELECT DISTINCT ON (aid) * EXCLUDE (k) FROM attributed) a USING (aid)
+              FROM pend_groups g
+              JOIN (SELECT p.file_idx, p.k, a.aid FROM pend_combos p JOIN attr_in i ON {on}
+                    JOIN attributed a USING (u)) m USING (file_idx, k)
+              GROUP BY g.file_idx, g.day, g.billing_period, m.aid) s
+        JOIN (SELECT DISTINCT ON (aid) * EXCLUDE (u) FROM attributed) a USING (aid)
     """)
-    con.execute("DROP TABLE grouped; DROP TABLE combos; DROP TABLE attributed")
-    periods = [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT strftime(billing_period, '%Y-%m') FROM text_keys WHERE file_idx = {idx} ORDER BY 1"
-        ).fetchall()
-    ]
-    return Staged(idx, src, int(n_rows), periods)
+    con.execute(
+        "DROP TABLE attr_in; DROP TABLE attributed; DELETE FROM pend_groups; DELETE FROM pend_combos"
+    )
 
 
 def _scan_by_hash(
