@@ -140,7 +140,9 @@ def load_rules(path: Path | None = None) -> list[Rule]:
     path = Path(path) if path is not None else default_rules_path()
     src = str(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader when built in (10x faster than the pure-Python one; same documents).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except FileNotFoundError:
         raise InputError(
             Problem("rules file not found", src), fix="pass an existing YAML file to --rules"

@@ -1,9 +1,11 @@
-"""Stage one billing file (one SQL pass, aggregated), validate it, attribute it, and apply it.
+"""Stage billing files (one SQL pass each, aggregated), validate them, attribute them, and apply them.
 
-The row-level work happens once, in DuckDB: read, cast, and group by the day, the billing period, the
-account, the currency, the raw Tags text and the fields attribution looks at. Everything after that
-(JSON tags, rules, GPU detection, checks) runs on those groups, which are far fewer than rows. Only when
-a check fails is the file read again, row by row, to name the offending rows.
+The row-level work happens once per file, in DuckDB: read, cast, check, and group by the day, the
+billing period and the text fields attribution looks at (for Parquet, by a hash of them, proved to
+stand for one combination: :func:`_scan_by_hash`). Everything after that (JSON tags, rules, GPU
+detection, checks) runs on those groups and on the distinct text combinations, far fewer than rows;
+attribution runs once for all the files of a call (:func:`attribute`). Only when a check fails is the
+file read again, row by row, to name the offending rows.
 """
 
 from __future__ import annotations
@@ -93,88 +95,78 @@ def stage_file(
     con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
 ) -> Staged:
     """Read, check and attribute one file into the temp table ``stage``; raise InputError on bad input."""
+    st = scan_file(con, idx, src, rules)
+    attribute(con, rules)
+    return st
+
+
+def scan_file(
+    con: duckdb.DuckDBPyConnection, idx: int, src: SourceFile, rules: list[Rule]
+) -> Staged:
+    """Read and check one file; its day groups and text combinations wait in ``pend_groups`` and
+    ``pend_combos`` for :func:`attribute`; raise InputError on bad input.
+
+    One scan groups the rows on the day, the billing period and the text fields (:func:`_scan`,
+    :func:`_scan_by_hash`). Everything after it works on ``grouped`` (day, period, a number ``k`` per
+    text combination, the sums: no text) and ``combos`` (``k`` and its text: a few thousand rows), so
+    checks and text totals cost little whatever the number of day groups.
+    """
     schema = describe(con, src)
     cols = with_extra_columns(resolve_columns(src, schema), schema)
     con.execute(STAGE_DDL)
+    con.execute(_pend_ddl(rules))
     fields = _group_fields(rules, cols)
-    dec = {c: cols.decimal(c) for c in COSTS}
     day, _ = cols.day("ChargePeriodStart")
     bp, _ = cols.billing_period()
-    # Text is grouped on as read; NULL words become NULL after grouping (cheaper than per row).
     raw_text = {f: cols.text(f) for f in (*KEY_FIELDS, "ServiceName", *fields, "Tags")}
     bad = " OR ".join(_row_checks(cols))
     g_text = ["ProviderName", "BillingAccountId", "BillingCurrency", "ServiceName", *fields, "Tags"]
-    # Columns the file lacks are NULL constants: grouping on them costs a key column per row for
-    # nothing, so they are left out of the GROUP BY (and of the scan) and added back after it.
-    keys = ("ProviderName", "BillingAccountId", "BillingCurrency")  # grouped on in both sets
+    # Columns the file lacks are NULL constants: left out of the scan and the hash, added back after.
+    keys = ("ProviderName", "BillingAccountId", "BillingCurrency")
     absent = {f for f in g_text if raw_text[f] == "NULL" and f not in keys}
-    proj = ", ".join(
-        ["day", "billing_period"]
-        + [
-            f"NULL AS f_{f}"
-            if f in absent
-            else f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
-            if cols.types.get(f) == "VARCHAR"
-            else f"f_{f}"
-            for f in g_text
-        ]
-        + [f"CAST(s_{c} AS {DECIMAL}) AS {w}" for c, w in zip(COSTS, _WH_COSTS, strict=True)]
-        + ["row_count", "n_bad"]
-    )
+    present = [f for f in dict.fromkeys(g_text) if f not in absent]
     inner = ", ".join(
         [f"{day} AS day", f"{bp} AS billing_period"]
-        + [f"{raw_text[f]} AS f_{f}" for f in dict.fromkeys(g_text) if f not in absent]
-        + [f"{_summand(cols, c, dec[c][0])} AS c_{c}" for c in COSTS]
+        + [f"{raw_text[f]} AS f_{f}" for f in present]
+        + [f"{_summand(cols, c, cols.decimal(c)[0])} AS c_{c}" for c in COSTS]
         + [f"({bad}) AS bad"]
     )
-    # The attribution fields of a group, and a 64-bit hash of them to join attributions back on.
-    attr_keys = [f"f_{f}" for f in ("ProviderName", "ServiceName", *fields, "Tags")]
-    # One scan, one aggregation: the day groups the warehouse path starts from. The exact text totals
-    # per (provider, account, period, currency) the report checks the warehouse against are summed from
-    # them: exact decimal sums of exact decimal sums, before any attribution, allocation or replacing
-    # (a second grouping set over the raw rows gave the same digits and cost a quarter of the scan).
-    day_key = [
-        "day",
-        "billing_period",
-        *(f"f_{f}" for f in dict.fromkeys(g_text) if f not in absent),  # each column once
-    ]
-    both = f"""
-        CREATE OR REPLACE TEMP TABLE grouped_sets AS
-        SELECT {", ".join(day_key)}, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
-               count(*) AS row_count, count_if(bad) AS n_bad
-        FROM (SELECT {inner} FROM {source_sql(src)})
-        GROUP BY {", ".join(day_key)}
-    """
-    grouped = f"""
-        CREATE OR REPLACE TEMP TABLE groups AS
-        SELECT *, hash({", ".join(attr_keys)}) AS k FROM (
-        SELECT {proj.replace("day, billing_period", f"{day_to_date('day')} AS day, {day_to_date('billing_period')} AS billing_period", 1)}
-        FROM grouped_sets)
-    """
-    nullword = {
-        f: f"nullif(nullif(f_{f}, 'NULL'), '')" if cols.types.get(f) == "VARCHAR" else f"f_{f}"
-        for f in ("ProviderName", "BillingAccountId", "BillingCurrency")
-    }
-    text_totals = f"""
-        INSERT INTO text_keys
-        SELECT {idx}, NULL, {nullword["ProviderName"]}, {nullword["BillingAccountId"]},
-               {day_to_date("billing_period")}, upper(trim({nullword["BillingCurrency"]})),
-               sum(s_BilledCost), sum(s_EffectiveCost), sum(s_ListCost)
-        FROM grouped_sets GROUP BY ALL
-    """
     try:
-        con.execute(both)
+        if not (
+            src.fmt == "parquet"
+            and "file_row_number" not in schema
+            and _scan_by_hash(con, src, inner, {f: raw_text[f] for f in present})
+        ):
+            _scan(con, src, inner, present)
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
-    con.execute(grouped)
-    con.execute(text_totals)
-    con.execute("DROP TABLE grouped_sets")
+    # Text as attribution reads it: the words NULL and '' are NULL; absent columns NULL.
+    nullword = {
+        f: f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
+        if cols.types.get(f) == "VARCHAR"
+        else f"f_{f}"
+        for f in present
+    }
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE combos AS
+        SELECT k, {", ".join([*(nullword[f] for f in present), *(f"CAST(NULL AS VARCHAR) AS f_{f}" for f in sorted(absent))])}
+        FROM combos_raw
+    """)
+    con.execute("DROP TABLE combos_raw")
+    # The exact text totals per (provider, account, period, currency) the report checks the warehouse
+    # against: sums of the file's own numbers by its own key text, before attribution and allocation.
+    con.execute(f"""
+        INSERT INTO text_keys
+        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date("g.billing_period")},
+               upper(trim(c.f_BillingCurrency)), sum(g.s_BilledCost), sum(g.s_EffectiveCost), sum(g.s_ListCost)
+        FROM grouped g JOIN combos c USING (k) GROUP BY ALL
+    """)
     # Per-group checks (few groups): currency ISO 4217 (any case), billing period on a first of month.
     n_rows, n_bad = con.execute(f"""
         SELECT coalesce(sum(row_count), 0), coalesce(sum(n_bad), 0) + coalesce(sum(row_count) FILTER
-            (WHERE n_bad = 0 AND (upper(trim(coalesce(f_BillingCurrency, ''))) NOT IN ({sql_codes()})
-                                  OR dayofmonth(billing_period) <> 1)), 0)
-        FROM groups
+            (WHERE n_bad = 0 AND (bad_currency OR dayofmonth({day_to_date("billing_period")}) <> 1)), 0)
+        FROM grouped JOIN (SELECT k, upper(trim(coalesce(f_BillingCurrency, ''))) NOT IN ({sql_codes()})
+                           AS bad_currency FROM combos) USING (k)
     """).fetchone()  # type: ignore[misc]
     if n_rows == 0:
         raise InputError(
@@ -184,47 +176,18 @@ def stage_file(
     if n_bad:
         raise _row_problems(con, src, cols, int(n_bad))
 
-    # Attribution (JSON tags, rule regexes, GPU regex) depends only on the text fields, and a file has
-    # few distinct combinations of them (thousands) against many day groups (hundreds of thousands):
-    # attribute each combination once, then join the result back to the day groups.
-    # The join on the hash ``k`` is exact unless two combinations of the file share a hash; then it
-    # falls back to comparing the fields themselves.
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE combos AS SELECT DISTINCT k, {', '.join(attr_keys)} FROM groups"
-    )
-    (unique_k,) = con.execute("SELECT count(*) = count(DISTINCT k) FROM combos").fetchone()  # type: ignore[misc]
     _check_tags(con, src, cols)
-    col = {f: f"f_{f}" for f in ("ServiceName", *fields)}
-    col["ProviderName"] = "f_ProviderName"
-    # method: 'tag', 'rule:<name>' or 'unallocated'; the GPU model and resource of GPU rows left
-    # unallocated name the pool usage-based allocation may split (pipeline.ingest.allocation).
-    rule_method = method_sql(rules, col, "f_Tags")
+    every = _text_fields(rules)
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE attributed AS
-        SELECT *, CASE WHEN category = 'compute_gpu' THEN {gpu_model_sql(category_desc_sql(col))} END AS gpu,
-               CASE WHEN category = 'compute_gpu' AND method = 'unallocated' THEN f_ResourceId END AS resource_id
-        FROM (
-        SELECT k, {", ".join(attr_keys)}, coalesce(tag_phase, {method_phase_sql(rules, "rule_method")}) AS phase,
-               CASE WHEN tag_phase IS NOT NULL THEN 'tag' ELSE rule_method END AS method,
-               {category_sql(col)} AS category, tag_team AS team, tag_model AS model
-        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase, {rule_method} AS rule_method,
-                     nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
-                     nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
-              FROM combos))
+        INSERT INTO pend_groups
+        SELECT {idx}, day, billing_period, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
     """)
-    if unique_k:
-        on = "g.k = a.k"
-    else:  # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM
-        on = " AND ".join(f"g.{k} IS NOT DISTINCT FROM a.{k}" for k in attr_keys)
     con.execute(f"""
-        INSERT INTO stage
-        SELECT {idx}, g.day, g.billing_period, g.f_ProviderName, g.f_BillingAccountId,
-               upper(trim(g.f_BillingCurrency)), a.phase, a.category, a.team, a.model,
-               g.billed_cost, g.effective_cost, g.list_cost, g.contracted_cost, g.row_count,
-               g.f_ServiceName, a.method, a.gpu, a.resource_id
-        FROM groups g JOIN attributed a ON {on}
+        INSERT INTO pend_combos (file_idx, k, {", ".join(f"f_{f}" for f in every)})
+        SELECT {idx}, k, {", ".join(f"f_{f}" if f in present or f in absent else "NULL" for f in every)}
+        FROM combos
     """)
-    con.execute("DROP TABLE groups; DROP TABLE combos; DROP TABLE attributed")
+    con.execute("DROP TABLE grouped; DROP TABLE combos")
     periods = [
         r[0]
         for r in con.execute(
@@ -232,6 +195,185 @@ def stage_file(
         ).fetchall()
     ]
     return Staged(idx, src, int(n_rows), periods)
+
+
+def _text_fields(rules: list[Rule]) -> list[str]:
+    """Every text field a file's combinations may carry (NULL when the file lacks it)."""
+    return list(dict.fromkeys([*KEY_FIELDS, "ServiceName", *_group_fields_all(rules), "Tags"]))
+
+
+def _group_fields_all(rules: list[Rule]) -> list[str]:
+    fields = set(CATEGORY_FIELDS) | set(fields_used(rules)) | {"ResourceId"} | set(EXTRA_FIELDS)
+    fields.discard("ProviderName")
+    return sorted(fields)
+
+
+def _pend_ddl(rules: list[Rule]) -> str:
+    return f"""
+        CREATE TEMP TABLE IF NOT EXISTS pend_groups (
+            file_idx INTEGER, day BIGINT, billing_period BIGINT, k UBIGINT,
+            {", ".join(f"s_{c} {DECIMAL}" for c in COSTS)}, row_count BIGINT);
+        CREATE TEMP TABLE IF NOT EXISTS pend_combos (
+            file_idx INTEGER, k UBIGINT, {", ".join(f"f_{f} VARCHAR" for f in _text_fields(rules))});
+    """
+
+
+def attribute(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> None:
+    """Attribute the files :func:`scan_file` left pending, all at once, into ``stage``.
+
+    Attribution (JSON tags, rule regexes, GPU regex) depends only on the text fields: once per distinct
+    combination of all pending files (one query however many files: binding the rules costs more than
+    applying them), joined back to the day groups, which are then summed per attribution (integers)."""
+    con.execute(STAGE_DDL)
+    con.execute(_pend_ddl(rules))
+    every = _text_fields(rules)
+    f = [f"f_{x}" for x in every]
+    col = {x: f"f_{x}" for x in every if x not in KEY_FIELDS}
+    col["ProviderName"] = "f_ProviderName"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE attr_in AS
+        SELECT row_number() OVER () AS u, * FROM (SELECT DISTINCT {", ".join(f)} FROM pend_combos)
+    """)
+    # method: 'tag', 'rule:<name>' or 'unallocated'; the GPU model and resource of GPU rows left
+    # unallocated name the pool usage-based allocation may split (pipeline.ingest.allocation).
+    rule_method = method_sql(rules, col, "f_Tags")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE attributed AS
+        SELECT *, dense_rank() OVER (ORDER BY provider, billing_account, currency, phase, category,
+                                     team, model, service, method, gpu, resource_id) AS aid
+        FROM (
+        SELECT u, f_ProviderName AS provider, f_BillingAccountId AS billing_account,
+               upper(trim(f_BillingCurrency)) AS currency, phase, category, team, model,
+               f_ServiceName AS service, method,
+               CASE WHEN category = 'compute_gpu' THEN {gpu_model_sql(category_desc_sql(col))} END AS gpu,
+               CASE WHEN category = 'compute_gpu' AND method = 'unallocated' THEN f_ResourceId END AS resource_id
+        FROM (
+        SELECT *, coalesce(tag_phase, {method_phase_sql(rules, "rule_method")}) AS phase,
+               CASE WHEN tag_phase IS NOT NULL THEN 'tag' ELSE rule_method END AS method,
+               {category_sql(col)} AS category, tag_team AS team, tag_model AS model
+        FROM (SELECT *, {_tag_phase("f_Tags")} AS tag_phase, {rule_method} AS rule_method,
+                     nullif(json_extract_string(f_Tags, '$.team'), '') AS tag_team,
+                     nullif(json_extract_string(f_Tags, '$.model'), '') AS tag_model
+              FROM attr_in)))
+    """)
+    # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM.
+    on = " AND ".join(f"p.{x} IS NOT DISTINCT FROM i.{x}" for x in f)
+    con.execute(f"""
+        INSERT INTO stage
+        SELECT s.file_idx, {day_to_date("s.day")}, {day_to_date("s.billing_period")}, a.provider,
+               a.billing_account, a.currency, a.phase, a.category, a.team, a.model,
+               s.billed_cost, s.effective_cost, s.list_cost, s.contracted_cost, s.row_count,
+               a.service, a.method, a.gpu, a.resource_id
+        FROM (SELECT g.file_idx, g.day, g.billing_period, m.aid,
+                     {", ".join(f"sum(g.s_{c}) AS {w}" for c, w in zip(COSTS, _WH_COSTS, strict=True))},
+                     sum(g.row_count) AS row_count
+              FROM pend_groups g
+              JOIN (SELECT p.file_idx, p.k, a.aid FROM pend_combos p JOIN attr_in i ON {on}
+                    JOIN attributed a USING (u)) m USING (file_idx, k)
+              GROUP BY g.file_idx, g.day, g.billing_period, m.aid) s
+        JOIN (SELECT DISTINCT ON (aid) * EXCLUDE (u) FROM attributed) a USING (aid)
+    """)
+    con.execute(
+        "DROP TABLE attr_in; DROP TABLE attributed; DELETE FROM pend_groups; DELETE FROM pend_combos"
+    )
+
+
+def _scan_by_hash(
+    con: duckdb.DuckDBPyConnection, src: SourceFile, inner: str, text: dict[str, str]
+) -> bool:
+    """:func:`_scan` of a Parquet file without grouping on the text: the rows are grouped on the day,
+    the period and ``k``, a 64-bit hash of the text fields (``text``: name -> SQL over the raw
+    columns); each combination's text is then read from one of its rows (by Parquet row number).
+    False (nothing made) if a hash may cover two combinations.
+
+    Grouping on one integer instead of ~15 text columns halves the scan. It stays exact: every group
+    also carries ``g``, a second hash of the same fields in reverse order, each prefixed (so two values
+    of one field that share ``hash`` do not share ``g``); a ``k`` whose rows have two values of ``g``
+    covers two combinations, and the caller then groups on the text itself. The text read back must
+    hash to its ``k`` and ``g`` too."""
+    f = [f"f_{x}" for x in text]
+
+    def hashes(t: str) -> tuple[str, str]:
+        fwd = ", ".join(t + x for x in f)
+        rev = ", ".join("'~' || " + t + x for x in reversed(f))
+        return f"hash({fwd})", f"hash({rev})"
+
+    h, g = hashes("")
+    p = str(src.path).replace("'", "''")
+    rows = f"read_parquet('{p}', file_row_number=true)"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE grouped AS
+        SELECT day, billing_period, k, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
+               count(*) AS row_count, count_if(bad) AS n_bad,
+               min(g) AS g, max(g) AS g_max, min(rn) AS rep
+        FROM (SELECT *, {h} AS k, {g} AS g FROM (SELECT {inner}, file_row_number AS rn FROM {rows}))
+        GROUP BY day, billing_period, k
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE reps AS
+        SELECT k, min(rep) AS rep, min(g) AS g, min(g) = max(g_max) AS one FROM grouped GROUP BY k
+    """)
+    (one,) = con.execute("SELECT coalesce(bool_and(one), true) FROM reps").fetchone()  # type: ignore[misc]
+    if one:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE combos_raw AS
+            SELECT r.k, {", ".join(f"t.{x}" for x in f)}, r.g
+            FROM (SELECT file_row_number AS rn, {", ".join(f"{e} AS f_{n}" for n, e in text.items())}
+                  FROM {rows} WHERE file_row_number IN (SELECT rep FROM reps)) t
+            JOIN reps r ON r.rep = t.rn
+        """)
+        hc, gc = hashes("c.")
+        (one,) = con.execute(f"""
+            SELECT count(*) = (SELECT count(*) FROM reps) AND coalesce(bool_and({hc} = k AND {gc} = g), true)
+            FROM combos_raw c
+        """).fetchone()  # type: ignore[misc]
+        con.execute("ALTER TABLE combos_raw DROP COLUMN g")
+    con.execute("DROP TABLE reps")
+    if not one:
+        log.info("%s: a hash covers two text combinations; grouping on the text", src.path)
+        con.execute("DROP TABLE IF EXISTS grouped; DROP TABLE IF EXISTS combos_raw")
+    return bool(one)
+
+
+def _scan(con: duckdb.DuckDBPyConnection, src: SourceFile, inner: str, present: list[str]) -> None:
+    """The one scan of the file: ``grouped`` (day, period, ``k``, exact sums, rows, bad rows) and
+    ``combos_raw`` (each text combination as read, and its number ``k``).
+
+    The rows are grouped on the text itself (exact); ``k`` is a 64-bit hash of it, computed on the
+    groups, and used only when no two combinations of the file share one (else a row number)."""
+    f = [f"f_{x}" for x in present]
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE grouped_text AS
+        SELECT day, billing_period, {", ".join(f)}, {", ".join(f"sum(c_{c}) AS s_{c}" for c in COSTS)},
+               count(*) AS row_count, count_if(bad) AS n_bad
+        FROM (SELECT {inner} FROM {source_sql(src)})
+        GROUP BY day, billing_period, {", ".join(f)}
+    """)
+    h = f"hash({', '.join(f)})"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE combos_raw AS
+        SELECT {h} AS k, * FROM (SELECT DISTINCT {", ".join(f)} FROM grouped_text)
+    """)
+    (unique_k,) = con.execute("SELECT count(*) = count(DISTINCT k) FROM combos_raw").fetchone()  # type: ignore[misc]
+    sums = ", ".join(f"s_{c}" for c in COSTS)
+    if unique_k:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE grouped AS
+            SELECT day, billing_period, {h} AS k, {sums}, row_count, n_bad FROM grouped_text
+        """)
+    else:  # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM
+        log.info("%s: two text combinations share a hash; joining on the text", src.path)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE combos_raw AS "
+            "SELECT row_number() OVER () AS k, * EXCLUDE (k) FROM combos_raw"
+        )
+        on = " AND ".join(f"g.{x} IS NOT DISTINCT FROM c.{x}" for x in f)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE grouped AS
+            SELECT g.day, g.billing_period, c.k, {", ".join(f"g.s_{c}" for c in COSTS)}, g.row_count, g.n_bad
+            FROM grouped_text g JOIN combos_raw c ON {on}
+        """)
+    con.execute("DROP TABLE grouped_text")
 
 
 def _exact_decimal(cols: Columns, c: str) -> bool:

@@ -344,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds_median": secs,
                     "per_item_us": secs / n * 1e6,
                     "peak_mb_median": statistics.median(s["peak_mb"] for s in samples),
+                    # the largest single process (driver or one worker) of any run
+                    "peak_process_mb_max": max(
+                        max([s["driver_peak_mb"], *s["workers_peak_mb"]]) for s in samples
+                    ),
                     "seconds_all": [round(s["seconds"], 3) for s in samples],
                 }
             )
@@ -354,13 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\n{'job':8} {'size':>11} {'engine':8} {'seconds':>8} {'per item':>10} {'peak MB':>8}")
+    print(
+        f"\n{'job':8} {'size':>11} {'engine':8} {'seconds':>8} {'per item':>10} {'peak MB':>8} "
+        f"{'max/process':>11}"
+    )
     for r in results:
         unit = "us/row" if r["job"] == "ingest" else "ms/series"
         per = r["per_item_us"] / (1 if r["job"] == "ingest" else 1000)
         print(
             f"{r['job']:8} {r['size']:>11,} {r['engine']:8} {r['seconds_median']:8.2f} "
-            f"{per:6.2f} {unit:9} {r['peak_mb_median']:8.0f}"
+            f"{per:6.2f} {unit:9} {r['peak_mb_median']:8.0f} {r['peak_process_mb_max']:11.0f}"
         )
     print(f"-> {a.output}")
     return 0
