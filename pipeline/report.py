@@ -319,7 +319,9 @@ def chance_in_words(p: Any) -> str:
     return f"almost certain ({_pc(v)})" if v < 0.995 else "certain (> 99 %)"
 
 
-def typical_errors(accuracy: pd.DataFrame | None, horizons: Sequence[int] = (1, 3, 12)) -> pd.DataFrame:
+def typical_errors(
+    accuracy: pd.DataFrame | None, horizons: Sequence[int] = (1, 3, 12)
+) -> pd.DataFrame:
     """Per series and horizon, the typical error of the forecast in use, read off the run's
     accuracy frame (:func:`pipeline.metrics.accuracy_table`: the cost-weighted absolute error of
     the backtest at exactly that many months ahead, sum |y - f| / sum |y|): ``unique_id, h,
@@ -636,13 +638,15 @@ def accuracy_rows(
                 "uid": "all series (cost-weighted)" if u == "all" else u.replace("_", " "),
                 "total": u == TOTAL,
                 "model": MODEL_WORDS.get(str(r.get(MODEL, "")), str(r.get(MODEL, ""))),
-                "cells": [
-                    _pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)
-                ],
+                "cells": [_pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)],
                 "WAPE": _fmt_pct(r.get("WAPE")),
                 "MASE": f"{float(r['MASE']):.2f}" if np.isfinite(float(r["MASE"])) else "–",
                 "coverage": [
-                    (lv, _fmt_pct(r.get(f"coverage_{lv}")), _coverage_ok(r.get(f"coverage_{lv}"), lv))
+                    (
+                        lv,
+                        _fmt_pct(r.get(f"coverage_{lv}")),
+                        _coverage_ok(r.get(f"coverage_{lv}"), lv),
+                    )
                     for lv in levels
                 ],
                 "share": _fmt_pct(r.get("cost_share")),

@@ -8,6 +8,8 @@ import pytest
 
 from pipeline.evaluate import PUBLISHED, band_table, cost_hierarchy, evaluate, scored
 
+SEEDS = (301, 302, 303)  # fresh: never looked at while developing
+
 
 def test_cost_hierarchy_adds_up_and_splits_history_from_future() -> None:
     c = cost_hierarchy(seed=3, hist_months=24, horizon=6)
@@ -32,16 +34,45 @@ def test_band_table_scores_a_perfect_forecast_as_perfect() -> None:
     assert isinstance(t, pd.DataFrame)
 
 
-@pytest.mark.slow
-def test_published_coverage_and_promotions_on_fresh_seeds() -> None:
-    """Generated cost hierarchies (seeds not used while developing), known future: published
-    80 / 95 % coverage per band, and promotion months no worse than 1.5x ordinary ones.
+def test_generated_plan_knows_the_future_runs_and_only_them() -> None:
+    from pipeline.estimate import estimate_from_plan
 
-    The issue's aim is 3 points; measured medians are 5-8 points under nominal at 80 % (see the
-    README), so this guards the level reached (within 10 points), not the aim."""
-    med, promos = evaluate(seeds=(101, 102, 103), hist_months=(24, 36, 48))
-    pub = med[med["model"] == PUBLISHED].set_index("band")
+    c = cost_hierarchy(seed=5, hist_months=24, horizon=18)
+    assert c.plan is not None and c.plan.start == c.future["ds"].min()
+    assert all(pd.Timestamp(r.start) >= c.plan.start for r in c.plan.scheduled_runs)
+    est = estimate_from_plan(c.plan, c.plan.start, 18)
+    pre = est[(est.phase == "pretraining") & (est.category == "compute_gpu")].set_index("ds")
+    fut = c.future[c.future.unique_id == "pretraining/compute_gpu"].set_index("ds")["y"]
+    burst = pre["cost"] > 0
+    # a planned month costs the plan within its run's own factor (log-sd 0.1) plus < 3.5k between
+    # runs; an unplanned month only what runs cost between them
+    assert (fut[~burst] < 3.5e3 * 1.8).all()
+    ratio = fut[burst] / pre.loc[burst, "cost"]
+    assert ((ratio > 0.6) & (ratio < 1.6)).all()
+    assert cost_hierarchy(seed=5, hist_months=24, horizon=18, plan=False).plan is None
+
+
+def test_between_runs_is_the_quiet_months() -> None:
+    from pipeline.coherence import between_runs
+
+    y = np.array([2e3, 2.2e3, 150e3, 1.9e3, 90e3, 2.1e3] * 2)
+    np.testing.assert_array_equal(between_runs(y), y[y < 1e4])
+    assert between_runs(np.array([0.0, 0.0, 200e3, 0.0])).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
+    """Generated cost hierarchies with their plan, histories of 24, 36 and 48 months, a known
+    future, seeds not used while developing: published 80 / 95 % coverage within 3 points of
+    nominal over months 1-6 and 7-18, WAPE at 1-3 months at least 25 % below the analytic
+    baseline and seasonal naive, inference error in promotion months within 1.2x the ordinary
+    months' (medians over the runs; the README has the figures on more seeds)."""
+    med, promos = evaluate(seeds=SEEDS, hist_months=(24, 36, 48))
+    m = med.set_index(["model", "band"])
     for band in ("1-6", "7-18"):
-        assert abs(pub.loc[band, "coverage_80"] - 0.80) <= 0.10
-        assert abs(pub.loc[band, "coverage_95"] - 0.95) <= 0.10
-    assert promos["promo_ratio"].median() <= 1.5
+        assert abs(m.loc[(PUBLISHED, band), "coverage_80"] - 0.80) <= 0.03
+        assert abs(m.loc[(PUBLISHED, band), "coverage_95"] - 0.95) <= 0.03
+    w = m.loc[(PUBLISHED, "1-3"), "WAPE"]
+    assert w <= 0.75 * m.loc[("analytic_baseline", "1-3"), "WAPE"]
+    assert w <= 0.75 * m.loc[("seasonal_naive", "1-3"), "WAPE"]
+    assert promos["promo_ratio"].median() <= 1.2
