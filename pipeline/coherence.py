@@ -109,8 +109,11 @@ def published_paths(
     )
     mean = pub[MEAN].to_numpy(float).reshape(len(ids), h)
     d = iv.normalizer(pub[SIGMA], pub[SCALE]).reshape(len(ids), h)
-    if bt is not None and len(bt):
-        # the growth the selected model missed in the backtest, per series (intervals.missed_drift)
+    drift = bool(config.reconcile and bt is not None and len(bt))
+    if drift:
+        # the growth the selected model missed in the backtest, per series (intervals.missed_drift);
+        # cost hierarchies only: on generated hierarchies it cut WAPE 7-18 months ahead from 0.124
+        # to 0.085, on generic M3-like series it cost MASE (1.060 -> 1.083) and 3 points of coverage
         b = iv.missed_drift(bt, sel).reindex(ids).fillna(0.0).to_numpy(float)
         if hist is not None:
             ys = {str(u): g.to_numpy(float) for u, g in hist.groupby(UID, sort=False)[Y]}
@@ -132,7 +135,7 @@ def published_paths(
     if bt is not None and len(bt):
         # the pools of the drift-corrected forecast with each series' own error scale: the
         # backtest corrected alike, out of sample (intervals.drift_corrected, scale_corrected)
-        fixed_bt = iv.drift_corrected(bt)
+        fixed_bt = iv.drift_corrected(bt) if drift else bt
         fixed = iv.calibrate(iv.scale_corrected(fixed_bt), h, models=list(pools))
         pools = {k: fixed.get(k, v) for k, v in pools.items()}
         own = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)

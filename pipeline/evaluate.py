@@ -1,17 +1,25 @@
-"""Forecasts scored against a known future: generated cost hierarchies, cut at an as-of.
+"""Forecasts scored against a known future: generated cost hierarchies and the demo world, cut at
+an as-of.
 
 :func:`cost_hierarchy` generates a phasecast hierarchy (``total`` -> ``<phase>`` ->
 ``<phase>/<category>``) of monthly costs with what real AI cost series do: inference traffic that
 grows and peaks in the promotion months (the demo world's daily traffic shape of 618, Double 11,
 Black Friday / Cyber Monday and the Spring Festival dip, :mod:`pipeline.synth.calendar`, averaged
 over each month), a quantization that cuts inference GPU cost by a step, rare large pre-training
-bursts, a noisy fine-tuning cadence, storage that compounds, labor that steps with hiring. It
-returns the history (``hist_months`` months) and the ``horizon`` months that follow.
+runs and small optimization jobs (GPUs x days x price, each run's actual cost off its plan by its
+own factor, log-sd ``RUN_SD``) over a small cost between runs, a noisy fine-tuning cadence, storage
+that compounds, labor that steps with hiring. It returns the history (``hist_months`` months), the
+``horizon`` months that follow, and the plan a team would have written at the cut: the runs
+scheduled after it (``plan=False``: none, the bursts come unannounced).
 
-:func:`evaluate` forecasts the history with the full job (:func:`pipeline.forecast.run_forecast`,
-reconciled) and scores every model's and the published forecast against the known future, per
-horizon band (months 1-6 and 7-18): cost-weighted WAPE, MASE, 80 / 95 % coverage; and the
-inference series' error in promotion months beside its error in ordinary months. Pure: no I/O.
+:func:`demo_world` is ``phasecast synth``'s world (daily FOCUS billing, usage, labor) ingested into
+a scratch warehouse (a temporary folder, removed after) and cut ``hold_out`` months before its end.
+
+:func:`evaluate` forecasts each history with the full job (:func:`pipeline.forecast.run_forecast`,
+reconciled, with the plan when there is one) and scores every model's and the published forecast
+against the known future, per horizon band (months 1-3, 1-6 and 7-18): cost-weighted WAPE, MASE,
+80 / 95 % coverage; and the inference series' error in promotion months beside its error in
+ordinary months.
 """
 
 from __future__ import annotations

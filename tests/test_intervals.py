@@ -174,6 +174,6 @@ def test_series_scale_is_the_shrunk_rms_of_its_errors() -> None:
     bt.loc[jumpy, "y"] = 100.0 * np.exp(3 * 2 / 100)
     s = iv.series_scale(bt, pd.Series({"jumpy": "m", "calm": "m"}))
     assert s["jumpy"] == pytest.approx(np.sqrt((9 + 9 + 1) / 3))  # two windows + one prior at 1
-    assert s["calm"] == pytest.approx(np.sqrt(1 / 3))  # no error at all: only the prior
+    assert s["calm"] == 1.0  # no error at all: sqrt(1 / 3), but a band is never narrowed
     out = iv.scale_corrected(bt)  # each window scaled by the other one only: sqrt((9 + 1) / 2)
     np.testing.assert_allclose(out.loc[jumpy, "sigma"], 2.0 * np.sqrt(5.0))
