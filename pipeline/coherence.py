@@ -138,8 +138,8 @@ def published_paths(
         fixed_bt = iv.drift_corrected(bt) if drift else bt
         fixed = iv.calibrate(iv.scale_corrected(fixed_bt), h, models=list(pools))
         pools = {k: fixed.get(k, v) for k, v in pools.items()}
-        own = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)
-        d = d * own[:, None]
+        err_scale = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)
+        d = d * err_scale[:, None]
     series_pools = [pools[sel[u]] for u in ids]
     z = correlated_draws(
         series_pools, error_correlation(bt, selection, ids), config.n_paths, h, rng

@@ -166,6 +166,20 @@ def demo_world(seed: int = 42, months: int = 36, hold_out: int = 12) -> Collecti
     what a run at that earlier as-of would have seen, the future the months that followed. The
     synth's plan describes only the months after its end, so the cut history comes without one:
     its pre-training and optimization bursts are not announced."""
+    import logging
+
+    quiet = [logging.getLogger(n) for n in ("pipeline.synth", "pipeline.ingest", "pipeline.series")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # the scratch world's ingest is not news to the reader
+        q.setLevel(logging.WARNING)
+    try:
+        return _demo_world(seed, months, hold_out)
+    finally:
+        for q, lv in zip(quiet, levels, strict=True):
+            q.setLevel(lv)
+
+
+def _demo_world(seed: int, months: int, hold_out: int) -> Collection:
     import tempfile
     from pathlib import Path
 

@@ -76,3 +76,21 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     assert w <= 0.75 * m.loc[("analytic_baseline", "1-3"), "WAPE"]
     assert w <= 0.75 * m.loc[("seasonal_naive", "1-3"), "WAPE"]
     assert promos["promo_ratio"].median() <= 1.2
+
+
+@pytest.mark.slow
+def test_demo_world_held_out_and_scored() -> None:
+    """The demo world (synth -> ingest -> series), its last 6 of 20 months held out, forecast by
+    the full job and scored per band, per model and published."""
+    from pipeline.evaluate import demo_world, evaluate_one
+
+    c = demo_world(seed=7, months=20, hold_out=6)
+    assert c.hist["ds"].max() < c.future["ds"].min()
+    assert c.future["ds"].nunique() == 6
+    w = c.future.pivot(index="ds", columns="unique_id", values="y").fillna(0.0)
+    bottom = [u for u in w.columns if "/" in u]
+    np.testing.assert_allclose(w["total"], w[bottom].sum(axis=1), rtol=1e-9)
+    t = band_table(evaluate_one(c, horizon=6, n_paths=200))
+    pub = t[(t["model"] == PUBLISHED) & (t["band"] == "1-6")].iloc[0]
+    assert 0 < pub["WAPE"] < 0.5 and 0 <= pub["coverage_95"] <= 1
+    assert {"analytic_baseline", "seasonal_naive", "ets"} <= set(t["model"])
