@@ -98,7 +98,13 @@ def published_paths(
 ) -> Published:
     """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
     vectors resampled); plan-driven series get the plan's paths, a scheduled-runs series plus what
-    it cost between runs (:func:`between_runs`, resampled month by month from ``hist``)."""
+    it cost between runs (:func:`between_runs`, resampled month by month from ``hist``).
+
+    Before drawing, two things the backtest says about each series (:mod:`pipeline.intervals`):
+    in a reconciled cost hierarchy, the growth its model missed (``missed_drift``, bounded by the
+    history's own growth) multiplies its forecast by ``exp(b h)``; and its sigma is widened by its
+    own error scale (``series_scale``). The error pools are rebuilt from the backtest corrected
+    the same ways, out of sample (``drift_corrected``, ``scale_corrected``)."""
     h = config.horizon
     sel = selection.set_index(UID)[MODEL]
     pub = allf[allf[MODEL].to_numpy() == allf[UID].map(sel).to_numpy()].copy()
