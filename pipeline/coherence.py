@@ -23,6 +23,7 @@ from pipeline.frames import (
     hi_col,
     interval_cols,
     lo_col,
+    node_parents,
     parse_hierarchy_id,
 )
 
@@ -61,9 +62,8 @@ def between_runs(y: np.ndarray, months: int = 12) -> np.ndarray:
 
 
 def _ancestors(uid: str, ids: list[str]) -> list[int]:
-    phase, _ = parse_hierarchy_id(uid)
     pos = {u: i for i, u in enumerate(ids)}
-    return [pos[a] for a in (phase, "total") if a is not None and a in pos and a != uid]
+    return [pos[a] for a in node_parents(uid) if a in pos]
 
 
 # --- the job ---------------------------------------------------------------
@@ -209,17 +209,18 @@ def reconcile_step(
             var1[plan_rows] = np.maximum(var1[plan_rows], 1e-12) * 1e-6
     mean, paths, info = _reconcile(ids, mean, paths, resid, var1, p.nn)
     if plan_rows:
-        from pipeline.reconcile import summing_matrix
+        from pipeline.reconcile import add_up, summing_sparse
 
-        S, bottom = summing_matrix(ids)
+        S, bottom = summing_sparse(ids)
         pos = {u: i for i, u in enumerate(ids)}
+        bpos = {u: j for j, u in enumerate(bottom)}
         brow = [pos[b] for b in bottom]
         b_mean, b_paths = mean[brow].copy(), paths[brow].copy()
         for k, i in enumerate(plan_rows):
-            j = bottom.index(ids[i])
+            j = bpos[ids[i]]
             b_mean[j], b_paths[j] = plan_mean[k], plan_p[k]
-        mean = S @ b_mean
-        paths = np.einsum("ib,bph->iph", S, b_paths)
+        mean = add_up(S, b_mean)
+        paths = add_up(S, b_paths)
         info["method"] = f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
     events.append(
         {MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"}
@@ -259,17 +260,47 @@ def bounds_from_paths(
         pub[hi_col(lv)] = np.maximum(hi, mean).ravel()
 
 
+@dataclass(frozen=True)
+class FactorCorrelation:
+    """The error correlation of many series without an (n x n) matrix: ``(1 - shrink) F F'`` off
+    the diagonal and 1 on it, ``F`` (n, T) each series' aligned backtest errors standardized over
+    its own months (``F F'`` is their sample correlation; months a series lacks count 0)."""
+
+    F: np.ndarray
+    shrink: float
+
+    def normals(self, n_paths: int, rng: np.random.Generator) -> np.ndarray:
+        """(n_paths, n) standard normals with this correlation: a common part through ``F`` and
+        each series' own part for the rest of its unit variance."""
+        a = np.sqrt(1.0 - self.shrink)
+        common = (rng.standard_normal((n_paths, self.F.shape[1])) @ self.F.T) * a
+        own = np.sqrt(np.clip(1.0 - a * a * (self.F**2).sum(axis=1), 0.0, None))
+        return common + rng.standard_normal((n_paths, self.F.shape[0])) * own
+
+
 def error_correlation(
     bt: pd.DataFrame | None, selection: pd.DataFrame, ids: list[str], shrink: float = 0.3
-) -> np.ndarray | None:
+) -> np.ndarray | FactorCorrelation | None:
     """Correlation of the selected models' backtest errors across series (pairwise over the
     months both were backtested, at least 6), shrunk towards the identity and made positive
-    definite; None without a backtest."""
+    definite; None without a backtest. Above :data:`pipeline.reconcile.DENSE_LIMIT` series, the
+    same shrunk correlation as a :class:`FactorCorrelation` (memory and time linear in the series)."""
+    from pipeline.reconcile import DENSE_LIMIT
+
     if bt is None or bt.empty or len(ids) < 2:
         return None
     resid = _aligned_residuals(bt, selection, ids)
     if resid is None:
         return None
+    if len(ids) > DENSE_LIMIT:
+        ok = np.isfinite(resid)
+        cnt = ok.sum(axis=0)
+        x = np.where(ok, resid, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (x - np.nanmean(x, axis=0)) / np.nanstd(x, axis=0, ddof=1)
+            z = np.where(ok & np.isfinite(z), z, 0.0) / np.sqrt(np.maximum(cnt - 1, 1))
+        z[:, cnt < 6] = 0.0
+        return FactorCorrelation(np.ascontiguousarray(z.T), shrink)
     c = pd.DataFrame(resid).corr(min_periods=6).to_numpy(float)
     c = np.nan_to_num(c, nan=0.0)
     np.fill_diagonal(c, 1.0)
@@ -282,7 +313,7 @@ def error_correlation(
 
 def correlated_draws(
     pools: list[iv.ErrorPool],
-    corr: np.ndarray | None,
+    corr: np.ndarray | FactorCorrelation | None,
     n_paths: int,
     h: int,
     rng: np.random.Generator,
@@ -299,7 +330,10 @@ def correlated_draws(
         return out
     from scipy.stats import norm
 
-    g = rng.standard_normal((n_paths, n)) @ np.linalg.cholesky(corr).T
+    if isinstance(corr, FactorCorrelation):
+        g = corr.normals(n_paths, rng)
+    else:
+        g = rng.standard_normal((n_paths, n)) @ np.linalg.cholesky(corr).T
     u = norm.cdf(g)
     ranked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i, pool in enumerate(pools):

@@ -126,29 +126,73 @@ def condition_partial_month(
     return np.clip(updated - partial.mtd, 0.0, None), later
 
 
+def pace_errors(
+    daily: pd.DataFrame,
+    days_covered: Mapping[str, int],
+    before: Mapping[str, pd.Timestamp],
+    max_months: int = 12,
+    min_months: int = 3,
+) -> dict[str, float | None]:
+    """:func:`pace_error` of every series of a long daily frame (``unique_id, ds, y``) at once:
+    ``days_covered`` and the first month not to use (``before``) per series. Grouped sums, so the
+    cost is linear in the rows, whatever the number of series."""
+    out: dict[str, float | None] = dict.fromkeys(days_covered, None)
+    if daily is None or not len(daily):
+        return out
+    d = daily[[UID, DS, Y]].copy()
+    d[UID] = d[UID].astype(str)
+    d = d[d[UID].isin(list(days_covered))]
+    d[DS] = pd.to_datetime(d[DS])
+    d = d[d[DS].to_numpy() < d[UID].map(before).to_numpy(dtype="datetime64[ns]")]
+    if d.empty:
+        return out
+    d["_m"] = d[DS].dt.to_period("M").dt.to_timestamp()
+    d["_dim"] = d[DS].dt.days_in_month
+    day = d[DS].dt.day
+    cover = np.minimum(d[UID].map(days_covered).to_numpy(int), d["_dim"].to_numpy(int))
+    d["_early"] = np.where(day.to_numpy() <= cover, d[Y].to_numpy(float), 0.0)
+    d["_cover"] = cover
+    d["_day"] = day
+    g = d.groupby([UID, "_m"], sort=True).agg(
+        total=(Y, "sum"),
+        early=("_early", "sum"),
+        days=("_day", "nunique"),
+        dim=("_dim", "first"),
+        cover=("_cover", "first"),
+    )
+    g = g[(g["days"] >= g["dim"]) & (g["total"] > 0) & (g["cover"] > 0)]
+    if g.empty:
+        return out
+    err = (g["early"] * g["dim"] / g["cover"] - g["total"]) / g["total"]
+    last = err.groupby(level=0, sort=False).tail(max_months)
+    by = last.pow(2).groupby(level=0, sort=False)
+    rms = np.sqrt(by.mean())
+    n = by.size()
+    for uid, v in rms.items():
+        if days_covered.get(str(uid), 0) > 0 and n[uid] >= min_months:
+            out[str(uid)] = float(v)
+    return out
+
+
 def partial_months(
     mtd: pd.DataFrame | None, daily: pd.DataFrame | None = None
 ) -> dict[str, PartialMonth]:
-    """``unique_id -> PartialMonth`` from a month-to-date frame (and the daily history for the pace error)."""
+    """``unique_id -> PartialMonth`` from a month-to-date frame (and the daily history for the pace
+    error, :func:`pace_error` over the months before the partial one)."""
     if mtd is None or not len(mtd):
         return {}
-    by_uid: dict[str, pd.Series] = {}
-    if daily is not None and len(daily):
-        d = daily.assign(**{DS: pd.to_datetime(daily[DS])})
-        by_uid = {str(u): g.set_index(DS)[Y] for u, g in d.groupby(UID)}
-    out = {}
+    rows = []
     for row in mtd.itertuples(index=False):
         r = row._asdict()
         m = pd.Timestamp(r[DS]).to_period("M")
         dim = int(r.get("days_in_month") or r.get("days_in_period") or m.days_in_month)
-        days = int(r["days_covered"])
-        uid = str(r[UID])
-        hist = by_uid.get(uid)
-        if hist is not None:
-            hist = hist[hist.index < m.to_timestamp()]
-        err = pace_error(hist, days) if hist is not None else None
-        out[uid] = PartialMonth(m.to_timestamp(), float(r[Y]), days, dim, err)
-    return out
+        rows.append((str(r[UID]), m.to_timestamp(), float(r[Y]), int(r["days_covered"]), dim))
+    errs = pace_errors(
+        daily if daily is not None else pd.DataFrame(columns=[UID, DS, Y]),
+        {u: days for u, _, _, days, _ in rows},
+        {u: month for u, month, _, _, _ in rows},
+    )
+    return {u: PartialMonth(month, y, days, dim, errs.get(u)) for u, month, y, days, dim in rows}
 
 
 # --- the whole hierarchy ----------------------------------------------------------------------
@@ -178,7 +222,7 @@ def condition_paths(
     the hours booked so far, which may already be the whole month's): no pace is extrapolated from
     them; the month is its forecast, and never less than what is already booked.
     """
-    from pipeline.reconcile import summing_matrix
+    from pipeline.reconcile import add_up, summing_sparse
 
     out = np.array(paths, dtype=float, copy=True)
     ids = [str(u) for u in path_ids]
@@ -188,7 +232,7 @@ def condition_paths(
         return out
     ref = max(current, key=lambda pm: pm.days_covered)
     col = months[ref.month]
-    S, bottom = summing_matrix(ids)
+    S, bottom = summing_sparse(ids)
     pos = {u: i for i, u in enumerate(ids)}
     clip = {str(u) for u in nonneg}
     as_booked = {str(u) for u in booked}
@@ -212,7 +256,7 @@ def condition_paths(
         if uid in clip:
             new[:, col + 1 :] = np.maximum(new[:, col + 1 :], 0.0)
         b_paths[j] = new
-    return np.einsum("ib,bph->iph", S, b_paths)
+    return add_up(S, b_paths)
 
 
 @dataclass(frozen=True)
@@ -295,8 +339,8 @@ def period_totals(
 
 def _coherent(ids: list[str], values: np.ndarray) -> np.ndarray:
     """Parents re-added from their bottom series (month-to-date actuals add up like the paths)."""
-    from pipeline.reconcile import summing_matrix
+    from pipeline.reconcile import add_up, summing_sparse
 
-    S, bottom = summing_matrix(ids)
+    S, bottom = summing_sparse(ids)
     pos = {u: i for i, u in enumerate(ids)}
-    return np.asarray(S @ values[[pos[b] for b in bottom]], dtype=float)
+    return add_up(S, values[[pos[b] for b in bottom]])

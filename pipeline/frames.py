@@ -74,6 +74,14 @@ def hierarchy_id(phase: str | None = None, category: str | None = None) -> str:
     return f"{phase}{SEP}{category}"
 
 
+def node_parents(uid: str) -> list[str]:
+    """The aggregate ids a node sums into, nearest first: ``inference/compute_gpu`` -> ``[inference, total]``."""
+    if uid == TOTAL:
+        return []
+    parts = uid.split(SEP)
+    return [SEP.join(parts[:i]) for i in range(len(parts) - 1, 0, -1)] + [TOTAL]
+
+
 MAX_LABEL = 80
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipeline.budget import budget_table
 from pipeline.flags import FlagConfig, FlagResult, flag_run
-from pipeline.frames import DS, UID
+from pipeline.frames import DS, SEP, UID
 from pipeline.periods import Period, default_quarters, parse_period
 from pipeline.runstore import ForecastRun, load_run, locate_run, stored_runs
 from pipeline.tables import write_csv, write_people_table
@@ -183,6 +183,8 @@ def report(
     """``report.html`` of the run and what was derived from it, in ``folder``."""
     from pipeline.report import fan_bands, write_report
 
+    # the report charts the total and the phases: only their bands are computed
+    charted = [i for i, u in enumerate(run.path_ids) if SEP not in str(u)]
     ds = pd.to_datetime(run.monthly[DS])
     window = {
         "first month": f"{ds.min():%Y-%m}",
@@ -195,7 +197,7 @@ def report(
     return write_report(
         folder,
         history=run.monthly,
-        fan=fan_bands(run.conditioned, run.path_ids, run.path_ds),
+        fan=fan_bands(run.conditioned[charted], [run.path_ids[i] for i in charted], run.path_ds),
         forecast=run.forecast,
         budgets=budgets,
         flags=d.flags.flags if d.flags is not None else None,

@@ -190,20 +190,13 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     ``all`` row weights each series' MASE by its cost, so a $1k/month series with a MASE of 60
     cannot dominate it the way it dominates a plain mean.
     """
-    from pipeline.frames import parse_hierarchy_id
-
     cols = ["scope", UID, MODEL, "WAPE", *[f"typical_error_{k}m" for k in TYPICAL_AT], "MASE"]
     cols += [f"coverage_{lv}" for lv in levels] + ["cost_share", "n"]
     if bt.empty:
         return pd.DataFrame(columns=cols)
     mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
     t = add_point_terms(mine, levels)
-    rows = []
-    for uid, g in t.groupby(UID, sort=False):
-        phase, cat = parse_hierarchy_id(str(uid))
-        scope = "total" if phase is None else ("phase" if cat is None else "series")
-        rows.append(_accuracy_row(g, scope, str(uid), str(chosen.get(uid, "")), levels))
-    out = pd.DataFrame(rows)
+    out = _accuracy_rows(t, chosen, levels)
     hier = (out["scope"] != "series").any()
     bottom = out[out["scope"] == "series"] if hier else out
     if len(bottom):
@@ -219,6 +212,38 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     else:
         out["cost_share"] = np.nan
     return out[cols].reset_index(drop=True)
+
+
+def _ratio(ae: pd.Series, absy: pd.Series) -> pd.Series:
+    return (ae / absy.where(absy > 0)).astype(float)
+
+
+def _accuracy_rows(t: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -> pd.DataFrame:
+    """:func:`_accuracy_row` for every series at once (grouped sums, linear in the rows)."""
+    from pipeline.frames import parse_hierarchy_id
+
+    g = t.groupby(UID, sort=False)
+    uids = pd.Index(g.size().index)
+    out = pd.DataFrame({UID: uids.astype(str)}, index=uids)
+    scopes = []
+    for uid in uids:
+        phase, cat = parse_hierarchy_id(str(uid))
+        scopes.append("total" if phase is None else ("phase" if cat is None else "series"))
+    out.insert(0, "scope", scopes)
+    out[MODEL] = [str(chosen.get(u, "")) for u in uids]
+    absy, ae = g["_absy"].sum(), g["_ae"].sum()
+    out["WAPE"] = _ratio(ae, absy)
+    for k in TYPICAL_AT:
+        at = t[t["h"] == k].groupby(UID, sort=False)
+        out[f"typical_error_{k}m"] = _ratio(at["_ae"].sum(), at["_absy"].sum()).reindex(uids)
+    keys = [k for k in (UID, CUTOFF) if k in t.columns]
+    out["MASE"] = t.groupby(keys, sort=False)["_mase"].mean().groupby(level=0, sort=False).mean()
+    for lv in levels:
+        if f"_cov_{lv}" in t.columns:
+            out[f"coverage_{lv}"] = g[f"_cov_{lv}"].mean().astype(float)
+    out["_cost"] = absy.astype(float)
+    out["n"] = g.size()
+    return out.reset_index(drop=True)
 
 
 def _accuracy_row(

@@ -479,7 +479,11 @@ def _compute_and_log(
         cfg, frames, res, plan_text=cfg.plan.read_text() if cfg.plan else None, budgets=budgets
     )
     files: list[str] = save_run(run, tmp, fitted=res.fitted)
-    (tmp / RUN_FILE).write_text(json.dumps({"as_of": as_of, "store": store_manifest(run)}))
+    store = store_manifest(run)
+    (tmp / RUN_FILE).write_text(json.dumps({"as_of": as_of, "store": store}))
+    # what was built is dropped before it is read back: one copy of the paths at a time
+    del run
+    res.paths = np.empty((0, 0, 0))
     stored = load_run(tmp)
     st = cfg.settings
     derived = derive(
@@ -553,7 +557,7 @@ def _compute_and_log(
         "quarters": [q.label for q in derived.quarters],
         "anomalies": len(stored.anomalies),
         "versions": versions,
-        "store": store_manifest(run),
+        "store": store,
         "files": sorted(files) + ["run.json"],
         "seconds_to_publish": round(time.perf_counter() - t0, 2),
     }

@@ -126,22 +126,41 @@ class ForecastRun:
 
 
 # --- writing ----------------------------------------------------------------------------------
-def write_paths(folder: Path, run: ForecastRun) -> Path:
+def write_paths(folder: Path, run: ForecastRun, rows_per_group: int = 2_000_000) -> Path:
+    """``paths.parquet``: one row per series, path and month (``value``, ``conditioned``), written
+    a block of series at a time so memory stays at the arrays themselves."""
     n, p, h = run.paths.shape
-    uid = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat(np.arange(n, dtype=np.int32), p * h)), pa.array(run.path_ids)
+    dictionary = pa.array([str(u) for u in run.path_ids])
+    schema = pa.schema(
+        [
+            (UID, pa.dictionary(pa.int32(), pa.string())),
+            ("path", pa.int32()),
+            (DS, pa.timestamp("ms")),
+            ("value", pa.float64()),
+            ("conditioned", pa.float64()),
+        ]
     )
-    table = pa.table(
-        {
-            UID: uid,
-            "path": pa.array(np.tile(np.repeat(np.arange(p, dtype=np.int32), h), n)),
-            DS: pa.array(np.tile(run.path_ds.to_numpy(dtype="datetime64[ms]"), n * p)),
-            "value": pa.array(run.paths.reshape(-1)),
-            "conditioned": pa.array(run.conditioned.reshape(-1)),
-        }
-    )
+    months = run.path_ds.to_numpy(dtype="datetime64[ms]")
+    step = max(1, rows_per_group // max(p * h, 1))
     out = folder / PATHS_FILE
-    pq.write_table(table, out)
+    with pq.ParquetWriter(out, schema) as writer:
+        for a in range(0, max(n, 1), step):
+            b = min(n, a + step)
+            k = b - a
+            uid = pa.DictionaryArray.from_arrays(
+                pa.array(np.repeat(np.arange(a, b, dtype=np.int32), p * h)), dictionary
+            )
+            block = pa.table(
+                {
+                    UID: uid,
+                    "path": pa.array(np.tile(np.repeat(np.arange(p, dtype=np.int32), h), k)),
+                    DS: pa.array(np.tile(months, k * p)),
+                    "value": pa.array(run.paths[a:b].reshape(-1)),
+                    "conditioned": pa.array(run.conditioned[a:b].reshape(-1)),
+                },
+                schema=schema,
+            )
+            writer.write_table(block)
     return out
 
 
@@ -222,13 +241,7 @@ def load_run(folder: Path) -> ForecastRun:
     manifest = json.loads(manifest_path.read_text())
     store = manifest.get("store") or {}
     ids = [str(u) for u in store.get("path_ids", [])]
-    t = pq.read_table(folder / PATHS_FILE).to_pandas()
-    ds = pd.DatetimeIndex(pd.to_datetime(np.sort(t[DS].unique())))
-    n, h = len(ids), len(ds)
-    p = len(t) // max(n * h, 1)
-    t = t.sort_values([UID, "path", DS], key=_order(ids), kind="stable")
-    paths = t["value"].to_numpy(float).reshape(n, p, h)
-    conditioned = t["conditioned"].to_numpy(float).reshape(n, p, h)
+    ds, paths, conditioned = read_paths(folder / PATHS_FILE, ids)
     partial = {}
     pt = _read(folder, "partial")
     for r in pt.itertuples(index=False):
@@ -263,15 +276,51 @@ def load_run(folder: Path) -> ForecastRun:
     )
 
 
-def _order(ids: list[str]) -> Any:
+def read_paths(path: Path, ids: list[str]) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """``(path_ds, paths, conditioned)`` of a paths file, each value put at its (series, path,
+    month) position from the row's own keys (whatever order the rows come in), a batch of rows at
+    a time: memory is the two arrays, never the whole table or per-row Python objects."""
+    f = pq.ParquetFile(path)
+    rows = f.metadata.num_rows
+    months = np.unique(
+        np.concatenate(
+            [
+                np.unique(b.column(0).to_numpy().astype("datetime64[ns]"))
+                for b in f.iter_batches(columns=[DS])
+            ]
+            or [np.empty(0, dtype="datetime64[ns]")]
+        )
+    )
     rank = {u: i for i, u in enumerate(ids)}
+    n, h = len(ids), len(months)
+    p = rows // max(n * h, 1)
+    if n * p * h != rows:
+        raise _altered(
+            path, f"not one value per series, path and month ({rows} rows for {n} x {p} x {h})"
+        )
+    paths, conditioned = np.empty(n * p * h), np.empty(n * p * h)
+    for b in f.iter_batches(columns=[UID, "path", DS, "value", "conditioned"]):
+        uid = b.column(0)
+        if not pa.types.is_dictionary(uid.type):
+            uid = uid.dictionary_encode()
+        names = [str(x) for x in uid.dictionary.to_pylist()]
+        unknown = [u for u in names if u not in rank]
+        if unknown:
+            raise _altered(path, f"paths of series the run does not list ({unknown[:3]})")
+        codes = uid.indices.to_numpy(zero_copy_only=False)
+        row = np.array([rank[u] for u in names], dtype=np.int64)[codes]
+        at = (row * p + b.column(1).to_numpy().astype(np.int64)) * h
+        at += np.searchsorted(months, b.column(2).to_numpy().astype("datetime64[ns]"))
+        paths[at] = b.column(3).to_numpy()
+        conditioned[at] = b.column(4).to_numpy()
+    return pd.DatetimeIndex(months), paths.reshape(n, p, h), conditioned.reshape(n, p, h)
 
-    def key(col: pd.Series) -> pd.Series:
-        if col.name == UID:
-            return col.astype(str).map(rank)
-        return col
 
-    return key
+def _altered(path: Path, what: str) -> InputError:
+    return InputError(
+        Problem(what, str(path)),
+        fix="re-run phasecast run-monthly for this as-of (the run folder was altered)",
+    )
 
 
 def stored_runs(root: Path) -> list[Path]:

@@ -38,10 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError, Problem
-from pipeline.frames import CATEGORY, DS, PHASE, SEP, TOTAL, UID, Y, hierarchy_id, safe_label
+from pipeline.frames import (
+    CATEGORY,
+    DS,
+    PHASE,
+    SEP,
+    TOTAL,
+    UID,
+    Y,
+    hierarchy_id,
+    node_parents,
+    safe_label,
+)
 from pipeline.ingest.warehouse import COST_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -108,14 +120,6 @@ class SeriesFrames:
             df.to_csv(p, index=False, date_format="%Y-%m-%d")
             out.append(p)
         return out
-
-
-def node_parents(uid: str) -> list[str]:
-    """The aggregate ids a node sums into, nearest first: ``inference/compute_gpu`` -> ``[inference, total]``."""
-    if uid == TOTAL:
-        return []
-    parts = uid.split(SEP)
-    return [SEP.join(parts[:i]) for i in range(len(parts) - 1, 0, -1)] + [TOTAL]
 
 
 def hierarchy(bottom_ids: list[str]) -> dict[str, list[str]]:
@@ -455,23 +459,33 @@ def _labels(df: pd.DataFrame, include_team: bool) -> pd.DataFrame:
 
 def _fill(df: pd.DataFrame, freq: str, end: pd.Timestamp) -> pd.DataFrame:
     """Bottom nodes from their first period to ``end``, missing periods 0."""
-    parts = []
-    for uid, g in df.groupby(UID, sort=True):
-        start = g[DS].min()
-        if start > end:
-            continue
-        idx = pd.date_range(start, end, freq=freq, name=DS)
-        s = g.groupby(DS)[Y].sum().reindex(idx, fill_value=0.0)
-        parts.append(pd.DataFrame({UID: uid, DS: idx, Y: s.to_numpy(dtype=float)}))
-    if not parts:
+    sums = df.groupby([UID, DS], sort=True)[Y].sum()
+    starts = sums.reset_index().groupby(UID, sort=True)[DS].min()
+    starts = starts[starts <= end]
+    spans = [pd.date_range(start, end, freq=freq) for start in starts]
+    if spans:
+        full = pd.MultiIndex.from_arrays(
+            [
+                np.repeat(starts.index.to_numpy(dtype=object), [len(s) for s in spans]),
+                np.concatenate([s.to_numpy() for s in spans]),
+            ],
+            names=[UID, DS],
+        )
+        filled = sums.reindex(full, fill_value=0.0)
         return pd.DataFrame(
             {
-                UID: pd.Series(dtype=object),
-                DS: pd.Series(dtype="datetime64[ns]"),
-                Y: pd.Series(dtype=float),
+                UID: full.get_level_values(UID).to_numpy(dtype=object),
+                DS: full.get_level_values(DS),
+                Y: filled.to_numpy(dtype=float),
             }
         )
-    return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(
+        {
+            UID: pd.Series(dtype=object),
+            DS: pd.Series(dtype="datetime64[ns]"),
+            Y: pd.Series(dtype=float),
+        }
+    )
 
 
 def _with_aggregates(bottom: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

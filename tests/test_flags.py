@@ -345,3 +345,30 @@ def test_nodes_that_started_late_or_never_count_zero() -> None:
     assert f.loc[("2026Q4", "total"), "actual_to_date"] == 60.0
     with pytest.raises(InputError, match="2026-07"):  # before the data window
         flag_lines(_budgets(("2026Q3", "total", 1.0)), hist, paths, ["total", "optimization"], PDS)
+
+
+def test_pace_errors_of_many_series_equal_the_one_series_formula():
+    from pipeline.conditioning import pace_errors
+
+    rng = np.random.default_rng(0)
+    frames, covered = [], {}
+    for u in range(12):
+        start = pd.Timestamp("2025-01-01") + pd.Timedelta(days=int(rng.integers(0, 300)))
+        days = pd.date_range(start, "2026-11-14", freq="D")
+        y = rng.gamma(2.0, 10.0, len(days))
+        if u == 3:
+            y[:] = 0.0  # no month with a positive total: unknown
+        if u == 4:
+            days, y = days[:70], y[:70]  # too few complete months: unknown
+        frames.append(pd.DataFrame({"unique_id": f"s{u}", "ds": days, "y": y}))
+        covered[f"s{u}"] = int(rng.integers(1, 20))
+    daily = pd.concat(frames, ignore_index=True)
+    before = dict.fromkeys(covered, pd.Timestamp("2026-11-01"))
+    got = pace_errors(daily, covered, before)
+    for u, d in covered.items():
+        one = daily[(daily["unique_id"] == u) & (daily["ds"] < before[u])].set_index("ds")["y"]
+        expect = pace_error(one, d)
+        assert (expect is None) == (got[u] is None), u
+        if expect is not None:
+            assert got[u] == pytest.approx(expect, rel=1e-12)
+    assert got["s3"] is None and got["s4"] is None

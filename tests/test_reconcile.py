@@ -124,3 +124,80 @@ def test_job_is_coherent_to_the_cent():
     np.testing.assert_allclose(fc.loc["total", "mean"].to_numpy(), P[i].mean(axis=0), rtol=1e-9)
     assert res.paths.shape == (len(ids), 300, 6)
     assert res.forecast["mean"].min() >= 0
+
+
+# --- many series: the structured path ----------------------------------------------------------
+
+DEEP = [
+    "total",
+    "inference",
+    "inference/compute_gpu",
+    "inference/compute_gpu/search",
+    "inference/compute_gpu/recs",
+    "inference/network",
+    "operations",
+]
+
+
+def test_summing_matrix_follows_every_level():
+    S, bottom = summing_matrix(DEEP)
+    # a team level under phase x category: phase x category is an aggregate, teams are leaves
+    assert bottom == ["inference/compute_gpu/search", "inference/compute_gpu/recs",
+                      "inference/network", "operations"]  # fmt: skip
+    np.testing.assert_array_equal(
+        S,
+        [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0],
+         [0, 0, 0, 1]],
+    )  # fmt: skip
+
+
+def test_structured_wls_equals_dense_projection():
+    from pipeline.reconcile import summing_sparse, wls_bottom
+
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.2, 5.0, len(DEEP))
+    y = rng.normal(size=(len(DEEP), 50, 4))
+    S, bottom = summing_matrix(DEEP)
+    P = mint_projection(S, np.diag(w))  # the textbook formula, dense
+    Ss, _ = summing_sparse(DEEP)
+    got = wls_bottom(Ss, w, [DEEP.index(b) for b in bottom], y)
+    np.testing.assert_allclose(got, np.einsum("bi,iph->bph", P, y), atol=1e-10)
+
+
+def test_reconcile_many_series_is_coherent_and_equals_dense_wls():
+    rng = np.random.default_rng(4)
+    ids = ["total"] + [f"p{i}" for i in range(6)]
+    ids += [f"p{i}/c{j}" for i in range(6) for j in range(150)]  # 907 series > DENSE_LIMIT
+    n = len(ids)
+    mean = rng.uniform(10, 100, (n, 5))
+    paths = mean[:, None, :] + rng.normal(0, 3, (n, 40, 5))
+    resid = rng.normal(0, 1, (12, n)) * rng.uniform(0.5, 4, n)
+    resid[:, 7] = np.nan  # a series without backtest errors falls back to the given variance
+    var = rng.uniform(0.5, 4, n)
+    m, p, info = reconcile(ids, mean, paths, resid, var, nonneg=np.ones(n, bool))
+    assert "structured" in str(info["method"])
+    assert p is not None
+    S, bottom = summing_matrix(ids)
+    brow = [ids.index(b) for b in bottom]
+    np.testing.assert_allclose(m, S @ m[brow], rtol=1e-12)
+    np.testing.assert_allclose(p[0], p[brow].sum(axis=0), rtol=1e-12)
+    assert (p[brow] >= 0).all()
+    # the same numbers as the dense formula with W = diag(each series' error variance)
+    v = resid.var(axis=0, ddof=1)  # NaN for the series without errors
+    v[7] = var[7]
+    P = mint_projection(S, np.diag(v))
+    expect = np.maximum(P @ mean, 0.0)
+    np.testing.assert_allclose(m[brow], expect, rtol=1e-9, atol=1e-9)
+
+
+def test_factor_correlation_draws_have_the_shrunk_sample_correlation():
+    from pipeline.coherence import FactorCorrelation
+
+    rng = np.random.default_rng(5)
+    common = rng.normal(size=(60, 1))
+    r = common * np.array([1.0, 0.8, 0.0, -1.0]) + rng.normal(size=(60, 4)) * 0.6
+    z = (r - r.mean(0)) / r.std(0, ddof=1) / np.sqrt(len(r) - 1)
+    g = FactorCorrelation(z.T, shrink=0.3).normals(200_000, rng)
+    expect = 0.7 * np.corrcoef(r, rowvar=False) + 0.3 * np.eye(4)
+    np.testing.assert_allclose(np.corrcoef(g, rowvar=False), expect, atol=0.01)
+    np.testing.assert_allclose(g.std(axis=0), 1.0, atol=0.01)

@@ -1,8 +1,13 @@
 """Scaling benchmark: the forecasting job and ingest, serial and on a 2-worker Dask cluster.
 
+* monthly: the full ``phasecast run-monthly --as-of 2026-11-15`` (series from the warehouse,
+  backtest, every model, reconciliation, month-to-date conditioning, the stored run, budgets and
+  flags, the report, MLflow runs and model versions in a new SQLite store) on a warehouse holding N
+  bottom series (``<phase>/<category>`` of the six phases; monthly costs from
+  :func:`forecast_bench.make_collection`, 48 closed months plus 14 days of the current month) and
+  their phase and total aggregates, with a budget line per phase and quarter;
 * forecast: N monthly series (:func:`forecast_bench.make_collection`, 48 months, h=18, 3 backtest
-  windows, every model: what the monthly job runs after building its series) through
-  :func:`pipeline.forecast.run_forecast`;
+  windows, every model) through :func:`pipeline.forecast.run_forecast` (no hierarchy, no outputs);
 * ingest: N FOCUS rows (:func:`ingest_bench.synth_chunk`) as a folder of Parquet partitions of 1 M rows
   (one delivery of several files, as AWS and Azure deliver a large period) through
   :func:`pipeline.ingest.ingest` into a new warehouse.
@@ -13,8 +18,8 @@ Each measurement runs in a fresh child process. ``serial`` is the default engine
 the child (cluster start-up excluded); peak memory is the child's peak RSS plus, on the cluster, each
 worker's own peak RSS (``getrusage`` on the worker). Medians of ``--runs``.
 
-    .venv/bin/python -m tests.benchmarks.scaling_bench [--series 100,1000] [--rows 1000000,10000000]
-    .venv/bin/python -m tests.benchmarks.scaling_bench --series 100,1000,10000 --rows 1000000,10000000,50000000
+    .venv/bin/python -m tests.benchmarks.scaling_bench [--monthly 100,1000] [--series 100,1000] [--rows 1000000,10000000]
+    .venv/bin/python -m tests.benchmarks.scaling_bench --monthly 100,1000,10000 --rows 1000000,10000000,50000000
 """
 
 from __future__ import annotations
@@ -123,6 +128,88 @@ def child_forecast(n_series: int, scheduler: str) -> dict:
     return {"seconds": secs, "items": n_series, "rows_out": len(res.forecast)}
 
 
+PHASES = (
+    "data_preprocessing",
+    "pretraining",
+    "fine_tuning",
+    "inference",
+    "optimization",
+    "operations",
+)
+AS_OF = "2026-11-15"
+
+
+def make_home(n_series: int, home: Path) -> Path:
+    """A phasecast home whose warehouse holds ``n_series`` bottom series (written straight into
+    ``daily_facts``, exact decimals, then the allocation rebuilt as ingest leaves it) and a
+    budgets file with one line per phase and quarter."""
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from pipeline.ingest.allocation import rebuild
+    from pipeline.ingest.warehouse import connect
+    from tests.benchmarks.forecast_bench import make_collection
+
+    hist, test = make_collection(n_series, seed=0, fixed_len=48)
+    uids = sorted(hist["unique_id"].unique())
+    cat = {u: (PHASES[i % len(PHASES)], f"c{i:05d}") for i, u in enumerate(uids)}
+    nov = test[test["ds"] == test["ds"].min()].set_index("unique_id")["y"]
+    days = pd.date_range("2026-11-01", periods=14, freq="D")
+    monthly = hist.assign(day=hist["ds"], y=hist["y"].round(2))
+    daily = pd.DataFrame(
+        {
+            "unique_id": [u for u in uids for _ in days],
+            "day": list(days) * len(uids),
+            "y": [round(float(nov[u]) / 30, 2) for u in uids for _ in days],
+        }
+    )
+    rows = pd.concat([monthly[["unique_id", "day", "y"]], daily], ignore_index=True)
+    rows["phase"] = rows["unique_id"].map(lambda u: cat[u][0])
+    rows["category"] = rows["unique_id"].map(lambda u: cat[u][1])
+    rows["cost"] = rows["y"].map(lambda v: str(Decimal(f"{v:.2f}")))
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    con = connect(home / "data" / "phasecast.duckdb")
+    con.register("bench_rows", rows[["day", "phase", "category", "cost"]])
+    con.execute("""
+        INSERT INTO daily_facts (day, billing_period, provider, billing_account, currency, phase,
+            category, billed_cost, effective_cost, list_cost, row_count, file_sha256, method)
+        SELECT CAST(day AS DATE), CAST(date_trunc('month', day) AS DATE), 'bench', 'bench', 'USD',
+            phase, category, CAST(cost AS DECIMAL(38,18)), CAST(cost AS DECIMAL(38,18)),
+            CAST(cost AS DECIMAL(38,18)), 1, 'bench', 'tag'
+        FROM bench_rows
+    """)
+    rebuild(con)
+    con.close()
+    q = monthly.assign(phase=monthly["unique_id"].map(lambda u: cat[u][0]))
+    per_q = q[q["ds"] >= "2025-10-01"].groupby("phase")["y"].sum() / 4  # last year's quarter
+    lines = ["period,phase,amount,currency"]
+    for period in ("2026Q4", "2027Q1"):
+        lines += [f"{period},{ph},{per_q[ph] * 1.05:.2f},USD" for ph in PHASES]
+    (home / "budgets.csv").write_text("\n".join(lines) + "\n")
+    return home
+
+
+def child_monthly(home: str, scheduler: str) -> dict:
+    """The monthly job as a user runs it (``phasecast --home HOME run-monthly``), in this process."""
+    from pipeline.cli import cli
+
+    args = ["--home", home, "-q", "run-monthly", "--as-of", AS_OF, "--no-progress"]
+    args += ["--budgets", str(Path(home) / "budgets.csv")]
+    if scheduler:
+        args += ["--scheduler", scheduler]
+    t0 = time.perf_counter()
+    try:
+        cli.main(args=args, standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            raise RuntimeError(f"run-monthly exited {exc.code}") from exc
+    secs = time.perf_counter() - t0
+    run = json.loads((Path(home) / "outputs" / AS_OF / "run.json").read_text())
+    n = int(run.get("data_window", {}).get("n_series", 0))
+    return {"seconds": secs, "items": n, "series_nodes": n}
+
+
 def child_ingest(folder: str, warehouse: str, scheduler: str) -> dict:
     from pipeline.distributed import engine
     from pipeline.ingest import IngestConfig, ingest
@@ -190,7 +277,8 @@ def _sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     env = os.environ.get
-    ap.add_argument("--series", default=env("PHASECAST_BENCH_SERIES", "100,1000"))
+    ap.add_argument("--monthly", default=env("PHASECAST_BENCH_MONTHLY", "100,1000"))
+    ap.add_argument("--series", default=env("PHASECAST_BENCH_SERIES", ""))
     ap.add_argument("--rows", default=env("PHASECAST_BENCH_SCALE_ROWS", "1000000,10000000"))
     ap.add_argument("--runs", type=int, default=int(env("PHASECAST_BENCH_RUNS", "3")))
     ap.add_argument("--engines", default="serial,cluster")
@@ -202,13 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = a.child
         if kind == "forecast":
             res = child_forecast(int(rest[0]), rest[1] if len(rest) > 1 else "")
+        elif kind == "monthly":
+            res = child_monthly(rest[0], rest[1] if len(rest) > 1 else "")
         else:
             res = child_ingest(rest[0], rest[1], rest[2] if len(rest) > 2 else "")
         print(json.dumps(res))
         return 0
 
     engines = [e for e in a.engines.split(",") if e]
-    jobs: list[tuple[str, int]] = [("forecast", n) for n in _sizes(a.series)]
+    jobs: list[tuple[str, int]] = [("monthly", n) for n in _sizes(a.monthly)]
+    jobs += [("forecast", n) for n in _sizes(a.series)]
     jobs += [("ingest", n) for n in _sizes(a.rows)]
     results = []
     for job, n in jobs:
@@ -226,11 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                         cluster.__enter__()
                     try:
                         sched = cluster.address if cluster is not None else ""
-                        args = (
-                            ["forecast", str(n), sched]
-                            if job == "forecast"
-                            else ["ingest", str(folder), str(Path(tmp) / "w.duckdb"), sched]
-                        )
+                        if job == "monthly":
+                            home = make_home(n, Path(tmp) / "home")
+                            args = ["monthly", str(home), sched]
+                        elif job == "forecast":
+                            args = ["forecast", str(n), sched]
+                        else:
+                            args = ["ingest", str(folder), str(Path(tmp) / "w.duckdb"), sched]
                         r = measure(args, cluster)
                     finally:
                         if cluster is not None:
@@ -263,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     a.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\n{'job':8} {'size':>11} {'engine':8} {'seconds':>8} {'per item':>10} {'peak MB':>8}")
     for r in results:
-        unit = "ms/series" if r["job"] == "forecast" else "us/row"
-        per = r["per_item_us"] / (1000 if r["job"] == "forecast" else 1)
+        unit = "us/row" if r["job"] == "ingest" else "ms/series"
+        per = r["per_item_us"] / (1 if r["job"] == "ingest" else 1000)
         print(
             f"{r['job']:8} {r['size']:>11,} {r['engine']:8} {r['seconds_median']:8.2f} "
             f"{per:6.2f} {unit:9} {r['peak_mb_median']:8.0f}"
