@@ -50,6 +50,17 @@ def plan_paths(
     return p * np.divide(m, pm, out=np.ones_like(m), where=np.abs(pm) > 0)
 
 
+def between_runs(y: np.ndarray, months: int = 12) -> np.ndarray:
+    """What a scheduled-runs series cost between its runs: the months of the last ``months`` at
+    most twice the median month (bursts are far above it); a zero when nothing is left."""
+    last = np.asarray(y, dtype=float)[-months:]
+    last = last[np.isfinite(last)]
+    if not len(last):
+        return np.zeros(1)
+    quiet = last[last <= 2.0 * max(float(np.median(last)), 0.0)]
+    return quiet if len(quiet) else np.zeros(1)
+
+
 def _ancestors(uid: str, ids: list[str]) -> list[int]:
     pos = {u: i for i, u in enumerate(ids)}
     return [pos[a] for a in node_parents(uid) if a in pos]
@@ -83,9 +94,17 @@ def published_paths(
     nonneg: pd.Series,
     config: ForecastConfig,
     bt: pd.DataFrame | None = None,
+    hist: pd.DataFrame | None = None,
 ) -> Published:
     """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
-    vectors resampled); plan-driven series get the plan's paths."""
+    vectors resampled); plan-driven series get the plan's paths, a scheduled-runs series plus what
+    it cost between runs (:func:`between_runs`, resampled month by month from ``hist``).
+
+    Before drawing, two things the backtest says about each series (:mod:`pipeline.intervals`):
+    in a reconciled cost hierarchy, the growth its model missed (``missed_drift``, bounded by the
+    history's own growth) multiplies its forecast by ``exp(b h)``; and its sigma is widened by its
+    own error scale (``series_scale``). The error pools are rebuilt from the backtest corrected
+    the same ways, out of sample (``drift_corrected``, ``scale_corrected``)."""
     h = config.horizon
     sel = selection.set_index(UID)[MODEL]
     pub = allf[allf[MODEL].to_numpy() == allf[UID].map(sel).to_numpy()].copy()
@@ -96,11 +115,37 @@ def published_paths(
     )
     mean = pub[MEAN].to_numpy(float).reshape(len(ids), h)
     d = iv.normalizer(pub[SIGMA], pub[SCALE]).reshape(len(ids), h)
+    drift = bool(config.reconcile and bt is not None and len(bt))
+    if drift:
+        # the growth the selected model missed in the backtest, per series (intervals.missed_drift);
+        # cost hierarchies only: on generated hierarchies it cut WAPE 7-18 months ahead from 0.124
+        # to 0.085, on generic M3-like series it cost MASE (1.060 -> 1.083) and 3 points of coverage
+        b = iv.missed_drift(bt, sel).reindex(ids).fillna(0.0).to_numpy(float)
+        if hist is not None:
+            ys = {str(u): g.to_numpy(float) for u, g in hist.groupby(UID, sort=False)[Y]}
+            b = np.array(
+                [
+                    iv.bounded_drift(bi, iv.history_growth(ys.get(u, np.zeros(0))))
+                    for bi, u in zip(b, ids, strict=True)
+                ]
+            )
+        nn_ = nonneg.reindex(ids).fillna(False).to_numpy(bool) & ~np.isin(ids, plan_ids)
+        lift = np.exp(np.outer(np.where(nn_, b, 0.0), np.arange(1, h + 1)))
+        mean = np.where(mean > 0, mean * lift, mean)
+        d = np.where(mean > 0, d * lift, d)
     # a never-negative series forecast at exactly 0 (a history of zeros) stays at 0: its paths
     # would otherwise be clipped at 0 on one side only and lift its mean
     nn0 = nonneg.reindex(ids).to_numpy(bool)
     d[nn0 & (np.abs(mean) <= 0).all(axis=1)] = 0.0
     rng = np.random.default_rng(config.seed)
+    if bt is not None and len(bt):
+        # the pools of the drift-corrected forecast with each series' own error scale: the
+        # backtest corrected alike, out of sample (intervals.drift_corrected, scale_corrected)
+        fixed_bt = iv.drift_corrected(bt) if drift else bt
+        fixed = iv.calibrate(iv.scale_corrected(fixed_bt), h, models=list(pools))
+        pools = {k: fixed.get(k, v) for k, v in pools.items()}
+        err_scale = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)
+        d = d * err_scale[:, None]
     series_pools = [pools[sel[u]] for u in ids]
     z = correlated_draws(
         series_pools, error_correlation(bt, selection, ids), config.n_paths, h, rng
@@ -115,8 +160,15 @@ def published_paths(
         alt = alt[alt[MODEL].to_numpy() == alt[UID].map(model_choice).to_numpy()]
         for uid, g in alt.groupby(UID, sort=False):
             model_mean[pos[str(uid)], : len(g)] = g.sort_values("h")[MEAN].to_numpy(float)[:h]
+        from pipeline.plan_driven import RUNS_REASON
+
+        runs = set(selection.loc[selection["reason"].str.startswith(RUNS_REASON), UID])
         for i in plan_rows:
             paths[i] = plan_paths(mean[i], config.plan_rel_sd, config.n_paths, rng)
+            if hist is not None and ids[i] in runs:
+                base = between_runs(hist.loc[hist[UID] == ids[i], Y].to_numpy(float))
+                paths[i] += rng.choice(base, size=(config.n_paths, h))
+                mean[i] = paths[i].mean(axis=0)
     nn = nonneg.reindex(ids).to_numpy(bool)
     own: list[iv.ErrorPool | None] = list(series_pools)
     for i in plan_rows:

@@ -1,17 +1,25 @@
-"""Forecasts scored against a known future: generated cost hierarchies, cut at an as-of.
+"""Forecasts scored against a known future: generated cost hierarchies and the demo world, cut at
+an as-of.
 
 :func:`cost_hierarchy` generates a phasecast hierarchy (``total`` -> ``<phase>`` ->
 ``<phase>/<category>``) of monthly costs with what real AI cost series do: inference traffic that
 grows and peaks in the promotion months (the demo world's daily traffic shape of 618, Double 11,
 Black Friday / Cyber Monday and the Spring Festival dip, :mod:`pipeline.synth.calendar`, averaged
 over each month), a quantization that cuts inference GPU cost by a step, rare large pre-training
-bursts, a noisy fine-tuning cadence, storage that compounds, labor that steps with hiring. It
-returns the history (``hist_months`` months) and the ``horizon`` months that follow.
+runs and small optimization jobs (GPUs x days x price, each run's actual cost off its plan by its
+own factor, log-sd ``RUN_SD``) over a small cost between runs, a noisy fine-tuning cadence, storage
+that compounds, labor that steps with hiring. It returns the history (``hist_months`` months), the
+``horizon`` months that follow, and the plan a team would have written at the cut: the runs
+scheduled after it (``plan=False``: none, the bursts come unannounced).
 
-:func:`evaluate` forecasts the history with the full job (:func:`pipeline.forecast.run_forecast`,
-reconciled) and scores every model's and the published forecast against the known future, per
-horizon band (months 1-6 and 7-18): cost-weighted WAPE, MASE, 80 / 95 % coverage; and the
-inference series' error in promotion months beside its error in ordinary months. Pure: no I/O.
+:func:`demo_world` is ``phasecast synth``'s world (daily FOCUS billing, usage, labor) ingested into
+a scratch warehouse (a temporary folder, removed after) and cut ``hold_out`` months before its end.
+
+:func:`evaluate` forecasts each history with the full job (:func:`pipeline.forecast.run_forecast`,
+reconciled, with the plan when there is one) and scores every model's and the published forecast
+against the known future, per horizon band (months 1-3, 1-6 and 7-18): cost-weighted WAPE, MASE,
+80 / 95 % coverage; and the inference series' error in promotion months beside its error in
+ordinary months.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import pandas as pd
 
 from pipeline.frames import DS, MEAN, MODEL, UID, Y, hi_col, lo_col
 from pipeline.metrics import scale_of
+from pipeline.plan import Plan, PriceBook, ScheduledRun
 
 BANDS: tuple[tuple[str, int, int], ...] = (("1-3", 1, 3), ("1-6", 1, 6), ("7-18", 7, 18))
 PUBLISHED = "published"
 PROMO_MONTHS = (6, 11)  # 618 and Double 11 / BFCM
+RUN_SD = 0.10  # log-sd of a scheduled run's actual cost around its plan
 
 
 def monthly_traffic_factor(months: pd.DatetimeIndex) -> np.ndarray:
@@ -46,12 +56,44 @@ def monthly_traffic_factor(months: pd.DatetimeIndex) -> np.ndarray:
 class Collection:
     hist: pd.DataFrame  # unique_id, ds, y
     future: pd.DataFrame  # unique_id, ds, y: the months after the history
+    plan: Plan | None = None  # what was known in advance about the future (scheduled runs)
+
+
+GPU = "H100"
+GPU_PRICE = 3.0  # per GPU-hour, on demand
+
+
+def _runs(
+    rng: np.random.Generator,
+    ds: pd.DatetimeIndex,
+    cut: int,
+    phase: str,
+    every: tuple[int, int],
+    gpus: tuple[int, ...],
+    days: tuple[float, float],
+) -> list[ScheduledRun]:
+    """GPU bursts of ``phase`` over the whole span, one every ``every`` months; a run never
+    straddles the cut (it starts after the history's last month or ends before it)."""
+    out: list[ScheduledRun] = []
+    k = int(rng.integers(0, every[1]))
+    while k < len(ds):
+        start = (ds[k] + pd.Timedelta(days=int(rng.integers(0, 20)))).date()
+        d = float(rng.uniform(*days))
+        end = pd.Timestamp(start) + pd.Timedelta(days=d)
+        if k < cut and end >= ds[cut]:  # would run into the future: it starts there instead
+            k = cut
+            start = ds[cut].date()
+        out.append(ScheduledRun(f"{phase}-{k}", phase, GPU, int(rng.choice(gpus)), start, days=d))
+        k += int(np.ceil(d / 30)) + int(rng.integers(*every))
+    return out
 
 
 def cost_hierarchy(
-    seed: int, hist_months: int = 36, horizon: int = 18, end: str = "2026-10"
+    seed: int, hist_months: int = 36, horizon: int = 18, end: str = "2026-10", plan: bool = True
 ) -> Collection:
     """One generated hierarchy with a known future (see the module docstring)."""
+    from pipeline.estimate import run_month_costs
+
     rng = np.random.default_rng(seed)
     n = hist_months + horizon
     first = pd.Timestamp(end) - pd.DateOffset(months=hist_months - 1)
@@ -68,16 +110,22 @@ def cost_hierarchy(
     if rng.random() < 0.6:  # a quantization step, somewhere in the history
         at = int(rng.integers(6, hist_months - 3))
         quant[at:] = rng.uniform(0.65, 0.85)
+    book = PriceBook(gpu_hour={GPU: {"on_demand": GPU_PRICE}})
+    # pre-training runs (1-2 months of 64-256 GPUs every 6-12 months) and optimization jobs
+    # (small, around releases): scheduled, so the plan knows the future ones; a run's actual
+    # cost strays from its plan by its own factor (longer or shorter than planned)
+    runs = _runs(rng, ds, hist_months, "pretraining", (6, 12), (64, 128, 256), (10.0, 40.0))
+    runs += _runs(rng, ds, hist_months, "optimization", (5, 14), (8, 16, 32), (4.0, 15.0))
+    burst = {"pretraining": np.zeros(n), "optimization": np.zeros(n)}
+    for r in runs:
+        cost = run_month_costs(r.gpus, r.start, float(r.days or 0), book, GPU, "on_demand", ds)
+        burst[r.phase] += cost * float(np.exp(rng.normal(0.0, RUN_SD)))
     bottom: dict[str, np.ndarray] = {}
     bottom["inference/compute_gpu"] = level * (1 + g) ** t * traffic * quant * noise(0.04)
     bottom["inference/network"] = 0.08 * level * (1 + g) ** t * traffic * noise(0.06)
-    pre = np.full(n, rng.uniform(1e3, 3e3)) * noise(0.2)
-    k = int(rng.integers(0, 8))
-    while k < n:  # a pre-training run of 1-2 months every 6-12 months
-        dur = int(rng.integers(1, 3))
-        pre[k : k + dur] += rng.uniform(100e3, 300e3)
-        k += dur + int(rng.integers(6, 12))
-    bottom["pretraining/compute_gpu"] = pre
+    bottom["pretraining/compute_gpu"] = (
+        np.full(n, rng.uniform(1e3, 3e3)) * noise(0.2) + burst["pretraining"]
+    )
     bottom["fine_tuning/compute_gpu"] = (
         rng.uniform(10e3, 30e3) * (1 + g / 2) ** t * noise(rng.uniform(0.1, 0.25))
     )
@@ -90,10 +138,7 @@ def cost_hierarchy(
     for _ in range(int(rng.integers(1, 4))):  # hiring steps
         heads[int(rng.integers(3, n - 3)) :] += rng.choice([-1.0, 1.0, 1.0])
     bottom["operations/labor"] = np.maximum(heads, 1.0) * 160 * 95 * noise(0.01)
-    opt = np.full(n, 500.0) * noise(0.3)
-    for j in rng.choice(n, size=max(1, n // 12), replace=False):
-        opt[j] += rng.uniform(5e3, 20e3)
-    bottom["optimization/compute_gpu"] = opt
+    bottom["optimization/compute_gpu"] = np.full(n, 500.0) * noise(0.3) + burst["optimization"]
 
     rows = {u: np.round(v, 2) for u, v in bottom.items()}
     phases: dict[str, np.ndarray] = {}
@@ -106,8 +151,62 @@ def cost_hierarchy(
         ignore_index=True,
     )
     cut = ds[hist_months - 1]
+    known = tuple(r for r in runs if pd.Timestamp(r.start) >= ds[hist_months])
+    the_plan = Plan(price_book=book, scheduled_runs=known, start=ds[hist_months]) if plan else None
     return Collection(
-        long[long[DS] <= cut].reset_index(drop=True), long[long[DS] > cut].reset_index(drop=True)
+        long[long[DS] <= cut].reset_index(drop=True),
+        long[long[DS] > cut].reset_index(drop=True),
+        the_plan,
+    )
+
+
+def demo_world(seed: int = 42, months: int = 36, hold_out: int = 12) -> Collection:
+    """The demo world (``phasecast synth``: daily FOCUS billing, usage and labor), ingested into a
+    scratch warehouse and cut ``hold_out`` months before its last complete month: the history is
+    what a run at that earlier as-of would have seen, the future the months that followed. The
+    synth's plan describes only the months after its end, so the cut history comes without one:
+    its pre-training and optimization bursts are not announced."""
+    import logging
+
+    quiet = [logging.getLogger(n) for n in ("pipeline.synth", "pipeline.ingest", "pipeline.series")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # the scratch world's ingest is not news to the reader
+        q.setLevel(logging.WARNING)
+    try:
+        return _demo_world(seed, months, hold_out)
+    finally:
+        for q, lv in zip(quiet, levels, strict=True):
+            q.setLevel(lv)
+
+
+def _demo_world(seed: int, months: int, hold_out: int) -> Collection:
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.ingest import IngestConfig, ingest
+    from pipeline.series import build_series
+    from pipeline.synth import SynthConfig, generate
+
+    with tempfile.TemporaryDirectory(prefix="phasecast-eval-") as tmp:
+        out = Path(tmp) / "sample"
+        generate(SynthConfig(out=out, months=months, seed=seed, partial_days=0))
+        wh = Path(tmp) / "warehouse.duckdb"
+        ingest(
+            IngestConfig(
+                billing=(out / "billing",),
+                warehouse=wh,
+                usage=out / "usage.csv",
+                labor=out / "labor.csv",
+                progress=False,
+            )
+        )
+        monthly = build_series(wh).monthly[[UID, DS, Y]]
+    monthly = monthly.assign(**{DS: pd.to_datetime(monthly[DS]), Y: monthly[Y].astype(float)})
+    last = monthly[DS].max()
+    cut = last - pd.DateOffset(months=hold_out)
+    return Collection(
+        monthly[monthly[DS] <= cut].reset_index(drop=True),
+        monthly[monthly[DS] > cut].reset_index(drop=True),
     )
 
 
@@ -159,56 +258,77 @@ def evaluate_one(col: Collection, horizon: int = 18, n_paths: int = 500) -> pd.D
     from pipeline.forecast import ForecastConfig, run_forecast
 
     cfg = ForecastConfig(horizon=horizon, reconcile=True, n_paths=n_paths)
-    res = run_forecast(col.hist, cfg, progress=False)
+    res = run_forecast(col.hist, cfg, plan=col.plan, progress=False)
     pub = res.forecast.assign(**{MODEL: PUBLISHED})
     allf = res.all_forecasts
     cols = [UID, DS, MODEL, MEAN, lo_col(80), hi_col(80), lo_col(95), hi_col(95)]
     return scored(pd.concat([pub[cols], allf[cols]], ignore_index=True), col.future, col.hist)
 
 
+PLANNED = "hierarchy"  # generated hierarchies whose plan schedules the future bursts
+UNPLANNED = "hierarchy-no-plan"  # the same, no plan: bursts nobody announced
+DEMO = "demo-world"  # phasecast synth's world, its last 12 months held out
+COLLECTIONS = (PLANNED, UNPLANNED, DEMO)
+
+
 def evaluate(
     seeds: tuple[int, ...] = (1, 2, 3),
     hist_months: tuple[int, ...] = (24, 36, 48),
     horizon: int = 18,
+    collections: tuple[str, ...] = (PLANNED,),
+    demo_months: int = 36,
+    demo_hold_out: int = 12,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores over seeds x history lengths: (per-band table, medians over runs), plus the
-    promotion-month error ratio as model ``promo_ratio``."""
+    """Scores per collection, model and band, medians over seeds (x history lengths for the
+    generated hierarchies), and the inference series' promotion-month error ratio per run."""
     parts, promos = [], []
-    for s in seeds:
-        for m in hist_months:
-            t = evaluate_one(cost_hierarchy(s, m, horizon), horizon)
-            bt = band_table(t).assign(seed=s, hist_months=m)
-            parts.append(bt)
-            promos.append({"seed": s, "hist_months": m, "promo_ratio": promo_ratio(t)})
+    for name in collections:
+        for s in seeds:
+            if name == DEMO:
+                col = demo_world(s, demo_months, demo_hold_out)
+                t = evaluate_one(col, demo_hold_out)
+                parts.append(band_table(t).assign(collection=name, seed=s, hist_months=0))
+                continue
+            for m in hist_months:
+                col = cost_hierarchy(s, m, horizon, plan=name == PLANNED)
+                t = evaluate_one(col, horizon)
+                parts.append(band_table(t).assign(collection=name, seed=s, hist_months=m))
+                promos.append(
+                    {"collection": name, "seed": s, "hist_months": m, "promo_ratio": promo_ratio(t)}
+                )
     runs = pd.concat(parts, ignore_index=True)
-    med = runs.groupby([MODEL, "band"], sort=False).median(numeric_only=True)
+    med = runs.groupby(["collection", MODEL, "band"], sort=False).median(numeric_only=True)
     med = med.drop(columns=["seed", "hist_months"]).reset_index()
     return med, pd.DataFrame(promos)
 
 
 def summary(med: pd.DataFrame, promos: pd.DataFrame) -> list[str]:
-    """The lines a reader checks against the aims: published coverage per band, WAPE at 1-3
-    months against the analytic baseline and seasonal naive, the promotion-month ratio."""
-    m = med.set_index([MODEL, "band"])
+    """The lines a reader checks against the aims, per collection: published coverage per band,
+    WAPE at 1-3 months against the analytic baseline and seasonal naive, the promotion-month
+    ratio."""
     out = []
-    for band in ("1-6", "7-18"):
-        if (PUBLISHED, band) in m.index:
-            r = m.loc[(PUBLISHED, band)]
-            out.append(
-                f"published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
-                f"95 % -> {r['coverage_95']:.3f}"
-            )
-    if (PUBLISHED, "1-3") in m.index:
-        w = float(m.loc[(PUBLISHED, "1-3"), "WAPE"])
-        for ref in ("analytic_baseline", "seasonal_naive"):
-            if (ref, "1-3") in m.index:
-                rw = float(m.loc[(ref, "1-3"), "WAPE"])
+    for name, part in med.groupby("collection", sort=False):
+        m = part.set_index([MODEL, "band"])
+        out.append(f"{name}:")
+        for band in ("1-6", "7-18"):
+            if (PUBLISHED, band) in m.index:
+                r = m.loc[(PUBLISHED, band)]
                 out.append(
-                    f"WAPE months 1-3: published {w:.3f} vs {ref} {rw:.3f} ({w / rw - 1:+.0%})"
+                    f"  published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
+                    f"95 % -> {r['coverage_95']:.3f}"
                 )
-    if len(promos):
-        out.append(
-            "inference error in promotion months / ordinary months (median): "
-            f"{promos['promo_ratio'].median():.2f}"
-        )
+        if (PUBLISHED, "1-3") in m.index:
+            w = float(m.loc[(PUBLISHED, "1-3"), "WAPE"])
+            for ref in ("analytic_baseline", "seasonal_naive"):
+                if (ref, "1-3") in m.index:
+                    rw = float(m.loc[(ref, "1-3"), "WAPE"])
+                    out.append(
+                        f"  WAPE months 1-3: published {w:.3f} vs {ref} {rw:.3f} ({w / rw - 1:+.0%})"
+                    )
+        p = promos[promos["collection"] == name] if len(promos) else promos
+        if len(p):
+            out.append(
+                "  inference error in promotion months / ordinary months (median): "
+                f"{p['promo_ratio'].median():.2f}"
+            )
     return out

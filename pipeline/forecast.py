@@ -318,7 +318,9 @@ def run_forecast(
     fitted, frames = final_fits(hist, names, base, make, X_future, weights, config, tick, events)
     allf = calibrated_forecasts(frames, hist, pools, levels)
     nonneg = hist.groupby(UID, sort=False)[Y].min() >= 0
-    pub = published_paths(ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt)
+    pub = published_paths(
+        ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt, hist
+    )
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)
     else:

@@ -215,6 +215,8 @@ def report(
         changes=d.changes,
         previous_as_of=d.previous_as_of,
         thresholds=d.thresholds,
+        # the stored accuracy frame; a run stored before it existed gets it from its backtest
+        accuracy=run.accuracy if len(run.accuracy) else None,
     )
 
 

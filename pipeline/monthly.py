@@ -377,6 +377,7 @@ def build_run(
         all_forecasts=res.all_forecasts,
         backtest=res.backtest,
         metrics=res.metrics,
+        accuracy=res.accuracy,
         selection=res.selection,
         anomalies=find_anomalies(res.backtest, res.selection, 95),
         paths=res.paths,

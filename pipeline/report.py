@@ -320,23 +320,22 @@ def chance_in_words(p: Any) -> str:
 
 
 def typical_errors(
-    backtest: pd.DataFrame | None,
-    selection: pd.DataFrame | None,
-    horizons: Sequence[int] = (1, 3, 12),
+    accuracy: pd.DataFrame | None, horizons: Sequence[int] = (1, 3, 12)
 ) -> pd.DataFrame:
-    """Per series and horizon, the median absolute percentage error of the model in use in the
-    rolling-origin backtest (months with a zero actual left out): ``unique_id, h, error, n``."""
+    """Per series and horizon, the typical error of the forecast in use, read off the run's
+    accuracy frame (:func:`pipeline.metrics.accuracy_table`: the cost-weighted absolute error of
+    the backtest at exactly that many months ahead, sum |y - f| / sum |y|): ``unique_id, h,
+    error, n``."""
     cols = [UID, "h", "error", "n"]
-    if backtest is None or not len(backtest) or selection is None or not len(selection):
+    if accuracy is None or not len(accuracy):
         return pd.DataFrame(columns=cols)
-    chosen = dict(zip(selection[UID].astype(str), selection[MODEL].astype(str), strict=True))
-    b = backtest[backtest[UID].astype(str).map(chosen) == backtest[MODEL].astype(str)]
-    b = b[b["h"].isin(list(horizons)) & (b[Y].abs() > 1e-9) & np.isfinite(b[MEAN])]
-    if not len(b):
-        return pd.DataFrame(columns=cols)
-    ape = ((b[Y] - b[MEAN]).abs() / b[Y].abs()).rename("error")
-    g = pd.concat([b[[UID, "h"]], ape], axis=1).groupby([UID, "h"])["error"]
-    return pd.concat([g.median(), g.size().rename("n")], axis=1).reset_index()[cols]
+    rows = []
+    for r in accuracy.to_dict("records"):
+        for h in horizons:
+            v = r.get(f"typical_error_{h}m")
+            if v is not None and np.isfinite(float(v)):
+                rows.append((str(r[UID]), int(h), float(v), int(r.get("n", 0) or 0)))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def error_words(errors: pd.DataFrame, uid: str) -> str:
@@ -456,18 +455,24 @@ def write_report(
     changes: pd.DataFrame | None = None,
     previous_as_of: str | None = None,
     thresholds: Sequence[float] = (0.2, 0.5),
+    accuracy: pd.DataFrame | None = None,
 ) -> Path:
     """Render the report (see the module docstring) and return its path."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     ids = set(history[UID].astype(str))
     nodes = [TOTAL] + [p for p in PHASES if p in ids]
-    errors = typical_errors(backtest, selection, (1, 3, 12))
-    chosen = (
-        dict(zip(selection[UID].astype(str), selection[MODEL].astype(str), strict=True))
-        if selection is not None and len(selection)
-        else {}
-    )
+    if (
+        accuracy is None
+        and backtest is not None
+        and "scale" in backtest.columns
+        and chosen_of(selection)
+    ):
+        from pipeline.metrics import accuracy_table
+
+        accuracy = accuracy_table(backtest, pd.Series(chosen_of(selection)), levels)
+    errors = typical_errors(accuracy, (1, 3, 12))
+    chosen = chosen_of(selection)
     charts = [
         {
             "uid": u,
@@ -596,7 +601,7 @@ def write_report(
         glance=glance,
         changes=change_rows(changes, quarter),
         previous_as_of=previous_as_of,
-        error_rows=_error_rows(errors, nodes),
+        accuracy_rows=accuracy_rows(accuracy, nodes, levels),
         thresholds=[f"{float(t):g}" for t in thresholds],
         generated=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -609,18 +614,53 @@ def write_report(
     return path
 
 
-def _error_rows(errors: pd.DataFrame, nodes: Sequence[str]) -> list[dict[str, Any]]:
+def chosen_of(selection: pd.DataFrame | None) -> dict[str, str]:
+    if selection is None or not len(selection):
+        return {}
+    return dict(zip(selection[UID].astype(str), selection[MODEL].astype(str), strict=True))
+
+
+def accuracy_rows(
+    accuracy: pd.DataFrame | None, nodes: Sequence[str], levels: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The reader's accuracy table: the total, each phase and the cost-weighted row over every
+    bottom series (``all``): typical error at 1, 3 and 12 months, WAPE, MASE, coverage."""
+    if accuracy is None or not len(accuracy):
+        return []
+    acc = accuracy.assign(**{UID: accuracy[UID].astype(str)}).set_index(UID)
     rows = []
-    for u in nodes:
-        e = errors[errors[UID] == u] if len(errors) else errors
-        by_h = {int(h): float(v) for h, v in zip(e["h"], e["error"], strict=True)}
+    for u in [*nodes, "all"]:
+        if u not in acc.index:
+            continue
+        r = acc.loc[u]
         rows.append(
             {
-                "uid": u.replace("_", " "),
-                "cells": [f"±{_pc(by_h[h])}" if h in by_h else "–" for h in (1, 3, 12)],
+                "uid": "all series (cost-weighted)" if u == "all" else u.replace("_", " "),
+                "total": u == TOTAL,
+                "model": MODEL_WORDS.get(str(r.get(MODEL, "")), str(r.get(MODEL, ""))),
+                "cells": [_pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)],
+                "WAPE": _fmt_pct(r.get("WAPE")),
+                "MASE": f"{float(r['MASE']):.2f}" if np.isfinite(float(r["MASE"])) else "–",
+                "coverage": [
+                    (
+                        lv,
+                        _fmt_pct(r.get(f"coverage_{lv}")),
+                        _coverage_ok(r.get(f"coverage_{lv}"), lv),
+                    )
+                    for lv in levels
+                ],
+                "share": _fmt_pct(r.get("cost_share")),
             }
         )
     return rows
+
+
+def _pm(v: Any) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return f"±{_pc(x)}" if math.isfinite(x) else "–"
 
 
 def plot_metrics(metrics: pd.DataFrame, path: Path) -> Path | None:

@@ -11,7 +11,10 @@ the run folder (``outputs/<as-of>/``); ``budget``, ``flag``, ``report`` and scen
 * ``forecast`` (the published table read off the conditioned paths: ``mean`` their mean,
   ``lo_L``/``hi_L`` their quantiles), ``model_forecast`` (the selected models' forecast before the
   month-to-date, what the registered ``phasecast-forecaster`` version reproduces), ``all_forecasts``,
-  ``backtest``, ``metrics``, ``selection``, ``series`` (the closed months the run was fitted on),
+  ``backtest``, ``metrics``, ``accuracy`` (what a reader checks: per total, phase and series the
+  published forecast's cost-weighted WAPE, typical error at 1, 3 and 12 months, MASE and coverage,
+  :func:`pipeline.metrics.accuracy_table`), ``selection``, ``series`` (the closed months the run
+  was fitted on),
   ``anomalies`` (CSV and Parquet) and ``partial.parquet`` (the month-to-date actuals with their
   pace errors);
 * ``plan.yaml`` (a copy of the plan the run used, for scenarios), ``fitted.pkl`` (the fitted
@@ -54,6 +57,7 @@ TABLES = (
     "all_forecasts",
     "backtest",
     "metrics",
+    "accuracy",
     "selection",
     "series",
     "anomalies",
@@ -83,6 +87,7 @@ class ForecastRun:
     plan_text: str | None = None
     budgets: pd.DataFrame | None = None  # the budgets the run was given (validated)
     model_forecast: pd.DataFrame = field(default_factory=pd.DataFrame)  # before month-to-date
+    accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)  # the published forecast's
     folder: Path | None = None
 
     @property
@@ -255,6 +260,7 @@ def load_run(folder: Path) -> ForecastRun:
         all_forecasts=_read(folder, "all_forecasts"),
         backtest=_read(folder, "backtest"),
         metrics=_read(folder, "metrics"),
+        accuracy=_read(folder, "accuracy"),
         selection=_read(folder, "selection"),
         anomalies=_read(folder, "anomalies"),
         paths=paths,

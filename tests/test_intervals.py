@@ -120,3 +120,60 @@ def test_correlated_draws_follow_the_backtest_correlation() -> None:
     assert c > 0.7
     zi = correlated_draws([pool, pool], None, 2000, 3, rng)
     assert abs(np.corrcoef(zi[0].mean(axis=1), zi[1].mean(axis=1))[0, 1]) < 0.1
+
+
+def _drift_backtest(slopes: dict[str, list[float]], h: int = 6) -> pd.DataFrame:
+    """A backtest whose forecast misses ``y`` by ``exp(slope x h)`` in each window."""
+    rows = []
+    for uid, per_window in slopes.items():
+        for w, b in enumerate(per_window):
+            for k in range(1, h + 1):
+                mean = 100.0 + k
+                rows.append(
+                    {"unique_id": uid, "window": w, "h": k, "model": "m", "mean": mean,
+                     "y": mean * np.exp(b * k), "sigma": 2.0, "scale": 5.0,
+                     "cutoff": pd.Timestamp("2024-01-01") + pd.DateOffset(months=3 * w)}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_missed_drift_keeps_what_the_windows_agree_on() -> None:
+    bt = _drift_backtest(
+        {"grows": [0.02, 0.02, 0.02], "noisy": [0.03, -0.03, 0.001], "one": [0.02]}
+    )
+    b = iv.missed_drift(bt, pd.Series({"grows": "m", "noisy": "m", "one": "m"}))
+    assert b["grows"] == pytest.approx(0.02)  # every window saw 2 % a month: all of it
+    # slopes 0.03, -0.03, 0.001: mean 0.000333, se^2 = var / 3 far above mean^2: shrunk to 0
+    assert b["noisy"] == 0.0
+    assert b["one"] == 0.0  # one window is no evidence
+    big = iv.missed_drift(_drift_backtest({"x": [0.2, 0.2]}), pd.Series({"x": "m"}))
+    assert big["x"] == iv.DRIFT_CAP
+
+
+def test_drift_correction_of_the_backtest_is_out_of_sample() -> None:
+    bt = _drift_backtest({"a": [0.01, 0.02, 0.03]})
+    out = iv.drift_corrected(bt)
+    # window 0 is corrected by windows 1 and 2: mean 0.025, sd 0.00707, se^2 = 3 x 5e-5 / 2
+    # (overlapping windows), shrink 1 - 7.5e-5 / 6.25e-4 = 0.88 -> 0.022
+    w0 = out[out["window"] == 0]
+    np.testing.assert_allclose(w0["mean"], bt.loc[w0.index, "mean"] * np.exp(0.022 * w0["h"]))
+    np.testing.assert_allclose(w0["sigma"], 2.0 * np.exp(0.022 * w0["h"]))
+    # the published forecast keeps a missed drift only as far as the history grew, same sign
+    assert iv.bounded_drift(0.02, 0.01) == 0.01 and iv.bounded_drift(0.02, -0.01) == 0.0
+    y = 100 * 1.03 ** np.arange(30)
+    assert iv.history_growth(y) == pytest.approx(np.log(1.03))
+    assert len(out) == len(bt) and (out.index == bt.index).all()
+
+
+def test_series_scale_is_the_shrunk_rms_of_its_errors() -> None:
+    # mean 100, sigma 2 (inside the normalizer's [0.05, 10] x scale 5): y = 100 exp(3 x 2 / 100) is
+    # a log-scale error of exactly 3 sigmas in every month of both windows
+    bt = _drift_backtest({"jumpy": [0.0, 0.0], "calm": [0.0, 0.0]})
+    jumpy = bt["unique_id"] == "jumpy"
+    bt.loc[jumpy, "mean"] = 100.0
+    bt.loc[jumpy, "y"] = 100.0 * np.exp(3 * 2 / 100)
+    s = iv.series_scale(bt, pd.Series({"jumpy": "m", "calm": "m"}))
+    assert s["jumpy"] == pytest.approx(np.sqrt((9 + 9 + 1) / 3))  # two windows + one prior at 1
+    assert s["calm"] == 1.0  # no error at all: sqrt(1 / 3), but a band is never narrowed
+    out = iv.scale_corrected(bt)  # each window scaled by the other one only: sqrt((9 + 1) / 2)
+    np.testing.assert_allclose(out.loc[jumpy, "sigma"], 2.0 * np.sqrt(5.0))

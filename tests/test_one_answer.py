@@ -117,6 +117,30 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
     for row in at_risk.itertuples():
         assert re.search(rf"{row.period}</td><td class=\"l\">{row.phase}</td>", html)
         assert f"{row.p_overrun:.2f}" in html
+    # accuracy: stored once (accuracy.csv / .parquet), read back whole, shown by the report; its
+    # typical errors recomputed here from the stored backtest of the models in use
+    acc = pd.read_parquet(run_dir / "accuracy.parquet")
+    pd.testing.assert_frame_equal(load_run(run_dir).accuracy, acc)
+    assert (run_dir / "accuracy.csv").exists()
+    acc = acc.set_index("unique_id")
+    bt = pd.read_parquet(run_dir / "backtest.parquet")
+    chosen = pd.read_parquet(run_dir / "selection.parquet").set_index("unique_id")["model"]
+    mine = bt[bt["model"] == bt["unique_id"].map(chosen)]
+    shown = [TOTAL, *[p for p in PHASES if p in acc.index]]
+    for uid in shown:
+        for h in (1, 3):
+            g = mine[(mine["unique_id"] == uid) & (mine["h"] == h)]
+            den = float(g["y"].abs().sum())
+            if den > 0:  # a phase with no cost in those months has no share to miss by
+                err = float((g["y"] - g["mean"]).abs().sum()) / den
+                assert acc.loc[uid, f"typical_error_{h}m"] == pytest.approx(err, rel=1e-9)
+    row = re.search(r"<td>total</td><td>±([\d.]+) %</td><td>±([\d.]+) %</td>", html)
+    assert row is not None, "the report shows the total's typical error at 1 and 3 months"
+    for k, h in ((1, 1), (2, 3)):
+        assert float(row.group(k)) == pytest.approx(
+            100 * acc.loc[TOTAL, f"typical_error_{h}m"], abs=0.51
+        )
+    assert "all series (cost-weighted)" in html
 
 
 def test_phases_add_up_in_every_table_and_every_path(stored) -> None:

@@ -274,6 +274,7 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
 
 
 def test_plain_words() -> None:
+    from pipeline.metrics import accuracy_table
     from pipeline.report import chance_in_words, typical_errors
 
     assert chance_in_words(0.0) == "practically none (< 1 %)"
@@ -281,10 +282,10 @@ def test_plain_words() -> None:
     assert chance_in_words(0.72) == "likely (72 %)"
     assert chance_in_words(float("nan")) == "no budget"
     hist = make_history(months=24, start="2025-01-01")
-    e = typical_errors(
-        _backtest(hist), pd.DataFrame({"unique_id": ["total"], "model": ["ensemble"]})
-    )
-    assert set(e["unique_id"]) == {"total"}
+    bt = _backtest(hist).assign(scale=1.0)
+    acc = accuracy_table(bt[bt.unique_id == "total"], pd.Series({"total": "ensemble"}), ())
+    e = typical_errors(acc)
+    assert set(e["unique_id"]) == {"total"}  # every miss is 8 % (20 %) of its month's cost
     assert e.set_index("h")["error"].to_dict() == pytest.approx({1: 0.08, 3: 0.2})
 
 

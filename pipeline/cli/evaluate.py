@@ -1,6 +1,8 @@
-"""``phasecast evaluate``: the full forecasting job scored against a known future, on generated
-cost hierarchies (:mod:`pipeline.evaluate`); prints accuracy and 80 / 95 % coverage per horizon
-band, per model and for the published forecast, and the promotion-month error ratio."""
+"""``phasecast evaluate``: the full forecasting job scored against a known future
+(:mod:`pipeline.evaluate`): generated cost hierarchies with their plan (``hierarchy``), the same
+without a plan (``hierarchy-no-plan``: unannounced bursts), and the demo world with its last
+months held out (``demo-world``); histories of 24-48 months. Prints accuracy and 80 / 95 % coverage
+per horizon band, per model and for the published forecast, and the promotion-month error ratio."""
 
 from __future__ import annotations
 
@@ -32,13 +34,34 @@ from pipeline.cli import cli
 )
 @click.option("--horizon", type=click.IntRange(1, 36), default=18, show_default=True)
 @click.option(
+    "--collection",
+    "collections",
+    type=click.Choice(["hierarchy", "hierarchy-no-plan", "demo-world"]),
+    multiple=True,
+    default=("hierarchy", "hierarchy-no-plan", "demo-world"),
+    show_default=True,
+    help="What to score (repeat the option).",
+)
+@click.option(
+    "--demo-hold-out",
+    type=click.IntRange(1, 18),
+    default=12,
+    show_default=True,
+    help="Months of the demo world (36 months) held out as its known future.",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the per-band table here (CSV).",
 )
 def evaluate_cmd(
-    seeds: tuple[int, ...], months: tuple[int, ...], horizon: int, output: Path | None
+    seeds: tuple[int, ...],
+    months: tuple[int, ...],
+    horizon: int,
+    collections: tuple[str, ...],
+    demo_hold_out: int,
+    output: Path | None,
 ) -> None:
     """Score every model and the published forecast on generated histories with a known future."""
     import warnings
@@ -46,13 +69,19 @@ def evaluate_cmd(
     from pipeline.evaluate import evaluate, summary
 
     warnings.filterwarnings("ignore")
-    med, promos = evaluate(tuple(seeds), tuple(months), horizon)
-    fmt = {c: "{:.3f}".format for c in med.columns if c not in ("model", "band")}
-    click.echo(
-        f"generated cost hierarchies: seeds {list(seeds)} x histories {list(months)} months, "
-        f"horizon {horizon}; medians over the {len(seeds) * len(months)} runs\n"
+    med, promos = evaluate(
+        tuple(seeds), tuple(months), horizon, tuple(collections), demo_hold_out=demo_hold_out
     )
-    click.echo(med.to_string(index=False, formatters=fmt))
+    fmt = {c: "{:.3f}".format for c in med.columns if c not in ("collection", "model", "band")}
+    click.echo(
+        f"seeds {list(seeds)}; generated hierarchies: histories {list(months)} months, horizon "
+        f"{horizon}, medians over the {len(seeds) * len(months)} runs; demo world: 36 months, the "
+        f"last {demo_hold_out} held out, medians over the {len(seeds)} seeds\n"
+    )
+    for name, part in med.groupby("collection", sort=False):
+        click.echo(f"== {name}")
+        click.echo(part.drop(columns="collection").to_string(index=False, formatters=fmt))
+        click.echo("")
     click.echo("")
     for line in summary(med, promos):
         click.echo(line)
