@@ -211,7 +211,7 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
         out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
     else:
         out["cost_share"] = np.nan
-    return out[cols].reset_index(drop=True)
+    return out.reindex(columns=cols).reset_index(drop=True)  # no bounds: coverage NaN
 
 
 def _ratio(ae: pd.Series, absy: pd.Series) -> pd.Series:
