@@ -249,9 +249,10 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
         # the technical tables are in the collapsed appendix; MASE shows only in the readers'
         # accuracy section, beside the typical error it explains
         appendix = d.find_element("id", "appendix")
-        assert appendix.get_attribute("open") is None and not appendix.find_element(
-            "id", "models"
-        ).is_displayed()
+        assert (
+            appendix.get_attribute("open") is None
+            and not appendix.find_element("id", "models").is_displayed()
+        )
         readers = d.find_element("id", "forecast-accuracy").text
         assert "MASE" not in body.replace(readers, "")
         ARTIFACTS.mkdir(exist_ok=True)
