@@ -128,14 +128,9 @@ def child_forecast(n_series: int, scheduler: str) -> dict:
     return {"seconds": secs, "items": n_series, "rows_out": len(res.forecast)}
 
 
-PHASES = (
-    "data_preprocessing",
-    "pretraining",
-    "fine_tuning",
-    "inference",
-    "optimization",
-    "operations",
-)
+from pipeline.frames import PHASES as ALL_PHASES  # noqa: E402
+
+PHASES = tuple(p for p in ALL_PHASES if p != "unallocated")  # the six lifecycle phases
 AS_OF = "2026-11-15"
 
 
