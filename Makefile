@@ -46,9 +46,11 @@ demo: venv
 	$(BIN)/phasecast ingest --billing data/sample/billing --usage data/sample/usage.csv --labor data/sample/labor.csv
 	$(BIN)/phasecast run-monthly --as-of $(AS_OF) --budgets data/sample/budgets.csv
 
-## The whole suite, slow tests included (what CI runs).
+## The whole suite, slow tests included (what CI runs): two workers, each taking whole test files
+## (module fixtures are built once; most of the time is single-threaded model fits and subprocesses).
+TEST_WORKERS ?= 2
 test: venv system-deps focus-validator
-	PHASECAST_FOCUS_VALIDATOR=$(abspath $(FOCUS_VENV))/bin/focus-validator $(BIN)/python -m pytest
+	PHASECAST_FOCUS_VALIDATOR=$(abspath $(FOCUS_VENV))/bin/focus-validator $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-quick: venv
 	$(BIN)/python -m pytest -m "not slow"
