@@ -140,11 +140,9 @@ def scan_file(
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
     # The rows were grouped on the raw BillingPeriodStart (a file has a few values; parsing text per
-    # row costs as much as a cost column's checks): its day number, NULL when unreadable, per group.
+    # row costs as much as a cost column's checks): ``bp`` is its day number (NULL when unreadable),
+    # computed on the groups where they are read.
     bp = replace(cols, raw={**cols.raw, "BillingPeriodStart": "billing_period"}).billing_period()[0]
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE grouped AS SELECT * REPLACE ({bp} AS billing_period) FROM grouped"
-    )
     # Text as attribution reads it: the words NULL and '' are NULL; absent columns NULL.
     nullword = {
         f: f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
@@ -162,13 +160,13 @@ def scan_file(
     # against: sums of the file's own numbers by its own key text, before attribution and allocation.
     con.execute(f"""
         INSERT INTO text_keys
-        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date("g.billing_period")},
+        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date(bp)},
                upper(trim(c.f_BillingCurrency)), sum(g.s_BilledCost), sum(g.s_EffectiveCost), sum(g.s_ListCost)
         FROM grouped g JOIN combos c USING (k) GROUP BY ALL
     """)
     # Per-group checks (few groups): currency ISO 4217 (any case), billing period readable and on a
     # first of month; every row of a group failing one is bad, else the group's bad rows are.
-    group_bad = f"bad_currency OR billing_period IS NULL OR dayofmonth({day_to_date('billing_period')}) <> 1"
+    group_bad = f"bad_currency OR {bp} IS NULL OR dayofmonth({day_to_date(bp)}) <> 1"
     n_rows, n_bad = con.execute(f"""
         SELECT coalesce(sum(row_count), 0),
                coalesce(sum(CASE WHEN {group_bad} THEN row_count ELSE n_bad END), 0)
@@ -187,7 +185,7 @@ def scan_file(
     every = _text_fields(rules)
     con.execute(f"""
         INSERT INTO pend_groups
-        SELECT {idx}, day, billing_period, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
+        SELECT {idx}, day, {bp}, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
     """)
     con.execute(f"""
         INSERT INTO pend_combos (file_idx, k, {", ".join(f"f_{f}" for f in every)})
