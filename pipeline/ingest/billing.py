@@ -11,7 +11,7 @@ file read again, row by row, to name the offending rows.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -117,7 +117,6 @@ def scan_file(
     con.execute(_pend_ddl(rules))
     fields = _group_fields(rules, cols)
     day, _ = cols.day("ChargePeriodStart")
-    bp, _ = cols.billing_period()
     raw_text = {f: cols.text(f) for f in (*KEY_FIELDS, "ServiceName", *fields, "Tags")}
     bad = " OR ".join(_row_checks(cols))
     g_text = ["ProviderName", "BillingAccountId", "BillingCurrency", "ServiceName", *fields, "Tags"]
@@ -126,7 +125,7 @@ def scan_file(
     absent = {f for f in g_text if raw_text[f] == "NULL" and f not in keys}
     present = [f for f in dict.fromkeys(g_text) if f not in absent]
     inner = ", ".join(
-        [f"{day} AS day", f"{bp} AS billing_period"]
+        [f"{day} AS day", f"{cols.raw['BillingPeriodStart']} AS billing_period"]
         + [f"{raw_text[f]} AS f_{f}" for f in present]
         + [f"{_summand(cols, c, cols.decimal(c)[0])} AS c_{c}" for c in COSTS]
         + [f"({bad}) AS bad"]
@@ -140,6 +139,10 @@ def scan_file(
             _scan(con, src, inner, present)
     except duckdb.Error as exc:
         raise read_error(src, exc) from None
+    # The rows were grouped on the raw BillingPeriodStart (a file has a few values; parsing text per
+    # row costs as much as a cost column's checks): ``bp`` is its day number (NULL when unreadable),
+    # computed on the groups where they are read.
+    bp = replace(cols, raw={**cols.raw, "BillingPeriodStart": "billing_period"}).billing_period()[0]
     # Text as attribution reads it: the words NULL and '' are NULL; absent columns NULL.
     nullword = {
         f: f"nullif(nullif(f_{f}, 'NULL'), '') AS f_{f}"
@@ -157,14 +160,16 @@ def scan_file(
     # against: sums of the file's own numbers by its own key text, before attribution and allocation.
     con.execute(f"""
         INSERT INTO text_keys
-        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date("g.billing_period")},
+        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date(bp)},
                upper(trim(c.f_BillingCurrency)), sum(g.s_BilledCost), sum(g.s_EffectiveCost), sum(g.s_ListCost)
         FROM grouped g JOIN combos c USING (k) GROUP BY ALL
     """)
-    # Per-group checks (few groups): currency ISO 4217 (any case), billing period on a first of month.
+    # Per-group checks (few groups): currency ISO 4217 (any case), billing period readable and on a
+    # first of month; every row of a group failing one is bad, else the group's bad rows are.
+    group_bad = f"bad_currency OR {bp} IS NULL OR dayofmonth({day_to_date(bp)}) <> 1"
     n_rows, n_bad = con.execute(f"""
-        SELECT coalesce(sum(row_count), 0), coalesce(sum(n_bad), 0) + coalesce(sum(row_count) FILTER
-            (WHERE n_bad = 0 AND (bad_currency OR dayofmonth({day_to_date("billing_period")}) <> 1)), 0)
+        SELECT coalesce(sum(row_count), 0),
+               coalesce(sum(CASE WHEN {group_bad} THEN row_count ELSE n_bad END), 0)
         FROM grouped JOIN (SELECT k, upper(trim(coalesce(f_BillingCurrency, ''))) NOT IN ({sql_codes()})
                            AS bad_currency FROM combos) USING (k)
     """).fetchone()  # type: ignore[misc]
@@ -180,7 +185,7 @@ def scan_file(
     every = _text_fields(rules)
     con.execute(f"""
         INSERT INTO pend_groups
-        SELECT {idx}, day, billing_period, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
+        SELECT {idx}, day, {bp}, k, {", ".join(f"s_{c}" for c in COSTS)}, row_count FROM grouped
     """)
     con.execute(f"""
         INSERT INTO pend_combos (file_idx, k, {", ".join(f"f_{f}" for f in every)})
@@ -388,8 +393,9 @@ def _summand(cols: Columns, c: str, typed: str) -> str:
 
 
 def _row_checks(cols: Columns) -> list[str]:
-    """SQL conditions, each true on a bad row: unreadable or lossy costs, missing or unreadable times,
-    a charge period ending before it starts."""
+    """SQL conditions, each true on a bad row: unreadable or lossy costs, a missing or unreadable
+    ChargePeriodStart, a charge period ending before it starts. (BillingPeriodStart, the currency
+    and the text are checked on the groups, by :func:`scan_file`.)"""
     dec = {c: cols.decimal(c) for c in COSTS}
     # an exact decimal is never lost by the cast: only a NULL is bad
     typed = {c: cols.raw[c] if _exact_decimal(cols, c) else dec[c][0] for c in COSTS}
@@ -398,7 +404,6 @@ def _row_checks(cols: Columns) -> list[str]:
     out += [cols.lossy(c) for c in COSTS if c in cols.raw]
     out += [
         f"{cols.day('ChargePeriodStart')[0]} IS NULL",
-        f"{cols.billing_period()[0]} IS NULL",
     ]
     if "ChargePeriodEnd" in cols.raw:
         end_raw = cols.day("ChargePeriodEnd")[1]

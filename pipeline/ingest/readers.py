@@ -359,8 +359,11 @@ _NUMBER_RE = r"^\s*[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?\s*$"
 def lossy_sql(text: str) -> str:
     """SQL true where the number written in ``text`` needs more than 18 decimals or 20 integer digits.
 
-    Text of at most 19 characters without an exponent always fits (the point takes one), so only long
-    or exponent-form values pay for the regular expression. The digits ``D = int || frac`` with the
+    Text of at most 19 bytes without an exponent always fits (the point takes one), so only long or
+    exponent-form values pay for the regular expressions. That test runs on every row of a text file:
+    it uses the byte length and two substring searches, several times cheaper per row than
+    ``length`` (which counts UTF-8 characters) and a regular expression; a text with multi-byte
+    characters only takes the exact path. The digits ``D = int || frac`` with the
     point ``p = len(int) + exp`` digits from the left need ``len(rtrim(D, '0')) - p`` decimals and
     ``p - (leading zeros of D)`` integer digits.
     """
@@ -372,7 +375,8 @@ def lossy_sql(text: str) -> str:
         f"OR {p} - (length({d}) - length(ltrim({d}, '0'))) > {INT_DIGITS})"
     )
     return (
-        f"(CASE WHEN {text} IS NULL OR (length({text}) <= 19 AND NOT regexp_matches({text}, '[eE]')) "
+        f"(CASE WHEN {text} IS NULL OR (strlen({text}) <= 19 AND NOT contains({text}, 'e') "
+        f"AND NOT contains({text}, 'E')) "
         f"THEN false ELSE coalesce({precise}, false) END)"
     )
 
