@@ -111,6 +111,15 @@ def driver_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in (UID, DS, Y) and pd.api.types.is_numeric_dtype(df[c])]
 
 
+def driven_ids(hist: pd.DataFrame) -> list[str]:
+    """Series with a driver column above zero somewhere in their history."""
+    cols = [c for c in driver_columns(hist) if c not in (PHASE, "category")]
+    if not cols:
+        return []
+    on = (hist[cols].fillna(0.0) > 0).any(axis=1)
+    return [str(u) for u in pd.unique(hist.loc[on, UID])]
+
+
 def driver_ratio(driver: pd.Series, unique_id: pd.Series, gap: int = 1) -> pd.Series:
     """Driver at the row's month over its value ``gap`` months before (scale-free, so one global
     model can use drivers of series of very different sizes). A driver is known in the future, so
@@ -119,3 +128,116 @@ def driver_ratio(driver: pd.Series, unique_id: pd.Series, gap: int = 1) -> pd.Se
         raise ValueError(f"gap must be >= 1. Got {gap} instead.")
     before = driver.groupby(unique_id.to_numpy(), sort=False).shift(gap)
     return (driver / before.where(before.abs() > 0)).astype(float)
+
+
+def extend_driver(known: pd.Series, months: pd.DatetimeIndex) -> np.ndarray:
+    """The driver over ``months`` (monthly, indexed by ``ds``): its known value where there is one
+    (history, then the plan), else its value a year before grown by the last year's change (the sum
+    of the last 12 known months over the 12 before them, kept within 0.5-2), else the last known
+    value. Filled month by month, so a month filled once can seed the one a year later."""
+    s = known.dropna()
+    s = s[~s.index.duplicated(keep="last")].sort_index()
+    if s.empty:
+        return np.zeros(len(months))
+    growth = 1.0
+    if len(s) >= 24:
+        a, b = float(s.iloc[-12:].sum()), float(s.iloc[-24:-12].sum())
+        growth = float(np.clip(a / b, 0.5, 2.0)) if b > 0 else 1.0
+    vals = dict(zip(pd.DatetimeIndex(s.index), s.to_numpy(float), strict=True))
+    out = np.empty(len(months))
+    for k, m in enumerate(months):
+        if m not in vals:
+            before = m - pd.DateOffset(months=12)
+            vals[m] = vals[before] * growth if before in vals else float(s.iloc[-1])
+        out[k] = vals[m]
+    return out
+
+
+TRAFFIC_DRIVER = "requests"
+TRAFFIC_PHASE = "inference"
+
+
+def plan_unit_change(plan: Plan, months: pd.DatetimeIndex, ref: pd.Timestamp) -> np.ndarray:
+    """The plan's GPU cost per request in each month over that of month ``ref``: GPU-hours per 1k
+    requests (after its quantizations) x the price book's GPU price, day-weighted. 1 everywhere
+    when neither changes."""
+    from pipeline.estimate import day_weighted
+
+    t = plan.traffic
+    if t is None:
+        return np.ones(len(months))
+    book = plan.price_book
+    breaks = [q.start for q in t.quantization] + [
+        c.start for c in book.price_changes if c.gpu == t.gpu
+    ]
+
+    def unit(m: pd.Timestamp) -> float:
+        return day_weighted(
+            lambda d: t.gpu_hours_per_1k(d) * book.gpu_price(t.gpu, t.pricing, d), m, breaks
+        )
+
+    base = unit(ref)
+    if base <= 0:
+        return np.ones(len(months))
+    return np.array([unit(m) / base for m in months])
+
+
+def traffic_frames(
+    monthly: pd.DataFrame, requests_hist: pd.Series, plan: Plan | None, horizon: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The series frame with a ``requests`` driver on the inference series, and the future driver rows.
+
+    ``requests_hist``: requests per month (``ds`` index) from the usage metrics; after its last
+    month the traffic plan's months, and :func:`extend_driver` for months the plan does not cover.
+    The ``inference`` series and its categories get it (others 0: no driver), on GPU categories
+    (``gpu`` in the name) times the plan's change of GPU cost per request since the last history
+    month (:func:`plan_unit_change`: quantizations, GPU price changes), on ``inference`` itself
+    times that change weighted by the GPU categories' share of its last three months. Returns the
+    frame with the column and the future rows (``unique_id, ds, requests``, the ``horizon`` months
+    after each series' last); without a usage history of requests or a traffic plan, ``(monthly,
+    None)``."""
+    from pipeline.frames import parse_hierarchy_id
+
+    req = requests_hist[requests_hist > 0] if requests_hist is not None else pd.Series(dtype=float)
+    if plan is None or plan.traffic is None or not plan.traffic.months or req.empty:
+        return monthly, None
+    ids = pd.Series(pd.unique(monthly[UID]), dtype=object)
+    parsed = ids.map(lambda u: parse_hierarchy_id(str(u)))
+    driven = ids[parsed.map(lambda pc: pc[0] == TRAFFIC_PHASE)]
+    if driven.empty:
+        return monthly, None
+    req = req.copy()
+    req.index = pd.DatetimeIndex(req.index)
+    planned = pd.Series(
+        {pd.Timestamp(m): float(v) for m, v in plan.traffic.months.items()}, dtype=float
+    )
+    known = pd.concat([req, planned[planned.index > req.index.max()]]).sort_index()
+    last = monthly.groupby(UID, sort=False)[DS].max()
+    ref = pd.Timestamp(last.max())
+    # share of the GPU categories in the phase's last three months (for the phase's own series)
+    cats = monthly[UID].map(dict(zip(ids, parsed.map(lambda pc: pc[1]), strict=True)))
+    in_phase = monthly[UID].isin(set(driven)) & cats.notna()
+    recent = monthly[in_phase & (monthly[DS] > ref - pd.DateOffset(months=3))]
+    gpu = cats[recent.index].astype(str).str.contains("gpu")
+    total = float(recent[Y].sum())
+    share = float(recent.loc[gpu, Y].sum()) / total if total > 0 else 0.0
+
+    def weight(uid: str) -> float:
+        cat = parse_hierarchy_id(uid)[1]
+        return share if cat is None else float("gpu" in cat)
+
+    out = monthly.copy()
+    out[TRAFFIC_DRIVER] = 0.0
+    rows = []
+    for uid in driven:
+        w = weight(str(uid))
+        on = (out[UID] == uid).to_numpy()
+        hist_ds = pd.DatetimeIndex(out.loc[on, DS])
+        f_hist = 1.0 + w * (plan_unit_change(plan, hist_ds, ref) - 1.0)
+        out.loc[on, TRAFFIC_DRIVER] = hist_ds.map(req).fillna(0.0).to_numpy(float) * f_hist
+        months = pd.date_range(last[uid] + pd.DateOffset(months=1), periods=int(horizon), freq="MS")
+        f = 1.0 + w * (plan_unit_change(plan, months, ref) - 1.0)
+        rows.append(
+            pd.DataFrame({UID: uid, DS: months, TRAFFIC_DRIVER: extend_driver(known, months) * f})
+        )
+    return out, pd.concat(rows, ignore_index=True)

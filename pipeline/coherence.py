@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pipeline.forecast import ForecastConfig
 
 BASELINE = "analytic_baseline"
+UNIT_COST = "unit_cost"  # needs a driver column: left out of a run without one
 
 
 def plan_paths(
@@ -151,6 +152,22 @@ def published_paths(
         series_pools, error_correlation(bt, selection, ids), config.n_paths, h, rng
     )
     paths = iv.centred_paths(mean, d, z)
+    # A model that reads drivers was backtested on the actual driver and forecasts from the plan's:
+    # on a series with a driver, the plan's own error (plan_paths, mean 1) multiplies its paths
+    # and widens its normalizer.
+    from features.drivers import driven_ids
+    from pipeline.models import REGISTRY
+
+    with_driver = set(driven_ids(hist)) if hist is not None else set()
+    exo = {m for m, cls in REGISTRY.items() if cls.uses_exogenous}
+    driven = [i for i, u in enumerate(ids) if u in with_driver and sel.get(u) in exo]
+    for i in driven:
+        f = plan_paths(np.ones(h), config.plan_rel_sd, config.n_paths, rng)
+        p = paths[i] * f
+        pm = p.mean(axis=0)
+        paths[i] = p * np.divide(mean[i], pm, out=np.ones(h), where=np.abs(pm) > 0)
+        rel = config.plan_rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
+        d[i] = np.sqrt(d[i] ** 2 + (rel * mean[i]) ** 2)
     path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
     pos = {u: i for i, u in enumerate(ids)}
     plan_rows = [pos[u] for u in plan_ids]

@@ -32,12 +32,14 @@ import pandas as pd
 
 from pipeline.frames import DS, MEAN, MODEL, UID, Y, hi_col, lo_col
 from pipeline.metrics import scale_of
-from pipeline.plan import Plan, PriceBook, ScheduledRun
+from pipeline.plan import Plan, PriceBook, ScheduledRun, TrafficPlan
 
 BANDS: tuple[tuple[str, int, int], ...] = (("1-3", 1, 3), ("1-6", 1, 6), ("7-18", 7, 18))
 PUBLISHED = "published"
 PROMO_MONTHS = (6, 11)  # 618 and Double 11 / BFCM
 RUN_SD = 0.10  # log-sd of a scheduled run's actual cost around its plan
+TRAFFIC_SD = 0.06  # log-sd of the traffic plan's error common to its months (half that monthly)
+GPU_HOURS_PER_1K = 0.05  # GPU-hours per 1,000 inference requests
 
 
 def monthly_traffic_factor(months: pd.DatetimeIndex) -> np.ndarray:
@@ -57,6 +59,7 @@ class Collection:
     hist: pd.DataFrame  # unique_id, ds, y
     future: pd.DataFrame  # unique_id, ds, y: the months after the history
     plan: Plan | None = None  # what was known in advance about the future (scheduled runs)
+    drivers: pd.DataFrame | None = None  # future driver rows (requests from the traffic plan)
 
 
 GPU = "H100"
@@ -121,8 +124,15 @@ def cost_hierarchy(
         cost = run_month_costs(r.gpus, r.start, float(r.days or 0), book, GPU, "on_demand", ds)
         burst[r.phase] += cost * float(np.exp(rng.normal(0.0, RUN_SD)))
     bottom: dict[str, np.ndarray] = {}
-    bottom["inference/compute_gpu"] = level * (1 + g) ** t * traffic * quant * noise(0.04)
-    bottom["inference/network"] = 0.08 * level * (1 + g) ** t * traffic * noise(0.06)
+    # requests (in thousands) and what they cost: GPU-hours per 1k requests x the GPU price, times
+    # what the bill adds or takes off that the plan's arithmetic does not (discounts, retries)
+    volume = level / (GPU_HOURS_PER_1K * GPU_PRICE)
+    requests = volume * (1 + g) ** t * traffic * noise(0.03)
+    billed = rng.uniform(0.85, 1.1)
+    bottom["inference/compute_gpu"] = (
+        requests * GPU_HOURS_PER_1K * GPU_PRICE * billed * quant * noise(0.02)
+    )
+    bottom["inference/network"] = 0.08 * requests * GPU_HOURS_PER_1K * GPU_PRICE * noise(0.04)
     bottom["pretraining/compute_gpu"] = (
         np.full(n, rng.uniform(1e3, 3e3)) * noise(0.2) + burst["pretraining"]
     )
@@ -151,13 +161,32 @@ def cost_hierarchy(
         ignore_index=True,
     )
     cut = ds[hist_months - 1]
+    hist = long[long[DS] <= cut].reset_index(drop=True)
+    future = long[long[DS] > cut].reset_index(drop=True)
+    if not plan:
+        return Collection(hist, future)
     known = tuple(r for r in runs if pd.Timestamp(r.start) >= ds[hist_months])
-    the_plan = Plan(price_book=book, scheduled_runs=known, start=ds[hist_months]) if plan else None
-    return Collection(
-        long[long[DS] <= cut].reset_index(drop=True),
-        long[long[DS] > cut].reset_index(drop=True),
-        the_plan,
+    # the traffic plan: the future's requests as a team forecasts them, off by a factor common to
+    # the year (log-sd TRAFFIC_SD) and a little each month; priced at the plan's own unit cost
+    fut = slice(hist_months, None)
+    off = rng.normal(0.0, TRAFFIC_SD) + rng.normal(0.0, TRAFFIC_SD / 2, horizon)
+    planned = requests[fut] * np.exp(off) * 1000.0
+    the_plan = Plan(
+        price_book=book,
+        scheduled_runs=known,
+        start=ds[hist_months],
+        traffic=TrafficPlan(
+            gpu=GPU,
+            gpu_hours_per_1k_requests=GPU_HOURS_PER_1K,
+            months=dict(zip(ds[fut], planned, strict=True)),
+            pricing="on_demand",
+        ),
     )
+    from features.drivers import traffic_frames
+
+    usage = pd.Series(requests[:hist_months] * 1000.0, index=ds[:hist_months])
+    hist_d, drivers = traffic_frames(hist, usage, the_plan, horizon)
+    return Collection(hist_d, future, the_plan, drivers)
 
 
 def demo_world(seed: int = 42, months: int = 36, hold_out: int = 12) -> Collection:
@@ -258,7 +287,7 @@ def evaluate_one(col: Collection, horizon: int = 18, n_paths: int = 500) -> pd.D
     from pipeline.forecast import ForecastConfig, run_forecast
 
     cfg = ForecastConfig(horizon=horizon, reconcile=True, n_paths=n_paths)
-    res = run_forecast(col.hist, cfg, plan=col.plan, progress=False)
+    res = run_forecast(col.hist, cfg, plan=col.plan, X_future=col.drivers, progress=False)
     pub = res.forecast.assign(**{MODEL: PUBLISHED})
     allf = res.all_forecasts
     cols = [UID, DS, MODEL, MEAN, lo_col(80), hi_col(80), lo_col(95), hi_col(95)]

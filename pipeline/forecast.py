@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.drivers import driven_ids
 from pipeline import intervals as iv
 from pipeline.backtest import (
     FALLBACK,
@@ -58,6 +59,7 @@ from pipeline.backtest import (
 )
 from pipeline.coherence import (
     BASELINE,
+    UNIT_COST,
     Published,
     _ancestors,
     output_tables,
@@ -102,6 +104,7 @@ DEFAULT_MODELS = (
     "theta",
     "sarimax",
     "lightgbm",
+    "unit_cost",
     "ensemble",
 )
 
@@ -146,6 +149,8 @@ class ForecastResult:
     # per total / phase / series: the published model's backtest WAPE, typical error at 1, 3 and
     # 12 months, MASE, coverage (:func:`pipeline.metrics.accuracy_table`)
     accuracy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the future driver rows the forecast read (None without drivers)
+    drivers_future: pd.DataFrame | None = None
 
 
 # --- input -----------------------------------------------------------------
@@ -293,6 +298,8 @@ def run_forecast(
     if X_future is None:
         X_future = future
     names = resolve_models(config.models)
+    if UNIT_COST in names and not drivers:  # it needs a driver column
+        names = [n for n in names if n != UNIT_COST]
     base = [n for n in names if n != ENSEMBLE]
     make = model_factory(plan, config.executor)
     ids = [str(u) for u in pd.unique(hist[UID])]
@@ -345,6 +352,7 @@ def run_forecast(
         events=events,
         ensemble_weights=weights,
         accuracy=accuracy,
+        drivers_future=X_future if drivers else None,
     )
 
 
@@ -390,6 +398,10 @@ def selection_step(
     """Step 4: a model per series, then the plan-driven overrides. Returns the selection, what the
     models alone would publish, and the plan-driven series."""
     scores = per_series_scores(bt) if len(bt) else pd.DataFrame()
+    if (
+        UNIT_COST in scores.columns
+    ):  # a series without a driver gets the run-rate there: not a choice
+        scores.loc[~scores.index.isin(driven_ids(hist)), UNIT_COST] = np.nan
     selection = select_models(ids, scores, pooled, config.selection_margin)
     model_choice = selection.set_index(UID)[MODEL].copy()
     plan_notes = plan_overrides(hist, plan, config.horizon, config.plan_tolerance)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.drivers import TRAFFIC_DRIVER, TRAFFIC_PHASE
 from pipeline.config import Paths
 from pipeline.errors import (
     InputError,
@@ -230,6 +231,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         raise _wrap(exc) from exc
 
     cfg = with_horizon(cfg, series, budgets)
+    drivers = traffic_driver(cfg, series, plan)
     series_sum = tr.checksum_frame(series[[UID, "ds", Y]])
     window = {
         "first_month": f"{series['ds'].min():%Y-%m}",
@@ -244,6 +246,10 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         "plan_sha256": tr.checksum_file(cfg.plan),
         "budgets_sha256": tr.checksum_file(cfg.budgets),
     }
+    if drivers[1] is not None:  # the traffic the inference series are forecast from
+        checks["drivers_sha256"] = tr.checksum_frame(
+            pd.concat([drivers[0][[UID, "ds", TRAFFIC_DRIVER]], drivers[1]], ignore_index=True)
+        )
     config = _config_dict(cfg)
     config_no_paths = {k: v for k, v in config.items() if k not in ("budgets", "plan", "inbox")}
     fp = tr.fingerprint({"config": config_no_paths, "checks": checks})
@@ -279,6 +285,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
                 frames,
                 series,
                 plan,
+                drivers,
                 budgets,
                 window,
                 checks,
@@ -306,6 +313,30 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     seconds = time.perf_counter() - t0
     log.info("monthly run %s done in %.1f s: %s (MLflow run %s)", as_of, seconds, out, run_id)
     return MonthlyResult(out, run_id, bool(existing), manifest, manifest.pop("_result"), seconds)
+
+
+def traffic_driver(
+    cfg: MonthlyConfig, series: pd.DataFrame, plan: Any
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The series with the inference traffic driver and its future rows
+    (:func:`features.drivers.traffic_frames`): requests per month from the usage metrics, the
+    traffic plan after them; ``(series, None)`` when either is missing."""
+    from features.drivers import traffic_frames
+    from pipeline.series import monthly_usage
+
+    if plan is None or plan.traffic is None or series.empty:
+        return series, None
+    first = pd.Timestamp(series["ds"].max()) + pd.DateOffset(months=1)
+    req = monthly_usage(cfg.paths.warehouse, TRAFFIC_DRIVER, TRAFFIC_PHASE, first.date())
+    out = traffic_frames(series, req, plan, cfg.forecast.horizon)
+    if out[1] is not None:
+        log.info(
+            "inference forecast from traffic: requests %s to %s from usage, then the plan "
+            "(model unit_cost)",
+            f"{req.index.min():%Y-%m}",
+            f"{req.index.max():%Y-%m}",
+        )
+    return out
 
 
 def check_writable(folder: Path) -> None:
@@ -445,6 +476,7 @@ def _compute_and_log(
     frames: Any,
     series: pd.DataFrame,
     plan: Any,
+    drivers: tuple[pd.DataFrame, pd.DataFrame | None],
     budgets: pd.DataFrame | None,
     window: dict[str, Any],
     checks: dict[str, Any],
@@ -470,7 +502,7 @@ def _compute_and_log(
         fc.levels,
         fc.n_windows,
     )
-    res = run_forecast(series, fc, plan, progress=cfg.progress)
+    res = run_forecast(drivers[0], fc, plan, X_future=drivers[1], progress=cfg.progress)
     for ev in res.events:
         log.info("event: %s", ev)
 
@@ -512,8 +544,8 @@ def _compute_and_log(
         files.append("plots/backtest_metrics.png")
 
     # models: one version per role, champion / challenger on the same backtest
-    records, versions, published_score = register_models(
-        cfg, tracker, run_id, reused, res, series, plan, checks, config, window, fp
+    records, versions, published_score = register_models(  # champions re-scored with the drivers
+        cfg, tracker, run_id, reused, res, drivers[0], plan, checks, config, window, fp
     )
     if cfg.report:
         report(stored, derived, tmp, budgets=budgets, versions=versions, levels=fc.levels)

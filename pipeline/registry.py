@@ -160,7 +160,8 @@ def _models_to_log(
         spec["fingerprint"] = tr.fingerprint(
             {"conf": conf, "series": checks["series_sha256"], "as_of": as_of}
         )
-        forecast = model.predict(fc.horizon, level=fc.levels)
+        xf = res.drivers_future if model.uses_exogenous else None
+        forecast = model.predict(fc.horizon, level=fc.levels, X_future=xf)
         items.append(
             tr.ModelToLog(
                 role=name,

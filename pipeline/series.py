@@ -509,3 +509,27 @@ def _with_aggregates(bottom: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame
         if c != UID:
             out[c] = out[c].astype(object).where(out[c].notna(), None)
     return out.sort_values([UID, DS], kind="stable").reset_index(drop=True)
+
+
+def monthly_usage(
+    warehouse_path: Path | str, metric: str, phase: str, before: dt.date | str
+) -> pd.Series:
+    """A usage metric's monthly sum for one phase over the months that end before ``before`` (the
+    first day of the partial month), indexed by ``ds``; empty when the warehouse has none."""
+    path = Path(warehouse_path)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT CAST(date_trunc('month', day) AS DATE) AS ds, sum(value_sum) FROM usage_daily "
+            "WHERE metric = $m AND phase = $p AND day < $b GROUP BY 1 ORDER BY 1",
+            {"m": metric, "p": phase, "b": pd.Timestamp(before).date()},
+        ).fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    finally:
+        con.close()
+    return pd.Series(
+        [float(v or 0.0) for _, v in rows],
+        index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows], name=DS),
+        dtype=float,
+    )

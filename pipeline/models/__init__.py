@@ -14,6 +14,7 @@ from pipeline.models.baseline import AnalyticBaseline
 from pipeline.models.gbm import LightGBMForecaster
 from pipeline.models.naive import SeasonalNaive
 from pipeline.models.stats import AutoETS, Sarimax, Theta
+from pipeline.models.unit_cost import UnitCost
 
 REGISTRY: dict[str, type[Forecaster]] = {
     AnalyticBaseline.name: AnalyticBaseline,
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[Forecaster]] = {
     Theta.name: Theta,
     Sarimax.name: Sarimax,
     LightGBMForecaster.name: LightGBMForecaster,
+    UnitCost.name: UnitCost,
 }
 
 

@@ -39,6 +39,7 @@ class SeriesState:
     spec: str = "fallback"
     x_last: np.ndarray | None = None
     exog_keep: np.ndarray | None = None
+    exog_scale: np.ndarray | None = None  # each kept driver's largest absolute value in the fit
     ok: bool = False  # the model's own fit (False: run-rate fallback)
     form: Any = None  # (context, chosen form): what a later fit on a longer history may reuse
     selected: bool = False  # the form was chosen by a search in this fit (not reused)
@@ -172,7 +173,10 @@ class PerSeriesForecaster(Forecaster):
                 and np.array_equal(y[: len(prev[0])], prev[0])
             ):
                 hint = prev[1]
-            if getattr(self, "calendar", False):
+            X = g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None
+            # a series with a moving driver (traffic) has its promotions in the driver already
+            driven = X is not None and bool((np.ptp(X, axis=0) > 0).any())
+            if getattr(self, "calendar", False) and not driven:
                 beta = promo.estimate(y, pd.DatetimeIndex(g[DS]))
                 if beta is not None:  # the model sees the history without the promotions
                     self.promo_[str(uid)] = beta
@@ -181,7 +185,7 @@ class PerSeriesForecaster(Forecaster):
                 (
                     str(uid),
                     y,
-                    g[self.exog_cols_].to_numpy(dtype=float) if self.exog_cols_ else None,
+                    X,
                     hint,
                 )
             )
@@ -563,6 +567,13 @@ class Sarimax(PerSeriesForecaster):
         if X is not None and X.shape[1]:
             keep = np.ptp(X, axis=0) > 0  # a constant driver only duplicates the level
             exog = X[:, keep] if keep.any() else None
+        scale = None
+        if exog is not None:
+            # drivers on a unit scale: requests in the billions put the coefficient at 1e-4 and
+            # L-BFGS stopped far from it (a 36-month series grown 45 % forecast 25 % low)
+            scale = np.abs(exog).max(axis=0)
+            scale[scale <= 0] = 1.0
+            exog = exog / scale
         # the (p, 1, q) order is reused on later, longer histories whatever their seasonal
         # differencing (decided afresh on each fit): on 2 x 200 generated series, an order chosen
         # on 24 months and reused at 48 forecast as well as a new search (MASE 0.976 vs 0.982,
@@ -615,6 +626,7 @@ class Sarimax(PerSeriesForecaster):
         )
         st.x_last = X[-1] if X is not None and len(X) else None
         st.exog_keep = keep if exog is not None else None
+        st.exog_scale = scale
         return st
 
     def _forecast_one(
@@ -622,5 +634,7 @@ class Sarimax(PerSeriesForecaster):
     ) -> tuple[np.ndarray, np.ndarray]:
         keep = state.exog_keep
         exog = X_future[:, keep] if keep is not None and X_future is not None else None
+        if exog is not None and state.exog_scale is not None:
+            exog = exog / state.exog_scale
         fc = state.result.get_forecast(h, exog=exog)
         return np.asarray(fc.predicted_mean, dtype=float), np.asarray(fc.se_mean, dtype=float)

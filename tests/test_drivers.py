@@ -1,0 +1,171 @@
+"""Traffic reaches the inference forecast: the unit-cost model, the driver frames, the job."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.drivers import driven_ids, extend_driver, plan_unit_change, traffic_frames
+from pipeline.forecast import ForecastConfig, run_forecast
+from pipeline.models.unit_cost import UnitCost
+from pipeline.plan import Plan, PriceBook, Quantization, TrafficPlan
+
+MONTHS = pd.date_range("2024-01-01", periods=24, freq="MS")
+
+
+def _frame() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``a``: cost = 2.5 x requests exactly; ``b``: no driver (zeros)."""
+    d = 1000.0 + 40.0 * np.arange(24) + 300.0 * (MONTHS.month == 11)
+    a = pd.DataFrame({"unique_id": "a", "ds": MONTHS, "y": 2.5 * d, "requests": d})
+    b = pd.DataFrame({"unique_id": "b", "ds": MONTHS, "y": 100.0 + np.arange(24), "requests": 0.0})
+    future = pd.DataFrame(
+        {
+            "unique_id": "a",
+            "ds": pd.date_range("2026-01-01", periods=3, freq="MS"),
+            "requests": [2000.0, 3000.0, 2500.0],
+        }
+    )
+    return pd.concat([a, b], ignore_index=True), future
+
+
+def test_unit_cost_prices_the_planned_driver_at_the_billed_unit_cost() -> None:
+    hist, future = _frame()
+    m = UnitCost().fit(hist)
+    fc = m.predict(5, X_future=future).set_index(["unique_id", "ds"])["mean"]
+    # a: 2.5 per request times the plan's requests; months 4-5 have no plan: the driver a year
+    # before (2025-04: 1000 + 40 x 15 = 1600) grown by the last year over the one before
+    d = 1000.0 + 40.0 * np.arange(24) + 300.0 * (MONTHS.month == 11)
+    known = np.concatenate([d, [2000.0, 3000.0, 2500.0]])
+    growth = known[-12:].sum() / known[-24:-12].sum()
+    want = [2000.0, 3000.0, 2500.0, (1000 + 40 * 15) * growth, (1000 + 40 * 16) * growth]
+    np.testing.assert_allclose(fc.loc["a"].to_numpy(), 2.5 * np.array(want), rtol=1e-12)
+    # b has no driver: the run-rate (mean of its last three months), and it says so
+    np.testing.assert_allclose(fc.loc["b"].to_numpy(), np.mean([121.0, 122.0, 123.0]))
+    assert m.undriven_ == {"b"}
+
+
+def test_extend_driver_fills_a_year_back_then_the_last_value() -> None:
+    known = pd.Series([10.0, 20.0], index=pd.DatetimeIndex(["2025-01-01", "2025-02-01"]))
+    months = pd.date_range("2025-03-01", periods=12, freq="MS")
+    out = extend_driver(known, months)
+    assert out[:10].tolist() == [20.0] * 10  # nothing a year before: the last value
+    assert out[10:].tolist() == [10.0, 20.0]  # 2026-01 and 2026-02: a year before, no growth known
+
+
+def _plan(quant_start: dt.date | None = None) -> Plan:
+    book = PriceBook(gpu_hour={"A10": {"on_demand": 2.0}})
+    months = {pd.Timestamp("2026-01-01"): 3.0e6, pd.Timestamp("2026-02-01"): 2.0e6}
+    q = (Quantization(quant_start, 0.5),) if quant_start else ()
+    return Plan(
+        price_book=book,
+        traffic=TrafficPlan(
+            gpu="A10",
+            gpu_hours_per_1k_requests=0.1,
+            months=months,
+            pricing="on_demand",
+            quantization=q,
+        ),
+    )
+
+
+def test_plan_unit_change_is_day_weighted() -> None:
+    # half the GPU-hours per request from 2026-02-15: February pays 14 days full, 14 days half
+    f = plan_unit_change(
+        _plan(dt.date(2026, 2, 15)), pd.date_range("2026-01-01", periods=3, freq="MS"), MONTHS[-1]
+    )
+    np.testing.assert_allclose(f, [1.0, (14 + 14 * 0.5) / 28, 0.5])
+
+
+def test_traffic_frames_by_hand() -> None:
+    ids = ["inference", "inference/compute_gpu", "inference/network", "pretraining/compute_gpu"]
+    gpu = 300.0 + np.arange(24)
+    net = 100.0 + 0.0 * np.arange(24)
+    ys = {"inference/compute_gpu": gpu, "inference/network": net}
+    ys["inference"] = gpu + net
+    ys["pretraining/compute_gpu"] = np.full(24, 50.0)
+    monthly = pd.concat(
+        [pd.DataFrame({"unique_id": u, "ds": MONTHS, "y": ys[u]}) for u in ids], ignore_index=True
+    )
+    usage = pd.Series(1.0e6 + 1e4 * np.arange(24), index=MONTHS)
+    hist, fut = traffic_frames(monthly, usage, _plan(dt.date(2026, 2, 15)), horizon=3)
+    assert fut is not None
+    by = hist.set_index(["unique_id", "ds"])["requests"]
+    # history: the month's requests on the inference series, no driver elsewhere
+    assert by.loc["inference/network"].tolist() == usage.tolist()
+    assert by.loc["inference/compute_gpu"].tolist() == usage.tolist()
+    assert (by.loc["pretraining/compute_gpu"] == 0).all()
+    f = fut.set_index(["unique_id", "ds"])["requests"]
+    feb = (14 + 14 * 0.5) / 28
+    # the plan's requests; GPU categories times the change in GPU cost per request
+    assert f.loc["inference/network"].tolist()[:2] == [3.0e6, 2.0e6]
+    np.testing.assert_allclose(f.loc["inference/compute_gpu"].to_numpy()[:2], [3.0e6, 2.0e6 * feb])
+    # the phase: weighted by the GPU share of its last three months
+    share = gpu[-3:].sum() / (gpu[-3:].sum() + net[-3:].sum())
+    np.testing.assert_allclose(f.loc["inference"].to_numpy()[1], 2.0e6 * (1 + share * (feb - 1)))
+    # March has no plan: the driver a year before, grown by the last year's change
+    assert "pretraining/compute_gpu" not in f.index.get_level_values(0)
+    assert driven_ids(hist) == ["inference", "inference/compute_gpu", "inference/network"]
+    # no traffic plan, or no requests in the usage: nothing changes
+    assert traffic_frames(monthly, usage, None, 3)[1] is None
+    assert traffic_frames(monthly, usage.iloc[:0], _plan(), 3)[1] is None
+
+
+@pytest.fixture(scope="module")
+def hierarchy() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inference cost = 0.2 per request with promotions in the traffic; fine-tuning without any."""
+    rng = np.random.default_rng(3)
+    months = pd.date_range("2023-01-01", periods=36, freq="MS")
+    req = 1e6 * 1.02 ** np.arange(36) * np.where(months.month == 11, 1.6, 1.0)
+    gpu = 0.2 * req * np.exp(rng.normal(0, 0.01, 36))
+    ft = 5e4 + rng.normal(0, 2e3, 36)
+    ys = {"inference/compute_gpu": gpu, "fine_tuning/compute_gpu": ft}
+    ys["inference"] = gpu
+    ys["fine_tuning"] = ft
+    ys["total"] = gpu + ft
+    drv = {u: (req if u.startswith("inference") else np.zeros(36)) for u in ys}
+    hist = pd.concat(
+        [
+            pd.DataFrame({"unique_id": u, "ds": months, "y": v, "requests": drv[u]})
+            for u, v in ys.items()
+        ],
+        ignore_index=True,
+    )
+    fut_m = pd.date_range("2026-01-01", periods=12, freq="MS")
+    plan_req = 1e6 * 1.02 ** np.arange(36, 48) * np.where(fut_m.month == 11, 1.6, 1.0)
+    future = pd.concat(
+        [
+            pd.DataFrame({"unique_id": u, "ds": fut_m, "requests": plan_req})
+            for u in ("inference", "inference/compute_gpu")
+        ],
+        ignore_index=True,
+    )
+    return hist, future
+
+
+def test_planned_promotion_reaches_the_published_forecast(hierarchy) -> None:
+    hist, future = hierarchy
+    cfg = ForecastConfig(horizon=12, reconcile=True, n_paths=300)
+    res = run_forecast(hist, cfg, X_future=future, progress=False)
+    sel = res.selection.set_index("unique_id")["model"]
+    # the unit-cost model never stands for a series without a driver
+    assert sel["fine_tuning/compute_gpu"] != "unit_cost"
+    assert sel["total"] != "unit_cost"
+    fc = res.forecast.set_index(["unique_id", "ds"])
+    inf = fc.loc["inference/compute_gpu"]
+    want = 0.2 * future[future.unique_id == "inference"].set_index("ds")["requests"]
+    # Double 11 at its planned traffic, within 5 %, and every month within 5 % of cost x traffic
+    np.testing.assert_allclose(inf["mean"].to_numpy(), want.to_numpy(), rtol=0.05)
+    assert inf.loc["2026-11-01", "mean"] > 1.4 * inf.loc["2026-10-01", "mean"]
+    # the plan's own error widens the band (the cost is within 1 % of 0.2 x traffic, so the
+    # backtest alone would give a band of a few %): relative sd 10 % x sqrt(h / 3), 20 % by month
+    # 12: an 80 % band about 2 x 1.28 x 6 % wide at month 1, 2 x 1.28 x 20 % at month 12, less
+    # what reconciliation takes off
+    rel = (inf["hi_80"] - inf["lo_80"]) / inf["mean"]
+    assert rel.iloc[0] > 0.08
+    assert 0.3 < rel.iloc[-1] < 0.7
+    # without the future drivers the same job has no traffic to read: no unit_cost in the run
+    res0 = run_forecast(hist.drop(columns=["requests"]), cfg, progress=False)
+    assert "unit_cost" not in set(res0.all_forecasts["model"])
