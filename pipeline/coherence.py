@@ -153,8 +153,8 @@ def published_paths(
     )
     paths = iv.centred_paths(mean, d, z)
     # A model that reads drivers was backtested on the actual driver and forecasts from the plan's:
-    # on a series with a driver, the plan's own error (plan_paths, mean 1) multiplies its paths
-    # and widens its normalizer.
+    # on a series with a driver, the plan's own error (plan_paths with driver_rel_sd, mean 1)
+    # multiplies its paths and widens its normalizer.
     from features.drivers import driven_ids
     from pipeline.models import REGISTRY
 
@@ -162,11 +162,11 @@ def published_paths(
     exo = {m for m, cls in REGISTRY.items() if cls.uses_exogenous}
     driven = [i for i, u in enumerate(ids) if u in with_driver and sel.get(u) in exo]
     for i in driven:
-        f = plan_paths(np.ones(h), config.plan_rel_sd, config.n_paths, rng)
+        f = plan_paths(np.ones(h), config.driver_rel_sd, config.n_paths, rng)
         p = paths[i] * f
         pm = p.mean(axis=0)
         paths[i] = p * np.divide(mean[i], pm, out=np.ones(h), where=np.abs(pm) > 0)
-        rel = config.plan_rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
+        rel = config.driver_rel_sd * np.sqrt(np.arange(1, h + 1, dtype=float) / 3.0)
         d[i] = np.sqrt(d[i] ** 2 + (rel * mean[i]) ** 2)
     path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
     pos = {u: i for i, u in enumerate(ids)}

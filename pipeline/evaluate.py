@@ -307,24 +307,28 @@ def evaluate(
     collections: tuple[str, ...] = (PLANNED,),
     demo_months: int = 36,
     demo_hold_out: int = 12,
+    pairs: tuple[tuple[int, int], ...] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores per collection, model and band, medians over seeds (x history lengths for the
-    generated hierarchies), and the inference series' promotion-month error ratio per run."""
+    generated hierarchies), and the inference series' promotion-month error ratio per run.
+    ``pairs`` (``(seed, history months)``): the generated hierarchies to run instead of every seed
+    with every length."""
     parts, promos = [], []
+    generated = pairs if pairs is not None else tuple((s, m) for s in seeds for m in hist_months)
     for name in collections:
-        for s in seeds:
-            if name == DEMO:
+        if name == DEMO:
+            for s in seeds:
                 col = demo_world(s, demo_months, demo_hold_out)
                 t = evaluate_one(col, demo_hold_out)
                 parts.append(band_table(t).assign(collection=name, seed=s, hist_months=0))
-                continue
-            for m in hist_months:
-                col = cost_hierarchy(s, m, horizon, plan=name == PLANNED)
-                t = evaluate_one(col, horizon)
-                parts.append(band_table(t).assign(collection=name, seed=s, hist_months=m))
-                promos.append(
-                    {"collection": name, "seed": s, "hist_months": m, "promo_ratio": promo_ratio(t)}
-                )
+            continue
+        for s, m in generated:
+            col = cost_hierarchy(s, m, horizon, plan=name == PLANNED)
+            t = evaluate_one(col, horizon)
+            parts.append(band_table(t).assign(collection=name, seed=s, hist_months=m))
+            promos.append(
+                {"collection": name, "seed": s, "hist_months": m, "promo_ratio": promo_ratio(t)}
+            )
     runs = pd.concat(parts, ignore_index=True)
     med = runs.groupby(["collection", MODEL, "band"], sort=False).median(numeric_only=True)
     med = med.drop(columns=["seed", "hist_months"]).reset_index()

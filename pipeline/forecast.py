@@ -128,6 +128,9 @@ class ForecastConfig:
     plan_rel_sd: float = (
         0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
     )
+    driver_rel_sd: float = (
+        0.06  # relative sd at 3 months ahead (x sqrt(h / 3)) of a planned driver (traffic plan)
+    )
     plan_tolerance: float = (
         0.10  # a steady series follows the plan when the plan is within 10 % of history
     )

@@ -74,7 +74,7 @@ class UnitCost(Forecaster):
         for i, (_, g) in enumerate(df.groupby(UID, sort=False)):
             y = g[Y].to_numpy(float)
             self.y_.append(y)
-            best = (np.nan, np.nan, np.inf, None)
+            best: tuple[float, float, float, str | None] = (np.nan, np.nan, np.inf, None)
             for c in cols:
                 unit, rms, cv = _ratio_rule(y, g[c].to_numpy(float), self.window)
                 if np.isfinite(unit) and (best[3] is None or cv < best[2]):
