@@ -182,6 +182,32 @@ def plan_unit_change(plan: Plan, months: pd.DatetimeIndex, ref: pd.Timestamp) ->
     return np.array([unit(m) / base for m in months])
 
 
+def with_requests(monthly: pd.DataFrame, requests_hist: pd.Series) -> pd.DataFrame:
+    """The series frame with the month's requests on the ``inference`` series (0 elsewhere): what
+    ``phasecast series`` writes, so that ``forecast --series --plan`` can build the same driver as
+    the monthly run (:func:`requests_of`, :func:`traffic_frames`). Unchanged without requests."""
+    from pipeline.frames import parse_hierarchy_id
+
+    if requests_hist is None or not (requests_hist > 0).any() or monthly.empty:
+        return monthly
+    req = requests_hist.copy()
+    req.index = pd.DatetimeIndex(req.index)
+    on = monthly[UID].map(lambda u: parse_hierarchy_id(str(u))[0] == TRAFFIC_PHASE).to_numpy(bool)
+    out = monthly.copy()
+    out[TRAFFIC_DRIVER] = np.where(on, pd.to_datetime(out[DS]).map(req).fillna(0.0), 0.0)
+    return out
+
+
+def requests_of(df: pd.DataFrame) -> pd.Series | None:
+    """Requests per month back from a frame written by :func:`with_requests` (None without)."""
+    if TRAFFIC_DRIVER not in df.columns:
+        return None
+    v = pd.to_numeric(df[TRAFFIC_DRIVER], errors="coerce").fillna(0.0)
+    per_month = v.groupby(pd.to_datetime(df[DS]).to_numpy()).max()
+    per_month.index = pd.DatetimeIndex(per_month.index, name=DS)
+    return per_month[per_month > 0]
+
+
 def traffic_frames(
     monthly: pd.DataFrame, requests_hist: pd.Series, plan: Plan | None, horizon: int
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:

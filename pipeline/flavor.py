@@ -236,8 +236,12 @@ def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> tuple[bool, str]:
 
 
 # --- how a spec turns into a forecast (used at log time and at load time alike) ----------------
-def role_forecast(model: Any, spec: dict[str, Any]) -> pd.DataFrame:
-    return model.predict(int(spec["horizon"]), level=tuple(spec["levels"]))
+def role_forecast(
+    model: Any, spec: dict[str, Any], drivers: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The role's forecast; a model that reads drivers gets the run's future drivers."""
+    xf = drivers if getattr(model, "uses_exogenous", False) else None
+    return model.predict(int(spec["horizon"]), level=tuple(spec["levels"]), X_future=xf)
 
 
 def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
@@ -257,8 +261,9 @@ def pipeline_forecast(spec: dict[str, Any], artifacts: dict[str, str]) -> pd.Dat
     cfg = forecast_config_from(spec["forecast_config"])
     plan = load_plan(artifacts["plan"]) if "plan" in artifacts else None
     series = pd.read_parquet(artifacts["series"])
+    drivers = pd.read_parquet(artifacts["drivers"]) if "drivers" in artifacts else None
     assert isinstance(cfg, ForecastConfig)
-    return run_forecast(series, cfg, plan, progress=False).forecast
+    return run_forecast(series, cfg, plan, X_future=drivers, progress=False).forecast
 
 
 def forecast_config_from(d: dict[str, Any]) -> Any:

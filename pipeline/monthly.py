@@ -329,13 +329,28 @@ def traffic_driver(
     first = pd.Timestamp(series["ds"].max()) + pd.DateOffset(months=1)
     req = monthly_usage(cfg.paths.warehouse, TRAFFIC_DRIVER, TRAFFIC_PHASE, first.date())
     out = traffic_frames(series, req, plan, cfg.forecast.horizon)
-    if out[1] is not None:
-        log.info(
-            "inference forecast from traffic: requests %s to %s from usage, then the plan "
-            "(model unit_cost)",
-            f"{req.index.min():%Y-%m}",
-            f"{req.index.max():%Y-%m}",
+    if out[1] is None:
+        log.warning(
+            "the plan has traffic, but the usage metrics have no %s requests before %s: the "
+            "inference forecast does not read the traffic plan (ingest usage with --usage)",
+            TRAFFIC_PHASE,
+            f"{first:%Y-%m}",
         )
+        return out
+    months = pd.DatetimeIndex(sorted(out[1]["ds"].unique()))
+    planned = months.isin([pd.Timestamp(m) for m in plan.traffic.months])
+    later = months[~planned]
+    log.info(
+        "inference series read traffic (models that use drivers: unit_cost, sarimax, lightgbm): "
+        "requests %s to %s from usage, %d month(s) from the traffic plan%s",
+        f"{req.index.min():%Y-%m}",
+        f"{req.index.max():%Y-%m}",
+        int(planned.sum()),
+        f"; {len(later)} month(s) the plan does not cover ({later.min():%Y-%m} to "
+        f"{later.max():%Y-%m}) from the same month a year before, grown like the last year"
+        if len(later)
+        else "",
+    )
     return out
 
 
@@ -495,9 +510,10 @@ def _compute_and_log(
 
     as_of = cfg.as_of.isoformat()
     fc = cfg.forecast
+    models = [m for m in fc.models if m != "unit_cost" or drivers[1] is not None]
     log.info(
         "forecasting: models %s, horizon %d, levels %s, %d backtest windows",
-        ",".join(fc.models),
+        ",".join(models),
         fc.horizon,
         fc.levels,
         fc.n_windows,

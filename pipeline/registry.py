@@ -137,6 +137,8 @@ def _models_to_log(
 
     fc = cfg.forecast
     levels = list(fc.levels)
+    # a version is the same model on the same data: the future drivers are data too
+    drv = {"drivers": checks["drivers_sha256"]} if "drivers_sha256" in checks else {}
     items = []
     for name, model in res.fitted.items():
         params = tr.encode_params(model.get_params())
@@ -158,10 +160,9 @@ def _models_to_log(
             "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step},
         }
         spec["fingerprint"] = tr.fingerprint(
-            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of}
+            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of, **drv}
         )
-        xf = res.drivers_future if model.uses_exogenous else None
-        forecast = model.predict(fc.horizon, level=fc.levels, X_future=xf)
+        forecast = tr.role_forecast(model, spec, res.drivers_future)
         items.append(
             tr.ModelToLog(
                 role=name,
@@ -171,6 +172,7 @@ def _models_to_log(
                 score=scores.get(name),
                 fitted=model,
                 plan_path=cfg.plan if uses_plan else None,
+                drivers=res.drivers_future,
             )
         )
     fconf = {"forecast_config": dataclasses.asdict(fc), "plan_sha256": checks["plan_sha256"]}
@@ -183,7 +185,7 @@ def _models_to_log(
         "as_of": as_of,
         "series_sha256": checks["series_sha256"],
         "fingerprint": tr.fingerprint(
-            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of}
+            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of, **drv}
         ),
     }
     items.append(
@@ -194,6 +196,7 @@ def _models_to_log(
             forecast=res.forecast,
             score=published,
             plan_path=cfg.plan,
+            drivers=res.drivers_future,
         )
     )
     return items

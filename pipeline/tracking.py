@@ -25,7 +25,9 @@ code file that instantiates :class:`PhasecastPyfunc`), never a pickled Python ob
   checked at log time: restored state must re-forecast the logged forecast bit for bit. A model whose
   state cannot be written as data (statsmodels results objects) is stored as ``refit``: the pyfunc
   re-fits it deterministically on ``series.parquet`` at load time;
-* ``forecast.parquet``: the forecast that was published, what ``phasecast reproduce`` compares to.
+* ``forecast.parquet``: the forecast that was published, what ``phasecast reproduce`` compares to;
+* ``drivers.parquet`` when the run read future drivers (the traffic plan's requests): the models
+  that read drivers forecast from it again.
 
 Native objects are also logged with their own flavor beside the pyfunc: the LightGBM booster with
 ``mlflow.lightgbm`` and a statsmodels results object (of the ``total`` series) with
@@ -198,7 +200,8 @@ class PhasecastPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
         spec = dict(self.spec)
         if params and "horizon" in params:
             spec["horizon"] = int(params["horizon"])
-        return role_forecast(self.model, spec)
+        drivers = self.artifacts.get("drivers")
+        return role_forecast(self.model, spec, pd.read_parquet(drivers) if drivers else None)
 
 
 # --- the tracker --------------------------------------------------------------------------------
@@ -235,6 +238,7 @@ class ModelToLog:
     fitted: Any = None
     plan_path: Path | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
+    drivers: pd.DataFrame | None = None  # the future driver rows the forecast read (traffic plan)
 
 
 class Tracker:
@@ -385,6 +389,9 @@ class Tracker:
             }
             item.series.to_parquet(artifacts["series"], index=False)
             canonical(item.forecast).to_parquet(artifacts["forecast"], index=False)
+            if item.drivers is not None:
+                artifacts["drivers"] = str(root / "drivers.parquet")
+                item.drivers.to_parquet(artifacts["drivers"], index=False)
             if item.plan_path is not None:
                 shutil.copyfile(item.plan_path, root / "plan.yaml")
                 artifacts["plan"] = str(root / "plan.yaml")
@@ -439,7 +446,7 @@ class Tracker:
             write_state(item.fitted, folder)
             probe = dict(item.spec, state="state")
             restored = build_model(probe, {**artifacts, "state": str(folder)})
-            ok, why = same_frame(role_forecast(restored, item.spec), item.forecast)
+            ok, why = same_frame(role_forecast(restored, item.spec, item.drivers), item.forecast)
             if ok:
                 return "state"
             log.debug(

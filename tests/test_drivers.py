@@ -169,3 +169,68 @@ def test_planned_promotion_reaches_the_published_forecast(hierarchy) -> None:
     # without the future drivers the same job has no traffic to read: no unit_cost in the run
     res0 = run_forecast(hist.drop(columns=["requests"]), cfg, progress=False)
     assert "unit_cost" not in set(res0.all_forecasts["model"])
+
+
+def test_monthly_run_reads_the_traffic_plan_and_reproduces_it(home_copy) -> None:
+    """The monthly job on the synth sample (usage with requests, a plan with traffic): the inference
+    series carry the requests, the unit-cost version in the registry keeps the plan's requests and
+    re-forecasts exactly; the same plan without its traffic section leaves `unit_cost` out."""
+    import yaml
+
+    from pipeline.monthly import MonthlyConfig, run_monthly
+    from pipeline.series import monthly_usage
+    from pipeline.tracking import Tracker, TrackingConfig, same_frame
+
+    paths = home_copy
+    fc = ForecastConfig(
+        horizon=6,
+        models=("seasonal_naive", "unit_cost"),
+        n_windows=2,
+        n_paths=200,
+        reconcile=True,
+    )
+
+    def run(plan):
+        return run_monthly(
+            MonthlyConfig(
+                as_of=dt.date(2026, 11, 15),
+                paths=paths,
+                tracking=TrackingConfig.for_paths(paths),
+                forecast=fc,
+                progress=False,
+                plan=plan,
+                report=False,
+            )
+        )
+
+    res = run(paths.sample / "plan.yaml")
+    out = res.output_dir
+    allf = pd.read_parquet(out / "all_forecasts.parquet")
+    uc = allf[(allf["model"] == "unit_cost") & (allf["unique_id"] == "inference/compute_gpu")]
+    # an independent computation: the last three months' cost per request x the plan's requests,
+    # times the plan's change in GPU cost per request
+    series = pd.read_parquet(out / "series.parquet")
+    y = series[series["unique_id"] == "inference/compute_gpu"].sort_values("ds")
+    req = monthly_usage(paths.warehouse, "requests", "inference", "2026-11-01")
+    unit = y["y"].iloc[-3:].sum() / req.reindex(pd.DatetimeIndex(y["ds"].iloc[-3:])).sum()
+    from pipeline.plan import load_plan
+
+    plan = load_plan(paths.sample / "plan.yaml")
+    months = pd.date_range("2026-11-01", periods=6, freq="MS")
+    planned = np.array([plan.traffic.months[m] for m in months])
+    f = plan_unit_change(plan, months, pd.Timestamp("2026-10-01"))
+    np.testing.assert_allclose(uc["mean"].to_numpy(), unit * planned * f, rtol=1e-9)
+    # the registered version re-forecasts from the plan's requests it was logged with
+    reproduced, logged, _ = Tracker(TrackingConfig.for_paths(paths)).reproduce(
+        "phasecast-unit_cost", version=1
+    )
+    ok, why = same_frame(reproduced, logged)
+    assert ok, why
+    # no traffic section: no driver, no unit_cost, the job runs as before
+    raw = yaml.safe_load((paths.sample / "plan.yaml").read_text())
+    raw.pop("traffic")
+    no_traffic = paths.home / "plan-no-traffic.yaml"
+    no_traffic.write_text(yaml.safe_dump(raw))
+    res2 = run(no_traffic)  # the same as-of again: its folder is replaced
+    allf2 = pd.read_parquet(res2.output_dir / "all_forecasts.parquet")
+    assert "unit_cost" not in set(allf2["model"])

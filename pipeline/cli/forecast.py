@@ -187,6 +187,7 @@ def forecast_cmd(
     Series may be 3 months to decades long; zeros, negatives and constants are fine. Exit 2 on bad
     input (the message names the file, row and column).
     """
+    from features.drivers import TRAFFIC_DRIVER, requests_of, traffic_frames
     from pipeline.distributed import engine, executor_for
     from pipeline.forecast import DEFAULT_MODELS, ForecastConfig, run_forecast
     from pipeline.frames import TOTAL, UID, check_levels
@@ -218,8 +219,19 @@ def forecast_cmd(
     from pipeline.frames import validate_frame
 
     validate_frame(df, source=str(series))  # file-named errors before any work
+    X_future = None
+    req = requests_of(df)
+    if req is not None:
+        # requests per month (`phasecast series` writes them): with a traffic plan, the driver the
+        # monthly run builds, so both commands forecast the inference series alike; without one,
+        # no driver, as in the monthly run
+        import pandas as pd
+
+        df = df.drop(columns=[TRAFFIC_DRIVER]).assign(ds=lambda d: pd.to_datetime(d["ds"]))
+        if plan is not None:
+            df, X_future = traffic_frames(df, req, plan, horizon)
     with engine(scheduler):
-        res = run_forecast(df, config, plan=plan, progress=not quiet)
+        res = run_forecast(df, config, plan=plan, X_future=X_future, progress=not quiet)
     write_table(res.forecast, output)
     write_table(res.metrics, sidecar(output, "metrics"))
     write_table(res.selection, sidecar(output, "selection"))

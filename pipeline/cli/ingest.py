@@ -157,6 +157,20 @@ def series_cmd(
         include_team=include_team,
         currency=currency,
     )
+    # the inference traffic the monthly run reads (a `requests` column), for forecast --plan
+    import dataclasses
+
+    import pandas as pd
+
+    from features.drivers import TRAFFIC_DRIVER, TRAFFIC_PHASE, with_requests
+    from pipeline.series import monthly_usage
+
+    if not frames.monthly.empty:
+        first = frames.monthly["ds"].max() + pd.DateOffset(months=1)
+        req = monthly_usage(
+            warehouse or paths.warehouse, TRAFFIC_DRIVER, TRAFFIC_PHASE, first.date()
+        )
+        frames = dataclasses.replace(frames, monthly=with_requests(frames.monthly, req))
     out = output or (paths.outputs / "series")
     written = frames.write(out)
     click.echo(
