@@ -159,6 +159,15 @@ def change_headcount(
     if phase not in PHASES:
         raise InputError(f"headcount: unknown phase {phase!r}; expected one of {list(PHASES)}")
     same = [h for h in plan.headcount if h.phase == phase and (not team or h.team == team)]
+    # the line in force at ``start`` first (a rate that changed at the new year is the new one)
+    at = month(start)
+    same.sort(
+        key=lambda h: (
+            (h.start is None or h.start <= at) and (h.end is None or h.end >= at),
+            h.start if h.start is not None else pd.Timestamp.min,
+        ),
+        reverse=True,
+    )
     rate = hourly_rate if hourly_rate is not None else (same[0].hourly_rate if same else None)
     hours = (
         hours_per_month

@@ -3,6 +3,8 @@ plan edits checked against hand-computed arithmetic."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -285,6 +287,21 @@ def test_traffic_quantization_price_and_headcount_edits() -> None:
     assert baseline_by_phase(hc, Q1)["operations"] - baseline_by_phase(plan, Q1)[
         "operations"
     ] == pytest.approx(2 * 160 * 95 * 2)
+    # the rate in force at the start: the SRE line that starts in 2027 at $98.80, not the 2026 one
+    raised = dataclasses.replace(
+        plan.headcount[0], hourly_rate=98.8, start=pd.Timestamp("2027-01-01"), people=0.0
+    )
+    both = plan.with_changes(
+        headcount=(dataclasses.replace(plan.headcount[0], end=pd.Timestamp("2026-12-01")), raised)
+    )
+    hc2 = change_headcount(both, phase="operations", team="sre", change=2, start="2027-02")
+    assert hc2.headcount[-1].hourly_rate == 98.8
+    assert (
+        change_headcount(both, phase="operations", team="sre", change=2, start="2026-12")
+        .headcount[-1]
+        .hourly_rate
+        == plan.headcount[0].hourly_rate
+    )
 
 
 def test_scenario_file_validation_and_fold_order() -> None:
