@@ -234,3 +234,41 @@ def test_monthly_run_reads_the_traffic_plan_and_reproduces_it(home_copy) -> None
     res2 = run(no_traffic)  # the same as-of again: its folder is replaced
     allf2 = pd.read_parquet(res2.output_dir / "all_forecasts.parquet")
     assert "unit_cost" not in set(allf2["model"])
+
+
+def test_series_and_forecast_commands_carry_the_traffic(home_copy, tmp_path) -> None:
+    """`phasecast series` writes the month's requests on the inference series; `forecast --series
+    --plan` turns them into the monthly run's driver (unit_cost runs); without `--plan` it drops
+    them, as a run without a plan has none."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli as phasecast
+    from pipeline.series import monthly_usage
+
+    paths = home_copy
+
+    def cli(*args: str):
+        r = CliRunner().invoke(phasecast, ["--home", str(paths.home), *args])
+        assert r.exit_code == 0, r.output
+        return r
+
+    cli("series", "--as-of", "2026-11-15", "--output", str(tmp_path / "s"))
+    df = pd.read_csv(tmp_path / "s" / "monthly.csv", parse_dates=["ds"])
+    req = monthly_usage(paths.warehouse, "requests", "inference", "2026-11-01")
+    inf = df[df["unique_id"] == "inference/compute_gpu"].set_index("ds")["requests"]
+    np.testing.assert_allclose(inf.to_numpy(), req.reindex(inf.index).to_numpy())
+    assert (df.loc[~df["unique_id"].str.startswith("inference"), "requests"] == 0).all()
+    common = ["--series", str(tmp_path / "s" / "monthly.csv"), "--horizon", "3"]
+    common += ["--models", "seasonal_naive", "--models", "unit_cost", "--quiet"]
+    cli(
+        "forecast",
+        *common,
+        "--plan",
+        str(paths.sample / "plan.yaml"),
+        "--output",
+        str(tmp_path / "a.csv"),
+    )
+    m = pd.read_csv(tmp_path / "a.metrics.csv")
+    assert "unit_cost" in set(m["model"])
+    cli("forecast", *common, "--output", str(tmp_path / "b.csv"))
+    assert "unit_cost" not in set(pd.read_csv(tmp_path / "b.metrics.csv")["model"])
