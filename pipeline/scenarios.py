@@ -37,7 +37,15 @@ import yaml
 
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES, TOTAL
-from pipeline.plan import Headcount, Plan, PriceChange, Quantization, ScheduledRun, month
+from pipeline.plan import (
+    Headcount,
+    Plan,
+    PriceChange,
+    Quantization,
+    ScheduledRun,
+    month,
+    safe_load_unique,
+)
 
 
 # --- the edits --------------------------------------------------------------------------------
@@ -291,7 +299,7 @@ def scenario_from_dict(raw: dict[str, Any], source: str = "scenario") -> Scenari
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load_unique(path.read_text())
     except FileNotFoundError as exc:
         raise InputError(
             Problem("file not found", str(path)), fix="pass an existing scenario YAML"

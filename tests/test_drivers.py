@@ -272,3 +272,22 @@ def test_series_and_forecast_commands_carry_the_traffic(home_copy, tmp_path) -> 
     assert "unit_cost" in set(m["model"])
     cli("forecast", *common, "--output", str(tmp_path / "b.csv"))
     assert "unit_cost" not in set(pd.read_csv(tmp_path / "b.metrics.csv")["model"])
+
+
+def test_a_month_given_twice_in_the_traffic_plan_is_refused(tmp_path) -> None:
+    """YAML keeps the later of two equal keys silently; a plan (or scenario) file may not."""
+    from pipeline.errors import InputError
+    from pipeline.plan import load_plan
+
+    p = tmp_path / "plan.yaml"
+    p.write_text(
+        "price_book:\n  gpu_hour: {A10: {committed: 1.0}}\n"
+        "traffic:\n  gpu: A10\n  gpu_hours_per_1k_requests: 0.05\n  months:\n"
+        "    2027-01: 1000\n    2027-02: 2000\n    2027-02: 3000\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_plan(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'2027-02' twice" in msg and "line 8" in msg and "line 9" in msg
+    p.write_text(p.read_text().replace("    2027-02: 3000\n", "    2027-03: 3000\n"))
+    assert len(load_plan(p).traffic.months) == 3
