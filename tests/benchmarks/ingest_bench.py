@@ -363,9 +363,9 @@ def child_pandas(path: str) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": len(df), "groups": len(out)}
 
 
-def child_duckdb(path: str) -> dict:
-    """The practical limit of this job: one DuckDB scan grouping by day, phase and category, with
-    no exactness checks, no attribution rules and no warehouse."""
+def _duckdb_group_by(path: str, day: str, phase: str) -> dict:
+    """One DuckDB scan of ``path`` grouped by ``day``, ``phase`` (SQL over the file's columns) and
+    ServiceCategory, summing EffectiveCost, on 2 threads: time, rows and groups."""
     import duckdb
 
     con = duckdb.connect()
@@ -378,35 +378,28 @@ def child_duckdb(path: str) -> dict:
     t0 = time.perf_counter()
     n, groups = con.execute(f"""
         SELECT sum(n), count(*) FROM (
-            SELECT CAST(ChargePeriodStart AS DATE) AS day,
-                   coalesce(json_extract_string(nullif(Tags, ''), '$.phase'), 'unallocated') AS phase,
+            SELECT {day} AS day, {phase} AS phase,
                    ServiceCategory AS category, sum(EffectiveCost) AS cost, count(*) AS n
             FROM {src} GROUP BY ALL)
     """).fetchone()  # type: ignore[misc]
     return {"seconds": time.perf_counter() - t0, "rows": int(n), "groups": int(groups)}
+
+
+def child_duckdb(path: str) -> dict:
+    """The practical limit of this job: one DuckDB scan grouping by day, phase and category, with
+    no exactness checks, no attribution rules and no warehouse."""
+    return _duckdb_group_by(
+        path,
+        "CAST(ChargePeriodStart AS DATE)",
+        "coalesce(json_extract_string(nullif(Tags, ''), '$.phase'), 'unallocated')",
+    )
 
 
 def child_duckdb_floor(path: str) -> dict:
     """The same scan and GROUP BY with the per-row work DuckDB 2.0 does slowly left out: the day as an
     integer (no time-zone cast) and the raw Tags text (no JSON). A floor, not this job: it does not
     find the phase."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET threads=2")
-    src = (
-        f"read_parquet('{path}')"
-        if path.endswith(".parquet")
-        else f"read_csv('{path}', nullstr='NULL', all_varchar=false)"
-    )
-    t0 = time.perf_counter()
-    n, groups = con.execute(f"""
-        SELECT sum(n), count(*) FROM (
-            SELECT epoch_us(ChargePeriodStart) // 86400000000 AS day, Tags AS phase,
-                   ServiceCategory AS category, sum(EffectiveCost) AS cost, count(*) AS n
-            FROM {src} GROUP BY ALL)
-    """).fetchone()  # type: ignore[misc]
-    return {"seconds": time.perf_counter() - t0, "rows": int(n), "groups": int(groups)}
+    return _duckdb_group_by(path, "epoch_us(ChargePeriodStart) // 86400000000", "Tags")
 
 
 def child_zcat(path: str) -> dict:
