@@ -87,6 +87,7 @@ from pipeline.models.ensemble import (
     DEFAULT_MEMBERS,
     Ensemble,
     combine_backtest,
+    grouped_combination,
     trimmed_equal_weights,
 )
 from pipeline.plan import Plan
@@ -447,15 +448,9 @@ def final_fits(
     if ENSEMBLE in names:
         members = {m: fitted[m] for m in weights if m in fitted}
         fitted[ENSEMBLE] = Ensemble.from_fitted(members, weights)
-        allm = pd.concat([frames[m].assign(_w=w) for m, w in weights.items()])
-        allm["_wm"] = allm["_w"] * allm[MEAN]
-        allm["_ws"] = allm["_w"] * allm[SIGMA]
-        g = allm.groupby([UID, DS], sort=False)
-        ens = g[["_wm", "_ws", "_w"]].sum()
-        ens[MEAN] = ens["_wm"] / ens["_w"]
-        ens[SIGMA] = ens["_ws"] / ens["_w"]
-        ens[FALLBACK] = g[FALLBACK].any()
-        frames[ENSEMBLE] = _future_frame(ens[[MEAN, SIGMA, FALLBACK]].reset_index())
+        allm = pd.concat([frames[m].assign(**{MODEL: m}) for m in weights if m in frames])
+        ens = grouped_combination(allm, weights, [UID, DS])
+        frames[ENSEMBLE] = _future_frame(ens[[UID, DS, MEAN, SIGMA, FALLBACK]])
     return fitted, frames
 
 

@@ -291,3 +291,17 @@ def test_a_month_given_twice_in_the_traffic_plan_is_refused(tmp_path) -> None:
     assert str(p) in msg and "'2027-02' twice" in msg and "line 8" in msg and "line 9" in msg
     p.write_text(p.read_text().replace("    2027-02: 3000\n", "    2027-03: 3000\n"))
     assert len(load_plan(p).traffic.months) == 3
+
+
+def test_driver_error_is_a_level_common_to_the_months() -> None:
+    """A planned driver's relative error: mean 1 in every month, the same spread at month 1 and
+    month 18 (a plan's level is no better known next month than next year), and mostly common to a
+    path's months (correlation 1 / (1 + 0.5^2) = 0.8 between any two months)."""
+    from pipeline.coherence import DRIVER_MONTHLY, driver_error
+
+    f = driver_error(18, 0.06, 20000, np.random.default_rng(0))
+    np.testing.assert_allclose(f.mean(axis=0), 1.0, atol=1e-12)
+    sd = np.log(f).std(axis=0)
+    np.testing.assert_allclose(sd, 0.06 * np.sqrt(1 + DRIVER_MONTHLY**2), rtol=0.03)
+    r = np.corrcoef(np.log(f[:, 0]), np.log(f[:, 17]))[0, 1]
+    assert abs(r - 1 / (1 + DRIVER_MONTHLY**2)) < 0.02

@@ -9,7 +9,8 @@ import pytest
 from pipeline.evaluate import PUBLISHED, band_table, cost_hierarchy, evaluate, scored
 
 # fresh seeds (never looked at while developing), each with two history lengths
-PAIRS = ((301, 24), (301, 48), (302, 36), (302, 48), (303, 24), (303, 36))
+# fresh seeds: 301-304 were used to check the calibration changes of 2026-12-01 17:xx
+PAIRS = ((401, 24), (401, 48), (402, 36), (402, 48), (403, 24), (403, 36))
 
 
 def test_cost_hierarchy_adds_up_and_splits_history_from_future() -> None:
@@ -65,23 +66,18 @@ def test_between_runs_is_the_quiet_months() -> None:
 def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     """Generated cost hierarchies with their plan (scheduled runs and the traffic plan), a known
     future, seeds not used while developing, each seed with two of the history lengths 24, 36 and
-    48 months: WAPE at 1-3 months at least 25 % below the analytic baseline and seasonal naive
-    (the aim); published 80 / 95 % coverage over months 1-6 and 7-18 and the inference error in
-    promotion months against ordinary months (medians over the six runs).
-
-    Coverage guards the level reached, not the aim (3 points): on these runs 80 % coverage is
-    0.783 (1-6) and 0.856 (7-18), 95 % 0.911 and 0.928; WAPE 1-3 0.051 against 0.100 (baseline)
-    and 0.227 (seasonal naive); promotion ratio 0.92 (aim 1.2; two runs of six above 2)."""
+    48 months, medians over the six runs: the aims of the accuracy issue. WAPE at 1-3 months at
+    least 25 % below the analytic baseline and seasonal naive; published 80 / 95 % coverage within
+    3 points of nominal over months 1-6 and over months 7-18; inference error in promotion months
+    at most 1.2x that of ordinary months."""
     med, promos = evaluate(pairs=PAIRS)
     m = med.set_index(["model", "band"])
     w = m.loc[(PUBLISHED, "1-3"), "WAPE"]
     assert w <= 0.75 * m.loc[("analytic_baseline", "1-3"), "WAPE"]
     assert w <= 0.75 * m.loc[("seasonal_naive", "1-3"), "WAPE"]
     for band in ("1-6", "7-18"):
-        assert abs(m.loc[(PUBLISHED, band), "coverage_80"] - 0.80) <= 0.07
-        assert abs(m.loc[(PUBLISHED, band), "coverage_95"] - 0.95) <= 0.05
-        lo95, lo80 = (m.loc[(PUBLISHED, band), c] for c in ("coverage_95", "coverage_80"))
-        assert lo95 > lo80  # nested bands
+        assert abs(m.loc[(PUBLISHED, band), "coverage_80"] - 0.80) <= 0.03, band
+        assert abs(m.loc[(PUBLISHED, band), "coverage_95"] - 0.95) <= 0.03, band
     assert promos["promo_ratio"].median() <= 1.2
 
 
@@ -101,3 +97,25 @@ def test_demo_world_held_out_and_scored() -> None:
     pub = t[(t["model"] == PUBLISHED) & (t["band"] == "1-6")].iloc[0]
     assert 0 < pub["WAPE"] < 0.5 and 0 <= pub["coverage_95"] <= 1
     assert {"analytic_baseline", "seasonal_naive", "ets"} <= set(t["model"])
+
+
+def test_between_runs_band_holds_its_share_of_new_months() -> None:
+    """The months between scheduled runs, drawn from the predictive distribution of the last
+    twelve quiet months (lognormal, Student's t): a new month falls inside the draws' 95 % band
+    about 95 % of the time (2,000 independent histories). Resampling the twelve months themselves
+    (the band is then their smallest and largest) holds far fewer."""
+    from pipeline.coherence import between_runs_draws
+
+    rng = np.random.default_rng(7)
+    inside = resampled = 0
+    trials = 2000
+    for _ in range(trials):
+        quiet = 2000.0 * np.exp(rng.normal(0.0, 0.2, 12))
+        new = 2000.0 * np.exp(rng.normal(0.0, 0.2))
+        lo, hi = np.quantile(between_runs_draws(quiet, (4000, 1), rng), [0.025, 0.975])
+        inside += lo <= new <= hi
+        lo, hi = np.quantile(rng.choice(quiet, 4000), [0.025, 0.975])
+        resampled += lo <= new <= hi
+    assert abs(inside / trials - 0.95) <= 0.015
+    assert resampled / trials < 0.88
+    assert (between_runs_draws(np.array([0.0, 10.0, 0.0]), (50, 2), rng) >= 0).all()

