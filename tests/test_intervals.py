@@ -78,9 +78,9 @@ def test_heldout_coverage_all_models():
 
 
 def test_heldout_coverage_quick():
-    """Same check with the fast models (seasonal naive, baseline, Theta), 120 series."""
+    """Same check with the fast models (seasonal naive, baseline, Theta), 120 series, 500 paths."""
     hist, test = make_collection(120, seed=5)
-    cfg = ForecastConfig(models=("analytic_baseline", "seasonal_naive", "theta"), n_paths=50)
+    cfg = ForecastConfig(models=("analytic_baseline", "seasonal_naive", "theta"), n_paths=500)
     res = run_forecast(hist, cfg, progress=False)
     ev = evaluate(res.forecast, hist, test).iloc[0]
     assert abs(ev["coverage_80"] - 0.80) <= 0.05
