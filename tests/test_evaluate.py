@@ -62,7 +62,7 @@ def test_between_runs_is_the_quiet_months() -> None:
 
 
 @pytest.mark.slow
-def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
+def test_published_coverage_accuracy_and_promotions_on_seeded_hierarchies() -> None:
     """Generated cost hierarchies with their plan (scheduled runs and the traffic plan), a known
     future, each seed with two of the history lengths 24, 36 and 48 months, medians over the six
     runs: WAPE at 1-3 months at least 25 % below the analytic baseline and seasonal naive (the
