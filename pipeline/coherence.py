@@ -191,7 +191,7 @@ def published_paths(
         # collection) the per-series scale moved width from calm series to noisy ones and the
         # published MSIS rose from 6.55 to 6.78 while coverage fell (0.838 / 0.962 to 0.821 / 0.945)
         assert bt is not None
-        fixed_bt = iv.drift_corrected(bt) if drift else bt
+        fixed_bt = iv.drift_corrected(bt)
         fixed = iv.calibrate(iv.scale_corrected(fixed_bt), h, models=list(pools))
         pools = {k: fixed.get(k, v) for k, v in pools.items()}
         err_scale = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)

@@ -209,6 +209,7 @@ def test_combined_sigma_is_the_weighted_geometric_mean() -> None:
     s = np.array([[1.0, 2.0, 0.0], [4.0, 8.0, 6.0]])  # two members, three months
     out = combined_sigma(s, np.array([0.5, 0.5]))
     np.testing.assert_allclose(out, [2.0, 4.0, 3.0])  # a zero sigma: the arithmetic mean
+    assert np.isnan(combined_sigma(np.array([[np.nan], [4.0]]), np.array([0.5, 0.5]))).all()
     np.testing.assert_allclose(
         combined_sigma(s[:, :2], np.array([0.25, 0.75])), 4**0.75 * np.array([1.0, 2.0])
     )

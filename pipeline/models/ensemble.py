@@ -56,16 +56,32 @@ def trimmed_equal_weights(errors: Mapping[str, float], trim: float = 1.25) -> di
     return {k: 1.0 / len(kept) for k in kept}
 
 
+def _sigma_from_sums(
+    w_log: np.ndarray, w_sig: np.ndarray, w: np.ndarray, n_nonpos: np.ndarray
+) -> np.ndarray:
+    """The combined sigma from weighted sums over members: of ``log sigma`` (``w_log``), of
+    ``sigma`` (``w_sig``), of the weights (``w``), and the count of members whose sigma is not
+    positive: the geometric mean, or the arithmetic one where such a member is present."""
+    return np.where(np.asarray(n_nonpos) > 0, w_sig / w, np.exp(w_log / w))
+
+
+def _log_sigma(sig: np.ndarray) -> np.ndarray:
+    """``log sigma``, 0 where sigma is not positive (that row takes the arithmetic mean); a NaN
+    sigma stays NaN, as it does in the arithmetic mean."""
+    return np.log(np.where(sig <= 0, 1.0, sig))
+
+
 def combined_sigma(sigmas: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted geometric mean over the first axis of ``sigmas`` (members), weights ``w`` summing
-    to 1; where a member's sigma is not positive (a constant series), the arithmetic mean."""
+    """Weighted geometric mean over the first axis of ``sigmas`` (members), weights ``w``; where a
+    member's sigma is not positive (a constant series), the arithmetic mean."""
     s = np.asarray(sigmas, dtype=float)
     ww = np.asarray(w, dtype=float).reshape((-1,) + (1,) * (s.ndim - 1))
-    arith = (ww * s).sum(axis=0)
-    pos = (s > 0).all(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        geo = np.exp((ww * np.log(np.where(s > 0, s, 1.0))).sum(axis=0))
-    return np.where(pos, geo, arith)
+    return _sigma_from_sums(
+        (ww * _log_sigma(s)).sum(axis=0),
+        (ww * s).sum(axis=0),
+        ww.sum(axis=0),
+        (s <= 0).sum(axis=0),
+    )
 
 
 def combine(
@@ -157,7 +173,7 @@ def grouped_combination(
     sig = sub[SIGMA].to_numpy(float)
     sub["_w"] = sub[MODEL].map(weights).astype(float)
     sub["_wm"] = sub["_w"] * sub[MEAN]
-    sub["_wl"] = sub["_w"] * np.log(np.where(sig > 0, sig, 1.0))
+    sub["_wl"] = sub["_w"] * _log_sigma(sig)
     sub["_wa"] = sub["_w"] * sig
     sub["_np"] = sig <= 0
     g = sub.groupby(keys, sort=False)
@@ -167,7 +183,7 @@ def grouped_combination(
     ]
     res = (g[rest].first().join(sums) if rest else sums).reset_index()
     res[MEAN] = res["_wm"] / res["_w"]
-    res[SIGMA] = np.where(res["_np"] > 0, res["_wa"] / res["_w"], np.exp(res["_wl"] / res["_w"]))
+    res[SIGMA] = _sigma_from_sums(res["_wl"], res["_wa"], res["_w"], res["_np"])
     res[FALLBACK] = g[FALLBACK].any().to_numpy()
     return res.drop(columns=["_wm", "_wl", "_wa", "_w", "_np"])
 

@@ -329,8 +329,8 @@ class AutoETS(PerSeriesForecaster):
     AICc among the candidate forms of :func:`ets_candidates` (statsmodels ``ETSModel``). Undamped
     seasonal trends and multiplicative errors without a season were added on 2026-12-01: on 300
     generated M3-like series x 48 months, held-out MASE 0.831 -> 0.807 (statsforecast's AutoETS,
-    which tries every form, 0.773; trying seasonal forms without the autocorrelation test: 0.848). The form chosen on a series' earliest backtest window is refitted,
-    without a new search, on its later windows and the final fit while the candidate set is the
+    which tries every form, 0.773; trying seasonal forms without the autocorrelation test:
+    0.848). The form chosen on a series' earliest backtest window is refitted, without a new search, on its later windows and the final fit while the candidate set is the
     same (see ``_FORMS``). Sigma per step from the model's own forecast variance (analytic for
     additive forms, simulated for multiplicative ones); sample paths are simulated from the fitted
     model."""
