@@ -291,16 +291,20 @@ def _scan_by_hash(
     columns); each combination's text is then read from one of its rows (by Parquet row number).
     False (nothing made) if a hash may cover two combinations.
 
-    Grouping on one integer instead of ~15 text columns halves the scan. It stays exact: every group
-    also carries ``g``, a second hash of the same fields in reverse order, each prefixed (so two values
-    of one field that share ``hash`` do not share ``g``); a ``k`` whose rows have two values of ``g``
-    covers two combinations, and the caller then groups on the text itself. The text read back must
-    hash to its ``k`` and ``g`` too."""
+    Grouping on one integer instead of ~15 text columns halves the scan. Every group also carries
+    ``g``, a second hash of the same fields combined in reverse order: two combinations that share
+    ``k`` (a collision of the 64-bit combination) differ in ``g``, a ``k`` whose rows have two values
+    of ``g`` covers two combinations, and the caller then groups on the text itself. The text read
+    back must hash to its ``k`` and ``g`` too. What this does not see is two values of one field
+    whose own 64-bit hashes are equal and that appear with every other field the same: for a file
+    with a million distinct values of a field, a chance of about 1 in 10^7. Money stays exact even
+    then (the sums are over the rows); only that group's text would be one of the two. Prefixing each
+    field before ``g`` (a different hash per value) closed that too, at a third of the scan's time."""
     f = [f"f_{x}" for x in text]
 
     def hashes(t: str) -> tuple[str, str]:
         fwd = ", ".join(t + x for x in f)
-        rev = ", ".join("'~' || " + t + x for x in reversed(f))
+        rev = ", ".join(t + x for x in reversed(f))
         return f"hash({fwd})", f"hash({rev})"
 
     h, g = hashes("")
