@@ -149,7 +149,8 @@ def published_paths(
     Before drawing, two things the backtest says about each series (:mod:`pipeline.intervals`):
     in a reconciled cost hierarchy, the growth its model missed (``missed_drift``, bounded by the
     history's own growth) multiplies its forecast by ``exp(b h)``; and its sigma is widened by its
-    own error scale (``series_scale``). The error pools are rebuilt from the backtest corrected
+    own error scale (``series_scale``), less what the final fit's sigma has already grown by since
+    the backtest (``normalizer_growth``). The error pools are rebuilt from the backtest corrected
     the same ways, out of sample (``drift_corrected``, ``scale_corrected``)."""
     h = config.horizon
     sel = selection.set_index(UID)[MODEL]
@@ -194,8 +195,11 @@ def published_paths(
         fixed_bt = iv.drift_corrected(bt)
         fixed = iv.calibrate(iv.scale_corrected(fixed_bt), h, models=list(pools))
         pools = {k: fixed.get(k, v) for k, v in pools.items()}
+        # the scale is relative to the backtest's sigma: the part the final fit's own sigma
+        # already grew by (it has seen the same steps) is not applied twice (normalizer_growth)
         err_scale = iv.series_scale(fixed_bt, sel).reindex(ids).fillna(1.0).to_numpy(float)
-        d = d * err_scale[:, None]
+        grown = iv.normalizer_growth(fixed_bt, sel, ids, mean, d)
+        d = d * np.maximum(err_scale / grown, 1.0)[:, None]
     series_pools = [pools[sel[u]] for u in ids]
     z = correlated_draws(
         series_pools, error_correlation(bt, selection, ids), config.n_paths, h, rng

@@ -328,7 +328,7 @@ def run_forecast(
     selection, model_choice, plan_ids = selection_step(ids, hist, bt, pooled, plan, config)
     fitted, frames = final_fits(hist, names, base, make, X_future, weights, config, tick, events)
     allf = calibrated_forecasts(frames, hist, pools, levels)
-    nonneg = hist.groupby(UID, sort=False)[Y].min() >= 0
+    nonneg = never_negative(hist)
     pub = published_paths(
         ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt, hist
     )
@@ -386,7 +386,9 @@ def backtest_step(
         if not weights:  # no statistical member available: combine what there is
             weights = {m: 1.0 / len(base) for m in base}
         if len(bt):
-            bt = pd.concat([bt, combine_backtest(bt, weights)], ignore_index=True)
+            bt = pd.concat(
+                [bt, combine_backtest(bt, weights, nonneg=never_negative(hist))], ignore_index=True
+            )
             pooled = _pooled_mase(bt)
     return bt, events, pooled, weights
 
@@ -423,6 +425,11 @@ def selection_step(
     return selection, model_choice, plan_ids
 
 
+def never_negative(hist: pd.DataFrame) -> pd.Series:
+    """Per series: whether its history is never negative (a cost, not a credit line)."""
+    return hist.groupby(UID, sort=False)[Y].min() >= 0
+
+
 def final_fits(
     hist: pd.DataFrame,
     names: list[str],
@@ -447,9 +454,10 @@ def final_fits(
         tick(f"final fit: {name}")
     if ENSEMBLE in names:
         members = {m: fitted[m] for m in weights if m in fitted}
-        fitted[ENSEMBLE] = Ensemble.from_fitted(members, weights)
+        nonneg = never_negative(hist)
+        fitted[ENSEMBLE] = Ensemble.from_fitted(members, weights, nonneg.to_dict())
         allm = pd.concat([frames[m].assign(**{MODEL: m}) for m in weights if m in frames])
-        ens = grouped_combination(allm, weights, [UID, DS])
+        ens = grouped_combination(allm, weights, [UID, DS], nonneg)
         frames[ENSEMBLE] = _future_frame(ens[[UID, DS, MEAN, SIGMA, FALLBACK]])
     return fitted, frames
 

@@ -409,6 +409,48 @@ def series_scale(bt: pd.DataFrame, chosen: pd.Series) -> pd.Series:
     return _scale_of(_window_z2(mine), [0, 1]).droplevel(MODEL)
 
 
+def normalizer_growth(
+    bt: pd.DataFrame, chosen: pd.Series, ids: list[str], mean: np.ndarray, d: np.ndarray
+) -> np.ndarray:
+    """Per series (``ids``), how much wider, relative to its forecast, the final fit's normalizer
+    ``d`` (n, h) is than its selected model's was in the backtest: the median over the backtest's
+    horizons of ``d / mean`` over the windows' mean of ``normalizer / mean``, at least 1 (1 without
+    a backtest or where a forecast is not positive). Relative, so that a series that grew is not
+    taken for one whose errors did.
+
+    :func:`series_scale` measures errors against the backtest's sigma. When the history ends after
+    a step the backtest windows saw (a labor line after a layoff), the final fit's sigma already
+    holds that step: multiplying it by the scale as well counted the step twice (a 45k line got a
+    band from 0 to 250k)."""
+    out = np.ones(len(ids))
+    if bt.empty or not len(ids):
+        return out
+    mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
+    if mine.empty:
+        return out
+    m_bt = mine[MEAN].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a window forecasting <= 0 is left out
+        rel = np.where(m_bt > 0, normalizer(mine["sigma"], mine["scale"]) / m_bt, np.nan)
+    nb = (
+        pd.DataFrame({UID: mine[UID].to_numpy(), "h": mine["h"].to_numpy(int), "n": rel})
+        .groupby([UID, "h"])["n"]
+        .mean()
+        .unstack("h")
+        .reindex(index=ids)
+    )
+    hs = [c for c in nb.columns if 1 <= int(c) <= d.shape[1]]
+    if not hs:
+        return out
+    b = nb[hs].to_numpy(float)
+    cols = [int(c) - 1 for c in hs]
+    m = mean[:, cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where((b > 0) & (m > 0), d[:, cols] / np.where(m > 0, m, 1.0) / b, np.nan)
+    ok = np.isfinite(r).any(axis=1)
+    out[ok] = np.nanmedian(r[ok], axis=1)
+    return np.maximum(out, 1.0)
+
+
 def scale_corrected(bt: pd.DataFrame) -> pd.DataFrame:
     """The backtest with every (series, model, window) sigma multiplied by the series' error scale
     measured on its *other* windows (out of sample; 1 without another window)."""

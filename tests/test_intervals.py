@@ -180,6 +180,29 @@ def test_series_scale_is_the_shrunk_rms_of_its_errors() -> None:
     np.testing.assert_allclose(out.loc[jumpy, "sigma"], 2.0 * np.sqrt(5.0))
 
 
+def test_normalizer_growth_is_the_relative_widening_since_the_backtest() -> None:
+    """A series whose final fit is relatively three times as wide as in its backtest (a labor line
+    after a step the windows saw: the final sigma already holds it) has its error scale divided by
+    3; one that only grew (sigma in proportion to its level) keeps it whole."""
+    bt = _drift_backtest({"stepped": [0.0, 0.0], "grew": [0.0, 0.0], "none": [0.0]})
+    chosen = pd.Series({"stepped": "m", "grew": "m", "none": "x"})  # "none": no backtest of x
+    h = 8
+    mean = np.vstack([np.full(h, 50.0), np.full(h, 300.0), np.full(h, 10.0)])
+    # backtest: normalizer 2 on a mean of 100 + k (relative 2 / (100 + k)); final fits below
+    rel_bt = 2.0 / (100.0 + np.arange(1, 7))
+    d = np.vstack(
+        [
+            np.r_[3 * rel_bt * 50.0, [9.0, 9.0]],  # 3x as wide relative to its forecast
+            np.r_[rel_bt * 300.0, [6.0, 6.0]],  # as wide relative to a level 3x as high
+            np.full(h, 5.0),
+        ]
+    )
+    g = iv.normalizer_growth(bt, chosen, ["stepped", "grew", "none"], mean, d)
+    np.testing.assert_allclose(g, [3.0, 1.0, 1.0])
+    # never below 1: a final fit narrower than its backtest is not a reason to widen it
+    assert iv.normalizer_growth(bt, chosen, ["grew"], mean[1:2], d[1:2] / 4)[0] == 1.0
+
+
 def test_theta_sigma_is_the_ima11_forecast_sd() -> None:
     """Theta's h-step sd against the psi-weights of the ARIMA(0,1,1) it is equivalent to (MA
     coefficient alpha - 1), computed independently by statsmodels' ``arma2ma``: calm series
@@ -212,4 +235,58 @@ def test_combined_sigma_is_the_weighted_geometric_mean() -> None:
     assert np.isnan(combined_sigma(np.array([[np.nan], [4.0]]), np.array([0.5, 0.5]))).all()
     np.testing.assert_allclose(
         combined_sigma(s[:, :2], np.array([0.25, 0.75])), 4**0.75 * np.array([1.0, 2.0])
+    )
+
+
+def test_a_member_forecasting_a_negative_cost_leaves_the_combination() -> None:
+    """A labor line that stepped down twice at the end (45.6k for three years, 30.4k, 15.2k; 1 %
+    noise): ETS and SARIMAX read the steps as a trend and forecast below 0 within months. The
+    combination leaves them out for that series (and only there), so its forecast is the member
+    that stays, never negative; the fitted ensemble (what the registry stores and ``reproduce``
+    runs) gives the same numbers. Before, the combination fell to 0 by month 7."""
+    from pipeline.models.ensemble import kept_members
+
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2023-01-01", periods=40, freq="MS")
+    heads = np.r_[np.full(36, 3.0), np.full(2, 2.0), np.full(2, 1.0)]
+    hist = pd.concat(
+        [
+            pd.DataFrame({"unique_id": "labor", "ds": ds, "y": heads * 15200 * rng.normal(1, 0.01, 40)}),
+            pd.DataFrame({"unique_id": "steady", "ds": ds, "y": 1000 + 5 * np.arange(40) + rng.normal(0, 20, 40)}),
+        ]
+    )  # fmt: skip
+    cfg = ForecastConfig(horizon=18, models=("ets", "theta", "sarimax", "ensemble"), n_paths=100)
+    res = run_forecast(hist, cfg, progress=False)
+    allf = res.all_forecasts.set_index(["model", "unique_id"])
+    members = [m for m in res.ensemble_weights if res.ensemble_weights[m] > 0]
+    assert set(members) == {"ets", "theta", "sarimax"}
+    # a member's published forecast is clipped at 0: 0 in a month is a negative forecast there
+    out = {m for m in members if (allf.loc[(m, "labor"), "mean"] <= 0).any()}
+    assert "ets" in out and "theta" not in out  # the case this is about
+
+    def combination(uid: str, kept: list[str]) -> np.ndarray:
+        w = np.array([res.ensemble_weights[m] for m in kept])
+        return sum(
+            wi * allf.loc[(m, uid), "mean"].to_numpy()
+            for wi, m in zip(w / w.sum(), kept, strict=True)
+        )
+
+    ens = allf.loc[("ensemble", "labor"), "mean"].to_numpy()
+    np.testing.assert_allclose(ens, combination("labor", [m for m in members if m not in out]))
+    assert (ens > 0).all() and abs(ens[0] / 15200 - 1) < 0.05
+    # the steady series keeps every member: its combination is the plain weighted mean
+    steady = allf.loc[("ensemble", "steady"), "mean"].to_numpy()
+    np.testing.assert_allclose(steady, combination("steady", members))
+    # the fitted ensemble predicts the same
+    pred = res.fitted["ensemble"].predict(18, level=(80,))
+    np.testing.assert_allclose(
+        pred.loc[pred["unique_id"] == "labor", "mean"].to_numpy(), ens, rtol=1e-9
+    )
+    # (members x series) series 0: every member below 0, all stay; series 1: the first member
+    # leaves; series 2 is a credit line (history below 0): nothing is filtered
+    np.testing.assert_array_equal(
+        kept_members(
+            np.array([[True, True, True], [True, False, True]]), np.array([True, True, False])
+        ),
+        [[True, False, True], [True, True, True]],
     )
