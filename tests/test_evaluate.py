@@ -35,6 +35,26 @@ def test_band_table_scores_a_perfect_forecast_as_perfect() -> None:
     assert isinstance(t, pd.DataFrame)
 
 
+def test_pooled_coverage_counts_every_month_of_every_run() -> None:
+    """Two runs of one model: 10 months all inside, 30 months half inside. The pooled share is
+    25 of 40 months (0.625); the median of the runs' shares would say 0.75."""
+    from pipeline.evaluate import pooled_coverage
+
+    runs = pd.DataFrame(
+        {
+            "collection": "c",
+            "model": "m",
+            "band": "1-6",
+            "coverage_80": [1.0, 0.5],
+            "coverage_95": [1.0, 29 / 30],
+            "points": [10, 30],
+        }
+    )
+    out = pooled_coverage(runs, ["collection", "model", "band"]).iloc[0]
+    assert out["pooled_80"] == pytest.approx(25 / 40)
+    assert out["pooled_95"] == pytest.approx(39 / 40)
+
+
 def test_generated_plan_knows_the_future_runs_and_only_them() -> None:
     from pipeline.estimate import estimate_from_plan
 
