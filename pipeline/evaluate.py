@@ -346,10 +346,13 @@ def pooled_coverage(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     median run holds more than 80 % and a few runs much less. The pooled share is the one a
     calibrated band matches; the median is the one the aims were written in."""
     cov = [c for c in runs.columns if c.startswith("coverage_")]
-    inside = runs[cov].mul(runs["points"], axis=0)
-    sums = inside.assign(points=runs["points"]).groupby([runs[k] for k in keys], sort=False).sum()
-    out = sums[cov].div(sums["points"], axis=0)
-    return out.rename(columns={c: "pooled_" + c.removeprefix("coverage_") for c in cov})
+    by = [runs[k] for k in keys]
+    out = {}
+    for c in cov:  # a run without that band (no bounds) counts neither inside nor in the months
+        pts = runs["points"].where(runs[c].notna())
+        inside = (runs[c] * pts).groupby(by, sort=False).sum(min_count=1)
+        out["pooled_" + c.removeprefix("coverage_")] = inside / pts.groupby(by, sort=False).sum()
+    return pd.DataFrame(out)
 
 
 def summary(med: pd.DataFrame, promos: pd.DataFrame) -> list[str]:

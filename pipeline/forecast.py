@@ -387,7 +387,8 @@ def backtest_step(
             weights = {m: 1.0 / len(base) for m in base}
         if len(bt):
             bt = pd.concat(
-                [bt, combine_backtest(bt, weights, nonneg=never_negative(hist))], ignore_index=True
+                [bt, combine_backtest(bt, weights, nonneg=never_negative_at(hist, bt))],
+                ignore_index=True,
             )
             pooled = _pooled_mase(bt)
     return bt, events, pooled, weights
@@ -430,6 +431,16 @@ def never_negative(hist: pd.DataFrame) -> pd.Series:
     return hist.groupby(UID, sort=False)[Y].min() >= 0
 
 
+def never_negative_at(hist: pd.DataFrame, bt: pd.DataFrame) -> pd.Series:
+    """:func:`never_negative` per (series, backtest cutoff), from the months up to the cutoff
+    only: a window does not know of a credit that came after it."""
+    parts = {c: never_negative(hist[hist[DS] <= c]) for c in pd.unique(bt[CUTOFF]) if pd.notna(c)}
+    if not parts:
+        return pd.Series(dtype=bool)
+    out = pd.concat(parts, names=[CUTOFF, UID]).swaplevel()
+    return out.rename_axis([UID, CUTOFF])
+
+
 def final_fits(
     hist: pd.DataFrame,
     names: list[str],
@@ -455,7 +466,9 @@ def final_fits(
     if ENSEMBLE in names:
         members = {m: fitted[m] for m in weights if m in fitted}
         nonneg = never_negative(hist)
-        fitted[ENSEMBLE] = Ensemble.from_fitted(members, weights, nonneg.to_dict())
+        fitted[ENSEMBLE] = Ensemble.from_fitted(
+            members, weights, nonneg.to_dict(), months=config.horizon
+        )
         allm = pd.concat([frames[m].assign(**{MODEL: m}) for m in weights if m in frames])
         ens = grouped_combination(allm, weights, [UID, DS], nonneg)
         frames[ENSEMBLE] = _future_frame(ens[[UID, DS, MEAN, SIGMA, FALLBACK]])

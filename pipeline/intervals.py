@@ -414,14 +414,20 @@ def normalizer_growth(
 ) -> np.ndarray:
     """Per series (``ids``), how much wider, relative to its forecast, the final fit's normalizer
     ``d`` (n, h) is than its selected model's was in the backtest: the median over the backtest's
-    horizons of ``d / mean`` over the windows' mean of ``normalizer / mean``, at least 1 (1 without
+    horizons of ``d / mean`` over the windows' median of ``normalizer / mean``, at least 1 (1 without
     a backtest or where a forecast is not positive). Relative, so that a series that grew is not
     taken for one whose errors did.
 
     :func:`series_scale` measures errors against the backtest's sigma. When the history ends after
     a step the backtest windows saw (a labor line after a layoff), the final fit's sigma already
     holds that step: multiplying it by the scale as well counted the step twice (a 45k line got a
-    band from 0 to 250k)."""
+    band from 0 to 250k). The windows' median, not their mean: one window forecasting next to
+    nothing would make its relative width, and so the growth's reference, huge.
+
+    The error pools (:func:`scale_corrected`) still scale each window by the other windows' whole
+    scale: a late window whose fit had seen a step counts it twice there, so such a series'
+    pooled errors are somewhat smaller than its band assumes. ``phasecast evaluate``'s coverage
+    includes that."""
     out = np.ones(len(ids))
     if bt.empty or not len(ids):
         return out
@@ -434,7 +440,7 @@ def normalizer_growth(
     nb = (
         pd.DataFrame({UID: mine[UID].to_numpy(), "h": mine["h"].to_numpy(int), "n": rel})
         .groupby([UID, "h"])["n"]
-        .mean()
+        .median()
         .unstack("h")
         .reindex(index=ids)
     )

@@ -53,6 +53,10 @@ def test_pooled_coverage_counts_every_month_of_every_run() -> None:
     out = pooled_coverage(runs, ["collection", "model", "band"]).iloc[0]
     assert out["pooled_80"] == pytest.approx(25 / 40)
     assert out["pooled_95"] == pytest.approx(39 / 40)
+    # a run without a band (no bounds: NaN) counts neither inside nor in the months
+    runs.loc[1, "coverage_95"] = np.nan
+    out = pooled_coverage(runs, ["collection", "model", "band"]).iloc[0]
+    assert out["pooled_95"] == 1.0 and out["pooled_80"] == pytest.approx(25 / 40)
 
 
 def test_generated_plan_knows_the_future_runs_and_only_them() -> None:

@@ -201,6 +201,42 @@ def test_normalizer_growth_is_the_relative_widening_since_the_backtest() -> None
     np.testing.assert_allclose(g, [3.0, 1.0, 1.0])
     # never below 1: a final fit narrower than its backtest is not a reason to widen it
     assert iv.normalizer_growth(bt, chosen, ["grew"], mean[1:2], d[1:2] / 4)[0] == 1.0
+    # the median over the horizons (ratios 2, 2, 2, 2, 3, 9: 2, where the mean is 3.3) and over
+    # the windows (one window forecasting next to nothing does not set the reference)
+    uneven = d[0:1] / 3 * np.r_[[2, 2, 2, 2, 3, 9], [1, 1]]
+    assert iv.normalizer_growth(bt, chosen, ["stepped"], mean[0:1], uneven)[0] == pytest.approx(2)
+    tiny = bt.copy()
+    tiny.loc[(tiny["unique_id"] == "stepped") & (tiny["window"] == 0), "mean"] = 1e-9
+    tiny = pd.concat([tiny, bt[bt["unique_id"] == "stepped"].assign(window=2)])
+    g = iv.normalizer_growth(tiny, chosen, ["stepped"], mean[0:1], d[0:1])
+    assert g[0] == pytest.approx(3.0)
+
+
+def test_backtest_windows_leave_out_negative_members_by_what_they_knew() -> None:
+    """The backtest's combination applies the rule per series and window: a member forecasting a
+    negative month of a never-negative series leaves that window; whether the series is never
+    negative is read from the months up to the window's cutoff (a credit after it is unknown)."""
+    from pipeline.forecast import never_negative_at
+    from pipeline.models.ensemble import combine_backtest
+
+    rows = []
+    for cutoff, a_mean in (("2025-01-01", [5.0, -1.0]), ("2025-02-01", [6.0, -2.0])):
+        for model, mean in (("a", a_mean), ("b", [10.0, 10.0])):
+            for k, m in enumerate(mean, start=1):
+                ds = pd.Timestamp(cutoff) + pd.DateOffset(months=k)
+                rows.append({"unique_id": "s", "cutoff": pd.Timestamp(cutoff), "ds": ds, "h": k,
+                             "model": model, "y": 9.0, "mean": m, "sigma": 1.0, "scale": 1.0,
+                             "window": 0, "fallback": False})  # fmt: skip
+    bt = pd.DataFrame(rows)
+    months = pd.date_range("2024-01-01", "2025-02-01", freq="MS")
+    y = np.full(len(months), 10.0)
+    y[-1] = -3.0  # a credit in February 2025: after the first window's cutoff, not the second's
+    hist = pd.DataFrame({"unique_id": "s", "ds": months, "y": y})
+    nn = never_negative_at(hist, bt)
+    assert nn[("s", pd.Timestamp("2025-01-01"))] and not nn[("s", pd.Timestamp("2025-02-01"))]
+    ens = combine_backtest(bt, {"a": 0.5, "b": 0.5}, nonneg=nn).set_index("cutoff")["mean"]
+    np.testing.assert_allclose(ens.loc["2025-01-01"], [10.0, 10.0])  # "a" left out
+    np.testing.assert_allclose(ens.loc["2025-02-01"], [8.0, 4.0])  # a credit line: both stay
 
 
 def test_theta_sigma_is_the_ima11_forecast_sd() -> None:
@@ -240,10 +276,10 @@ def test_combined_sigma_is_the_weighted_geometric_mean() -> None:
 
 def test_a_member_forecasting_a_negative_cost_leaves_the_combination() -> None:
     """A labor line that stepped down twice at the end (45.6k for three years, 30.4k, 15.2k; 1 %
-    noise): ETS and SARIMAX read the steps as a trend and forecast below 0 within months. The
-    combination leaves them out for that series (and only there), so its forecast is the member
-    that stays, never negative; the fitted ensemble (what the registry stores and ``reproduce``
-    runs) gives the same numbers. Before, the combination fell to 0 by month 7."""
+    noise): ETS reads the steps as a trend and forecasts below 0 within months. The combination
+    leaves it out for that series (and only there), so its forecast is the mean of the members
+    that stay, never negative; the fitted ensemble (what the registry stores and ``reproduce``
+    runs) gives the same numbers, for a shorter horizon too."""
     from pipeline.models.ensemble import kept_members
 
     rng = np.random.default_rng(5)
@@ -277,11 +313,11 @@ def test_a_member_forecasting_a_negative_cost_leaves_the_combination() -> None:
     # the steady series keeps every member: its combination is the plain weighted mean
     steady = allf.loc[("ensemble", "steady"), "mean"].to_numpy()
     np.testing.assert_allclose(steady, combination("steady", members))
-    # the fitted ensemble predicts the same
-    pred = res.fitted["ensemble"].predict(18, level=(80,))
-    np.testing.assert_allclose(
-        pred.loc[pred["unique_id"] == "labor", "mean"].to_numpy(), ens, rtol=1e-9
-    )
+    # the fitted ensemble predicts the same, and its first 6 months alike when asked for 6
+    for h in (18, 6):
+        pred = res.fitted["ensemble"].predict(h, level=(80,))
+        got = pred.loc[pred["unique_id"] == "labor", "mean"].to_numpy()
+        np.testing.assert_allclose(got, ens[:h], rtol=1e-9)
     # (members x series) series 0: every member below 0, all stay; series 1: the first member
     # leaves; series 2 is a credit line (history below 0): nothing is filtered
     np.testing.assert_array_equal(

@@ -293,12 +293,13 @@ def _scan_by_hash(
 
     Grouping on one integer instead of ~15 text columns halves the scan. Every group also carries
     ``g``, a second hash of the same fields combined in reverse order: two combinations that share
-    ``k`` (a collision of the 64-bit combination) differ in ``g``, a ``k`` whose rows have two values
+    ``k`` (a collision of the 64-bit combination) differ in ``g`` (but for another 64-bit chance), a ``k`` whose rows have two values
     of ``g`` covers two combinations, and the caller then groups on the text itself. The text read
     back must hash to its ``k`` and ``g`` too. What this does not see is two values of one field
     whose own 64-bit hashes are equal and that appear with every other field the same: for a file
-    with a million distinct values of a field, a chance of about 1 in 10^7. Money stays exact even
-    then (the sums are over the rows); only that group's text would be one of the two. Prefixing each
+    with a million distinct values of a field, a chance of about 1 in 4 x 10^7. The file's totals
+    stay exact even then (the sums are over the rows), but that group's cost would be attributed
+    with the text (team, service, tags) of one of the two combinations. Prefixing each
     field before ``g`` (a different hash per value) closed that too, for about a fifth of the scan's time."""
     f = [f"f_{x}" for x in text]
 

@@ -84,21 +84,28 @@ def combined_sigma(sigmas: np.ndarray, w: np.ndarray) -> np.ndarray:
     ww = np.asarray(w, dtype=float)
     if ww.ndim == 1:
         ww = ww.reshape((-1,) + (1,) * (s.ndim - 1))
+    used = ww > 0  # a member without weight adds nothing, not even a NaN or an inf
     return _sigma_from_sums(
-        (ww * _log_sigma(s)).sum(axis=0),
-        (ww * s).sum(axis=0),
+        np.where(used, ww * _log_sigma(s), 0.0).sum(axis=0),
+        np.where(used, ww * s, 0.0).sum(axis=0),
         ww.sum(axis=0),
-        ((s <= 0) & (ww > 0)).sum(axis=0),
+        ((s <= 0) & used).sum(axis=0),
     )
 
 
-def kept_members(negative: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
+def kept_members(
+    negative: np.ndarray, nonneg: np.ndarray, present: np.ndarray | None = None
+) -> np.ndarray:
     """Which members stay in a series' combination, (members, series) bools from ``negative``
-    (the member forecasts a negative month of that series) and ``nonneg`` (per series: its history
-    is never negative). A never-negative series leaves out the members forecasting a negative cost,
-    unless every member does (then all stay: the forecast is what they say)."""
-    keep = ~(np.asarray(negative, bool) & np.asarray(nonneg, bool)[None, :])
-    keep[:, ~keep.any(axis=0)] = True
+    (the member forecasts a negative month of that series), ``nonneg`` (per series: its history
+    is never negative) and ``present`` (the member has weight and a forecast of that series; all by
+    default). A never-negative series leaves out the members forecasting a negative cost, unless
+    every member present does (then they all stay: the forecast is what they say)."""
+    neg = np.asarray(negative, bool)
+    there = np.ones_like(neg) if present is None else np.asarray(present, bool)
+    keep = there & ~(neg & np.asarray(nonneg, bool)[None, :])
+    none = ~keep.any(axis=0)
+    keep[:, none] = there[:, none]
     return keep
 
 
@@ -114,9 +121,11 @@ def combine(
     s = np.stack([np.asarray(x, dtype=float) for x in sigmas])
     w = np.broadcast_to(np.asarray(weights, dtype=float)[:, None, None], m.shape).copy()
     if nonneg is not None and m.ndim == 3:
-        w *= kept_members(np.nanmin(m, axis=2) < 0, nonneg)[:, :, None]
+        with np.errstate(invalid="ignore"):
+            negative = np.nanmin(np.where(np.isnan(m), np.inf, m), axis=2) < 0
+        w *= kept_members(negative, nonneg, present=w[:, :, 0] > 0)[:, :, None]
     w /= w.sum(axis=0, keepdims=True)
-    return (w * m).sum(axis=0), combined_sigma(s, w)
+    return np.where(w > 0, w * m, 0.0).sum(axis=0), combined_sigma(s, w)
 
 
 class Ensemble(Forecaster):
@@ -137,15 +146,19 @@ class Ensemble(Forecaster):
         members: Mapping[str, Forecaster],
         weights: Mapping[str, float],
         nonneg: Mapping[str, bool] | None = None,
+        months: int | None = None,
     ) -> Ensemble:
         """An ensemble over already-fitted members (the job fits each model once); ``nonneg``:
-        per series, whether its history is never negative (:func:`kept_members`)."""
+        per series, whether its history is never negative (:func:`kept_members`); ``months``: how
+        many months decide who stays (the job's horizon), so a shorter ``predict`` gives the
+        same first months as the job published."""
         names = tuple(n for n in weights if n in members)
         ens = cls(members=names, weights={n: float(weights[n]) for n in names})
         first = members[names[0]]
         ens.ids_ = first.ids_
         ens.last_ds_ = first.last_ds_
         ens.nonneg_ = {str(u): bool((nonneg or {}).get(u, False)) for u in first.ids_}
+        ens.decide_months_ = months
         ens.fallback_ids_ = set()
         ens.members_ = {n: members[n] for n in names}
         ens.failed_members_ = {}
@@ -165,10 +178,15 @@ class Ensemble(Forecaster):
         if not self.members_:
             raise RuntimeError(f"no ensemble member could be fitted: {self.failed_members_}")
         self.nonneg_ = {str(u): bool(v) for u, v in (df.groupby(UID)[Y].min() >= 0).items()}
+        self.decide_months_: int | None = None
 
-    def _predict(self, h: int, X_future: pd.DataFrame | None) -> SeriesForecast:
+    def _predict(self, h_out: int, X_future: pd.DataFrame | None) -> SeriesForecast:
         from pipeline.backtest import native_sigma
 
+        # who stays is decided on the job's horizon (decide_months_), whatever is asked for
+        h = max(h_out, getattr(self, "decide_months_", None) or h_out)
+        if h > h_out and X_future is not None and X_future[DS].nunique() < h:
+            h = h_out  # drivers for fewer months than the job's: decide on what there is
         key = pd.MultiIndex.from_arrays(
             [np.repeat(self.ids_, h), np.tile(np.arange(h), len(self.ids_))]
         )
@@ -189,7 +207,7 @@ class Ensemble(Forecaster):
         nn = getattr(self, "nonneg_", {})  # versions stored before the rule: no member left out
         nonneg = np.array([nn.get(str(u), False) for u in self.ids_], dtype=bool)
         mean, sigma = combine(means, sigmas, ws, nonneg)
-        return SeriesForecast(mean, sigma)
+        return SeriesForecast(mean[:, :h_out], sigma[:, :h_out])
 
 
 def grouped_combination(
@@ -200,8 +218,9 @@ def grouped_combination(
 ) -> pd.DataFrame:
     """Per ``keys`` group of member rows (column ``model``): the weighted mean of ``mean``, the
     :func:`combined_sigma` of ``sigma``, whether any member fell back, and the first value of every
-    other column. With ``nonneg`` (per series id: history never negative), a member forecasting a
-    negative month of a forecast (``keys`` but the month) weighs 0 in it (:func:`kept_members`)."""
+    other column. With ``nonneg`` (history never negative, indexed by ``keys`` but the month: the
+    series id, or the id and the backtest cutoff), a member forecasting a negative month of such a
+    forecast weighs 0 in it (:func:`kept_members`)."""
     from pipeline.backtest import FALLBACK, SIGMA
     from pipeline.frames import MODEL
 
@@ -217,13 +236,17 @@ def grouped_combination(
         member = pd.factorize(sub[MODEL])[0]
         negative = np.zeros((member.max() + 1, forecast.max() + 1), dtype=bool)
         negative[member, forecast] = neg
+        present = np.zeros_like(negative)
+        present[member, forecast] = True
+        at = sub[run[0]] if len(run) == 1 else pd.MultiIndex.from_frame(sub[run])
         nn = np.zeros(forecast.max() + 1, dtype=bool)
-        nn[forecast] = sub[UID].map(nonneg).fillna(False).to_numpy(bool)
-        sub["_w"] *= kept_members(negative, nn)[member, forecast]
-    sub["_wm"] = sub["_w"] * sub[MEAN]
-    sub["_wl"] = sub["_w"] * _log_sigma(sig)
-    sub["_wa"] = sub["_w"] * sig
-    sub["_np"] = (sig <= 0) & (sub["_w"].to_numpy() > 0)
+        nn[forecast] = nonneg.reindex(at).fillna(False).to_numpy(bool)
+        sub["_w"] *= kept_members(negative, nn, present)[member, forecast]
+    used = sub["_w"].to_numpy() > 0  # a member without weight adds nothing, not even a NaN
+    sub["_wm"] = np.where(used, sub["_w"] * sub[MEAN], 0.0)
+    sub["_wl"] = np.where(used, sub["_w"] * _log_sigma(sig), 0.0)
+    sub["_wa"] = np.where(used, sub["_w"] * sig, 0.0)
+    sub["_np"] = (sig <= 0) & used
     g = sub.groupby(keys, sort=False)
     sums = g[["_wm", "_wl", "_wa", "_w", "_np"]].sum()
     rest = [
