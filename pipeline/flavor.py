@@ -244,12 +244,37 @@ def role_forecast(
     return model.predict(int(spec["horizon"]), level=tuple(spec["levels"]), X_future=xf)
 
 
+def encode_forms(forms: Any) -> Any:
+    """Model forms (nested tuples of str, bool, int, None) as JSON that keeps the tuples."""
+    if isinstance(forms, dict):
+        return {str(k): encode_forms(v) for k, v in forms.items()}
+    if isinstance(forms, tuple | list):
+        return {"__tuple__": [encode_forms(v) for v in forms]}
+    if isinstance(forms, np.generic):
+        return forms.item()
+    return forms
+
+
+def decode_forms(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tuple__"}:
+            return tuple(decode_forms(v) for v in obj["__tuple__"])
+        return {k: decode_forms(v) for k, v in obj.items()}
+    return obj
+
+
 def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
+    """A version's model: restored from its state, or re-fitted on its logged series with the
+    model forms (ETS form, SARIMA order) the run fitted it with (``forms`` in the spec). The run
+    chose a series' form on its earliest backtest window and kept it; a fresh search on the whole
+    history could pick another (a SARIMA order whose forecast ran to -1M on the demo's labor)."""
     from pipeline.models import make_model
 
     model = make_model(spec["model"], **decode_params(spec["params"], artifacts))
     if spec["state"] == "state":
         return read_state(model, Path(artifacts["state"]))
+    if spec.get("forms"):
+        model.given_forms_ = decode_forms(spec["forms"])
     series = pd.read_parquet(artifacts["series"])
     return model.fit(series)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.flavor import encode_forms
 from pipeline.forecast import ForecastResult
 from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y
 
@@ -159,6 +160,9 @@ def _models_to_log(
             "series_sha256": checks["series_sha256"],
             "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step},
         }
+        forms = getattr(model, "forms_", None)
+        if forms:  # what a refit needs to make the same fit (flavor.build_model)
+            spec["forms"] = encode_forms(forms)
         spec["fingerprint"] = tr.fingerprint(
             {"conf": conf, "series": checks["series_sha256"], "as_of": as_of, **drv}
         )

@@ -185,7 +185,7 @@ def test_monthly_run_reads_the_traffic_plan_and_reproduces_it(home_copy) -> None
     paths = home_copy
     fc = ForecastConfig(
         horizon=6,
-        models=("seasonal_naive", "unit_cost"),
+        models=("seasonal_naive", "unit_cost", "sarimax"),
         n_windows=2,
         n_paths=200,
         reconcile=True,
@@ -225,6 +225,14 @@ def test_monthly_run_reads_the_traffic_plan_and_reproduces_it(home_copy) -> None
     reproduced, logged, _ = Tracker(TrackingConfig.for_paths(paths)).reproduce(
         "phasecast-unit_cost", version=1
     )
+    ok, why = same_frame(reproduced, logged)
+    assert ok, why
+    # SARIMAX (with the requests as its driver) is stored as a re-fit: it re-fits with the orders
+    # the run fitted it with, and re-forecasts exactly
+    reproduced, logged, mv = Tracker(TrackingConfig.for_paths(paths)).reproduce(
+        "phasecast-sarimax", version=1
+    )
+    assert mv.tags.get("state") == "refit"
     ok, why = same_frame(reproduced, logged)
     assert ok, why
     # no traffic section: no driver, no unit_cost, the job runs as before

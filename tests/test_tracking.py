@@ -177,3 +177,35 @@ def test_failed_block_marks_run_failed(tmp_path: Path) -> None:
     )
     run2 = tr.client.get_run(rid2)
     assert run2.info.status == "FAILED" and run2.data.params["a.b"] == "1"
+
+
+def test_a_refit_uses_the_forms_the_run_fitted_with() -> None:
+    """The run picks a series' SARIMA order and ETS form on its earliest backtest window and keeps
+    them on the longer histories; a stored version re-fitted from scratch searched again and could
+    pick another. With the forms written in its spec (tuples kept through JSON) the re-fit makes
+    the same fit, without a search, and the same forecast to the last digit."""
+    import json
+
+    from pipeline.flavor import decode_forms, encode_forms
+    from pipeline.models.stats import reset_form_cache
+
+    rng = np.random.default_rng(11)
+    ds = pd.date_range("2022-01-01", periods=40, freq="MS")
+    y = 1000 + np.cumsum(rng.normal(5, 30, 40)) + 80 * np.sin(np.arange(40) / 12 * 2 * np.pi)
+    df = pd.DataFrame({"unique_id": "s", "ds": ds, "y": y})
+    for name in ("sarimax", "ets", "ensemble"):
+        reset_form_cache()
+        make_model(name).fit(df.iloc[:26])  # the earliest window: the search
+        run = make_model(name).fit(df)  # the final fit: the form reused
+        forms = decode_forms(json.loads(json.dumps(encode_forms(run.forms_))))
+        assert forms == run.forms_, name
+        reset_form_cache()
+        refit = make_model(name)
+        refit.given_forms_ = forms
+        refit.fit(df)
+        assert refit.forms_ == run.forms_, name
+        if name != "ensemble":  # fitted with the given form, no search
+            assert not any(st.selected for st in refit.states_.values()), name
+        a, b = run.predict(18, level=(80,)), refit.predict(18, level=(80,))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    reset_form_cache()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,9 @@ class Forecaster:
     name: ClassVar[str] = "base"
     supports_intervals: ClassVar[bool] = True
     uses_exogenous: ClassVar[bool] = False
+    #: per series (per member for a combination), the model form to fit instead of searching
+    #: one: set by ``flavor.build_model`` to refit a stored version as the run fitted it
+    given_forms_: dict[str, Any] | None = None
     deterministic: ClassVar[bool] = True
 
     # --- public protocol -------------------------------------------------

@@ -170,15 +170,24 @@ class Ensemble(Forecaster):
 
         self.members_: dict[str, Forecaster] = {}
         self.failed_members_: dict[str, str] = {}
+        given = getattr(self, "given_forms_", None) or {}
         for name in self.members:
             try:
-                self.members_[name] = make_model(name).fit(df)
+                member = make_model(name)
+                if name in given:
+                    member.given_forms_ = given[name]
+                self.members_[name] = member.fit(df)
             except Exception as exc:  # a member that cannot fit leaves the combination, recorded
                 self.failed_members_[name] = f"{type(exc).__name__}: {exc}"
         if not self.members_:
             raise RuntimeError(f"no ensemble member could be fitted: {self.failed_members_}")
         self.nonneg_ = {str(u): bool(v) for u, v in (df.groupby(UID)[Y].min() >= 0).items()}
         self.decide_months_: int | None = None
+
+    @property
+    def forms_(self) -> dict[str, dict[str, object]]:
+        """Per member, the forms its series were fitted with (see ``PerSeriesForecaster``)."""
+        return {n: m.forms_ for n, m in self.members_.items() if hasattr(m, "forms_")}
 
     def _predict(self, h_out: int, X_future: pd.DataFrame | None) -> SeriesForecast:
         from pipeline.backtest import native_sigma

@@ -165,8 +165,11 @@ class PerSeriesForecaster(Forecaster):
             y = g[Y].to_numpy(dtype=float)
             raw[str(uid)] = y
             hint = None
+            given = getattr(self, "given_forms_", None) or {}
             prev = _FORMS.get((key, str(uid))) if self.reuse_forms else None
-            if (
+            if str(uid) in given:  # the forms a stored version was fitted with (reproduce)
+                hint = given[str(uid)]
+            elif (
                 prev is not None
                 and len(y) > len(prev[0])
                 and (self.reuse_growth is None or len(y) <= self.reuse_growth * len(prev[0]))
@@ -201,6 +204,9 @@ class PerSeriesForecaster(Forecaster):
                     _FORMS[(key, st.uid)] = (raw[st.uid], st.form)
         self.states_ = {s.uid: s for s in states}
         self.specs_ = {s.uid: s.spec for s in states}
+        # the form each series was fitted with (searched or reused): a refit with these as
+        # ``given_forms_`` makes the same fit without the backtest that chose them
+        self.forms_ = {s.uid: s.form for s in states if s.ok and s.form is not None}
         self.fallback_ids_ |= {s.uid for s in states if not s.ok}
 
     def _future_exog(self, X_future: pd.DataFrame | None, uid: str, h: int) -> np.ndarray | None:
