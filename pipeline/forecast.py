@@ -88,6 +88,7 @@ from pipeline.models.ensemble import (
     Ensemble,
     combine_backtest,
     grouped_combination,
+    never_negative,
     trimmed_equal_weights,
 )
 from pipeline.plan import Plan
@@ -424,11 +425,6 @@ def selection_step(
         for a in _ancestors(uid, ids):
             selection.loc[selection[UID] == ids[a], "reason"] += f"; includes plan-driven {uid}"
     return selection, model_choice, plan_ids
-
-
-def never_negative(hist: pd.DataFrame) -> pd.Series:
-    """Per series: whether its history is never negative (a cost, not a credit line)."""
-    return hist.groupby(UID, sort=False)[Y].min() >= 0
 
 
 def never_negative_at(hist: pd.DataFrame, bt: pd.DataFrame) -> pd.Series:

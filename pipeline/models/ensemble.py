@@ -93,6 +93,11 @@ def combined_sigma(sigmas: np.ndarray, w: np.ndarray) -> np.ndarray:
     )
 
 
+def never_negative(hist: pd.DataFrame) -> pd.Series:
+    """Per series: whether its history is never negative (a cost, not a credit line)."""
+    return hist.groupby(UID, sort=False)[Y].min() >= 0
+
+
 def kept_members(
     negative: np.ndarray, nonneg: np.ndarray, present: np.ndarray | None = None
 ) -> np.ndarray:
@@ -181,7 +186,7 @@ class Ensemble(Forecaster):
                 self.failed_members_[name] = f"{type(exc).__name__}: {exc}"
         if not self.members_:
             raise RuntimeError(f"no ensemble member could be fitted: {self.failed_members_}")
-        self.nonneg_ = {str(u): bool(v) for u, v in (df.groupby(UID)[Y].min() >= 0).items()}
+        self.nonneg_ = {str(u): bool(v) for u, v in never_negative(df).items()}
         self.decide_months_: int | None = None
 
     @property
