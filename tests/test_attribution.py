@@ -402,6 +402,12 @@ def test_usage_splits_unallocated_gpu_cost_exactly_per_pool(tmp_path: Path) -> N
     assert shares == pytest.approx({"pretraining": 2 / 3, "fine_tuning": 1 / 3})
     # the facts themselves are not changed by allocation
     assert _q(db, "SELECT count(*) FROM daily_facts WHERE method LIKE 'usage%'") == [(0,)]
+    # and are stored once: only the 5 unallocated GPU rows have parts of their own, 4 split into 2 + 2
+    # + 1 + 2 parts, the one of 09-02 (no usage) whole; the tagged GPU row and the CPU row have none
+    assert _q(
+        db,
+        "SELECT category, method LIKE 'usage%', count(*) FROM allocation_parts GROUP BY ALL ORDER BY ALL",
+    ) == [("compute_gpu", False, 1), ("compute_gpu", True, 7)]
 
 
 def test_allocation_does_not_depend_on_ingest_order(tmp_path: Path) -> None:
@@ -650,6 +656,28 @@ def test_a_warehouse_from_before_is_migrated_on_open(tmp_path: Path) -> None:
     )
     kinds = {k["kind"]: k["cost"] for k in attribution_report(db).by_kind}
     assert kinds["tag_or_rule"] == Decimal("10.5") and kinds["unallocated"] == Decimal("1.25")
+
+
+def test_a_warehouse_with_the_whole_copy_of_allocated_facts_is_migrated(tmp_path: Path) -> None:
+    """Earlier releases stored ``allocated_facts`` as a table, a second copy of every fact; the first
+    writable open makes it the view again, with the same rows, and a read-only open reads it as is."""
+    from pipeline.ingest.warehouse import connect
+
+    db = tmp_path / "wh.duckdb"
+    _ingest(db, [_gpu_bill(tmp_path)], usage=_gpu_usage(tmp_path))
+    rows = "SELECT * FROM cost_facts ORDER BY ALL"
+    expected = _q(db, rows)
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE old_copy AS SELECT * FROM allocated_facts")
+    con.execute("DROP VIEW allocated_facts; DROP TABLE allocation_parts")
+    con.execute("ALTER TABLE old_copy RENAME TO allocated_facts")
+    con.close()
+    assert _q(db, rows) == expected  # the old layout, read as it is
+    connect(db).close()
+    kinds = dict(_q(db, "SELECT table_name, table_type FROM information_schema.tables"))
+    assert kinds["allocated_facts"] == "VIEW" and kinds["allocation_parts"] == "BASE TABLE"
+    assert _q(db, rows) == expected
+    assert _totals(db, "allocated_facts") == _totals(db, "daily_facts")
 
 
 def test_usage_without_gpu_models_splits_the_whole_day(tmp_path: Path) -> None:

@@ -508,6 +508,16 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
                 w.delivery.id,
                 replaced[0],
             )
+        if len(w.staged) == 1:  # a file's stage rows are already one per fact key (attribute)
+            ((i, rep),) = _staged_reports(w)
+            con.execute(f"""
+                INSERT INTO daily_facts
+                SELECT day, billing_period, provider, billing_account, currency, phase, category, team, model,
+                       billed_cost, effective_cost, list_cost, contracted_cost, row_count, '{rep.sha256}',
+                       service, method, gpu, resource_id
+                FROM stage WHERE file_idx = {i}
+            """)
+            continue
         con.execute(f"""
             INSERT INTO daily_facts
             SELECT day, billing_period, provider, billing_account, currency, phase, category, team, model,

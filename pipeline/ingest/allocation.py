@@ -1,9 +1,11 @@
 """Usage-based allocation: GPU cost still unallocated after tags and rules, split by GPU-hours.
 
-``allocated_facts`` is derived: it is rebuilt from ``daily_facts`` and ``usage_daily`` at the end of every
-ingest transaction (billing, usage or labor), so the order in which billing and usage arrive does not
-matter, and the ingested facts are never changed (``--no-allocate`` rebuilds it without the split).
-Series building reads it through the view ``cost_facts``.
+``allocated_facts`` is derived: a view of the ``daily_facts`` rows no allocation touches, as stored, and of
+``allocation_parts``, the rest split. The parts are rebuilt from ``daily_facts`` and ``usage_daily`` at
+the end of every ingest transaction (billing, usage or labor), so the order in which billing and usage
+arrive does not matter, and the ingested facts are never changed (``--no-allocate`` rebuilds them
+without the split). Series building reads it through the view ``cost_facts``. (A warehouse written
+before stored it as a table, a whole second copy of the facts: the first writable open replaces it.)
 
 A ``daily_facts`` row is split when its category is ``compute_gpu`` and no tag or rule placed it
 (``method = 'unallocated'``). Its pool is the first of these with GPU-hours (``gpu_hours`` usage rows,
@@ -44,6 +46,18 @@ _KEYS = (
 #: stays far inside HUGEINT even for DECIMAL(38,18) money).
 _WEIGHT_SCALE = 10**3
 USAGE_METHOD = "usage:gpu_hours:"
+#: The ``daily_facts`` rows usage may split: GPU cost no tag or rule placed.
+CANDIDATE = (
+    "coalesce(category = 'compute_gpu' AND method = 'unallocated' AND phase = 'unallocated', false)"
+)
+#: ``allocated_facts``: the facts no allocation touches, as stored, and the parts of the rest.
+VIEW = f"""
+CREATE OR REPLACE VIEW allocated_facts AS
+SELECT {_KEYS}, CAST(1.0 AS DOUBLE) AS share, {", ".join(COSTS)}, file_sha256
+FROM daily_facts WHERE NOT {CANDIDATE}
+UNION ALL
+SELECT * FROM allocation_parts
+"""
 LEGACY_METHOD = "tag_or_rule"  # facts ingested before methods were recorded
 
 
@@ -72,11 +86,13 @@ def _scale(con: duckdb.DuckDBPyConnection) -> int:
     return int(scale)
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    (n,) = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()  # type: ignore[misc]
-    return bool(n)
+def _table_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """``'BASE TABLE'``, ``'VIEW'`` or None (no such name)."""
+    row = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        [name],
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 #: Attribution columns, added to tables of warehouses written before them (no-ops afterwards).
@@ -92,17 +108,23 @@ ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS grain VARCHAR;
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Add the attribution columns, create ``allocated_facts`` and the ``cost_facts`` view (a warehouse
-    from before: built once). Called by :func:`pipeline.ingest.warehouse.connect` after its schema."""
+    """Add the attribution columns, the view ``allocated_facts`` over ``daily_facts`` and its table of
+    parts, and the view ``cost_facts`` (a warehouse from before: built once). Called by
+    :func:`pipeline.ingest.warehouse.connect` after its schema."""
     con.execute(ATTRIBUTION_COLUMNS)
-    if not _has_table(con, "allocated_facts"):
+    kind = _table_type(con, "allocated_facts")
+    if kind is None:
         # Facts stored before attribution methods were recorded: their phase came from a tag or a rule.
         con.execute(
             "UPDATE daily_facts SET method = CASE WHEN phase = 'unallocated' THEN 'unallocated' "
             f"ELSE '{LEGACY_METHOD}' END WHERE method IS NULL"
         )
+    if kind != "VIEW":  # absent, or the whole copy of the facts an earlier release stored
+        con.execute("DROP TABLE IF EXISTS allocated_facts")
         rebuild(con, enabled=True)
-    if not _has_table(con, "cost_facts"):  # only when missing: an open must not rewrite the file
+    if (
+        _table_type(con, "cost_facts") is None
+    ):  # only when missing: an open must not rewrite the file
         con.execute("CREATE VIEW cost_facts AS SELECT * FROM allocated_facts")
 
 
@@ -111,18 +133,13 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
     transaction); raise :class:`PhasecastError` if the result does not add up to the facts."""
     scale = _scale(con)
     one = f"CAST('{10**-scale:.{scale}f}' AS DECIMAL(38,{scale}))" if scale else "1"
-    usage_cond = (
-        "category = 'compute_gpu' AND method = 'unallocated' AND phase = 'unallocated'"
-        if enabled
-        else "false"
-    )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE alloc_cand AS SELECT row_number() OVER () AS cid, * "
-        f"FROM daily_facts WHERE {usage_cond}"
+        f"FROM daily_facts WHERE {CANDIDATE}"
     )
     # Usage naming a resource that a candidate row of its day (month) carries forms that resource's
     # pool only (``own``): it is not counted again in the GPU-model and whole-day pools.
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE alloc_usage AS
         SELECT *, rid IS NOT NULL AND EXISTS (
                    SELECT 1 FROM alloc_cand c WHERE lower(c.resource_id) = u.rid
@@ -131,6 +148,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
         FROM (SELECT day, coalesce(grain, 'day') AS grain, phase, gpu, lower(resource_id) AS rid,
                      sum(value_sum) AS h
               FROM usage_daily WHERE lower(trim(metric)) = 'gpu_hours' AND value_sum > 0
+                                     AND {bool(enabled)}
               GROUP BY ALL) u
     """)
     options = []
@@ -181,11 +199,8 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
     )
     joins = " ".join(f"JOIN {c}_u ON {c}_u.cid = w.cid AND {c}_u.phase = w.phase" for c in COSTS)
     con.execute(f"""
-        CREATE OR REPLACE TABLE allocated_facts AS
+        CREATE OR REPLACE TABLE allocation_parts AS
         SELECT {_KEYS}, CAST(1.0 AS DOUBLE) AS share, {", ".join(COSTS)}, file_sha256
-        FROM daily_facts WHERE NOT ({usage_cond})
-        UNION ALL
-        SELECT {_KEYS}, 1.0, {", ".join(COSTS)}, file_sha256
         FROM alloc_cand WHERE cid NOT IN (SELECT cid FROM alloc_w)
         UNION ALL
         SELECT * FROM (
@@ -196,23 +211,25 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
             FROM alloc_w w JOIN alloc_cand f ON f.cid = w.cid {joins}
         )
     """)
+    con.execute(VIEW)
     (split,) = con.execute("SELECT count(DISTINCT cid) FROM alloc_w").fetchone()  # type: ignore[misc]
     (cands,) = con.execute("SELECT count(*) FROM alloc_cand").fetchone()  # type: ignore[misc]
-    con.execute("DROP TABLE alloc_cand; DROP TABLE alloc_usage; DROP TABLE alloc_w")
     _check_conserved(con)
-    return AllocationSummary(enabled, int(split), int(cands) - int(split))
+    con.execute("DROP TABLE alloc_cand; DROP TABLE alloc_usage; DROP TABLE alloc_w")
+    return AllocationSummary(enabled, int(split), int(cands) - int(split) if enabled else 0)
 
 
 def _check_conserved(con: duckdb.DuckDBPyConnection) -> None:
-    """Per day and currency, every cost column of ``allocated_facts`` equals ``daily_facts`` exactly."""
+    """Per day and currency, every cost column of the parts equals the rows they were made from
+    exactly (the rest of ``allocated_facts`` is ``daily_facts`` itself)."""
     sums = ", ".join(f"sum({c}) AS {c}" for c in COSTS)
     (bad,) = con.execute(f"""
         SELECT count(*) FROM (
-            (SELECT day, currency, {sums} FROM daily_facts GROUP BY ALL
-             EXCEPT SELECT day, currency, {sums} FROM allocated_facts GROUP BY ALL)
+            (SELECT day, currency, {sums} FROM alloc_cand GROUP BY ALL
+             EXCEPT SELECT day, currency, {sums} FROM allocation_parts GROUP BY ALL)
             UNION ALL
-            (SELECT day, currency, {sums} FROM allocated_facts GROUP BY ALL
-             EXCEPT SELECT day, currency, {sums} FROM daily_facts GROUP BY ALL))
+            (SELECT day, currency, {sums} FROM allocation_parts GROUP BY ALL
+             EXCEPT SELECT day, currency, {sums} FROM alloc_cand GROUP BY ALL))
     """).fetchone()  # type: ignore[misc]
     if bad:
         raise PhasecastError(

@@ -10,7 +10,8 @@ Tables (money is ``DECIMAL(38,18)`` everywhere, never a float; currencies are ne
     (also in the key): ``service`` (ServiceName), ``method`` (``tag``, ``rule:<name>``,
     ``unallocated``), ``gpu`` (GPU model of GPU rows) and ``resource_id`` (kept only on GPU rows left
     unallocated: the pools usage-based allocation splits).
-``allocated_facts`` (derived; rebuilt at the end of every ingest, see :mod:`pipeline.ingest.allocation`)
+``allocated_facts`` (view; its split rows, ``allocation_parts``, are rebuilt at the end of every ingest,
+see :mod:`pipeline.ingest.allocation`)
     ``daily_facts`` with the unallocated GPU cost split across phases by usage GPU-hours: the same
     columns (no ``row_count``) plus ``share`` (the part of the source row, 1 when not split). Per day,
     currency and cost column it sums exactly to ``daily_facts``.
