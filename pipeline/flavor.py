@@ -9,6 +9,7 @@ plain functions: checksums and fingerprints of inputs, a fitted model's state wr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -29,6 +30,25 @@ PACKAGES = (
     "duckdb",
     "scikit-learn",
 )
+
+
+@functools.cache
+def code_identity() -> str:
+    """What a forecast depends on besides its data and configuration: the source of phasecast's
+    packages (``pipeline``, ``features``: every ``.py`` and ``.yaml``) and the versions of the
+    libraries it fits with (:data:`PACKAGES`), as 16 hex digits.
+
+    Part of every run's and model version's fingerprint: a run of other code (an upgrade, a fix)
+    never reuses a run or a version that code did not make, so the numbers stored under one
+    fingerprint are always the numbers that code gives."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for pkg in ("pipeline", "features"):
+        for f in sorted((root / pkg).rglob("*")):
+            if f.suffix in (".py", ".yaml") and f.is_file() and "__pycache__" not in f.parts:
+                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    h.update(json.dumps(package_versions(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def checksum_frame(df: pd.DataFrame) -> str:

@@ -14,7 +14,8 @@ Steps (each logged; the whole job holds a non-blocking lock, :mod:`pipeline.runl
 6. outputs written to ``outputs/.<as-of>.tmp-<pid>`` and renamed to ``outputs/<as-of>`` only when
    everything succeeded: a failure leaves the previous outputs as they were.
 
-Idempotent: the run's fingerprint covers the input series, configuration, plan, budgets and as-of.
+Idempotent: the run's fingerprint covers the input series, configuration, plan, budgets, as-of and
+the code (:func:`pipeline.flavor.code_identity`: another release never reuses this one's run).
 A FINISHED run with the same fingerprint is reused (the numbers are recomputed, identical, and the
 outputs rewritten; no new run, no new registry versions). A failure is recorded as a FAILED run.
 """
@@ -167,6 +168,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         "as_of": as_of,
         "job": JOB_KIND,
         "git_commit": commit,
+        "code": tr.code_identity(),
         **{f"version.{k}": v for k, v in tr.package_versions().items()},
     }
 
@@ -252,7 +254,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
         )
     config = _config_dict(cfg)
     config_no_paths = {k: v for k, v in config.items() if k not in ("budgets", "plan", "inbox")}
-    fp = tr.fingerprint({"config": config_no_paths, "checks": checks})
+    fp = tr.fingerprint({"config": config_no_paths, "checks": checks, "code": tr.code_identity()})
     existing = tracker.find_run(JOB_KIND, as_of, fp)
     if existing:
         log.info(

@@ -138,8 +138,9 @@ def _models_to_log(
 
     fc = cfg.forecast
     levels = list(fc.levels)
-    # a version is the same model on the same data: the future drivers are data too
+    # a version is the same model on the same data with the same code: the future drivers are data too
     drv = {"drivers": checks["drivers_sha256"]} if "drivers_sha256" in checks else {}
+    code = tr.code_identity()
     items = []
     for name, model in res.fitted.items():
         params = tr.encode_params(model.get_params())
@@ -158,13 +159,14 @@ def _models_to_log(
             "config_fingerprint": tr.fingerprint(conf),
             "as_of": as_of,
             "series_sha256": checks["series_sha256"],
+            "code": code,
             "window": {"horizon": fc.horizon, "n_windows": fc.n_windows, "step": fc.step},
         }
         forms = getattr(model, "forms_", None)
         if forms:  # what a refit needs to make the same fit (flavor.build_model)
             spec["forms"] = encode_forms(forms)
         spec["fingerprint"] = tr.fingerprint(
-            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of, **drv}
+            {"conf": conf, "series": checks["series_sha256"], "as_of": as_of, "code": code, **drv}
         )
         forecast = tr.role_forecast(model, spec, res.drivers_future)
         items.append(
@@ -188,8 +190,9 @@ def _models_to_log(
         "config_fingerprint": tr.fingerprint(fconf),
         "as_of": as_of,
         "series_sha256": checks["series_sha256"],
+        "code": code,
         "fingerprint": tr.fingerprint(
-            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of, **drv}
+            {"conf": fconf, "series": checks["series_sha256"], "as_of": as_of, "code": code, **drv}
         ),
     }
     items.append(

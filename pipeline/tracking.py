@@ -45,8 +45,8 @@ the newer version (same model, newer data) takes over as a refresh. Otherwise th
 ``champion`` only when its MASE is strictly lower; else it gets ``challenger``. The decision and both
 numbers go on the run (tags and metrics), on the version (tags) and into ``run.json``.
 
-A version whose fingerprint (role configuration + input series + as-of) is already registered is
-reused, not registered again: re-running a month never duplicates registry versions.
+A version whose fingerprint (role configuration + input series + as-of + code, see
+:func:`pipeline.flavor.code_identity`) is already registered is reused, not registered again: re-running a month never duplicates registry versions.
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ from pipeline.flavor import (  # noqa: E402  (mlflow's environment variables are
     canonical,
     checksum_file,
     checksum_frame,
+    code_identity,
     decode_params,
     encode_params,
     fingerprint,
@@ -165,6 +166,7 @@ __all__ = [
     "canonical",
     "checksum_file",
     "checksum_frame",
+    "code_identity",
     "decode_params",
     "encode_params",
     "fingerprint",
@@ -418,6 +420,7 @@ class Tracker:
         version = str(info.registered_model_version)
         tags = {
             "fingerprint": fp,
+            "code": str(spec.get("code", "")),
             "as_of": as_of,
             "state": spec["state"],
             "role": item.role,

@@ -80,7 +80,9 @@ def cli(paths: Paths, *args: str):
     return CliRunner().invoke(phasecast, ["--home", str(paths.home), *args], catch_exceptions=False)
 
 
-def test_monthly_outputs_mlflow_rerun_and_reproduce(home_copy: Paths) -> None:
+def test_monthly_outputs_mlflow_rerun_and_reproduce(
+    home_copy: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = home_copy
     # a billing inbox holding files already in the warehouse: ingested idempotently (nothing changes)
     shutil.copytree(paths.sample / "billing", paths.inbox)
@@ -169,6 +171,22 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(home_copy: Paths) -> None:
     assert r.exit_code == 0, r.output
     r = cli(paths, "reproduce", "--model", "no_such_model")
     assert r.exit_code == EXIT_BAD_INPUT
+
+    # other code on the same data (an upgrade, a fix): a run and versions of its own, recorded with
+    # that code; the first release's run and versions stay as they were
+    from pipeline import tracking
+
+    first_code = tracking.code_identity()
+    assert run.data.tags["code"] == first_code
+    monkeypatch.setattr(tracking, "code_identity", lambda: "0123456789abcdef")
+    res3 = run_monthly(config(paths, budgets=budgets))
+    assert not res3.reused_run and res3.run_id != res.run_id
+    assert c.get_run(res3.run_id).data.tags["code"] == "0123456789abcdef"
+    for role in ("analytic_baseline", "seasonal_naive", "forecaster"):
+        name = f"phasecast-{role}"
+        codes = {v.version: v.tags["code"] for v in c.search_model_versions(f"name = '{name}'")}
+        assert codes == {"1": first_code, "2": "0123456789abcdef"}, role
+    assert warehouse_rows(paths) == rows_before
 
 
 def test_lock_held_exits_4(home_copy: Paths) -> None:

@@ -215,7 +215,7 @@ def reproduce_cmd(
 ) -> None:
     """Load a registered version and reproduce its logged forecast exactly (exit 5 if it differs)."""
     from pipeline.errors import InputError, RunFailedError
-    from pipeline.tracking import MODEL_PREFIX, Tracker, same_frame
+    from pipeline.tracking import MODEL_PREFIX, Tracker, code_identity, same_frame
 
     if alias and version is not None:
         raise InputError(
@@ -241,8 +241,15 @@ def reproduce_cmd(
             reproduced.to_csv(output, index=False)
     ok, why = same_frame(reproduced, logged)
     if not ok:
+        logged_by, now = mv.tags.get("code"), code_identity()
+        other = (
+            f"; it was logged by other code (code {logged_by or 'not recorded'}, this installation "
+            f"{now}), and a re-fitted version forecasts with the code installed now"
+            if logged_by != now and mv.tags.get("state") != "state"
+            else ""
+        )
         raise RunFailedError(
-            f"{name} v{mv.version}: the reproduced forecast differs from the logged one: {why}"
+            f"{name} v{mv.version}: the reproduced forecast differs from the logged one: {why}{other}"
         )
     click.echo(
         f"{name} v{mv.version}: reproduced its logged forecast exactly ({len(reproduced)} rows)"
