@@ -184,7 +184,9 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(
     assert c.get_run(res3.run_id).data.tags["code"] == "0123456789abcdef"
     for role in ("analytic_baseline", "seasonal_naive", "forecaster"):
         name = f"phasecast-{role}"
-        codes = {v.version: v.tags["code"] for v in c.search_model_versions(f"name = '{name}'")}
+        codes = {
+            str(v.version): v.tags["code"] for v in c.search_model_versions(f"name = '{name}'")
+        }
         assert codes == {"1": first_code, "2": "0123456789abcdef"}, role
     assert warehouse_rows(paths) == rows_before
 
