@@ -46,7 +46,8 @@ def code_identity() -> str:
     for pkg in ("pipeline", "features"):
         for f in sorted((root / pkg).rglob("*")):
             if f.suffix in (".py", ".yaml") and f.is_file() and "__pycache__" not in f.parts:
-                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+                text = f.read_bytes().replace(b"\r\n", b"\n")  # a CRLF checkout is the same code
+                h.update(f.relative_to(root).as_posix().encode() + b"\0" + text + b"\0")
     h.update(json.dumps(package_versions(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 

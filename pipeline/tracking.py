@@ -534,8 +534,19 @@ class Tracker:
                 rec.method = (
                     "same configuration: the champion re-run on the new windows is this backtest"
                 )
+                what = []
+                if (champ_spec.get("as_of"), champ_spec.get("series_sha256")) != (
+                    new_spec.get("as_of"),
+                    new_spec.get("series_sha256"),
+                ):
+                    what.append("newer data")
+                if champ_spec.get("code") != new_spec.get("code"):
+                    what.append(
+                        f"other code ({champ_spec.get('code') or 'not recorded'} -> {new_spec.get('code')})"
+                    )
                 rec.decision, rec.alias = (
-                    "champion: refresh (same model and configuration, newer data; equal score on the same backtest)",
+                    f"champion: refresh (same model and configuration, {' and '.join(what) or 'same data'}; "
+                    "equal score on the same backtest)",
                     CHAMPION,
                 )
             else:

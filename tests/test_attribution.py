@@ -658,21 +658,41 @@ def test_a_warehouse_from_before_is_migrated_on_open(tmp_path: Path) -> None:
     assert kinds["tag_or_rule"] == Decimal("10.5") and kinds["unallocated"] == Decimal("1.25")
 
 
-def test_a_warehouse_with_the_whole_copy_of_allocated_facts_is_migrated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("allocate", [True, False])
+def test_a_warehouse_with_the_whole_copy_of_allocated_facts_is_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allocate: bool
+) -> None:
     """Earlier releases stored ``allocated_facts`` as a table, a second copy of every fact; the first
-    writable open makes it the view again, with the same rows, and a read-only open reads it as is."""
+    writable open makes it the view again with the same rows (the parts kept as stored: a warehouse
+    last ingested with --no-allocate stays unsplit), in one transaction: a conversion that fails
+    leaves the old layout readable. A read-only open reads the old layout as it is."""
+    from pipeline.ingest import allocation
     from pipeline.ingest.warehouse import connect
 
     db = tmp_path / "wh.duckdb"
-    _ingest(db, [_gpu_bill(tmp_path)], usage=_gpu_usage(tmp_path))
+    _ingest(db, [_gpu_bill(tmp_path)], usage=_gpu_usage(tmp_path), allocate=allocate)
     rows = "SELECT * FROM cost_facts ORDER BY ALL"
     expected = _q(db, rows)
+    split = _q(db, "SELECT count(*) FROM cost_facts WHERE method LIKE 'usage%'")
+    assert split == [(7,)] if allocate else split == [(0,)]
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE old_copy AS SELECT * FROM allocated_facts")
     con.execute("DROP VIEW allocated_facts; DROP TABLE allocation_parts")
     con.execute("ALTER TABLE old_copy RENAME TO allocated_facts")
     con.close()
     assert _q(db, rows) == expected  # the old layout, read as it is
+
+    def broken(*_a: object) -> None:
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(allocation, "_check_conserved", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            connect(db)
+    kinds = dict(_q(db, "SELECT table_name, table_type FROM information_schema.tables"))
+    assert kinds["allocated_facts"] == "BASE TABLE" and "allocation_parts" not in kinds
+    assert _q(db, rows) == expected
+
     connect(db).close()
     kinds = dict(_q(db, "SELECT table_name, table_type FROM information_schema.tables"))
     assert kinds["allocated_facts"] == "VIEW" and kinds["allocation_parts"] == "BASE TABLE"

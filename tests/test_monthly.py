@@ -188,6 +188,9 @@ def test_monthly_outputs_mlflow_rerun_and_reproduce(
             str(v.version): v.tags["code"] for v in c.search_model_versions(f"name = '{name}'")
         }
         assert codes == {"1": first_code, "2": "0123456789abcdef"}, role
+        decision = c.get_model_version(name, "2").tags["decision"]
+        assert f"other code ({first_code} -> 0123456789abcdef)" in decision, decision
+        assert "newer data" not in decision, decision
     assert warehouse_rows(paths) == rows_before
 
 

@@ -244,8 +244,8 @@ def reproduce_cmd(
         logged_by, now = mv.tags.get("code"), code_identity()
         other = (
             f"; it was logged by other code (code {logged_by or 'not recorded'}, this installation "
-            f"{now}), and a re-fitted version forecasts with the code installed now"
-            if logged_by != now and mv.tags.get("state") != "state"
+            f"{now}), and a version forecasts with the code installed now"
+            if logged_by != now
             else ""
         )
         raise RunFailedError(

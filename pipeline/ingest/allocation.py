@@ -109,23 +109,38 @@ ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS grain VARCHAR;
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Add the attribution columns, the view ``allocated_facts`` over ``daily_facts`` and its table of
-    parts, and the view ``cost_facts`` (a warehouse from before: built once). Called by
-    :func:`pipeline.ingest.warehouse.connect` after its schema."""
+    parts, and the view ``cost_facts`` (a warehouse from before: built once, in one transaction).
+    Called by :func:`pipeline.ingest.warehouse.connect` after its schema."""
     con.execute(ATTRIBUTION_COLUMNS)
     kind = _table_type(con, "allocated_facts")
-    if kind is None:
-        # Facts stored before attribution methods were recorded: their phase came from a tag or a rule.
-        con.execute(
-            "UPDATE daily_facts SET method = CASE WHEN phase = 'unallocated' THEN 'unallocated' "
-            f"ELSE '{LEGACY_METHOD}' END WHERE method IS NULL"
-        )
-    if kind != "VIEW":  # absent, or the whole copy of the facts an earlier release stored
-        con.execute("DROP TABLE IF EXISTS allocated_facts")
-        rebuild(con, enabled=True)
-    if (
-        _table_type(con, "cost_facts") is None
-    ):  # only when missing: an open must not rewrite the file
-        con.execute("CREATE VIEW cost_facts AS SELECT * FROM allocated_facts")
+    if kind == "VIEW" and _table_type(con, "cost_facts") is not None:
+        return  # an open must not rewrite the file
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if kind is None:
+            # Facts stored before attribution methods were recorded: their phase came from a tag or
+            # a rule. The split is made afresh.
+            con.execute(
+                "UPDATE daily_facts SET method = CASE WHEN phase = 'unallocated' THEN 'unallocated' "
+                f"ELSE '{LEGACY_METHOD}' END WHERE method IS NULL"
+            )
+            rebuild(con, enabled=True)
+        elif kind != "VIEW":
+            # The whole copy of the facts an earlier release stored: its parts are kept as they are
+            # (split or, after --no-allocate, whole), the rest is the facts themselves.
+            con.execute(
+                "CREATE OR REPLACE TABLE allocation_parts AS SELECT * FROM allocated_facts "
+                f"WHERE method LIKE '{USAGE_METHOD}%' OR {CANDIDATE}"
+            )
+            con.execute("DROP TABLE allocated_facts")
+            con.execute(VIEW)
+            _check_conserved(con, f"(SELECT * FROM daily_facts WHERE {CANDIDATE})")
+        if _table_type(con, "cost_facts") is None:
+            con.execute("CREATE VIEW cost_facts AS SELECT * FROM allocated_facts")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> AllocationSummary:
@@ -214,22 +229,22 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
     con.execute(VIEW)
     (split,) = con.execute("SELECT count(DISTINCT cid) FROM alloc_w").fetchone()  # type: ignore[misc]
     (cands,) = con.execute("SELECT count(*) FROM alloc_cand").fetchone()  # type: ignore[misc]
-    _check_conserved(con)
+    _check_conserved(con, "alloc_cand")
     con.execute("DROP TABLE alloc_cand; DROP TABLE alloc_usage; DROP TABLE alloc_w")
     return AllocationSummary(enabled, int(split), int(cands) - int(split) if enabled else 0)
 
 
-def _check_conserved(con: duckdb.DuckDBPyConnection) -> None:
-    """Per day and currency, every cost column of the parts equals the rows they were made from
+def _check_conserved(con: duckdb.DuckDBPyConnection, rows: str) -> None:
+    """Per day and currency, every cost column of the parts equals the ``rows`` they were made from
     exactly (the rest of ``allocated_facts`` is ``daily_facts`` itself)."""
     sums = ", ".join(f"sum({c}) AS {c}" for c in COSTS)
     (bad,) = con.execute(f"""
         SELECT count(*) FROM (
-            (SELECT day, currency, {sums} FROM alloc_cand GROUP BY ALL
+            (SELECT day, currency, {sums} FROM {rows} GROUP BY ALL
              EXCEPT SELECT day, currency, {sums} FROM allocation_parts GROUP BY ALL)
             UNION ALL
             (SELECT day, currency, {sums} FROM allocation_parts GROUP BY ALL
-             EXCEPT SELECT day, currency, {sums} FROM alloc_cand GROUP BY ALL))
+             EXCEPT SELECT day, currency, {sums} FROM {rows} GROUP BY ALL))
     """).fetchone()  # type: ignore[misc]
     if bad:
         raise PhasecastError(

@@ -130,11 +130,15 @@ def connect(
     # Aggregations need no row order; the row-locating error path turns it back on (billing._ordered).
     con.execute("SET preserve_insertion_order=false")
     if not read_only:
-        con.execute(SCHEMA)
-        _migrate(con)
         from pipeline.ingest.allocation import ensure_schema
 
-        ensure_schema(con)
+        try:
+            con.execute(SCHEMA)
+            _migrate(con)
+            ensure_schema(con)
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
