@@ -508,25 +508,25 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
                 w.delivery.id,
                 replaced[0],
             )
-        if len(w.staged) == 1:  # a file's stage rows are already one per fact key (attribute)
-            ((i, rep),) = _staged_reports(w)
-            con.execute(f"""
-                INSERT INTO daily_facts
-                SELECT day, billing_period, provider, billing_account, currency, phase, category, team, model,
-                       billed_cost, effective_cost, list_cost, contracted_cost, row_count, '{rep.sha256}',
-                       service, method, gpu, resource_id
-                FROM stage WHERE file_idx = {i}
-            """)
-            continue
+        # A file's stage rows are already one per fact key (attribute): only a delivery of several
+        # files sums them again.
+        keys = (
+            "day, billing_period, provider, billing_account, currency, phase, category, team, model"
+        )
+        attrs = "service, method, gpu, resource_id"
+        sums = ("billed_cost", "effective_cost", "list_cost", "contracted_cost", "row_count")
+        one = len(w.staged) == 1
+        values = (
+            f"{', '.join(sums)}, sha"
+            if one
+            else f"{', '.join(f'sum({c})' for c in sums)}, arg_max(sha, file_idx)"
+        )
         con.execute(f"""
             INSERT INTO daily_facts
-            SELECT day, billing_period, provider, billing_account, currency, phase, category, team, model,
-                   sum(billed_cost), sum(effective_cost), sum(list_cost), sum(contracted_cost), sum(row_count),
-                   arg_max(sha, file_idx), service, method, gpu, resource_id
+            SELECT {keys}, {values}, {attrs}
             FROM (SELECT s.*, m.sha FROM stage s JOIN (VALUES {", ".join(f"({i}, '{r.sha256}')" for i, r in _staged_reports(w))}) m(idx, sha)
                   ON s.file_idx = m.idx)
-            GROUP BY day, billing_period, provider, billing_account, currency, phase, category, team, model,
-                     service, method, gpu, resource_id
+            {"" if one else f"GROUP BY {keys}, {attrs}"}
         """)
     # Which keys a later delivery of this call replaced.
     con.execute(f"""

@@ -125,6 +125,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
                 f"ELSE '{LEGACY_METHOD}' END WHERE method IS NULL"
             )
             rebuild(con, enabled=True)
+            con.execute(VIEW)
         elif kind != "VIEW":
             # The whole copy of the facts an earlier release stored: its parts are kept as they are
             # (split or, after --no-allocate, whole), the rest is the facts themselves.
@@ -226,7 +227,6 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
             FROM alloc_w w JOIN alloc_cand f ON f.cid = w.cid {joins}
         )
     """)
-    con.execute(VIEW)
     (split,) = con.execute("SELECT count(DISTINCT cid) FROM alloc_w").fetchone()  # type: ignore[misc]
     (cands,) = con.execute("SELECT count(*) FROM alloc_cand").fetchone()  # type: ignore[misc]
     _check_conserved(con, "alloc_cand")
