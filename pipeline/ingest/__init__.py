@@ -523,10 +523,10 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
         )
         con.execute(f"""
             INSERT INTO daily_facts
-            SELECT {keys}, {values}, {attrs}
+            SELECT {fact_keys}, {values}, {attrs}
             FROM (SELECT s.*, m.sha FROM stage s JOIN (VALUES {", ".join(f"({i}, '{r.sha256}')" for i, r in _staged_reports(w))}) m(idx, sha)
                   ON s.file_idx = m.idx)
-            {"" if one else f"GROUP BY {keys}, {attrs}"}
+            {"" if one else f"GROUP BY {fact_keys}, {attrs}"}
         """)
     # Which keys a later delivery of this call replaced.
     con.execute(f"""
