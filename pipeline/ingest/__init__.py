@@ -510,7 +510,7 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
             )
         # A file's stage rows are already one per fact key (attribute): only a delivery of several
         # files sums them again.
-        keys = (
+        fact_keys = (
             "day, billing_period, provider, billing_account, currency, phase, category, team, model"
         )
         attrs = "service, method, gpu, resource_id"
