@@ -309,9 +309,12 @@ def evaluate(
     demo_months: int = 36,
     demo_hold_out: int = 12,
     pairs: tuple[tuple[int, int], ...] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Scores per collection, model and band, medians over seeds (x history lengths for the
-    generated hierarchies), and the inference series' promotion-month error ratio per run.
+    generated hierarchies); the inference series' promotion-month error ratio per run; and the
+    published forecast's coverage per collection, history length and band, pooled over the seeds
+    (a band calibrated on average can still be too wide after short histories and too narrow after
+    long ones).
     ``pairs`` (``(seed, history months)``): the generated hierarchies to run instead of every seed
     with every length."""
     parts, promos = [], []
@@ -334,7 +337,9 @@ def evaluate(
     keys = ["collection", MODEL, "band"]
     med = runs.groupby(keys, sort=False).median(numeric_only=True)
     med = med.drop(columns=["seed", "hist_months", "points"])
-    return med.join(pooled_coverage(runs, keys)).reset_index(), pd.DataFrame(promos)
+    pub = runs[runs[MODEL] == PUBLISHED]
+    by_length = pooled_coverage(pub, ["collection", "hist_months", "band"]).reset_index()
+    return med.join(pooled_coverage(runs, keys)).reset_index(), pd.DataFrame(promos), by_length
 
 
 def pooled_coverage(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -355,10 +360,12 @@ def pooled_coverage(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def summary(med: pd.DataFrame, promos: pd.DataFrame) -> list[str]:
-    """The lines a reader checks against the aims, per collection: published coverage per band,
-    WAPE at 1-3 months against the analytic baseline and seasonal naive, the promotion-month
-    ratio."""
+def summary(
+    med: pd.DataFrame, promos: pd.DataFrame, by_length: pd.DataFrame | None = None
+) -> list[str]:
+    """The lines a reader checks against the aims, per collection: published coverage per band
+    (and per history length, pooled, when there are several), WAPE at 1-3 months against the
+    analytic baseline and seasonal naive, the promotion-month ratio."""
     out = []
     for name, part in med.groupby("collection", sort=False):
         m = part.set_index([MODEL, "band"])
@@ -370,6 +377,23 @@ def summary(med: pd.DataFrame, promos: pd.DataFrame) -> list[str]:
                     f"  published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
                     f"95 % -> {r['coverage_95']:.3f} (median run; pooled over the runs: "
                     f"{r['pooled_80']:.3f} / {r['pooled_95']:.3f})"
+                )
+        lengths = (
+            by_length[(by_length["collection"] == name) & (by_length["hist_months"] > 0)]
+            if by_length is not None
+            else None
+        )
+        if lengths is not None and lengths["hist_months"].nunique() > 1:
+            for months, g in lengths.groupby("hist_months"):
+                b = g.set_index("band")
+                cells = [
+                    f"{band} {b.loc[band, 'pooled_80']:.3f} / {b.loc[band, 'pooled_95']:.3f}"
+                    for band in ("1-6", "7-18")
+                    if band in b.index
+                ]
+                out.append(
+                    f"  published coverage after {months}-month histories (pooled, 80 / 95 %): "
+                    + ", ".join(cells)
                 )
         if (PUBLISHED, "1-3") in m.index:
             w = float(m.loc[(PUBLISHED, "1-3"), "WAPE"])

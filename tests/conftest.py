@@ -71,3 +71,27 @@ def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     process's environment; without this, a later test's ``phasecast`` subprocess would inherit it
     and track into an earlier test's store instead of its own home's."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# Seconds each of the longest test files took in a full run (`make test`, 2026-12-02, durations
+# summed per file). Two workers each take whole files in the order collected, so the longest go
+# first: a long file collected last would leave one worker alone with it at the end.
+LONGEST_FILES = {
+    "test_evaluate.py": 330,
+    "test_crash.py": 300,
+    "test_mlflow_server.py": 160,
+    "test_intervals.py": 135,
+    "test_cluster.py": 130,
+    "test_ui.py": 127,
+    "test_monthly.py": 100,
+    "test_drivers.py": 70,
+    "test_focus_validator.py": 70,
+    "test_terminal.py": 62,
+    "test_notebook.py": 62,
+    "test_synth.py": 62,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first (stable: the rest keep their order, as do the tests inside a file)."""
+    items.sort(key=lambda item: -LONGEST_FILES.get(item.path.name, 0))

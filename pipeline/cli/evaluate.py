@@ -69,7 +69,7 @@ def evaluate_cmd(
     from pipeline.evaluate import evaluate, summary
 
     warnings.filterwarnings("ignore")
-    med, promos = evaluate(
+    med, promos, by_length = evaluate(
         tuple(seeds), tuple(months), horizon, tuple(collections), demo_hold_out=demo_hold_out
     )
     fmt = {c: "{:.3f}".format for c in med.columns if c not in ("collection", "model", "band")}
@@ -83,7 +83,7 @@ def evaluate_cmd(
         click.echo(part.drop(columns="collection").to_string(index=False, formatters=fmt))
         click.echo("")
     click.echo("")
-    for line in summary(med, promos):
+    for line in summary(med, promos, by_length):
         click.echo(line)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
