@@ -50,7 +50,7 @@ demo: venv
 ## (module fixtures are built once; most of the time is single-threaded model fits and subprocesses).
 TEST_WORKERS ?= 2
 test: venv system-deps focus-validator
-	PHASECAST_FOCUS_VALIDATOR=$(abspath $(FOCUS_VENV))/bin/focus-validator $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	PHASECAST_FOCUS_VALIDATOR=$(abspath $(FOCUS_VENV))/bin/focus-validator $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-quick: venv
 	$(BIN)/python -m pytest -m "not slow"

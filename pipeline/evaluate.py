@@ -314,7 +314,7 @@ def evaluate(
     generated hierarchies); the inference series' promotion-month error ratio per run; and the
     published forecast's coverage per collection, history length and band, pooled over the seeds
     (a band calibrated on average can still be too wide after short histories and too narrow after
-    long ones).
+    long ones; the demo world's rows have ``hist_months`` 0).
     ``pairs`` (``(seed, history months)``): the generated hierarchies to run instead of every seed
     with every length."""
     parts, promos = [], []
@@ -389,12 +389,13 @@ def summary(
                 cells = [
                     f"{band} {b.loc[band, 'pooled_80']:.3f} / {b.loc[band, 'pooled_95']:.3f}"
                     for band in ("1-6", "7-18")
-                    if band in b.index
+                    if band in b.index and b.loc[band, ["pooled_80", "pooled_95"]].notna().all()
                 ]
-                out.append(
-                    f"  published coverage after {months}-month histories (pooled, 80 / 95 %): "
-                    + ", ".join(cells)
-                )
+                if cells:
+                    out.append(
+                        f"  published coverage after {months}-month histories (pooled, 80 / 95 %): "
+                        + ", ".join(cells)
+                    )
         if (PUBLISHED, "1-3") in m.index:
             w = float(m.loc[(PUBLISHED, "1-3"), "WAPE"])
             for ref in ("analytic_baseline", "seasonal_naive"):

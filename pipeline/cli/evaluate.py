@@ -53,7 +53,8 @@ from pipeline.cli import cli
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the per-band table here (CSV).",
+    help="Also write the per-band table here (CSV), and the published coverage per history "
+    "length beside it (NAME-by-length.csv).",
 )
 def evaluate_cmd(
     seeds: tuple[int, ...],
@@ -88,3 +89,6 @@ def evaluate_cmd(
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         med.to_csv(output, index=False, float_format="%.4f")
+        by_length.to_csv(
+            output.with_name(output.stem + "-by-length.csv"), index=False, float_format="%.4f"
+        )
