@@ -102,15 +102,19 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     """Generated cost hierarchies with their plan (scheduled runs and the traffic plan) and a known
     future, on fresh seeds: 5 seeds x 24, 36 and 48 months of history, 15 runs. Published 80 / 95 %
     coverage over months 1-6 and 7-18 as the share of all the runs' months inside the band (pooled:
-    the figure a calibrated band matches), within 3 points of nominal or, where 15 runs cannot
-    tell 3 points apart, within two standard errors (the run as the unit: a run's series and months
-    share their shocks); the median run's share within 5 points; WAPE at 1-3 months at least 25 %
+    the figure a calibrated band matches), within two standard errors of nominal (the run as the
+    unit: a run's series and months share their shocks), at least 3 and at most 5 points; the
+    median run's share within 5 points; WAPE at 1-3 months at least 25 %
     below the analytic baseline and seasonal naive (the aim); the inference error in promotion
     months against ordinary months at most 1.4 (aim 1.2, missed on these seeds).
 
-    Measured once on these seeds (2026-12-02): pooled 0.789 +- 0.033 / 0.933 +- 0.020 over months
-    1-6 and 0.767 +- 0.037 / 0.935 +- 0.023 over 7-18 (+- one standard error): every figure within
-    one standard error of nominal, two of them 0.3 points outside the 3-point aim. Median run 0.833
+    This is a guard of the level reached, looser than the aim (3 points) and set after these seeds
+    were first run (it was 3.5 points, then 4, before the standard error): two standard errors are
+    4.0-7.4 points here, so the bound is 4-5 points. Measured once on these seeds (2026-12-02):
+    pooled 0.789 +- 0.033 / 0.933 +- 0.020 over months 1-6 and 0.767 +- 0.037 / 0.935 +- 0.023 over
+    7-18 (+- one standard error): every figure within one standard error of nominal, two of them
+    0.3 points outside the 3-point aim. (The standard error counts the spread between the three
+    history lengths, a real trend, as noise too, so it is somewhat wide.) Median run 0.833
     / 0.956 and 0.817 / 0.978. Over all 45 runs of seeds 401-405, 501-505 and 601-605: 0.810 +-
     0.017 / 0.955 +- 0.008 and 0.775 +- 0.018 / 0.946 +- 0.010, within 3 points. What is left is a
     trend with the history's length: months 7-18 at 80 % hold 0.819 +- 0.018 after 24-month
@@ -125,9 +129,10 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
         pub = m.loc[(PUBLISHED, band)]
         for lv in (80, 95):
             nominal, se = lv / 100, pub[f"se_{lv}"]
-            assert 0 < se <= 0.05, (band, lv, dict(pub))  # the runs agree to within a few points
+            # measured from the runs (finite), and not so wide that the bound below means nothing
+            assert np.isfinite(se) and se <= 0.05, (band, lv, dict(pub))
             off = abs(pub[f"pooled_{lv}"] - nominal)
-            assert off <= max(0.03, 2 * se), (band, lv, dict(pub))
+            assert off <= min(0.05, max(0.03, 2 * se)), (band, lv, dict(pub))
             assert abs(pub[f"coverage_{lv}"] - nominal) <= 0.05, (band, lv, dict(pub))
         assert pub["pooled_95"] > pub["pooled_80"]  # nested bands
     assert promos["promo_ratio"].median() <= 1.4
