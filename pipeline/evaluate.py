@@ -373,6 +373,16 @@ def pooled_coverage(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _pooled_text(r: pd.Series) -> str:
+    """``0.789 +- 0.033 / 0.933 +- 0.020``: the pooled 80 / 95 % shares, each with its standard
+    error when there is one (two runs or more)."""
+    return " / ".join(
+        f"{r[f'pooled_{lv}']:.3f}"
+        + (f" +- {r[f'se_{lv}']:.3f}" if pd.notna(r.get(f"se_{lv}")) else "")
+        for lv in (80, 95)
+    )
+
+
 def summary(
     med: pd.DataFrame, promos: pd.DataFrame, by_length: pd.DataFrame | None = None
 ) -> list[str]:
@@ -388,13 +398,8 @@ def summary(
                 r = m.loc[(PUBLISHED, band)]
                 out.append(
                     f"  published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
-                    f"95 % -> {r['coverage_95']:.3f} (median run; pooled over the runs: "
-                    f"{r['pooled_80']:.3f} / {r['pooled_95']:.3f}"
-                    + (
-                        f", standard error {r['se_80']:.3f} / {r['se_95']:.3f})"
-                        if pd.notna(r["se_80"]) and pd.notna(r["se_95"])
-                        else ")"
-                    )
+                    f"95 % -> {r['coverage_95']:.3f} (median run; pooled over the runs, +- one "
+                    f"standard error: {_pooled_text(r)})"
                 )
         lengths = (
             by_length[(by_length["collection"] == name) & (by_length["hist_months"] > 0)]
@@ -405,12 +410,7 @@ def summary(
             for months, g in lengths.groupby("hist_months"):
                 b = g.set_index("band")
                 cells = [
-                    f"{band} {b.loc[band, 'pooled_80']:.3f} / {b.loc[band, 'pooled_95']:.3f}"
-                    + (
-                        f" (+- {b.loc[band, 'se_80']:.3f} / {b.loc[band, 'se_95']:.3f})"
-                        if b.loc[band, ["se_80", "se_95"]].notna().all()
-                        else ""
-                    )
+                    f"{band} {_pooled_text(b.loc[band])}"
                     for band in ("1-6", "7-18")
                     if band in b.index and b.loc[band, ["pooled_80", "pooled_95"]].notna().all()
                 ]

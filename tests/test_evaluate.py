@@ -181,3 +181,40 @@ def test_between_runs_band_holds_its_share_of_new_months() -> None:
     assert abs(inside / trials - 0.95) <= 0.015
     assert resampled / trials < 0.88
     assert (between_runs_draws(np.array([0.0, 10.0, 0.0]), (50, 2), rng) >= 0).all()
+
+
+def test_summary_gives_pooled_coverage_with_its_standard_error_per_history_length() -> None:
+    """The aims' lines: the pooled share +- its standard error where there is one (two runs or
+    more), a line per history length, a band without bounds left out."""
+    med = pd.DataFrame(
+        {
+            "collection": "hierarchy",
+            "model": PUBLISHED,
+            "band": ["1-3", "1-6", "7-18"],
+            "WAPE": 0.05,
+            "coverage_80": 0.8,
+            "coverage_95": 0.95,
+            "pooled_80": [0.8, 0.81, 0.79],
+            "pooled_95": 0.95,
+            "se_80": [np.nan, 0.02, np.nan],
+            "se_95": 0.01,
+        }
+    )
+    by_length = pd.DataFrame(
+        {
+            "collection": "hierarchy",
+            "hist_months": [24, 24, 36, 36],
+            "band": ["1-6", "7-18", "1-6", "7-18"],
+            "pooled_80": [0.8, 0.7, np.nan, 0.8],
+            "pooled_95": 0.95,
+            "se_80": [0.02, np.nan, 0.01, 0.01],
+            "se_95": 0.01,
+        }
+    )
+    lines = summary(med, pd.DataFrame(), by_length)
+    assert "0.810 +- 0.020 / 0.950 +- 0.010)" in lines[1]
+    assert lines[2].endswith("0.790 / 0.950 +- 0.010)")  # one run at 80 %: no standard error
+    assert lines[3].endswith("1-6 0.800 +- 0.020 / 0.950 +- 0.010, 7-18 0.700 / 0.950 +- 0.010")
+    assert lines[4].endswith("(pooled, 80 / 95 %): 7-18 0.800 +- 0.010 / 0.950 +- 0.010")
+    # one history length: the collection's line and its two bands, no per-length lines
+    assert len(summary(med, pd.DataFrame(), by_length[by_length.hist_months == 24])) == 3
