@@ -22,14 +22,26 @@ def frame(lengths: dict[str, int]) -> pd.DataFrame:
 
 def test_window_rule():
     w = plan_windows(
-        pd.Series({"long": 48, "mid": 30, "short": 10, "tiny": 3}), WindowSpec(18, 3, 3)
+        pd.Series({"long": 100, "four_years": 48, "mid": 30, "short": 10, "tiny": 3}),
+        WindowSpec(18, 3, 3),
     )
     got = {u: list(zip(g["train_len"], g["h"], strict=True)) for u, g in w.groupby("unique_id")}
-    assert got["long"] == [(30, 18), (27, 18), (24, 18)]  # min_train 24
-    # min_train 15; one window of 15 months would fit, three of 9 months are taken instead
-    assert got["mid"] == [(21, 9), (18, 9), (15, 9)]
-    assert got["short"] == [(5, 5)]
+    # min_train 24, span 76: the whole 18 months, cutoffs a year apart (the cap)
+    assert got["long"] == [(82, 18), (70, 18), (58, 18)]
+    # span 24: three windows of 12 months, 6 apart (half-overlapping), not three of 18 months
+    # 3 apart that would score almost the same stretch
+    assert got["four_years"] == [(36, 12), (30, 12), (24, 12)]
+    # min_train 15, span 15: h = floor(30 / 4) = 7, step floor(8 / 2) = 4
+    assert got["mid"] == [(23, 7), (19, 7), (15, 7)]
+    assert got["short"] == [(5, 5)]  # spread would leave 2 months: one window of all 5
     assert "tiny" not in got  # 3 months: min_train 3, nothing left to test
+
+
+def test_window_rule_short_horizon_windows_touch_but_leave_no_gap():
+    w = plan_windows(pd.Series({"x": 48, "y": 20}), WindowSpec(6, 2, 3))
+    got = {u: list(zip(g["train_len"], g["h"], strict=True)) for u, g in w.groupby("unique_id")}
+    assert got["x"] == [(42, 6), (36, 6)]  # span 24 would allow 18 apart: at most h
+    assert got["y"] == [(14, 6), (10, 6)]  # span 10: step floor(4 / 1) = 4, at least 3
 
 
 class Spy(Forecaster):
