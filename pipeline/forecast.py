@@ -117,7 +117,7 @@ class ForecastConfig:
     levels: tuple[int, ...] = (80, 95)
     models: tuple[str, ...] = DEFAULT_MODELS
     n_windows: int = 3  # rolling-origin backtest cutoffs
-    step: int = 3  # months between cutoffs
+    step: int = 3  # least months between cutoffs (they spread over the history: pipeline.backtest)
     n_paths: int = 1000
     seed: int = 0
     reconcile: bool = False  # True when the series form the phasecast hierarchy

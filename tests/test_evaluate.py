@@ -8,10 +8,10 @@ import pytest
 
 from pipeline.evaluate import PUBLISHED, band_table, cost_hierarchy, evaluate, scored, summary
 
-# Seeds first run on 2026-12-02, after the last change to the models and the intervals (never
-# looked at while developing either; the test's limits were then set from them), each with every
-# history length: 15 runs.
-FRESH_SEEDS = (601, 602, 603, 604, 605)
+# Seeds first run on 2026-12-02 04:4x, after the backtest windows' spread rule was settled on seeds
+# 401-405, 501-505 and 601-605 (never looked at while developing it or anything before), each with
+# every history length: 15 runs. The bounds are the issue's aims, fixed before these seeds were run.
+FRESH_SEEDS = (701, 702, 703, 704, 705)
 PAIRS = tuple((s, m) for s in FRESH_SEEDS for m in (24, 36, 48))
 
 
@@ -100,26 +100,26 @@ def test_between_runs_is_the_quiet_months() -> None:
 @pytest.mark.slow
 def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     """Generated cost hierarchies with their plan (scheduled runs and the traffic plan) and a known
-    future, on fresh seeds: 5 seeds x 24, 36 and 48 months of history, 15 runs. Published 80 / 95 %
-    coverage over months 1-6 and 7-18 as the share of all the runs' months inside the band (pooled:
-    the figure a calibrated band matches), within two standard errors of nominal (the run as the
-    unit: a run's series and months share their shocks), at least 3 and at most 5 points; the
-    median run's share within 5 points; WAPE at 1-3 months at least 25 %
-    below the analytic baseline and seasonal naive (the aim); the inference error in promotion
-    months against ordinary months at most 1.4 (aim 1.2, missed on these seeds).
+    future, on fresh seeds: 5 seeds x 24, 36 and 48 months of history, 15 runs. The aims:
 
-    This is a guard of the level reached, looser than the aim (3 points) and set after these seeds
-    were first run (it was 3.5 points, then 4, before the standard error): two standard errors are
-    4.0-7.4 points here, so the bound is 4-5 points. Measured once on these seeds (2026-12-02):
-    pooled 0.789 +- 0.033 / 0.933 +- 0.020 over months 1-6 and 0.767 +- 0.037 / 0.935 +- 0.023 over
-    7-18 (+- one standard error): every figure within one standard error of nominal, two of them
-    0.3 points outside the 3-point aim. (The standard error counts the spread between the three
-    history lengths, a real trend, as noise too, so it is somewhat wide.) Median run 0.833
-    / 0.956 and 0.817 / 0.978. Over all 45 runs of seeds 401-405, 501-505 and 601-605: 0.810 +-
-    0.017 / 0.955 +- 0.008 and 0.775 +- 0.018 / 0.946 +- 0.010, within 3 points. What is left is a
-    trend with the history's length: months 7-18 at 80 % hold 0.819 +- 0.018 after 24-month
-    histories and 0.706 +- 0.038 after 48-month ones (their three backtest windows score almost
-    the same 24 months). WAPE 1-3: 0.045 against 0.101 and 0.261. Promotion ratio 1.33."""
+    * published 80 / 95 % coverage over months 1-6 and 7-18 within 3 points of nominal, as the
+      share of all the runs' months inside the band (pooled: the figure a calibrated band matches),
+      with a standard error (the run as the unit: a run's series and months share their shocks)
+      measured and at most 5 points, so that the 3 points mean something;
+    * WAPE at 1-3 months at least 25 % below the analytic baseline and seasonal naive;
+    * the inference error in promotion months at most 1.2x that in ordinary months, pooled over
+      the runs' months.
+
+    The median run's share is held within 5 points: a run's coverage is all or little, so the
+    median run sits above the pooled share of calibrated bands (0.833 at 80 % over months 1-6 here).
+
+    Measured once on these seeds (2026-12-02, the first run): pooled 0.819 +- 0.024 / 0.961 +-
+    0.007 over months 1-6 and 0.796 +- 0.027 / 0.950 +- 0.015 over 7-18; median run 0.833 / 0.967
+    and 0.783 / 0.978; WAPE 1-3 0.040 against 0.090 and 0.270; promotion ratio 0.98 +- 0.10
+    pooled (median run 1.11). Over the 45 runs the rule was settled on: 0.825 +- 0.014 / 0.955 +-
+    0.008 and 0.800 +- 0.015 / 0.955 +- 0.009."""
+    from pipeline.evaluate import pooled_promo_ratio
+
     med, promos, by_length = evaluate(pairs=PAIRS)
     m = med.set_index(["model", "band"])
     w = m.loc[(PUBLISHED, "1-3"), "WAPE"]
@@ -129,18 +129,18 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
         pub = m.loc[(PUBLISHED, band)]
         for lv in (80, 95):
             nominal, se = lv / 100, pub[f"se_{lv}"]
-            # measured from the runs (finite), and not so wide that the bound below means nothing
             assert np.isfinite(se) and se <= 0.05, (band, lv, dict(pub))
-            off = abs(pub[f"pooled_{lv}"] - nominal)
-            assert off <= min(0.05, max(0.03, 2 * se)), (band, lv, dict(pub))
+            assert abs(pub[f"pooled_{lv}"] - nominal) <= 0.03, (band, lv, dict(pub))
             assert abs(pub[f"coverage_{lv}"] - nominal) <= 0.05, (band, lv, dict(pub))
         assert pub["pooled_95"] > pub["pooled_80"]  # nested bands
-    assert promos["promo_ratio"].median() <= 1.4
+    ratio, se = pooled_promo_ratio(promos)
+    assert ratio <= 1.2 and np.isfinite(se), (ratio, se)
     # the same months per history length (what `phasecast evaluate` prints under the aims)
     assert sorted(by_length["hist_months"]) == [24, 24, 24, 36, 36, 36, 48, 48, 48]  # 3 bands each
     lines = summary(med, promos, by_length)
     per_length = [ln for ln in lines if "-month histories" in ln]
     assert [ln.split("after ")[1].split("-")[0] for ln in per_length] == ["24", "36", "48"]
+    assert any(f"standard error: {ratio:.2f} +- {se:.2f})" in ln for ln in lines)
 
 
 @pytest.mark.slow
