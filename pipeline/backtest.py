@@ -8,19 +8,22 @@ Window rule (per series of ``n`` observed months, requested horizon ``H``, ``W``
    windows can score;
 2. **spread** (when ``W > 1`` and it gives at least 6 months): the backtest horizon is
    ``h = min(H, floor(2 span / (W + 1)))`` and the cutoffs are ``step' = min(12, h, floor((span - h)
-   / (W - 1)))`` months apart (at least ``step``), so consecutive windows overlap by about half their
-   length, or touch, and together score most of the span. Windows a few months apart that each run the whole
-   18 months score almost the same stretch: their errors at a horizon share every shock, and the
-   bands calibrated on them were too narrow at long horizons (48-month histories: 0.71 at 80 % over
-   months 7-18). A 48-month history gets windows of 12 months cut at 36, 30 and 24; 36 months: 9 months
-   at 27, 23 and 19; 24 months: 6 months at 18, 15 and 12; 60 months or more: 18 months, 9-12 apart;
-3. otherwise (histories under about 22 months, or one window): ``h = min(H, span)``, cutoffs ``step``
-   apart;
+   / (W - 1)))`` months apart, so consecutive windows overlap by about half their length, or touch
+   (they never leave a gap, and are at most a year apart). Windows a few months apart that each run
+   the whole 18 months score almost the same stretch: their errors at a horizon share every shock,
+   and the bands calibrated on them were too narrow at long horizons (48-month histories: 0.71 at
+   80 % over months 7-18). A 48-month history gets windows of 12 months cut at 36, 30 and 24;
+   36 months: 9 months at 27, 23 and 19; 24 months: 6 months at 18, 15 and 12; 60 months or more:
+   18 months, 9-12 apart. A least ``step`` larger than ``step'`` is kept, and the windows are
+   shortened to ``span - (W - 1) step`` (while that is at least 6) so all ``W`` still fit;
+3. otherwise (histories under 24 months with the defaults, one window, or ``H < 6``):
+   ``h = min(H, span)``, shortened to ``span - (W - 1) step`` when that is shorter but still at least
+   6 (a short history trades backtest horizon for windows), cutoffs ``step`` apart;
 4. cutoffs sit ``h``, ``h + step'``, ..., ``h + (W - 1) step'`` months before the end; a cutoff that
    would leave fewer than ``min_train`` months is dropped, so short series get fewer windows; a series
    with ``h < 1`` (fewer than 4 months) is not backtested (its intervals come from the pooled errors of
    the other series, or the model's own when there are none). Horizons past ``h`` reuse the last
-   calibration ratio seen (:mod:`pipeline.calibration`).
+   calibration seen (:mod:`pipeline.intervals`).
 
 Cutoffs are positions from each series' own end, so series of different lengths and end dates are
 backtested together: window ``k`` fits every model once, on all series cut at their own ``k``-th
@@ -79,11 +82,18 @@ def window_shape(n: int, spec: WindowSpec) -> tuple[int, int]:
     ``h < 1`` means no backtest."""
     span = n - min_train(n)
     w = spec.n_windows
+    h = min(spec.horizon, span)
     if w > 1:
-        h = min(spec.horizon, 2 * span // (w + 1))
-        if h >= MIN_SHORT_H:
-            return h, max(spec.step, min(MAX_STEP, h, (span - h) // (w - 1)))
-    return min(spec.horizon, span), spec.step
+        spread = min(spec.horizon, 2 * span // (w + 1))
+        if spread >= MIN_SHORT_H:
+            step = max(spec.step, min(MAX_STEP, spread, (span - spread) // (w - 1)))
+            fit = span - (w - 1) * step  # a least step above the spread's: shorter windows, all W
+            return (min(spread, fit) if fit >= MIN_SHORT_H else spread), step
+        # too short to spread: trade horizon for windows at the least step while 6 months are scored
+        fit = span - (w - 1) * spec.step
+        if MIN_SHORT_H <= fit < h:
+            h = fit
+    return h, spec.step
 
 
 def plan_windows(lengths: pd.Series, spec: WindowSpec) -> pd.DataFrame:

@@ -278,8 +278,9 @@ def cross_fitted(bt: pd.DataFrame, levels: Sequence[int], horizon: int) -> pd.Da
 
 
 DRIFT_CAP = 0.05  # a drift correction never exceeds 5 % a month either way
-OVERLAP = 3.0  # backtest windows 3 months apart share most of their months: the windows' standard
-# error is taken 3x in variance (about one independent window per three)
+OVERLAP = 3.0  # backtest windows share months and shocks (about half their months since they spread
+# over the history, all but a few before): the windows' standard error is taken 3x in variance,
+# about one independent window per three (set with the closer windows; conservative now)
 
 
 def _window_slopes(bt: pd.DataFrame) -> pd.Series:

@@ -44,6 +44,21 @@ def test_window_rule_short_horizon_windows_touch_but_leave_no_gap():
     assert got["y"] == [(14, 6), (10, 6)]  # span 10: step floor(4 / 1) = 4, at least 3
 
 
+def test_window_rule_keeps_every_window_when_the_least_step_is_larger_or_the_history_short():
+    def shapes(spec: WindowSpec, n: int) -> list[tuple[int, int]]:
+        w = plan_windows(pd.Series({"x": n}), spec)
+        return list(zip(w["train_len"], w["h"], strict=True))
+
+    # a least step of 6 on 36 months (span 18): the spread's 9-month windows 4 apart would not
+    # honour it; windows of 18 - 2 x 6 = 6 months, 6 apart, keep all three
+    assert shapes(WindowSpec(18, 3, 6), 36) == [(30, 6), (24, 6), (18, 6)]
+    # 20 months (span 10) is too short to spread; step 2 leaves three windows of 10 - 4 = 6
+    # months, not one of 10
+    assert shapes(WindowSpec(18, 3, 2), 20) == [(14, 6), (12, 6), (10, 6)]
+    assert shapes(WindowSpec(18, 3, 3), 20) == [(10, 10)]  # 10 - 6 = 4 months: one window
+    assert shapes(WindowSpec(18, 1, 3), 48) == [(30, 18)]  # one window: the whole horizon
+
+
 class Spy(Forecaster):
     """Records what it was trained on; forecasts the last value."""
 

@@ -132,7 +132,7 @@ def sidecar(path: Path, what: str) -> Path:
     type=click.IntRange(1, 24),
     default=3,
     show_default=True,
-    help="Months between cutoffs.",
+    help="Least months between cutoffs (the windows spread over the history; see the README).",
 )
 @click.option(
     "--executor",
