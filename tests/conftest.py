@@ -83,13 +83,13 @@ LONGEST_FILES = {
     "test_mlflow_server.py": 160,
     "test_intervals.py": 135,
     "test_cluster.py": 130,
-    "test_ui.py": 127,
     "test_monthly.py": 100,
     "test_drivers.py": 70,
     "test_focus_validator.py": 70,
     "test_terminal.py": 62,
     "test_notebook.py": 62,
     "test_synth.py": 62,
+    "test_ui.py": 55,
 }
 
 

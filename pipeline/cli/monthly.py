@@ -267,8 +267,16 @@ def reproduce_cmd(
     show_default=True,
     help="Seconds to wait for the UI to answer before giving up.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server worker processes. One serves a person (it answers in about half the time of "
+    "MLflow's default of 4 and stops at once); more for a UI shared by a team.",
+)
 @click.pass_obj
-def ui_cmd(paths: Paths, port: int, host: str, wait_s: float) -> None:
+def ui_cmd(paths: Paths, port: int, host: str, wait_s: float, workers: int) -> None:
     """Open the MLflow UI on the local store (SQLite + artifact folder under HOME/mlflow).
 
     Says where it listens once it answers; Ctrl-C or SIGTERM stops the server and all its workers
@@ -291,6 +299,8 @@ def ui_cmd(paths: Paths, port: int, host: str, wait_s: float) -> None:
         host,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     code = serve_ui(
         cmd,
