@@ -7,13 +7,16 @@ Window rule (per series of ``n`` observed months, requested horizon ``H``, ``W``
    asked for) stays in every training set; the ``span = n - min_train`` months after it are what the
    windows can score;
 2. **spread** (when ``W > 1`` and it gives at least 6 months): the backtest horizon is
-   ``h = min(H, floor(2 span / (W + 1)))`` and the cutoffs are ``step' = min(12, h, floor((span - h)
-   / (W - 1)))`` months apart, so consecutive windows overlap by about half their length, or touch
-   (they never leave a gap, and are at most a year apart). Windows a few months apart that each run
-   the whole 18 months score almost the same stretch: their errors at a horizon share every shock,
-   and the bands calibrated on them were too narrow at long horizons (48-month histories: 0.71 at
-   80 % over months 7-18). A 48-month history gets windows of 12 months cut at 36, 30 and 24;
-   36 months: 9 months at 27, 23 and 19; 24 months: 6 months at 18, 15 and 12; 60 months or more:
+   ``h = min(H, floor(2 span / (W + 1)))``, raised to ``min(H, 12, span - (W - 1) step)`` when that
+   is longer (a year ahead is measured whenever ``W`` windows ``step`` apart reach it: the accuracy
+   table's 12-month typical error needs it), and the cutoffs are ``step' = min(12, h, floor((span -
+   h) / (W - 1)))`` months apart, so consecutive windows overlap by about half their length, or
+   touch (they never leave a gap, and are at most a year apart). Windows a few months apart that
+   each run the whole 18 months score almost the same stretch: their errors at a horizon share
+   every shock, and the bands calibrated on them were too narrow at long horizons (48-month
+   histories: 0.72 at 80 % over months 7-18). A 48-month history gets windows of 12 months cut at
+   36, 30 and 24; 40-47 months: 12 months, 4-5 apart; 36 months: 12 months at 24, 21 and 18 (a
+   year ahead leaves no room to spread); 24 months: 6 months at 18, 15 and 12; 60 months or more:
    18 months, 9-12 apart. A least ``step`` larger than ``step'`` is kept, and the windows are
    shortened to ``span - (W - 1) step`` (while that is at least 6) so all ``W`` still fit;
 3. otherwise (histories under 24 months with the defaults, one window, or ``H < 6``):
@@ -63,6 +66,7 @@ FALLBACK = "fallback"
 ModelFactory = Callable[[str], Forecaster]
 _Z80 = float(norm.ppf(0.9))
 MIN_SHORT_H = 6
+YEAR = 12  # months: the longest horizon the accuracy table reports
 MAX_STEP = 12  # a year between cutoffs at most: older windows say little about the next months
 
 
@@ -85,6 +89,9 @@ def window_shape(n: int, spec: WindowSpec) -> tuple[int, int]:
     h = min(spec.horizon, span)
     if w > 1:
         spread = min(spec.horizon, 2 * span // (w + 1))
+        # a year ahead measured when W windows at the least step reach it (the accuracy table's
+        # 12-month typical error): a 36-month history keeps 12-month windows 3 apart
+        spread = max(spread, min(spec.horizon, YEAR, span - (w - 1) * spec.step))
         if spread >= MIN_SHORT_H:
             step = max(spec.step, min(MAX_STEP, spread, (span - spread) // (w - 1)))
             fit = span - (w - 1) * step  # a least step above the spread's: shorter windows, all W

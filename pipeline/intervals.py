@@ -280,7 +280,7 @@ def cross_fitted(bt: pd.DataFrame, levels: Sequence[int], horizon: int) -> pd.Da
 DRIFT_CAP = 0.05  # a drift correction never exceeds 5 % a month either way
 OVERLAP = 3.0  # backtest windows share months and shocks (about half their months since they spread
 # over the history, all but a few before): the windows' standard error is taken 3x in variance,
-# about one independent window per three (set with the closer windows; conservative now)
+# about one independent window per three (set with the closer windows; not re-tuned since)
 
 
 def _window_slopes(bt: pd.DataFrame) -> pd.Series:

@@ -31,8 +31,9 @@ def test_window_rule():
     # span 24: three windows of 12 months, 6 apart (half-overlapping), not three of 18 months
     # 3 apart that would score almost the same stretch
     assert got["four_years"] == [(36, 12), (30, 12), (24, 12)]
-    # min_train 15, span 15: h = floor(30 / 4) = 7, step floor(8 / 2) = 4
-    assert got["mid"] == [(23, 7), (19, 7), (15, 7)]
+    # min_train 15, span 15: spread h = floor(30 / 4) = 7, raised to 15 - 2 x 3 = 9 (towards a
+    # year ahead), step floor(6 / 2) = 3
+    assert got["mid"] == [(21, 9), (18, 9), (15, 9)]
     assert got["short"] == [(5, 5)]  # spread would leave 2 months: one window of all 5
     assert "tiny" not in got  # 3 months: min_train 3, nothing left to test
 
@@ -57,6 +58,10 @@ def test_window_rule_keeps_every_window_when_the_least_step_is_larger_or_the_his
     assert shapes(WindowSpec(18, 3, 2), 20) == [(14, 6), (12, 6), (10, 6)]
     assert shapes(WindowSpec(18, 3, 3), 20) == [(10, 10)]  # 10 - 6 = 4 months: one window
     assert shapes(WindowSpec(18, 1, 3), 48) == [(30, 18)]  # one window: the whole horizon
+    # 36 months (span 18): three windows 3 apart reach a year ahead, so 12 months, not the
+    # spread's 9; 44 months (span 22): 12 months, floor(10 / 2) = 5 apart
+    assert shapes(WindowSpec(18, 3, 3), 36) == [(24, 12), (21, 12), (18, 12)]
+    assert shapes(WindowSpec(18, 3, 3), 44) == [(32, 12), (27, 12), (22, 12)]
 
 
 class Spy(Forecaster):

@@ -10,7 +10,9 @@ from pipeline.evaluate import PUBLISHED, band_table, cost_hierarchy, evaluate, s
 
 # Seeds first run on 2026-12-02 04:4x, after the backtest windows' spread rule was settled on seeds
 # 401-405, 501-505 and 601-605 (never looked at while developing it or anything before), each with
-# every history length: 15 runs. The bounds are the issue's aims, fixed before these seeds were run.
+# every history length: 15 runs. The bounds are the issue's aims, fixed before these seeds were run;
+# the final rule (36-47-month histories keep a year-ahead window) came after, for the report's
+# 12-month error, and seeds 801-805 run with it miss the aim at 80 % over months 7-18 (docstring).
 FRESH_SEEDS = (701, 702, 703, 704, 705)
 PAIRS = tuple((s, m) for s in FRESH_SEEDS for m in (24, 36, 48))
 
@@ -111,13 +113,17 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
       the runs' months.
 
     The median run's share is held within 5 points: a run's coverage is all or little, so the
-    median run sits above the pooled share of calibrated bands (0.833 at 80 % over months 1-6 here).
+    median run sits above the pooled share of calibrated bands (0.844 at 80 % over months 1-6 here).
 
-    Measured on these seeds (2026-12-02, their first run; the old window rule was run on them after): pooled 0.819 +- 0.024 / 0.961 +-
-    0.007 over months 1-6 and 0.796 +- 0.027 / 0.950 +- 0.015 over 7-18; median run 0.833 / 0.967
-    and 0.783 / 0.978; WAPE 1-3 0.040 against 0.090 and 0.270; promotion ratio 0.98 +- 0.10
-    pooled (median run 1.11). Over the 45 runs the rule was settled on: 0.825 +- 0.014 / 0.955 +-
-    0.008 and 0.800 +- 0.015 / 0.955 +- 0.009."""
+    Measured on these seeds with the final window rule (2026-12-02; the seeds were first run with
+    the rule before it, which differs only for 36-month histories): pooled 0.825 +- 0.022 / 0.962
+    +- 0.008 over months 1-6 and 0.781 +- 0.030 / 0.949 +- 0.015 over 7-18; median run 0.844 /
+    0.967 and 0.783 / 0.978; WAPE 1-3 0.044 against 0.090 and 0.270; promotion ratio 1.09 +- 0.10
+    pooled (median run 1.18). This guards that level: the aim is not met on every 15-run set. On
+    seeds 801-805, first run with the final rule, 80 % over months 7-18 held 0.726 +- 0.028 (the
+    actuals above the band: compounding storage, labor, the total) and the promotion ratio was
+    1.24 +- 0.16; over all 90 runs of seeds 101-105, 401-405, 501-505, 601-605, 701-705 and
+    801-805: 0.810 +- 0.010 / 0.948 +- 0.006 and 0.779 +- 0.011 / 0.943 +- 0.007."""
     from pipeline.evaluate import pooled_promo_ratio
 
     med, promos, by_length = evaluate(pairs=PAIRS)
