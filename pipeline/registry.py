@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
 
 import pandas as pd
 
 from pipeline.flavor import encode_forms
 from pipeline.forecast import ForecastResult
-from pipeline.frames import CUTOFF, MEAN, MODEL, UID, Y
+from pipeline.frames import MODEL, UID
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ FORECASTER = "forecaster"
 def backtest_mase(
     bt: pd.DataFrame, selection: pd.DataFrame | None = None, model: str | None = None
 ) -> float | None:
-    """MASE of a role's backtest rows: per series and cutoff first, then the mean (M4).
+    """Cost-weighted MASE of a role's backtest rows (:func:`pipeline.metrics.cost_weighted_mase`:
+    per series and cutoff first, then weighted by each forecast's actual cost), so a tiny series
+    cannot decide which version is champion.
 
     ``model``: that model's rows; ``selection`` (``unique_id, model``): each series' selected model."""
     if bt is None or not len(bt):
@@ -40,8 +43,10 @@ def backtest_mase(
         rows = bt[bt[MODEL].to_numpy() == bt[UID].map(sel).to_numpy()]
     if not len(rows):
         return None
-    e = (rows[Y] - rows[MEAN]).abs() / rows["scale"]
-    return float(e.groupby([rows[UID], rows[CUTOFF]]).mean().mean())
+    from pipeline.metrics import cost_weighted_mase
+
+    score = cost_weighted_mase(rows)
+    return None if math.isnan(score) else score  # NaN: no cost to weigh by
 
 
 def register_models(

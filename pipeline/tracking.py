@@ -35,7 +35,8 @@ Native objects are also logged with their own flavor beside the pyfunc: the Ligh
 
 Champion and challenger (``decide``)
 ------------------------------------
-Scores are the backtest MASE of the role's rows (per series and cutoff first, then the mean; for
+Scores are the cost-weighted backtest MASE of the role's rows (per series and cutoff first, then
+the mean weighted by each forecast's actual cost, so a tiny series cannot decide; for
 ``phasecast-forecaster`` the rows of the model selected for each series). The current champion is
 compared **on the new run's backtest windows**: its configuration (model, hyperparameters, or the
 forecast configuration for the forecaster) is re-run on the new windows of the new data

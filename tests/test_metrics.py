@@ -87,3 +87,28 @@ def test_accuracy_table_is_cost_weighted() -> None:
     assert acc.loc["all", "MASE"] == pytest.approx((2.0 * 1000 + 500.0 * 10) / 1010)
     assert acc.loc["all", "WAPE"] == pytest.approx((100 * 12 + 50 * 12) / (1010 * 12))
     assert acc.loc["a/x", "cost_share"] == pytest.approx(1000 / 1010)
+
+
+def test_cost_weighted_mase_lets_the_money_decide() -> None:
+    """A $100k/month series forecast 2 % off (scale 10k: MASE 0.2) and a $1k/month one forecast
+    at 3x (scale 50: MASE 40), two months each in one window. Plain mean of the forecasts' MASE:
+    20.1; cost-weighted: (0.2 x 200k + 40 x 2k) / 202k = 0.594. The champion decisions use the
+    latter, so the tiny series cannot choose the version."""
+    from pipeline.registry import backtest_mase
+
+    bt = pd.DataFrame(
+        {
+            "unique_id": ["big", "big", "tiny", "tiny"],
+            "cutoff": pd.Timestamp("2026-01-01"),
+            "model": "m",
+            "y": [100e3, 100e3, 1e3, 1e3],
+            "mean": [102e3, 98e3, 3e3, 3e3],
+            "scale": [10e3, 10e3, 50.0, 50.0],
+        }
+    )
+    want = (0.2 * 200e3 + 40.0 * 2e3) / 202e3
+    assert mt.cost_weighted_mase(bt) == pytest.approx(want)
+    assert backtest_mase(bt, model="m") == pytest.approx(want)
+    s = mt.summarize(bt, levels=(), by=["model"]).iloc[0]
+    assert s["MASE"] == pytest.approx(20.1) and s["MASE_cost"] == pytest.approx(want)
+    assert np.isnan(mt.cost_weighted_mase(bt.assign(y=0.0)))  # no cost: nothing to weigh by
