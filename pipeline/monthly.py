@@ -597,7 +597,7 @@ def _compute_and_log(
             }
             for r in records
         },
-        "published_backtest_MASE": published_score,
+        "published_backtest_MASE_cost": published_score,
         "events": [{k: str(v) for k, v in ev.items()} for ev in res.events],
         "flags": (
             derived.flags.flags["status"].value_counts().to_dict()

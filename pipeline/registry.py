@@ -64,7 +64,7 @@ def register_models(
 ) -> tuple[list[Any], list[dict[str, Any]], float | None]:
     """Log the run's parameters and metrics, register every model, decide the aliases.
 
-    Returns ``(records, versions, published_backtest_MASE)``; a reused run registers nothing new
+    Returns ``(records, versions, published_backtest_MASE_cost)``; a reused run registers nothing new
     and reports the versions it registered the first time."""
     from pipeline import tracking as tr
 
@@ -93,7 +93,7 @@ def register_models(
                     if k not in ("scope", MODEL, "h", UID) and isinstance(v, int | float):
                         metrics[f"backtest.{row[MODEL]}.{k}"] = float(v)
         if published_score is not None:
-            metrics["backtest.published.MASE"] = published_score
+            metrics["backtest.published.MASE_cost"] = published_score
         tracker.log_metrics(metrics)
     for item in items:
         rec = tracker.log_model(item, as_of) if not reused else _existing_record(tracker, item)
