@@ -291,12 +291,6 @@ def promo_errors(t: pd.DataFrame, uid: str = "inference/compute_gpu") -> dict[st
     return out
 
 
-def promo_ratio(t: pd.DataFrame, uid: str = "inference/compute_gpu") -> float:
-    """Mean absolute percentage error in promotion months over that in ordinary months (published
-    forecast of ``uid``, months 1-12)."""
-    return promo_errors(t, uid)["promo_ratio"]
-
-
 def pooled_promo_ratio(promos: pd.DataFrame) -> tuple[float, float]:
     """The promotion ratio over all the runs' months (mean error of every promotion month over that
     of every ordinary month) and its standard error with the run as the unit (delta method).

@@ -150,13 +150,28 @@ def cost_weighted_mase(rows: pd.DataFrame) -> float:
         return float("nan")
     y = rows[Y].to_numpy(float)
     t = pd.DataFrame(
-        {"_mase": np.abs(y - rows[MEAN].to_numpy(float)) / rows["scale"].to_numpy(float)}
+        {
+            "_g": 0,
+            "_mase": np.abs(y - rows[MEAN].to_numpy(float)) / rows["scale"].to_numpy(float),
+            "_absy": np.abs(y),
+        }
     )
-    t["_absy"] = np.abs(y)
-    keys = [rows[k].to_numpy() for k in (UID, CUTOFF) if k in rows.columns]
-    g = t.groupby(keys, dropna=False) if keys else t.groupby(np.zeros(len(t)))
-    per, w = g["_mase"].mean(), g["_absy"].sum()
-    return float((per * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+    for k in (UID, CUTOFF):
+        if k in rows.columns:
+            t[k] = rows[k].to_numpy()
+    return float(_cost_weighted(t, ["_g"]).iloc[0])
+
+
+def _cost_weighted(t: pd.DataFrame, group: list[str]) -> pd.Series:
+    """Per ``group``: the mean ``_mase`` of each forecast (series and cutoff), weighted by the
+    forecast's ``sum _absy`` (NaN where a group has no cost)."""
+    keys = [k for k in (UID, CUTOFF) if k in t.columns and k not in group]
+    g = t.groupby(group + keys, dropna=False)
+    per, cost = g["_mase"].mean(), g["_absy"].sum()
+    outer = list(range(len(group)))
+    num = (per * cost).groupby(level=outer, dropna=False).sum()
+    den = cost.groupby(level=outer, dropna=False).sum()
+    return num / den.where(den > 0)
 
 
 def summarize(
@@ -183,14 +198,7 @@ def summarize(
     cov = t.groupby(group, dropna=False)[[c for c in t.columns if c.startswith("_cov_")]].mean()
     out = pd.DataFrame(index=agg.index)
     out["MASE"] = agg["_mase"]
-    if keys and not set(keys) <= set(group):
-        cost = t.groupby(group + [k for k in keys if k not in group], dropna=False)["_absy"].sum()
-        outer = list(range(len(group)))
-        num = (per["_mase"] * cost).groupby(level=outer, dropna=False).sum()
-        den = cost.groupby(level=outer, dropna=False).sum()
-        out["MASE_cost"] = num / den.where(den > 0)
-    else:
-        out["MASE_cost"] = agg["_mase"]
+    out["MASE_cost"] = _cost_weighted(t, group)
     out["WAPE"] = sums["_ae"] / sums["_absy"].where(sums["_absy"] > 0)
     out["sMAPE"] = agg["_smape"]
     out["pinball"] = agg["_pinball"]
