@@ -410,6 +410,13 @@ def _pooled_text(r: pd.Series) -> str:
     )
 
 
+def _pooled_words(r: pd.Series | dict[str, float]) -> str:
+    """How the figures in brackets were made: a standard error is shown only when there is one."""
+    if all(pd.isna(r.get(f"se_{lv}")) for lv in (80, 95)):
+        return "median run; pooled over the runs"
+    return "median run; pooled over the runs, +- one standard error"
+
+
 def summary(
     med: pd.DataFrame, promos: pd.DataFrame, by_length: pd.DataFrame | None = None
 ) -> list[str]:
@@ -425,8 +432,7 @@ def summary(
                 r = m.loc[(PUBLISHED, band)]
                 out.append(
                     f"  published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
-                    f"95 % -> {r['coverage_95']:.3f} (median run; pooled over the runs, +- one "
-                    f"standard error: {_pooled_text(r)})"
+                    f"95 % -> {r['coverage_95']:.3f} ({_pooled_words(r)}: {_pooled_text(r)})"
                 )
         lengths = (
             by_length[(by_length["collection"] == name) & (by_length["hist_months"] > 0)]
@@ -458,9 +464,9 @@ def summary(
         if len(p):
             ratio, se = pooled_promo_ratio(p)
             pooled = f"{ratio:.2f}" + (f" +- {se:.2f}" if pd.notna(se) else "")
+            words = "one run" if len(p) < 2 else _pooled_words({"se_80": se})
             out.append(
                 "  inference error in promotion months / ordinary months: "
-                f"{p['promo_ratio'].median():.2f} (median run; pooled over the runs, +- one "
-                f"standard error: {pooled})"
+                f"{p['promo_ratio'].median():.2f} ({words}: {pooled})"
             )
     return out

@@ -537,6 +537,7 @@ def write_report(
                     "recommended": _fmt_money(r.get("recommended")),
                     "quantile": f"P{round(100 * float(r.get('quantile', 0.8)))}",
                     "last": _fmt_money(r.get("last_quarter_actual")),
+                    "last_label": str(r.get("last_quarter") or ""),
                     "change": _fmt_pct(r.get("change_vs_last_quarter"), signed=True),
                 }
             )

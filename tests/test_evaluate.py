@@ -224,6 +224,10 @@ def test_summary_gives_pooled_coverage_with_its_standard_error_per_history_lengt
     assert lines[4].endswith("(pooled, 80 / 95 %): 7-18 0.800 +- 0.010 / 0.950 +- 0.010")
     # one history length: the collection's line and its two bands, no per-length lines
     assert len(summary(med, pd.DataFrame(), by_length[by_length.hist_months == 24])) == 3
+    # one run: no standard error anywhere, and the words do not promise one
+    one = summary(med.assign(se_80=np.nan, se_95=np.nan), pd.DataFrame(), None)
+    assert one[1].endswith("(median run; pooled over the runs: 0.810 / 0.950)")
+    assert not any("standard error" in line for line in one)
 
 
 def test_pooled_promotion_ratio_and_its_standard_error() -> None:

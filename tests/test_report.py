@@ -173,6 +173,8 @@ def test_report_escapes_billing_strings_and_is_self_contained(tmp_path) -> None:
     assert "http://" not in html and "https://" not in html
     assert 'class="badge at_risk"' in html or 'class="badge over_budget"' in html
     assert "analytic_baseline" in html and 'class="baseline"' in html
+    # the budget table's "Last quarter" says which quarter its actual is: 2027Q1's is 2026Q4
+    assert "<small>(2026Q4)</small>" in html
 
 
 def _chrome():  # type: ignore[no-untyped-def]

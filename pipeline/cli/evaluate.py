@@ -74,11 +74,19 @@ def evaluate_cmd(
         tuple(seeds), tuple(months), horizon, tuple(collections), demo_hold_out=demo_hold_out
     )
     fmt = {c: "{:.3f}".format for c in med.columns if c not in ("collection", "model", "band")}
-    click.echo(
-        f"seeds {list(seeds)}; generated hierarchies: histories {list(months)} months, horizon "
-        f"{horizon}, medians over the {len(seeds) * len(months)} runs; demo world: 36 months, the "
-        f"last {demo_hold_out} held out, medians over the {len(seeds)} seeds\n"
-    )
+    runs = len(seeds) * len(months)
+    said = [f"seeds {list(seeds)}"]
+    if {"hierarchy", "hierarchy-no-plan"} & set(collections):
+        said.append(
+            f"generated hierarchies: histories {list(months)} months, horizon {horizon}, "
+            f"medians over the {runs} run{'s' if runs > 1 else ''}"
+        )
+    if "demo-world" in collections:
+        said.append(
+            f"demo world: 36 months, the last {demo_hold_out} held out, medians over the "
+            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        )
+    click.echo("; ".join(said) + "\n")
     for name, part in med.groupby("collection", sort=False):
         click.echo(f"== {name}")
         click.echo(part.drop(columns="collection").to_string(index=False, formatters=fmt))
