@@ -224,8 +224,9 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     ``_12m`` (the same ratio at exactly 1, 3 and 12 months ahead: "typically within +-x %"; NaN
     when the backtest did not reach that far), ``MASE``, ``coverage_L`` per level, ``cost_share``
     (the series' share of the actuals among the rows summarised), ``n`` (backtest points). The
-    ``all`` row weights each series' MASE by its cost, so a $1k/month series with a MASE of 60
-    cannot dominate it the way it dominates a plain mean.
+    ``all`` row's MASE weights each forecast (series and cutoff) by its cost, as ``MASE_cost`` does
+    (:func:`cost_weighted_mase`), so a $1k/month series with a MASE of 60 cannot dominate it the
+    way it dominates a plain mean.
     """
     cols = ["scope", UID, MODEL, "WAPE", *[f"typical_error_{k}m" for k in TYPICAL_AT], "MASE"]
     cols += [f"coverage_{lv}" for lv in levels] + ["cost_share", "n"]
@@ -239,12 +240,10 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     if len(bottom):
         b = t[t[UID].isin(bottom[UID])]
         row = _accuracy_row(b, "all", "all", "", levels)
-        w = bottom.set_index(UID)["_cost"]
-        row["MASE"] = (
-            float((bottom.set_index(UID)["MASE"] * w).sum() / w.sum()) if w.sum() else np.nan
-        )
+        # the same cost-weighted MASE as the metrics' MASE_cost and the champion decisions
+        row["MASE"] = float(_cost_weighted(b.assign(_g=0), ["_g"]).iloc[0])
         out = pd.concat([out, pd.DataFrame([row])], ignore_index=True)
-        total_cost = float(w.sum())
+        total_cost = float(bottom["_cost"].sum())
         out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
     else:
         out["cost_share"] = np.nan

@@ -89,6 +89,32 @@ def test_accuracy_table_is_cost_weighted() -> None:
     assert acc.loc["a/x", "cost_share"] == pytest.approx(1000 / 1010)
 
 
+def test_accuracy_all_row_is_the_metrics_cost_weighted_mase() -> None:
+    """One cost-weighted MASE everywhere: the accuracy table's ``all`` row weights each forecast
+    (series and cutoff) by its cost, as ``MASE_cost`` and the champion decisions do. a/x: a window
+    at 1000 a month forecast 1100 (MASE 2, cost 2000), one at 3000 forecast 3150 (MASE 3, cost
+    6000); a/y: 10 forecast 15 (scale 0.1: MASE 50, cost 20); two months each. Per forecast:
+    (2 x 2000 + 3 x 6000 + 50 x 20) / 8020 = 2.868; per series (a/x's mean MASE 2.5 on its cost
+    8000) it would be 2.618."""
+    from pipeline.metrics import accuracy_table
+
+    rows = []
+    for uid, cutoff, y, f, scale in (
+        ("a/x", "2025-01-01", 1000.0, 1100.0, 50.0),
+        ("a/x", "2025-07-01", 3000.0, 3150.0, 50.0),
+        ("a/y", "2025-07-01", 10.0, 15.0, 0.1),
+    ):
+        for h in (1, 2):
+            rows.append(
+                {"unique_id": uid, "cutoff": pd.Timestamp(cutoff), "h": h, "model": "m", "y": y,
+                 "mean": f, "scale": scale}
+            )  # fmt: skip
+    bt = pd.DataFrame(rows)
+    acc = accuracy_table(bt, pd.Series({"a/x": "m", "a/y": "m"}), ()).set_index("unique_id")
+    assert acc.loc["all", "MASE"] == pytest.approx(23000 / 8020)
+    assert acc.loc["all", "MASE"] == pytest.approx(mt.cost_weighted_mase(bt))
+
+
 def test_cost_weighted_mase_lets_the_money_decide() -> None:
     """A $100k/month series forecast 2 % off (scale 10k: MASE 0.2) and a $1k/month one forecast
     at 3x (scale 50: MASE 40), two months each in one window. Plain mean of the forecasts' MASE:
