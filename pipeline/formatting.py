@@ -7,8 +7,19 @@ Formatting only: the numbers come from :mod:`pipeline.flags`, :mod:`pipeline.bud
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
+
+
+def fixed(v: float, places: int, shift: int = 0) -> str:
+    """``v x 10^shift`` to ``places`` decimals, half away from zero on the decimal the number
+    prints as: 0.015 (30 of 2,000 paths) is ``0.02`` and, shifted to a percentage, ``2``, in every
+    table and page. Python's own formatting rounds the binary value (0.01499...) to ``0.01``
+    while ``100 x 0.015`` is exactly 1.5 and rounds to ``2``: the terminal and the report named two
+    chances for one line."""
+    q = Decimal(1).scaleb(-places)
+    return str(Decimal(repr(float(v))).scaleb(shift).quantize(q, rounding=ROUND_HALF_UP))
 
 
 def _money(x: float) -> str:
@@ -39,7 +50,7 @@ def format_flags(flags: pd.DataFrame, color: bool = False) -> str:
             _money(r.actual_to_date),
             _money(r.forecast_total),
             _money(r.p80),
-            f"{r.p_overrun:.2f}",
+            fixed(r.p_overrun, 2),
             _money(r.expected_overrun),
             r.status,
             getattr(r, "anomaly_months", "") or "",
@@ -102,7 +113,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
             money(r.baseline),
             money(r.plan_estimate),
             money(r.budget),
-            "-" if not math.isfinite(r.p_overrun) else f"{r.p_overrun:.2f}",
+            "-" if not math.isfinite(r.p_overrun) else fixed(r.p_overrun, 2),
             money(r.recommended),
             "-"
             if not math.isfinite(r.change_vs_last_quarter)

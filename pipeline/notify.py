@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.formatting import fixed
+
 log = logging.getLogger(__name__)
 
 ALERT = ("at_risk", "over_budget")
@@ -76,7 +78,7 @@ def alert_message(
         p = float(r["p_overrun"])
         text.append(
             f"• {r['period']} {r['phase']}: {str(r['status']).replace('_', ' ')}, "
-            f"{p:.0%} chance of overrun; forecast {float(r['forecast_total']):,.0f} "
+            f"{fixed(p, 0, 2)}% chance of overrun; forecast {float(r['forecast_total']):,.0f} "
             f"vs budget {float(r['budget']):,.0f} {currency}"
             + (f" (was {r['previous_status']})" if r.get("previous_status") else "")
         )

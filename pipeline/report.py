@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.budget import parse_period
+from pipeline.formatting import fixed
 from pipeline.frames import DS, MEAN, MODEL, PHASES, TOTAL, UID, Y, hi_col, lo_col
 
 QUANTILES = {
@@ -293,7 +294,7 @@ HORIZON_WORDS = {1: "one month ahead", 3: "three months ahead", 12: "a year ahea
 
 def _pc(v: float) -> str:
     """A share as a percentage, house style: ``8 %`` (``0.4 %`` under one per cent)."""
-    return f"{100 * v:.1f} %" if 0 < abs(v) < 0.0095 else f"{100 * v:.0f} %"
+    return f"{fixed(v, 1, 2)} %" if 0 < abs(v) < 0.0095 else f"{fixed(v, 0, 2)} %"
 
 
 def chance_in_words(p: Any) -> str:
@@ -506,7 +507,7 @@ def write_report(
                     "rest": _fmt_money(r.get("forecast_rest")),
                     "total": _fmt_money(r.get("forecast_total")),
                     "p80": _fmt_money(r.get("p80")),
-                    "p": f"{float(r['p_overrun']):.2f}",
+                    "p": fixed(float(r["p_overrun"]), 2),
                     "p_width": f"{100 * float(r['p_overrun']):.0f}",
                     "exp": _fmt_money(r.get("expected_overrun")),
                     "anomaly": r.get("anomaly_months", "") or "",
@@ -533,7 +534,7 @@ def write_report(
                     "chance": chance_in_words(r.get("p_overrun")),
                     "p_overrun": "–"
                     if not math.isfinite(float(r.get("p_overrun", float("nan"))))
-                    else f"{float(r['p_overrun']):.2f}",
+                    else fixed(float(r["p_overrun"]), 2),
                     "recommended": _fmt_money(r.get("recommended")),
                     "quantile": f"P{round(100 * float(r.get('quantile', 0.8)))}",
                     "last": _fmt_money(r.get("last_quarter_actual")),
