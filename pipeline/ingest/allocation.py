@@ -50,6 +50,8 @@ USAGE_METHOD = "usage:gpu_hours:"
 CANDIDATE = (
     "coalesce(category = 'compute_gpu' AND method = 'unallocated' AND phase = 'unallocated', false)"
 )
+#: The usage rows pools are made of.
+_GPU_HOURS = "lower(trim(metric)) = 'gpu_hours' AND value_sum > 0"
 #: ``allocated_facts``: the facts no allocation touches, as stored, and the parts of the rest.
 VIEW = f"""
 CREATE OR REPLACE VIEW allocated_facts AS
@@ -147,6 +149,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> AllocationSummary:
     """Recompute ``allocated_facts`` from ``daily_facts`` and ``usage_daily`` (inside the caller's
     transaction); raise :class:`PhasecastError` if the result does not add up to the facts."""
+    if not _has_gpu_hours(con, enabled):
+        # Nothing to split by: every candidate is a part as it is stored (a copy, nothing to check).
+        con.execute(f"""
+            CREATE OR REPLACE TABLE allocation_parts AS
+            SELECT {_KEYS}, CAST(1.0 AS DOUBLE) AS share, {", ".join(COSTS)}, file_sha256
+            FROM daily_facts WHERE {CANDIDATE}
+        """)
+        (cands,) = con.execute("SELECT count(*) FROM allocation_parts").fetchone()  # type: ignore[misc]
+        return AllocationSummary(enabled, 0, int(cands) if enabled else 0)
     scale = _scale(con)
     one = f"CAST('{10**-scale:.{scale}f}' AS DECIMAL(38,{scale}))" if scale else "1"
     con.execute(
@@ -163,8 +174,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
                ) AS own
         FROM (SELECT day, coalesce(grain, 'day') AS grain, phase, gpu, lower(resource_id) AS rid,
                      sum(value_sum) AS h
-              FROM usage_daily WHERE lower(trim(metric)) = 'gpu_hours' AND value_sum > 0
-                                     AND {bool(enabled)}
+              FROM usage_daily WHERE {_GPU_HOURS}
               GROUP BY ALL) u
     """)
     options = []
@@ -232,6 +242,13 @@ def rebuild(con: duckdb.DuckDBPyConnection, *, enabled: bool = True) -> Allocati
     _check_conserved(con, "alloc_cand")
     con.execute("DROP TABLE alloc_cand; DROP TABLE alloc_usage; DROP TABLE alloc_w")
     return AllocationSummary(enabled, int(split), int(cands) - int(split) if enabled else 0)
+
+
+def _has_gpu_hours(con: duckdb.DuckDBPyConnection, enabled: bool) -> bool:
+    if not enabled:
+        return False
+    row = con.execute(f"SELECT 1 FROM usage_daily WHERE {_GPU_HOURS} LIMIT 1").fetchone()
+    return row is not None
 
 
 def _check_conserved(con: duckdb.DuckDBPyConnection, rows: str) -> None:
