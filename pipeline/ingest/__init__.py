@@ -533,6 +533,14 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
         CREATE OR REPLACE TEMP TABLE key_last AS
         SELECT {_KEY}, max(dlv) AS last_dlv FROM text_keys GROUP BY ALL
     """)
+    # The warehouse totals of every key this call carried, read once (:func:`_wh_totals`).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE wh_keys AS
+        SELECT {_KEY}, currency, sum(billed_cost) AS billed_cost,
+               sum(effective_cost) AS effective_cost, sum(list_cost) AS list_cost
+        FROM daily_facts f WHERE EXISTS (SELECT 1 FROM key_last k WHERE {_on("f", "k")})
+        GROUP BY ALL
+    """)
     for w in work:
         for i, rep in _staged_reports(w):
             rep.source_totals = _totals(
@@ -594,10 +602,11 @@ def _staged_reports(w: _Planned) -> list[tuple[int, FileReport]]:
 
 
 def _wh_totals(con: duckdb.DuckDBPyConnection, where: str) -> Totals:
-    """Warehouse totals of the keys of the ``text_keys`` rows matching ``where``."""
+    """Warehouse totals of the keys of the ``text_keys`` rows matching ``where`` (from ``wh_keys``,
+    the per-key sums :func:`_apply_billing` read after its inserts)."""
     return _totals(
         con.execute(f"""
-        SELECT {_SUMS} FROM daily_facts f
+        SELECT {_SUMS} FROM wh_keys f
         WHERE EXISTS (SELECT 1 FROM text_keys k WHERE ({where}) AND {_on("f", "k")})
         GROUP BY currency
     """).fetchall()
