@@ -61,16 +61,35 @@ CATEGORY_FIELDS: tuple[str, ...] = (
 )
 KEY_FIELDS: tuple[str, ...] = ("ProviderName", "BillingAccountId", "BillingCurrency")
 MAX_SHOWN = 5
-_WH_COSTS = ("billed_cost", "effective_cost", "list_cost", "contracted_cost")
 
-STAGE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS stage (
-    file_idx INTEGER, day DATE, billing_period DATE, provider VARCHAR, billing_account VARCHAR,
-    currency VARCHAR, phase VARCHAR, category VARCHAR, team VARCHAR, model VARCHAR,
-    billed_cost DECIMAL(38,18), effective_cost DECIMAL(38,18), list_cost DECIMAL(38,18),
-    contracted_cost DECIMAL(38,18), row_count BIGINT,
-    service VARCHAR, method VARCHAR, gpu VARCHAR, resource_id VARCHAR
+#: Attribution text of the staged rows, one row per distinct combination (``aid``).
+ATTRS = (
+    "provider",
+    "billing_account",
+    "currency",
+    "phase",
+    "category",
+    "team",
+    "model",
+    "service",
+    "method",
+    "gpu",
+    "resource_id",
 )
+#: ``stage``: the staged facts of every file read in this call. The day groups (``stage_rows``) carry
+#: the number of their attribution (``stage_attrs``), not its text: far fewer rows of text to write.
+STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS stage_rows (
+    file_idx INTEGER, day DATE, billing_period DATE, aid BIGINT,
+    billed_cost DECIMAL(38,18), effective_cost DECIMAL(38,18), list_cost DECIMAL(38,18),
+    contracted_cost DECIMAL(38,18), row_count BIGINT
+);
+CREATE TEMP TABLE IF NOT EXISTS stage_attrs (aid BIGINT, {", ".join(f"{a} VARCHAR" for a in ATTRS)});
+CREATE TEMP VIEW IF NOT EXISTS stage AS
+SELECT r.file_idx, r.day, r.billing_period, a.provider, a.billing_account, a.currency, a.phase,
+       a.category, a.team, a.model, r.billed_cost, r.effective_cost, r.list_cost,
+       r.contracted_cost, r.row_count, a.service, a.method, a.gpu, a.resource_id
+FROM stage_rows r JOIN stage_attrs a USING (aid);
 """
 
 
@@ -263,24 +282,29 @@ def attribute(con: duckdb.DuckDBPyConnection, rules: list[Rule]) -> None:
     """)
     # NULL text is a value here (an untagged row has Tags NULL), hence IS NOT DISTINCT FROM.
     on = " AND ".join(f"p.{x} IS NOT DISTINCT FROM i.{x}" for x in f)
+    first = _next_aid(con)
     con.execute(f"""
-        INSERT INTO stage
-        SELECT s.file_idx, {day_to_date("s.day")}, {day_to_date("s.billing_period")}, a.provider,
-               a.billing_account, a.currency, a.phase, a.category, a.team, a.model,
-               s.billed_cost, s.effective_cost, s.list_cost, s.contracted_cost, s.row_count,
-               a.service, a.method, a.gpu, a.resource_id
-        FROM (SELECT g.file_idx, g.day, g.billing_period, m.aid,
-                     {", ".join(f"sum(g.s_{c}) AS {w}" for c, w in zip(COSTS, _WH_COSTS, strict=True))},
-                     sum(g.row_count) AS row_count
-              FROM pend_groups g
-              JOIN (SELECT p.file_idx, p.k, a.aid FROM pend_combos p JOIN attr_in i ON {on}
-                    JOIN attributed a USING (u)) m USING (file_idx, k)
-              GROUP BY g.file_idx, g.day, g.billing_period, m.aid) s
-        JOIN (SELECT DISTINCT ON (aid) * EXCLUDE (u) FROM attributed) a USING (aid)
+        INSERT INTO stage_attrs
+        SELECT aid + {first}, {", ".join(ATTRS)} FROM (SELECT DISTINCT ON (aid) * FROM attributed)
+    """)
+    con.execute(f"""
+        INSERT INTO stage_rows
+        SELECT g.file_idx, {day_to_date("g.day")}, {day_to_date("g.billing_period")}, m.aid + {first},
+               {", ".join(f"sum(g.s_{c})" for c in COSTS)}, sum(g.row_count)
+        FROM pend_groups g
+        JOIN (SELECT p.file_idx, p.k, a.aid FROM pend_combos p JOIN attr_in i ON {on}
+              JOIN attributed a USING (u)) m USING (file_idx, k)
+        GROUP BY g.file_idx, g.day, g.billing_period, m.aid
     """)
     con.execute(
         "DROP TABLE attr_in; DROP TABLE attributed; DELETE FROM pend_groups; DELETE FROM pend_combos"
     )
+
+
+def _next_aid(con: duckdb.DuckDBPyConnection) -> int:
+    """The offset that makes the attribution numbers of a new batch differ from those staged before."""
+    (last,) = con.execute("SELECT coalesce(max(aid), 0) FROM stage_attrs").fetchone()  # type: ignore[misc]
+    return int(last)
 
 
 def _scan_by_hash(
@@ -617,7 +641,18 @@ def insert_partition(
     con.register("_part_stage", stage)
     con.register("_part_keys", keys)
     try:
-        con.execute(f"INSERT INTO stage SELECT {idx}, * FROM _part_stage")
+        first = _next_aid(con)
+        con.execute(f"""
+            INSERT INTO stage_attrs
+            SELECT {first} + row_number() OVER (), * FROM (SELECT DISTINCT {", ".join(ATTRS)} FROM _part_stage)
+        """)
+        on = " AND ".join(f"p.{a} IS NOT DISTINCT FROM a.{a}" for a in ATTRS)
+        con.execute(f"""
+            INSERT INTO stage_rows
+            SELECT {idx}, p.day, p.billing_period, a.aid, p.billed_cost, p.effective_cost, p.list_cost,
+                   p.contracted_cost, p.row_count
+            FROM _part_stage p JOIN stage_attrs a ON a.aid > {first} AND {on}
+        """)
         con.execute(f"INSERT INTO text_keys SELECT {idx}, NULL, * FROM _part_keys")
     finally:
         con.unregister("_part_stage")
