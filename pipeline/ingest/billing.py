@@ -175,23 +175,33 @@ def scan_file(
         FROM combos_raw
     """)
     con.execute("DROP TABLE combos_raw")
+    # The day groups by the text the report and the checks read (provider, account, raw period and
+    # currency): one pass over the groups, a few rows.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE key_groups AS
+        SELECT c.f_ProviderName AS provider, c.f_BillingAccountId AS billing_account, g.billing_period,
+               c.f_BillingCurrency AS currency, sum(g.s_BilledCost) AS billed, sum(g.s_EffectiveCost) AS effective,
+               sum(g.s_ListCost) AS list, sum(g.row_count) AS row_count, sum(g.n_bad) AS n_bad
+        FROM grouped g JOIN combos c USING (k) GROUP BY ALL
+    """)
     # The exact text totals per (provider, account, period, currency) the report checks the warehouse
     # against: sums of the file's own numbers by its own key text, before attribution and allocation.
     con.execute(f"""
         INSERT INTO text_keys
-        SELECT {idx}, NULL, c.f_ProviderName, c.f_BillingAccountId, {day_to_date(bp)},
-               upper(trim(c.f_BillingCurrency)), sum(g.s_BilledCost), sum(g.s_EffectiveCost), sum(g.s_ListCost)
-        FROM grouped g JOIN combos c USING (k) GROUP BY ALL
+        SELECT {idx}, NULL, provider, billing_account, {day_to_date(bp)}, upper(trim(currency)),
+               sum(billed), sum(effective), sum(list)
+        FROM key_groups GROUP BY ALL
     """)
-    # Per-group checks (few groups): currency ISO 4217 (any case), billing period readable and on a
-    # first of month; every row of a group failing one is bad, else the group's bad rows are.
-    group_bad = f"bad_currency OR {bp} IS NULL OR dayofmonth({day_to_date(bp)}) <> 1"
+    # Per-group checks: currency ISO 4217 (any case), billing period readable and on a first of
+    # month; every row of a group failing one is bad, else the group's bad rows are.
+    bad_currency = f"upper(trim(coalesce(currency, ''))) NOT IN ({sql_codes()})"
+    group_bad = f"{bad_currency} OR {bp} IS NULL OR dayofmonth({day_to_date(bp)}) <> 1"
     n_rows, n_bad = con.execute(f"""
         SELECT coalesce(sum(row_count), 0),
                coalesce(sum(CASE WHEN {group_bad} THEN row_count ELSE n_bad END), 0)
-        FROM grouped JOIN (SELECT k, upper(trim(coalesce(f_BillingCurrency, ''))) NOT IN ({sql_codes()})
-                           AS bad_currency FROM combos) USING (k)
+        FROM key_groups
     """).fetchone()  # type: ignore[misc]
+    con.execute("DROP TABLE key_groups")
     if n_rows == 0:
         raise InputError(
             Problem("the file has a header but no data rows", str(src.path)),
@@ -361,7 +371,6 @@ def _scan_by_hash(
             SELECT count(*) = (SELECT count(*) FROM reps) AND coalesce(bool_and({hc} = k AND {gc} = g), true)
             FROM combos_raw c
         """).fetchone()  # type: ignore[misc]
-        con.execute("ALTER TABLE combos_raw DROP COLUMN g")
     con.execute("DROP TABLE reps")
     if not one:
         log.info("%s: a hash covers two text combinations; grouping on the text", src.path)
