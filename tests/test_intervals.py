@@ -144,11 +144,11 @@ def test_missed_drift_keeps_what_the_windows_agree_on() -> None:
     )
     b = iv.missed_drift(bt, pd.Series({"grows": "m", "noisy": "m", "one": "m"}))
     assert b["grows"] == pytest.approx(0.02)  # every window saw 2 % a month: all of it
-    # noisy: slopes 0.03, -0.03, 0.001, mean 0.000333, se^2 = var / 3 = 0.0003: its own slope
-    # is noise, it gets the target. The target: the mean over the series with two windows or
-    # more, (0.02 + 0.000333) / 2 = 0.010167, whose se^2 = var([0.02, 0.000333]) / 2 = 9.67e-5
-    # against a square of 1.034e-4: shrunk by 1 - 0.935 to 0.000655, next to nothing
-    assert b["noisy"] == pytest.approx(0.000655, abs=2e-6)
+    # noisy: slopes 0.03, -0.03, 0.001, mean 0.000333, se^2 = 2 var / 3 = 0.0006 (2: OVERLAP):
+    # its own slope is noise, it gets the target. The target: the mean over the series with two
+    # windows or more, (0.02 + 0.000333) / 2 = 0.010167, whose se^2 = 2 var([0.02, 0.000333]) / 2
+    # = 1.93e-4 exceeds its square, 1.03e-4: shrunk to 0. Two series that disagree are no evidence
+    assert b["noisy"] == 0.0
     assert b["one"] == 0.0  # one window is no evidence
     big = iv.missed_drift(_drift_backtest({"x": [0.2, 0.2]}), pd.Series({"x": "m"}))
     assert big["x"] == iv.DRIFT_CAP
@@ -156,7 +156,7 @@ def test_missed_drift_keeps_what_the_windows_agree_on() -> None:
 
 def test_missed_drift_of_series_that_agree_with_each_other() -> None:
     """Four lines whose windows each saw +1.2 % and -0.4 % a month: each alone is noise (mean
-    0.004, se 0.008) and gets nothing; together they missed 0.4 % a month, the target, with no
+    0.004, se^2 = 2 x 1.28e-4 / 2, se 0.011) and gets nothing; together they missed 0.4 % a month, the target, with no
     spread between them, so each gets 0.004. A fifth line of another model is not pulled."""
     lines = {f"s{i}": [0.012, -0.004] for i in range(4)}
     alone = iv.missed_drift(_drift_backtest({"s0": lines["s0"]}), pd.Series({"s0": "m"}))
@@ -172,11 +172,11 @@ def test_missed_drift_of_series_that_agree_with_each_other() -> None:
 def test_drift_correction_of_the_backtest_is_out_of_sample() -> None:
     bt = _drift_backtest({"a": [0.01, 0.02, 0.03]})
     out = iv.drift_corrected(bt)
-    # window 0 is corrected by windows 1 and 2: mean 0.025, sd 0.00707, se^2 = 5e-5 / 2, one
-    # series (no target to shrink to but 0): shrink 1 - 2.5e-5 / 6.25e-4 = 0.96 -> 0.024
+    # window 0 is corrected by windows 1 and 2: mean 0.025, sd 0.00707, se^2 = 2 x 5e-5 / 2
+    # (OVERLAP 2), one series (no target but 0): shrink 1 - 5e-5 / 6.25e-4 = 0.92 -> 0.023
     w0 = out[out["window"] == 0]
-    np.testing.assert_allclose(w0["mean"], bt.loc[w0.index, "mean"] * np.exp(0.024 * w0["h"]))
-    np.testing.assert_allclose(w0["sigma"], 2.0 * np.exp(0.024 * w0["h"]))
+    np.testing.assert_allclose(w0["mean"], bt.loc[w0.index, "mean"] * np.exp(0.023 * w0["h"]))
+    np.testing.assert_allclose(w0["sigma"], 2.0 * np.exp(0.023 * w0["h"]))
     # the published forecast keeps a missed drift only as far as the history grew, same sign
     assert iv.bounded_drift(0.02, 0.01) == 0.01 and iv.bounded_drift(0.02, -0.01) == 0.0
     y = 100 * 1.03 ** np.arange(30)
