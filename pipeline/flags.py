@@ -118,6 +118,10 @@ def find_anomalies(
     lo, hi = bt[lo_col(level)], bt[hi_col(level)]
     out = bt[(bt[Y] < lo) | (bt[Y] > hi)].copy()
     out["direction"] = np.where(out[Y] > out[hi_col(level)], "above", "below")
+    # a cost never negative in these months is never expected below 0: an additive band's lower
+    # bound under 0 reads as 0 (which months are unusual does not change: no actual is below 0)
+    nonneg = bt.groupby(UID)[Y].transform("min").reindex(out.index) >= 0
+    out.loc[nonneg, lo_col(level)] = out.loc[nonneg, lo_col(level)].clip(lower=0.0)
     if MEAN_COL not in out.columns:
         out[MEAN_COL] = np.nan
     return out[cols].reset_index(drop=True)

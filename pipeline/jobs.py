@@ -168,7 +168,24 @@ def write_derived(d: Derived, folder: Path) -> list[str]:
         )
     if d.changes is not None:
         names += [p.name for p in write_people_table(d.changes, folder, "changes")]
+    _drop_stale(folder, names, d)
     return names
+
+
+def _drop_stale(folder: Path, names: list[str], d: Derived) -> None:
+    """Remove what an earlier call wrote into ``folder`` for the same quarters and this call does
+    not: the scenario files of a quarter asked for without ``--scenario`` this time, a
+    ``changes`` table when there is no previous run now. Only these names are touched (the folder
+    may be one the user chose); the workbooks are rewritten whole anyway."""
+    family = [f"changes.{ext}" for ext in ("csv", "parquet")] if d.budgets else []
+    for label in d.budgets:
+        family += [f"scenarios-{label}.csv", f"scenarios-{label}.parquet"]
+        family.append(f"scenario-models-{label}.csv")
+    for name in family:
+        path = folder / name
+        if name not in names and path.exists():
+            path.unlink()
+            log.info("removed %s: an earlier call's, not part of this one", path)
 
 
 def report(

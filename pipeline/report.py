@@ -245,12 +245,14 @@ def _model_rows(metrics: pd.DataFrame | None, levels: Sequence[int]) -> list[dic
         return []
     m = metrics[metrics["scope"] == "model"] if "scope" in metrics.columns else metrics
     rows = []
-    for r in m.sort_values("MASE").to_dict("records"):
+    order = "MASE_cost" if "MASE_cost" in m.columns else "MASE"
+    for r in m.sort_values(order).to_dict("records"):
         rows.append(
             {
                 "model": str(r[MODEL]),
                 "baseline": str(r[MODEL]) == BASELINE,
                 "MASE": f"{r.get('MASE', float('nan')):.3f}",
+                "MASE_cost": f"{r.get('MASE_cost', float('nan')):.3f}",
                 "WAPE": _fmt_pct(r.get("WAPE")),
                 "sMAPE": f"{r.get('sMAPE', float('nan')):.3f}",
                 "pinball": f"{r.get('pinball', float('nan')):.3f}",
@@ -572,6 +574,7 @@ def write_report(
                     "model": r.get(MODEL, ""),
                     "lo": _fmt_money(r.get(lo_col(95))),
                     "hi": _fmt_money(r.get(hi_col(95))),
+                    "h": _months_ahead(r.get("h")),
                     "direction": r.get("direction", ""),
                 }
             )
@@ -655,6 +658,16 @@ def accuracy_rows(
             }
         )
     return rows
+
+
+def _months_ahead(h: Any) -> str:
+    """An anomaly's horizon: how many months before the month its range was forecast ("–" for
+    the previous run's forecast, which carries none)."""
+    try:
+        k = int(h)
+    except (TypeError, ValueError):
+        return "–"
+    return str(k) if k > 0 else "–"
 
 
 def _pm(v: Any) -> str:

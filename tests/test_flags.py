@@ -238,6 +238,23 @@ def test_anomalies_use_selected_model_at_the_shortest_horizon() -> None:
     assert find_anomalies(None).empty
 
 
+def test_an_unusual_cost_is_never_expected_below_zero() -> None:
+    """A bursty cost's additive band can reach below 0; a series never negative is shown expected
+    from 0, and what is unusual is unchanged (the month above the band)."""
+    bt = pd.DataFrame(
+        {
+            "unique_id": "optimization", "model": "m", "h": [1, 1],
+            "ds": pd.to_datetime(["2026-02-01", "2026-03-01"]), "y": [5.0, 30_000.0],
+            "mean": [4_000.0, 5_000.0], "lo_95": [-9_000.0, -10_892.0], "hi_95": [17_000.0, 20_807.0],
+        }
+    )  # fmt: skip
+    a = find_anomalies(bt)
+    assert len(a) == 1 and a["direction"].iloc[0] == "above"
+    assert a["lo_95"].iloc[0] == 0.0 and a["hi_95"].iloc[0] == 20_807.0
+    neg = find_anomalies(bt.assign(y=[-5.0, 30_000.0]))  # a series with a credit: as forecast
+    assert neg.loc[neg["y"] > 0, "lo_95"].iloc[0] == -10_892.0
+
+
 def test_flag_budgets_marks_anomalies_and_writes_outputs(tmp_path) -> None:
     paths = np.stack([np.full((10, 3), 100.0), np.full((10, 3), 100.0)])
     hist = _hist(
@@ -372,3 +389,23 @@ def test_pace_errors_of_many_series_equal_the_one_series_formula():
         if expect is not None:
             assert got[u] == pytest.approx(expect, rel=1e-12)
     assert got["s3"] is None and got["s4"] is None
+
+
+def test_a_second_call_leaves_no_file_of_the_first_behind(tmp_path) -> None:
+    """`budget --quarter Q --scenario F` and then `budget --quarter Q` into the same folder: the
+    second call's folder holds its own files only (the scenario tables of the first are removed),
+    and a file that is not one of ours stays."""
+    table = pd.DataFrame({"period": ["2027Q1"], "phase": ["total"], "p50": [100.0]})
+    scen = pd.DataFrame(
+        {"scenario": ["s"], "period": ["2027Q1"], "phase": ["total"], "value": [1.0]}
+    )
+    first = Derived(flags=None, quarters=[], budgets={"2027Q1": table})
+    first.scenarios["2027Q1"], first.scenario_models["2027Q1"] = scen, scen
+    first.changes = table
+    write_derived(first, tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert (tmp_path / "scenarios-2027Q1.csv").exists() and (tmp_path / "changes.csv").exists()
+    names = write_derived(Derived(flags=None, quarters=[], budgets={"2027Q1": table}), tmp_path)
+    on_disk = {p.name for p in tmp_path.iterdir()}
+    assert on_disk == set(names) | {"notes.txt"}
+    assert "scenarios-2027Q1.parquet" not in on_disk and "changes.parquet" not in on_disk

@@ -36,6 +36,7 @@ def _metrics() -> pd.DataFrame:
                 "scope": "model",
                 "model": model,
                 "MASE": mase,
+                "MASE_cost": mase / 2,
                 "WAPE": mase / 10,
                 "sMAPE": mase / 8,
                 "pinball": mase / 5,
@@ -175,6 +176,10 @@ def test_report_escapes_billing_strings_and_is_self_contained(tmp_path) -> None:
     assert "analytic_baseline" in html and 'class="baseline"' in html
     # the budget table's "Last quarter" says which quarter its actual is: 2027Q1's is 2026Q4
     assert "<small>(2026Q4)</small>" in html
+    # both MASE figures, each named, the cost-weighted one (ets 0.370) being what decisions use
+    assert "<th>MASE, cost-weighted</th>" in html and "<td>0.370</td>" in html
+    assert "<th>Change (expected)</th>" in html  # the scenarios' change is the mean's
+    assert "<th>Months ahead</th>" in html  # an unusual month says how far ahead it was forecast
 
 
 def _chrome():  # type: ignore[no-untyped-def]
