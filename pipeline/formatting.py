@@ -90,6 +90,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
     t = table
     head = [
         "phase",
+        "expected",
         "P50",
         "P80",
         "P95",
@@ -98,7 +99,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
         "budget",
         "p_overrun",
         f"recommend@P{round(100 * t['quantile'].iloc[0]) if len(t) else 80}",
-        f"vs {t['last_quarter'].iloc[0] if len(t) else ''}",
+        f"P50 vs {t['last_quarter'].iloc[0] if len(t) else ''}",
     ]
 
     def money(x: float) -> str:
@@ -107,6 +108,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
     rows = [
         [
             r.phase,
+            money(r.mean),
             money(r.p50),
             money(r.p80),
             money(r.p95),
@@ -123,7 +125,8 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
     ]
     period = t["period"].iloc[0] if len(t) else ""
     lines = [
-        f"budget for {period} ({t['currency'].iloc[0] if len(t) else ''}): quantiles of the quarter's summed sample paths"
+        f"budget for {period} ({t['currency'].iloc[0] if len(t) else ''}): the mean (expected: what the flags and "
+        "phases add up) and quantiles of the quarter's summed sample paths"
     ]
     lines += _table(head, rows)
     if scenarios is not None and len(scenarios):

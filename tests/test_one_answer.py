@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.config import Paths
+from pipeline.formatting import fixed
 from pipeline.frames import PHASES, TOTAL
 from pipeline.periods import parse_period
 from pipeline.reconcile import summing_matrix
@@ -99,6 +100,9 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
         pd.testing.assert_frame_equal(
             pd.read_csv(out / f"budget-{q}.csv"), pd.read_csv(run_dir / f"budget-{q}.csv")
         )
+        # the terminal shows the expected (mean) the flags use beside the quantiles
+        mean = pd.read_csv(run_dir / f"budget-{q}.csv").set_index("phase").loc[TOTAL, "mean"]
+        assert re.search(rf"total +{mean:,.0f} ", r.output), r.output
         pd.testing.assert_frame_equal(
             pd.read_csv(out / f"scenarios-{q}.csv"), pd.read_csv(run_dir / f"scenarios-{q}.csv")
         )
@@ -116,7 +120,7 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
     at_risk = run_flags[run_flags.status != "ok"]
     for row in at_risk.itertuples():
         assert re.search(rf"{row.period}</td><td class=\"l\">{row.phase}</td>", html)
-        assert f"{row.p_overrun:.2f}" in html
+        assert fixed(row.p_overrun, 2) in html
     # accuracy: stored once (accuracy.csv / .parquet), read back whole, shown by the report; its
     # typical errors recomputed here from the stored backtest of the models in use
     acc = pd.read_parquet(run_dir / "accuracy.parquet")
