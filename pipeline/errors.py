@@ -29,7 +29,8 @@ class PhasecastError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One offending place in an input: file, 1-based data row (header excluded) and column."""
+    """One offending place in an input: file, 1-based data row (header excluded) and column; a
+    CSV's row also gives its line in the file (the header being line 1)."""
 
     message: str
     file: str | None = None
@@ -42,7 +43,10 @@ class Problem:
         if self.file:
             where.append(str(self.file))
         if self.row is not None:
-            where.append(f"row {self.row}")
+            text = str(self.file or "").lower()
+            # a CSV opened in an editor or a spreadsheet counts its header as line / row 1
+            line = f" (line {self.row + 1})" if text.endswith((".csv", ".csv.gz", ".tsv")) else ""
+            where.append(f"row {self.row}{line}")
         if self.column:
             where.append(f"column {self.column!r}")
         if self.key:
