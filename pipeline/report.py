@@ -502,7 +502,7 @@ def write_report(
             flag_rows.append(
                 {
                     "period": r["period"],
-                    "phase": r["phase"],
+                    "phase": str(r["phase"]).replace("_", " "),
                     "status": r["status"],
                     "budget": _fmt_money(r["budget"]),
                     "actual": _fmt_money(r["actual_to_date"]),
@@ -526,7 +526,7 @@ def write_report(
             budget_rows.append(
                 {
                     "period": r["period"],
-                    "phase": r["phase"],
+                    "phase": str(r["phase"]).replace("_", " "),
                     "p50": _fmt_money(r["p50"]),
                     "p80": _fmt_money(r["p80"]),
                     "p95": _fmt_money(r["p95"]),
@@ -552,7 +552,7 @@ def write_report(
                 {
                     "scenario": r["scenario"],
                     "period": r["period"],
-                    "phase": r["phase"],
+                    "phase": str(r["phase"]).replace("_", " "),
                     "base": _fmt_money(r["base_p50"]),
                     "value": _fmt_money(r["scenario_p50"]),
                     "p80": _fmt_money(r["scenario_p80"]),

@@ -119,7 +119,8 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
         assert f"{q1.loc[TOTAL, col]:,.0f}" in html
     at_risk = run_flags[run_flags.status != "ok"]
     for row in at_risk.itertuples():
-        assert re.search(rf"{row.period}</td><td class=\"l\">{row.phase}</td>", html)
+        phase = row.phase.replace("_", " ")  # the report's words, as on its first screen
+        assert re.search(rf"{row.period}</td><td class=\"l\">{phase}</td>", html)
         assert fixed(row.p_overrun, 2) in html
     # accuracy: stored once (accuracy.csv / .parquet), read back whole, shown by the report; its
     # typical errors recomputed here from the stored backtest of the models in use
