@@ -32,7 +32,13 @@ from pipeline.cli import cli
     show_default=True,
     help="Months of history per hierarchy (repeat the option).",
 )
-@click.option("--horizon", type=click.IntRange(1, 36), default=18, show_default=True)
+@click.option(
+    "--horizon",
+    type=click.IntRange(1, 36),
+    default=18,
+    show_default=True,
+    help="Months of known future forecast and scored after each cut.",
+)
 @click.option(
     "--collection",
     "collections",

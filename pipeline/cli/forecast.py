@@ -241,6 +241,7 @@ def forecast_cmd(
         cols = [
             "model",
             "MASE",
+            *(["MASE_cost"] if "MASE_cost" in top.columns else []),
             "sMAPE",
             "WAPE",
             *[c for c in top.columns if c.startswith("coverage_")],
@@ -249,9 +250,10 @@ def forecast_cmd(
             "backtest accuracy (rolling origin, out-of-sample calibrated intervals):", err=True
         )
         click.echo(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"), err=True)
-    counts = res.selection["model"].value_counts().to_dict()
+    counts = res.selection["model"].value_counts()
+    chosen = ", ".join(f"{m} {n}" for m, n in counts.items())
     click.echo(
         f"wrote {len(res.forecast)} rows for {res.forecast[UID].nunique()} series to {output}; "
-        f"models selected: {counts}",
+        f"series per selected model: {chosen}",
         err=True,
     )

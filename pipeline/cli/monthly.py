@@ -253,6 +253,7 @@ def reproduce_cmd(
         )
     click.echo(
         f"{name} v{mv.version}: reproduced its logged forecast exactly ({len(reproduced)} rows)"
+        + (f"; wrote {output}" if output is not None else "")
     )
 
 
