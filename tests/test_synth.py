@@ -150,6 +150,10 @@ def test_layout_and_restatement_naming(full) -> None:
     assert restated.parent.parent == orig.parent
     for f in ("usage.csv", "labor.csv", "plan.yaml", "budgets.csv", "truth.json", "README.md"):
         assert (res.out / f).stat().st_size > 0
+    from pipeline.scenarios import load_scenario
+
+    scenario = load_scenario(res.out / "promo-and-llm.yaml")  # the README's, shipped and valid
+    assert scenario.name == "promo-and-llm" and len(scenario.changes) == 5
     per = truth["billing_periods"]["2025-03"]
     assert per["file"] == "billing/2025-03.restated-2025-04-05/2025-03.restated-2025-04-05.csv.gz"
     assert per["restated"]["original"]["BilledCost"] != per["BilledCost"]
