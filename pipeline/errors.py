@@ -29,8 +29,8 @@ class PhasecastError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One offending place in an input: file, 1-based data row (header excluded) and column; a
-    CSV's row also gives its line in the file (the header being line 1)."""
+    """One offending place in an input: file, 1-based data row (header excluded, and said so: an
+    editor or a spreadsheet counts the header as line 1) and column."""
 
     message: str
     file: str | None = None
@@ -43,10 +43,7 @@ class Problem:
         if self.file:
             where.append(str(self.file))
         if self.row is not None:
-            text = str(self.file or "").lower()
-            # a CSV opened in an editor or a spreadsheet counts its header as line / row 1
-            line = f" (line {self.row + 1})" if text.endswith((".csv", ".csv.gz", ".tsv")) else ""
-            where.append(f"row {self.row}{line}")
+            where.append(f"data row {self.row}")  # the header not counted: say so
         if self.column:
             where.append(f"column {self.column!r}")
         if self.key:

@@ -7,7 +7,7 @@ Formatting only: the numbers come from :mod:`pipeline.flags`, :mod:`pipeline.bud
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pandas as pd
 
@@ -18,8 +18,14 @@ def fixed(v: float, places: int, shift: int = 0) -> str:
     table and page. Python's own formatting rounds the binary value (0.01499...) to ``0.01``
     while ``100 x 0.015`` is exactly 1.5 and rounds to ``2``: the terminal and the report named two
     chances for one line."""
+    x = float(v)
+    if not math.isfinite(x):
+        return "-"
     q = Decimal(1).scaleb(-places)
-    return str(Decimal(repr(float(v))).scaleb(shift).quantize(q, rounding=ROUND_HALF_UP))
+    try:
+        return str(Decimal(repr(x)).scaleb(shift).quantize(q, rounding=ROUND_HALF_UP))
+    except InvalidOperation:  # beyond the decimal context's precision: no halves to round
+        return f"{x * 10**shift:.{places}f}"
 
 
 def _money(x: float) -> str:

@@ -131,7 +131,9 @@ def derive(
 def write_derived(d: Derived, folder: Path) -> list[str]:
     """``flags.csv/.json/.parquet/.xlsx``, ``budget-<q>.csv/.json/.parquet/.xlsx``,
     ``scenarios-<q>.csv/.parquet``, ``scenario-models-<q>.csv`` and ``changes.csv/.parquet`` in
-    ``folder`` (CSVs rounded to cents, Parquet and JSON at full precision). Returns the names."""
+    ``folder`` (CSVs rounded to cents, Parquet and JSON at full precision); an earlier call's
+    scenario or changes files of the same quarters that this one does not write are removed
+    (:func:`_drop_stale`). Returns the names."""
     from pipeline.spreadsheets import write_workbook
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,20 +174,30 @@ def write_derived(d: Derived, folder: Path) -> list[str]:
     return names
 
 
+WRITTEN = ".phasecast-written.json"  # the names the last call wrote into a derived folder
+
+
 def _drop_stale(folder: Path, names: list[str], d: Derived) -> None:
     """Remove what an earlier call wrote into ``folder`` for the same quarters and this call does
     not: the scenario files of a quarter asked for without ``--scenario`` this time, a
-    ``changes`` table when there is no previous run now. Only these names are touched (the folder
-    may be one the user chose); the workbooks are rewritten whole anyway."""
-    family = [f"changes.{ext}" for ext in ("csv", "parquet")] if d.budgets else []
+    ``changes`` table when there is no previous run now. Only a file of those names that the
+    earlier call recorded as its own (``WRITTEN``) goes: the folder may be one the user chose and
+    fills with other things. The workbooks are rewritten whole anyway."""
+    record = folder / WRITTEN
+    try:
+        before = set(json.loads(record.read_text())) if record.exists() else set()
+    except (OSError, ValueError):
+        before = set()
+    family = {f"changes.{ext}" for ext in ("csv", "parquet")} if d.budgets else set()
     for label in d.budgets:
-        family += [f"scenarios-{label}.csv", f"scenarios-{label}.parquet"]
-        family.append(f"scenario-models-{label}.csv")
-    for name in family:
+        family |= {f"scenarios-{label}.csv", f"scenarios-{label}.parquet"}
+        family.add(f"scenario-models-{label}.csv")
+    for name in sorted((family & before) - set(names)):
         path = folder / name
-        if name not in names and path.exists():
+        if path.exists():
             path.unlink()
             log.info("removed %s: an earlier call's, not part of this one", path)
+    record.write_text(json.dumps(sorted(set(names) | (before - family))))
 
 
 def report(

@@ -24,7 +24,7 @@ from pipeline.flags import (
     status_for,
 )
 from pipeline.formatting import format_flags
-from pipeline.jobs import Derived, write_derived
+from pipeline.jobs import WRITTEN, Derived, write_derived
 
 PDS = pd.date_range("2027-01-01", periods=3, freq="MS")
 
@@ -407,5 +407,17 @@ def test_a_second_call_leaves_no_file_of_the_first_behind(tmp_path) -> None:
     assert (tmp_path / "scenarios-2027Q1.csv").exists() and (tmp_path / "changes.csv").exists()
     names = write_derived(Derived(flags=None, quarters=[], budgets={"2027Q1": table}), tmp_path)
     on_disk = {p.name for p in tmp_path.iterdir()}
-    assert on_disk == set(names) | {"notes.txt"}
+    assert on_disk == set(names) | {"notes.txt", WRITTEN}
     assert "scenarios-2027Q1.parquet" not in on_disk and "changes.parquet" not in on_disk
+    # a file of one of those names that no call of ours wrote stays (a folder the user chose)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "changes.csv").write_text("the user's")
+    write_derived(Derived(flags=None, quarters=[], budgets={"2027Q1": table}), own)
+    assert (own / "changes.csv").read_text() == "the user's"
+    # flags written into the same folder are not a budget call's to remove
+    flags_then_budget = tmp_path / "both"
+    write_derived(first, flags_then_budget)
+    (flags_then_budget / "flags.csv").write_text("flags")
+    write_derived(Derived(flags=None, quarters=[], budgets={"2027Q1": table}), flags_then_budget)
+    assert (flags_then_budget / "flags.csv").exists()

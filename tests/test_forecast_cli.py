@@ -109,9 +109,9 @@ def test_cli_bad_file_exit_2_names_file_row_column(tmp_path):
         ["forecast", "--series", str(src), "--horizon", "3", "--output", str(tmp_path / "o.csv")],
     )
     assert r.exit_code == 2
-    # data row 2 is line 3 of the file (the header is line 1), as an editor numbers it
-    assert "bad.csv, row 2 (line 3), column 'y'" in r.output and "oops" in r.output
-    assert "row 3 (line 4), column 'ds'" in r.output
+    # "data row": the header is not counted (an editor calls data row 2 line 3)
+    assert "bad.csv, data row 2, column 'y'" in r.output and "oops" in r.output
+    assert "data row 3, column 'ds'" in r.output
     src.write_text("id,month,value\na,2024-01-01,1\n")
     r = CliRunner().invoke(
         cli,

@@ -64,7 +64,7 @@ def test_negative_usage_and_labor_are_exit_2_and_store_nothing(tmp_path) -> None
     for flag, path, col in (("--labor", labor, "hours"), ("--usage", usage, "value")):
         r = CliRunner().invoke(cli, ["ingest", flag, str(path), "--warehouse", str(wh)])
         assert r.exit_code == 2, r.output
-        assert f"{path.name}, row 1 (line 2), column '{col}'" in r.output
+        assert f"{path.name}, data row 1, column '{col}'" in r.output
     if wh.exists():
         import duckdb
 

@@ -62,6 +62,7 @@ def test_a_chance_reads_the_same_in_the_terminal_the_report_and_the_alert() -> N
     p = 30 / 2000
     assert fixed(p, 2) == "0.02" and fixed(p, 0, 2) == "2" and fixed(0.145, 0, 2) == "15"
     assert fixed(0.125, 2) == "0.13" and fixed(-0.125, 2) == "-0.13" and fixed(0.004, 1, 2) == "0.4"
+    assert fixed(float("nan"), 2) == "-" and fixed(float("inf"), 2) == "-" and fixed(1e30, 2)
     assert chance_in_words(p) == "unlikely (2 %)"
     row = {
         "period": "2027Q1", "phase": "fine_tuning", "budget": 372000.0, "actual_to_date": 0.0,

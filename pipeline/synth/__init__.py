@@ -285,9 +285,10 @@ def generate(config: SynthConfig) -> SynthResult:
         + yaml.safe_dump(plan, sort_keys=False, width=110)
     )
     files.append(plan_path)
-    scenario_path = out / "promo-and-llm.yaml"
-    scenario_path.write_text(SCENARIO)
-    files.append(scenario_path)
+    if config.end == SynthConfig.end:  # its dates are the default world's 2027Q1
+        scenario_path = out / "promo-and-llm.yaml"
+        scenario_path.write_text(SCENARIO)
+        files.append(scenario_path)
     budgets, budget_notes = _budgets(sc, future_eff, mtd_eff, labor_rows, periods)
     files.append(_write_budgets(out / "budgets.csv", budgets))
 
@@ -791,7 +792,8 @@ def _readme(
         "and an announced further cut), scheduled pre-training runs (one sized from FLOPs), optimization jobs, "
         "recurring fine-tuning/ETL/monitoring jobs, planned requests per month with GPU-hours per 1k requests "
         "and quantization, storage and headcount. Loads with `pipeline.plan.load_plan`.",
-        "- `promo-and-llm.yaml`: the README's what-if scenario for 2027Q1 (`phasecast budget --scenario`).",
+        "- `promo-and-llm.yaml` (the default `--end` only: its dates are 2027Q1's): the README's what-if "
+        "scenario (`phasecast budget --scenario`).",
         "- `budgets.csv`: `period,phase,amount,currency` for the current month, the next two months, the "
         "current and next quarter, per phase and `total`, in EffectiveCost + labor. Most lines are "
         "comfortable, two are tight, and fine_tuning in the current month is already over budget by "
