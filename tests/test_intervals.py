@@ -145,9 +145,9 @@ def test_missed_drift_keeps_what_the_windows_agree_on() -> None:
     b = iv.missed_drift(bt, pd.Series({"grows": "m", "noisy": "m", "one": "m"}))
     assert b["grows"] == pytest.approx(0.02)  # every window saw 2 % a month: all of it
     # noisy: slopes 0.03, -0.03, 0.001, mean 0.000333, se^2 = 2 var / 3 = 0.0006 (2: OVERLAP):
-    # its own slope is noise, it gets the target. The target: the mean over the series with two
-    # windows or more, (0.02 + 0.000333) / 2 = 0.010167, whose se^2 = 2 var([0.02, 0.000333]) / 2
-    # = 1.93e-4 exceeds its square, 1.03e-4: shrunk to 0. Two series that disagree are no evidence
+    # its own slope is noise, it gets the target. The target: the windows' means over the series
+    # with two windows or more, 0.025, -0.005, 0.0105, averaging 0.010167 with se^2 = 2 var / 3 =
+    # 1.5e-4 above its square, 1.03e-4: shrunk to 0
     assert b["noisy"] == 0.0
     assert b["one"] == 0.0  # one window is no evidence
     big = iv.missed_drift(_drift_backtest({"x": [0.2, 0.2]}), pd.Series({"x": "m"}))
@@ -155,18 +155,28 @@ def test_missed_drift_keeps_what_the_windows_agree_on() -> None:
 
 
 def test_missed_drift_of_series_that_agree_with_each_other() -> None:
-    """Four lines whose windows each saw +1.2 % and -0.4 % a month: each alone is noise (mean
-    0.004, se^2 = 2 x 1.28e-4 / 2, se 0.011) and gets nothing; together they missed 0.4 % a month, the target, with no
-    spread between them, so each gets 0.004. A fifth line of another model is not pulled."""
-    lines = {f"s{i}": [0.012, -0.004] for i in range(4)}
+    """Four lines whose own windows disagree (each alone is noise and gets nothing) but whose
+    windows, averaged over the lines, each say 0.4 % a month: the model missed 0.004 over the
+    hierarchy in every window, and each line gets it. Lines that merely repeat one window's shock
+    (+1.2 %, -0.4 %) agree with each other but not across windows: nothing, as for one line. A
+    line alone in its model has no target to borrow from."""
+    lines = {
+        "s0": [0.012, -0.004, 0.004],
+        "s1": [-0.004, 0.012, 0.004],
+        "s2": [0.004, 0.004, -0.004],
+        "s3": [0.004, 0.004, 0.012],
+    }  # per window, over the lines: 0.004, 0.004, 0.004
     alone = iv.missed_drift(_drift_backtest({"s0": lines["s0"]}), pd.Series({"s0": "m"}))
-    assert alone["s0"] == 0.0
-    bt = _drift_backtest({**lines, "other": [0.012, -0.004]})
+    assert alone["s0"] == 0.0  # mean 0.004, se^2 = 2 x 6.4e-5 / 3 = 4.3e-5 > 1.6e-5
+    bt = _drift_backtest({**lines, "other": [0.012, -0.004, 0.004]})
     bt.loc[bt["unique_id"] == "other", "model"] = "k"
     chosen = pd.Series({**{u: "m" for u in lines}, "other": "k"})
     b = iv.missed_drift(bt, chosen)
     np.testing.assert_allclose(b[list(lines)], 0.004, rtol=1e-9)
-    assert b["other"] == 0.0  # alone in its model: no target to borrow from
+    assert b["other"] == 0.0
+    shocks = {f"c{i}": [0.012, -0.004] for i in range(4)}  # one shared shock, four copies
+    copies = iv.missed_drift(_drift_backtest(shocks), pd.Series({u: "m" for u in shocks}))
+    assert (copies == 0.0).all()
 
 
 def test_drift_correction_of_the_backtest_is_out_of_sample() -> None:
