@@ -390,7 +390,7 @@ def glance_rows(
         status = _status(r, flags, thresholds)
         rows.append(
             {
-                "phase": str(r["phase"]).replace("_", " "),
+                "phase": _words(r["phase"]),
                 "total": r["phase"] == TOTAL,
                 "budget": _fmt_money(r.get("budget")),
                 "mean": _fmt_money(r.get("mean")),
@@ -418,7 +418,7 @@ def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[
     for r in c.to_dict("records"):
         out.append(
             {
-                "phase": str(r["phase"]).replace("_", " "),
+                "phase": _words(r["phase"]),
                 "total": r["phase"] == TOTAL,
                 "before": _fmt_money(r["previous_mean"]),
                 "now": _fmt_money(r["current_mean"]),
@@ -502,7 +502,7 @@ def write_report(
             flag_rows.append(
                 {
                     "period": r["period"],
-                    "phase": str(r["phase"]).replace("_", " "),
+                    "phase": _words(r["phase"]),
                     "status": r["status"],
                     "budget": _fmt_money(r["budget"]),
                     "actual": _fmt_money(r["actual_to_date"]),
@@ -526,7 +526,7 @@ def write_report(
             budget_rows.append(
                 {
                     "period": r["period"],
-                    "phase": str(r["phase"]).replace("_", " "),
+                    "phase": _words(r["phase"]),
                     "p50": _fmt_money(r["p50"]),
                     "p80": _fmt_money(r["p80"]),
                     "p95": _fmt_money(r["p95"]),
@@ -552,7 +552,7 @@ def write_report(
                 {
                     "scenario": r["scenario"],
                     "period": r["period"],
-                    "phase": str(r["phase"]).replace("_", " "),
+                    "phase": _words(r["phase"]),
                     "base": _fmt_money(r["base_p50"]),
                     "value": _fmt_money(r["scenario_p50"]),
                     "p80": _fmt_money(r["scenario_p80"]),
@@ -658,6 +658,11 @@ def accuracy_rows(
             }
         )
     return rows
+
+
+def _words(name: Any) -> str:
+    """A phase or series id as the report writes it: ``fine_tuning`` -> ``fine tuning``."""
+    return str(name).replace("_", " ")
 
 
 def _months_ahead(h: Any) -> str:
