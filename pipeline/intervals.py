@@ -278,11 +278,9 @@ def cross_fitted(bt: pd.DataFrame, levels: Sequence[int], horizon: int) -> pd.Da
 
 
 DRIFT_CAP = 0.05  # a drift correction never exceeds 5 % a month either way
-OVERLAP = 2.0  # backtest windows share months and shocks: the windows' standard error is taken 2x
-# in variance, what three windows of pairwise correlation 0.5 give (1 + 2 x 0.5), about the share of
-# months neighbouring windows have in common since they spread over the history (applied as it is
-# to two windows too, where 1.5 would do: the cruder the evidence, the more it is shrunk). It was 3
-# (fully correlated) while the windows ran 3 months apart over the same months.
+OVERLAP = 3.0  # backtest windows share months and shocks (about half their months since they spread
+# over the history, all but a few before): the windows' standard error is taken 3x in variance,
+# about one independent window per three (set with the closer windows; not re-tuned since)
 
 
 def _window_slopes(bt: pd.DataFrame) -> pd.Series:
@@ -308,47 +306,23 @@ def _window_slopes(bt: pd.DataFrame) -> pd.Series:
     return (per["he"] / per["hh"].where(per["hh"] > 0)).dropna()
 
 
-def _positive_part(est: pd.Series, se2: pd.Series) -> pd.Series:
-    """Positive-part James-Stein factor ``(1 - se^2 / est^2)+`` (0 where ``se2`` is unknown)."""
-    return (1 - se2 / (est**2).where(est != 0)).clip(lower=0).fillna(0.0)
-
-
 def _shrunk(slopes: pd.Series, level: list[int]) -> pd.Series:
-    """Mean slope per group (series and model), shrunk by positive-part James-Stein towards the
-    model's mean over the series (itself shrunk towards 0), and capped (see missed_drift)."""
+    """Mean slope per group, shrunk by positive-part James-Stein and capped (see missed_drift)."""
     g = slopes.groupby(level=level)
     b, sd, n = g.mean(), g.std(ddof=1), g.size()
     se2 = (OVERLAP * sd**2 / n).where(n >= 2)
-    # The target: what the model missed across the hierarchy in each window (the mean over the
-    # series with two windows or more), averaged over the windows. Its standard error comes from
-    # the spread between the windows, not between the series: the series of a hierarchy share
-    # each window's shocks (a parent and its children see the same month), so their agreement
-    # within one window is no evidence; windows that agree are.
-    per = slopes[slopes.index.droplevel(-1).isin(b.index[n >= 2])]
-    per_w = per.groupby(level=[level[-1], per.index.nlevels - 1]).mean()
-    by_model = per_w.groupby(level=0)
-    m, m_sd, k = by_model.mean(), by_model.std(ddof=1), by_model.size()
-    m_se2 = (OVERLAP * m_sd**2 / k).where(k >= 2)
-    target = (m * _positive_part(m, m_se2)).reindex(b.index.get_level_values(level[-1]))
-    target = pd.Series(target.fillna(0.0).to_numpy(), index=b.index)
-    dev = b - target
-    out = (target + dev * _positive_part(dev, se2)).where(n >= 2, 0.0)
-    return out.clip(-DRIFT_CAP, DRIFT_CAP)
+    shrink = (1 - se2 / (b**2).where(b != 0)).clip(lower=0).fillna(0.0)
+    return (b * shrink).clip(-DRIFT_CAP, DRIFT_CAP)
 
 
 def missed_drift(bt: pd.DataFrame, chosen: pd.Series) -> pd.Series:
     """Per series, the growth rate its selected model missed in the backtest: the slope ``b`` of
-    ``log(y / mean)`` on the horizon ``h``, fitted per window, averaged over windows and shrunk by
-    positive-part James-Stein towards ``m``, the model's mean slope over the hierarchy's series
-    (each series once, per window, then over the windows; ``m`` itself shrunk towards 0 by the
-    standard error of that mean across the windows, since the series share each window's shocks):
-    ``m + (b - m)(1 - se^2 / (b - m)^2)+`` with ``se`` the windows' standard error (times
-    ``OVERLAP``). A series whose windows do not agree gets what the model missed on the hierarchy
-    as a whole, one whose windows agree keeps its own: the growing lines of a hierarchy each
-    under-forecast by 0.2-0.6 % a month, each within its own windows' noise, and together
-    clearly. Capped at ``DRIFT_CAP``, and by the series' own recent growth
-    (:func:`history_growth`: the model cannot have missed more growth than the history shows, nor
-    growth of the other sign). Series with fewer than two windows get 0. The published forecast is multiplied by ``exp(b h)``
+    ``log(y / mean)`` on the horizon ``h``, fitted per window, averaged over windows and shrunk by positive-part James-Stein,
+    ``b (1 - se^2 / b^2)+`` with ``se`` the windows' standard error (inflated by ``OVERLAP``), so
+    a slope the windows do not agree on is dropped and one they agree on is kept. Capped at
+    ``DRIFT_CAP``, and by the series' own recent growth (:func:`history_growth`: the model cannot
+    have missed more growth than the history shows, nor growth of the other sign). Series with fewer
+    than two windows get 0. The published forecast is multiplied by ``exp(b h)``
     (:func:`pipeline.coherence.published_paths`), and its error pool is calibrated on the backtest
     corrected the same way, each window by the slope of the other windows
     (:func:`drift_corrected`), so its intervals describe the corrected forecast's errors.
@@ -359,14 +333,10 @@ def missed_drift(bt: pd.DataFrame, chosen: pd.Series) -> pd.Series:
     time, always above. The slope is the backtest's own evidence of that, per series."""
     if bt.empty:
         return pd.Series(dtype=float)
-    # every model's slopes, as drift_corrected (which calibrates the published forecast's pools)
-    # uses them: a model's target is what it missed over all the hierarchy's series
-    b = _shrunk(_window_slopes(bt), [0, 1])
-    pick = [(u, chosen.get(u)) for u in b.index.get_level_values(0).unique()]
-    pick = [(u, m) for u, m in pick if m is not None]
-    if not pick:
+    mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
+    if mine.empty:
         return pd.Series(dtype=float)
-    b = b.reindex(pd.MultiIndex.from_tuples(pick, names=[UID, MODEL])).dropna()
+    b = _shrunk(_window_slopes(mine), [0, 1])
     return b.droplevel(MODEL)
 
 
