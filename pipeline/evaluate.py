@@ -410,11 +410,15 @@ def _pooled_text(r: pd.Series) -> str:
     )
 
 
-def _pooled_words(r: pd.Series | dict[str, float]) -> str:
-    """How the figures in brackets were made: a standard error is shown only when there is one."""
-    if all(pd.isna(r.get(f"se_{lv}")) for lv in (80, 95)):
+def _pooled_words(has_se: bool) -> str:
+    """How the figures in brackets were made: a standard error is promised only when there is one."""
+    if not has_se:
         return "median run; pooled over the runs"
     return "median run; pooled over the runs, +- one standard error"
+
+
+def _has_se(r: pd.Series) -> bool:
+    return any(pd.notna(r.get(f"se_{lv}")) for lv in (80, 95))
 
 
 def summary(
@@ -432,7 +436,7 @@ def summary(
                 r = m.loc[(PUBLISHED, band)]
                 out.append(
                     f"  published coverage months {band}: 80 % -> {r['coverage_80']:.3f}, "
-                    f"95 % -> {r['coverage_95']:.3f} ({_pooled_words(r)}: {_pooled_text(r)})"
+                    f"95 % -> {r['coverage_95']:.3f} ({_pooled_words(_has_se(r))}: {_pooled_text(r)})"
                 )
         lengths = (
             by_length[(by_length["collection"] == name) & (by_length["hist_months"] > 0)]
@@ -464,7 +468,7 @@ def summary(
         if len(p):
             ratio, se = pooled_promo_ratio(p)
             pooled = f"{ratio:.2f}" + (f" +- {se:.2f}" if pd.notna(se) else "")
-            words = "one run" if len(p) < 2 else _pooled_words({"se_80": se})
+            words = "one run" if len(p) < 2 else _pooled_words(bool(pd.notna(se)))
             out.append(
                 "  inference error in promotion months / ordinary months: "
                 f"{p['promo_ratio'].median():.2f} ({words}: {pooled})"

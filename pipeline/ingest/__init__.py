@@ -483,7 +483,6 @@ CREATE OR REPLACE TEMP TABLE text_keys (
 """
 _KEY = "provider, billing_account, billing_period"
 _ON = "{a}.provider = {b}.provider AND {a}.billing_account = {b}.billing_account AND {a}.billing_period = {b}.billing_period"
-_TEXT_SUMS = "currency, sum(billed_cost), sum(effective_cost), sum(list_cost)"
 
 
 def _on(a: str, b: str) -> str:
@@ -545,7 +544,7 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
         for i, rep in _staged_reports(w):
             rep.source_totals = _totals(
                 con.execute(
-                    f"SELECT {_TEXT_SUMS} FROM text_keys WHERE file_idx = {i} GROUP BY currency"
+                    f"SELECT {_SUMS} FROM text_keys WHERE file_idx = {i} GROUP BY currency"
                 ).fetchall()
             )
             rep.warehouse_totals = _wh_totals(con, f"file_idx = {i}")
@@ -577,7 +576,7 @@ def _apply_billing(con: duckdb.DuckDBPyConnection, work: list[_Planned]) -> None
         in_force = f"dlv = {w.order} AND EXISTS (SELECT 1 FROM key_last l WHERE {_on('text_keys', 'l')} AND l.last_dlv = {w.order})"
         w.source_in_force = _totals(
             con.execute(
-                f"SELECT {_TEXT_SUMS} FROM text_keys WHERE {in_force} GROUP BY currency"
+                f"SELECT {_SUMS} FROM text_keys WHERE {in_force} GROUP BY currency"
             ).fetchall()
         )
         w.warehouse_in_force = _wh_totals(con, in_force.replace("text_keys", "k"))
@@ -697,7 +696,7 @@ def _overall(con: duckdb.DuckDBPyConnection, any_staged: bool) -> tuple[Totals, 
         return {}, {}
     src = _totals(
         con.execute(f"""
-        SELECT {_TEXT_SUMS} FROM text_keys t JOIN key_last l ON {_on("t", "l")} AND t.dlv = l.last_dlv
+        SELECT {_SUMS} FROM text_keys t JOIN key_last l ON {_on("t", "l")} AND t.dlv = l.last_dlv
         GROUP BY currency
     """).fetchall()
     )
