@@ -222,6 +222,9 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # 21,600 + 9,600 run; 3 x 800 ft; 200 + 12 x ... : total printed equals the file's sum
     assert est["cost"].sum() == pytest.approx(98_532.82, abs=0.01)
     assert "98,532.82" in res.output
+    # the months the figures are for, said before them
+    assert "of 2027-01 to 2027-04 (4 months), per phase" in res.output
+    assert f"wrote {out}" in res.output
     bad = CliRunner().invoke(cli, ["estimate", "--plan", str(tmp_path / "missing.yaml")])
     assert bad.exit_code == 2
 

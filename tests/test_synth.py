@@ -136,6 +136,12 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s" / "billing" / "2026-11.parquet").exists()
     assert (tmp_path / "s" / "plan.yaml").exists()
+    # the printed totals are the truth file's exact decimals, grouped in thousands
+    truth = json.loads((tmp_path / "s" / "truth.json").read_text())
+    billed = truth["totals"]["BilledCost"]
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("totals: "))
+    shown = line.split("BilledCost ")[1].split(", ")[0]
+    assert "," in shown and Decimal(shown.replace(",", "")) == Decimal(billed), (shown, billed)
 
 
 # --- files and the plan -----------------------------------------------------------------------

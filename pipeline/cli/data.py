@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -74,4 +75,5 @@ def synth(
         f"wrote {len(res.billing_files)} billing files ({res.rows} rows) and usage, labor, plan, budgets, "
         f"truth under {res.out}"
     )
-    click.echo("totals: " + ", ".join(f"{k} {v}" for k, v in res.totals.items()))
+    # exact decimals, every digit the exports carry (what ``ingest`` reconciles to), grouped
+    click.echo("totals: " + ", ".join(f"{k} {Decimal(v):,}" for k, v in res.totals.items()))

@@ -35,6 +35,10 @@ def run_estimate(
     plan = load_plan(plan_path)
     est = estimate_from_plan(plan, first, months)
     est["currency"] = plan.currency
+    last = first + pd.DateOffset(months=months - 1)
+    est.attrs["months"] = (
+        f"{first:%Y-%m} to {last:%Y-%m} ({months} months)" if months > 1 else f"{first:%Y-%m}"
+    )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix == ".parquet":
@@ -68,10 +72,14 @@ def estimate(
 ) -> None:
     """Analytic-baseline costs per phase, category and month from a plan."""
     est = run_estimate(plan_path or paths.plan, start, months, output)
+    span = est.attrs["months"]
     if est.empty:
-        click.echo("the plan schedules no cost in these months")
+        click.echo(f"the plan schedules no cost in {span}")
         return
+    click.echo(f"analytic estimate (usage x unit price) of {span}, per phase:")
     summary = est.groupby("phase")["cost"].sum().sort_values(ascending=False)
     for phase, cost in summary.items():
         click.echo(f"{phase:<20} {cost:>16,.2f}")
     click.echo(f"{'total':<20} {summary.sum():>16,.2f} {est['currency'].iloc[0]}")
+    if output is not None:
+        click.echo(f"wrote {output} (per phase, category and month)")
