@@ -340,10 +340,17 @@ def quarter_table(
     prev = _last_closed(period, {m for (u, m) in actuals if u == TOTAL})
     partial_months = {pm.month for pm in partial.values()}
     qs = sorted({0.5, 0.8, 0.95, float(quantile)})
+    closed = [m for m in period.months if (TOTAL, m) in actuals and m not in partial_months]
+    # a quarter whose every month is billed: its figures are what was billed, and a budget for it
+    # is no longer to be set (no recommendation; the plan's column is the actual, like the rest)
+    over = len(closed) == len(period.months)
     base_by_phase: dict[str, float] = {}
-    if baseline is not None and len(baseline):
+    if over:
+        base_by_phase = {
+            p: sum(actuals.get((line_uid(p), m), 0.0) for m in closed) for p in phases_in(path_ids)
+        }
+    elif baseline is not None and len(baseline):
         # closed months at their actual, like every other column; the plan for the open ones
-        closed = [m for m in period.months if (TOTAL, m) in actuals and m not in partial_months]
         b = baseline[pd.to_datetime(baseline[DS]).isin(set(period.months) - set(closed))]
         base_by_phase = b.groupby("phase")["cost"].sum().to_dict()
         base_by_phase[TOTAL] = float(b["cost"].sum())
@@ -382,7 +389,7 @@ def quarter_table(
                 "p_overrun": float(np.mean(totals > budget))
                 if math.isfinite(budget)
                 else float("nan"),
-                "recommended": nice_ceil(float(qv[float(quantile)])),
+                "recommended": float("nan") if over else nice_ceil(float(qv[float(quantile)])),
                 "quantile": float(quantile),
                 "last_quarter": prev.label,
                 "last_quarter_actual": last_actual,

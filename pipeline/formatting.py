@@ -130,10 +130,17 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
         for r in t.itertuples(index=False)
     ]
     period = t["period"].iloc[0] if len(t) else ""
-    lines = [
-        f"budget for {period} ({t['currency'].iloc[0] if len(t) else ''}): the mean (expected: what the flags and "
-        "phases add up) and quantiles of the quarter's summed sample paths"
-    ]
+    cur = t["currency"].iloc[0] if len(t) else ""
+    if len(t) and t["recommended"].isna().all():  # every month billed (budget.quarter_table)
+        lines = [
+            f"budget for {period} ({cur}): the quarter is closed, every month billed; the figures "
+            "are its actuals, and there is no budget left to recommend"
+        ]
+    else:
+        lines = [
+            f"budget for {period} ({cur}): the mean (expected: what the flags and "
+            "phases add up) and quantiles of the quarter's summed sample paths"
+        ]
     lines += _table(head, rows)
     if scenarios is not None and len(scenarios):
         lines.append("")

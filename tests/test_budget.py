@@ -226,6 +226,32 @@ def test_recommendation_baseline_budget_and_change_vs_last_quarter() -> None:
     assert np.isnan(t.loc["pretraining", "budget"])
 
 
+def test_a_closed_quarter_is_its_actuals_without_a_recommendation() -> None:
+    """2026Q3 of a history to 2026-12: every column is what was billed (inference 106k + 107k +
+    108k, by hand), the plan's column too, and no budget is recommended for it."""
+    from pipeline.estimate import estimate_from_plan
+    from pipeline.formatting import format_budget
+
+    hist = make_history(months=12, start="2026-01-01")
+    paths, ids, pds = make_paths()
+    base = estimate_from_plan(plan_from_dict(PLAN), "2026-07", 3)
+    t = quarter_table("2026Q3", hist, paths, ids, pds, baseline=base).set_index("phase")
+    inf = t.loc["inference"]
+    for col in ("actual_to_date", "mean", "p50", "p95", "plan_estimate"):
+        assert inf[col] == 106_000 + 107_000 + 108_000, col
+    assert t.loc["total", "plan_estimate"] == 321_000 + 3 * 20_000
+    assert t["recommended"].isna().all()
+    text = format_budget(t.reset_index())
+    assert "the quarter is closed" in text
+    assert "recommend" in text.splitlines()[1]  # the column stays, with "-" in it
+    inf_line = next(ln for ln in text.splitlines() if ln.startswith("inference"))
+    assert inf_line.split()[9] == "-"  # no rounded-up actual posing as a recommendation
+    # a quarter still open keeps its recommendation and its header
+    t1 = quarter_table("2027Q1", hist, paths, ids, pds)
+    assert t1["recommended"].notna().all()
+    assert "summed sample paths" in format_budget(t1)
+
+
 def test_nice_ceil() -> None:
     assert nice_ceil(636_123.4) == 637_000
     assert nice_ceil(1234.5) == 1240
