@@ -70,6 +70,7 @@ class LightGBMForecaster(Forecaster):
         max_bin: int = 63,
         executor: str = "serial",
         n_jobs: int = 2,
+        objective: str = "l1",
     ) -> None:
         self.max_horizon = max_horizon
         self.max_origins = max_origins
@@ -82,6 +83,7 @@ class LightGBMForecaster(Forecaster):
         self.num_threads = num_threads
         self.seed = seed
         self.max_bin = max_bin
+        self.objective = objective
         self.executor = executor
         self.n_jobs = n_jobs
 
@@ -97,7 +99,9 @@ class LightGBMForecaster(Forecaster):
     # --- features ---------------------------------------------------------------------------
     def _params(self) -> dict[str, object]:
         return {
-            "objective": "l2",
+            # absolute error: the median (what MASE and WAPE reward); the sigma is still the RMS
+            # of the holdout errors
+            "objective": self.objective,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_data_in_leaf,
@@ -174,6 +178,7 @@ class LightGBMForecaster(Forecaster):
                     plan_vals[mask] = series.reindex(target[mask]).to_numpy()
             base = baseline_forecast(pd.Series(run), pd.Series(plan_vals))
         X["baseline"] = base.to_numpy() / state["_scale"].to_numpy()
+        X = X.assign(**self._season_features(state, steps))
         if drivers_target is not None and drivers_origin is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = drivers_target / np.where(
@@ -182,6 +187,32 @@ class LightGBMForecaster(Forecaster):
             for j in range(ratio.shape[1]):
                 X[f"driver_ratio_{j}"] = ratio[:, j]
         return X
+
+    def _season_features(self, state: pd.DataFrame, steps: np.ndarray) -> dict[str, np.ndarray]:
+        """What the target month looked like a year (two, beyond 12 steps) before, from the
+        history up to the origin: its value over the origin's scale (``same_month_before``), its
+        share of its own 12-month window's mean (``season_index``), and the last 12 months' mean
+        over the 12 before (``year_on_year``). The lags alone give the month ``k`` steps ahead
+        no value of its own season: on 300 generated series x 48 months (dev seed 7), held-out
+        MASE 1.112 -> 0.955 with these, 0.927 with the absolute-error objective too (dev seed 11:
+        1.208 -> 1.019 with both)."""
+        uids = state[UID].to_numpy()
+        origin = pd.DatetimeIndex(state["origin"])
+        back = 12 * np.ceil(steps / 12).astype(int)  # 12 for steps 1-12, 24 for 13-24
+
+        def at(s: pd.Series, months: pd.DatetimeIndex) -> np.ndarray:
+            return s.reindex(pd.MultiIndex.from_arrays([uids, months])).to_numpy(dtype=float)
+
+        same = at(self.y_by_month_, _add_months(origin, steps - back))
+        window = at(self.year_mean_, _add_months(origin, 12 - back))
+        year_before = at(self.year_mean_, _add_months(origin, np.full(len(origin), -12)))
+        scale = state["_scale"].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {
+                "same_month_before": same / scale,
+                "season_index": same / window,
+                "year_on_year": at(self.year_mean_, origin) / year_before,
+            }
 
     # --- fit / predict ----------------------------------------------------------------------
     def _pairs(
@@ -220,6 +251,14 @@ class LightGBMForecaster(Forecaster):
     def _fit(self, df: pd.DataFrame) -> None:
         self.driver_cols_ = driver_columns(df)
         H = self.max_horizon
+        # the history by series and month, and the mean of each 12 months (fewer at the start)
+        self.y_by_month_ = df.set_index([UID, DS])[Y].astype(float)
+        self.year_mean_ = pd.Series(
+            df.groupby(UID, sort=False)[Y]
+            .transform(lambda s: s.rolling(12, min_periods=1).mean())
+            .to_numpy(dtype=float),
+            index=self.y_by_month_.index,
+        )
         self.planned_ = self._planned(df, H + 1)
         state = self._state(df)
         y_of = df.set_index([UID, DS])[Y]
