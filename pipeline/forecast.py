@@ -313,7 +313,7 @@ def run_forecast(
 
     bar = tqdm(
         total=len(base) * (config.n_windows + 1) + 2,
-        disable=not progress,
+        disable=None if progress else True,  # None: on a terminal only
         desc="forecast",
         unit="step",
     )

@@ -138,7 +138,10 @@ def map_series(
     if executor == "dask" and client is None:
         client = active_client()
     if executor == "serial" or (n_jobs <= 1 and client is None):
-        return [fn(x) for x in tqdm(items, disable=not progress, desc="series", unit="series")]
+        return [
+            fn(x)
+            for x in tqdm(items, disable=None if progress else True, desc="series", unit="series")
+        ]
 
     if executor == "dask" and client is not None:
         from pipeline.distributed import batch_count, worker_threads
@@ -147,7 +150,7 @@ def map_series(
     else:
         chunks = chunked(items, max(1, n_jobs) * chunks_per_job)
     results: list[list[R] | None] = [None] * len(chunks)
-    bar = tqdm(total=len(items), disable=not progress, desc="series", unit="series")
+    bar = tqdm(total=len(items), disable=None if progress else True, desc="series", unit="series")
     try:
         if executor == "processes":
             from concurrent.futures import as_completed

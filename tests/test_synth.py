@@ -136,6 +136,8 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert (tmp_path / "s" / "billing" / "2026-11.parquet").exists()
     assert (tmp_path / "s" / "plan.yaml").exists()
+    # no progress bar redrawn into output that is not a terminal (a scheduled job's log)
+    assert "synth months" not in r.output
     # the printed totals are the truth file's exact decimals, grouped in thousands
     truth = json.loads((tmp_path / "s" / "truth.json").read_text())
     billed = truth["totals"]["BilledCost"]

@@ -359,7 +359,8 @@ def _ingest(
             total=len(todo),
             desc="ingest",
             unit="file",
-            disable=not config.progress or not todo,
+            # None: shown on a terminal only (a log file gets the per-file lines instead)
+            disable=None if config.progress and todo else True,
             leave=False,
         )
         idx = 0

@@ -220,7 +220,9 @@ def generate(config: SynthConfig) -> SynthResult:
         months.append(m)
         m = add_months(m, 1)
     day_index = {d: i for i, d in enumerate(world.days)}
-    for m in tqdm(months, desc="synth months", unit="month", disable=not config.progress):
+    for m in tqdm(
+        months, desc="synth months", unit="month", disable=None if config.progress else True
+    ):
         buf = RowBuffer()
         nxt = add_months(m, 1)
         d = m
