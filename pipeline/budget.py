@@ -18,7 +18,9 @@ plan_estimate, budget, p_overrun, recommended, quantile, last_quarter, last_quar
 change_vs_last_quarter, currency`` (``phase`` is ``total`` for the whole). ``baseline`` is the
 analytic baseline model's forecast summed over the period (closed months at their actual), the
 figure to hold P50 against; ``plan_estimate`` is the plan's arithmetic alone
-(:func:`pipeline.estimate.estimate_from_plan`), the number scenarios change exactly.
+(:func:`pipeline.estimate.estimate_from_plan`) for the open months plus the closed months' actuals,
+the number scenarios change exactly. A quarter whose every month is billed
+(:func:`quarter_closed`) has its actuals in every column and no ``recommended`` (NaN).
 """
 
 from __future__ import annotations
@@ -302,6 +304,16 @@ def phases_in(path_ids: Sequence[str]) -> list[str]:
     return [TOTAL] + [p for p in PHASES if p in ids]
 
 
+def quarter_closed(
+    period: Period, monthly: pd.DataFrame, partial: Mapping[str, PartialMonth] | None = None
+) -> bool:
+    """Whether every month of ``period`` is billed (closed, none of it month-to-date): its
+    figures are then actuals, and no budget is recommended for it (here and in the scenarios)."""
+    billed = set(pd.to_datetime(monthly.loc[monthly[UID].astype(str) == TOTAL, DS]))
+    part = {pm.month for pm in (partial or {}).values()}
+    return all(m in billed and m not in part for m in period.months)
+
+
 def quarter_table(
     quarter: str | Period,
     monthly: pd.DataFrame,
@@ -343,9 +355,9 @@ def quarter_table(
     closed = [m for m in period.months if (TOTAL, m) in actuals and m not in partial_months]
     # a quarter whose every month is billed: its figures are what was billed, and a budget for it
     # is no longer to be set (no recommendation; the plan's column is the actual, like the rest)
-    over = len(closed) == len(period.months)
+    over = quarter_closed(period, monthly, partial)
     base_by_phase: dict[str, float] = {}
-    if over:
+    if over and baseline is not None:
         base_by_phase = {
             p: sum(actuals.get((line_uid(p), m), 0.0) for m in closed) for p in phases_in(path_ids)
         }

@@ -291,7 +291,10 @@ def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
     history could pick another (a SARIMA order whose forecast ran to -1M on the demo's labor)."""
     from pipeline.models import make_model
 
-    model = make_model(spec["model"], **decode_params(spec["params"], artifacts))
+    params = decode_params(spec["params"], artifacts)
+    if spec["model"] == "lightgbm" and "objective" not in params:
+        params["objective"] = "l2"  # versions stored before the objective was a parameter
+    model = make_model(spec["model"], **params)
     if spec["state"] == "state":
         return read_state(model, Path(artifacts["state"]))
     if spec.get("forms"):

@@ -131,7 +131,8 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
     ]
     period = t["period"].iloc[0] if len(t) else ""
     cur = t["currency"].iloc[0] if len(t) else ""
-    if len(t) and t["recommended"].isna().all():  # every month billed (budget.quarter_table)
+    # every month billed (budget.quarter_closed): no recommendation, every quantile the actual
+    if len(t) and t["recommended"].isna().all() and (t["p95"] == t["actual_to_date"]).all():
         lines = [
             f"budget for {period} ({cur}): the quarter is closed, every month billed; the figures "
             "are its actuals, and there is no budget left to recommend"

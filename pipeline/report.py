@@ -307,7 +307,7 @@ def chance_in_words(p: Any) -> str:
         return "no budget"
     if not math.isfinite(v):
         return "no budget"
-    if v < 0.01:  # the terminal's two decimals read 0.01 from 0.005: the page says 0.5 % then
+    if v < 0.0095:  # the terminal's two decimals read 0.01 from 0.005: the page says 0.5 % then
         return "practically none (< 1 %)" if v < 0.005 else f"practically none ({_pc(v)})"
     if v < 0.10:
         return f"unlikely ({_pc(v)})"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.budget import nice_ceil, phases_in
+from pipeline.budget import nice_ceil, phases_in, quarter_closed
 from pipeline.conditioning import period_totals
 from pipeline.errors import InputError
 from pipeline.frames import DS, MEAN, MODEL, TOTAL, UID, parse_hierarchy_id
@@ -223,6 +223,7 @@ def evaluate(
 
     plan_base = baseline_by_phase(plan, list(period.months))
     rows, model_rows = [], []
+    over = quarter_closed(period, run.monthly, run.partial)
     for sc in scenarios:
         a, c = transform(plan, sc, bottom, run.path_ds)
         sp = scenario_paths(run, a, c, bottom, S)
@@ -240,6 +241,8 @@ def evaluate(
             uid = line_uid(phase)
             qb = _quantiles(base_pt.of(uid)[1], quantile)
             qs = _quantiles(pt.of(uid)[1], quantile)
+            if over:  # every month billed: nothing left to budget (budget.quarter_closed)
+                qb["rec"] = qs["rec"] = float("nan")
             rows.append(
                 {
                     "scenario": sc.name,

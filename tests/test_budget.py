@@ -246,6 +246,9 @@ def test_a_closed_quarter_is_its_actuals_without_a_recommendation() -> None:
     assert "recommend" in text.splitlines()[1]  # the column stays, with "-" in it
     inf_line = next(ln for ln in text.splitlines() if ln.startswith("inference"))
     assert inf_line.split()[9] == "-"  # no rounded-up actual posing as a recommendation
+    # without a plan there is no plan column, closed or not
+    no_plan = quarter_table("2026Q3", hist, paths, ids, pds)
+    assert no_plan["plan_estimate"].isna().all() and no_plan["recommended"].isna().all()
     # a quarter still open keeps its recommendation and its header
     t1 = quarter_table("2027Q1", hist, paths, ids, pds)
     assert t1["recommended"].notna().all()

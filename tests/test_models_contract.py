@@ -106,3 +106,71 @@ def test_sample_paths_shape(fitted, frame: pd.DataFrame) -> None:  # type: ignor
 def test_get_params_round_trip(fitted) -> None:  # type: ignore[no-untyped-def]
     params = fitted.get_params()
     assert type(fitted)(**params).get_params() == params
+
+
+# --- SARIMAX's drift ---------------------------------------------------------------------------
+def _trending(n: int = 48, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 1000.0 + 25.0 * np.arange(n) + np.cumsum(rng.normal(0, 10, n))
+
+
+def test_sarimax_takes_a_drift_where_the_aic_wants_one() -> None:
+    """A line growing 25 a month: the search keeps the drift, and the forecast keeps growing
+    (a driftless ARIMA(p,1,q) is flat); a level without a trend keeps none."""
+    from pipeline.models.stats import Sarimax
+
+    y = _trending()
+    st = Sarimax(season_length=12)._fit_one(y, None)
+    assert st.spec.endswith("with drift") and st.form[1][1] == "c"
+    m, _ = Sarimax()._forecast_one(st, 12, None)
+    assert 12 * 20 < m[-1] - y[-1] < 12 * 30  # by hand: about 25 a month
+    flat = 1000.0 + np.random.default_rng(4).normal(0, 10, 48)
+    st = Sarimax(season_length=12)._fit_one(flat, None)
+    assert st.form[1][1] == "n" and "drift" not in st.spec
+
+
+def test_sarimax_forms_stored_before_the_drift_and_without_it() -> None:
+    """A bare order (a version stored before the drift was searched) refits without a drift; a
+    form found under the seasonal difference (drift not tried: None) tries both on a history
+    that no longer needs the difference, and records what it chose."""
+    from pipeline.models.stats import Sarimax, _order_and_trend
+
+    assert _order_and_trend((0, 1, 1)) == ((0, 1, 1), "n")
+    assert _order_and_trend(((1, 1, 0), "c")) == ((1, 1, 0), "c")
+    assert _order_and_trend(((1, 1, 0), None)) == ((1, 1, 0), None)
+    y = _trending()
+    old = Sarimax(season_length=12)._fit_one(y, None, hint=(None, (0, 1, 1)))
+    assert "drift" not in old.spec and not old.selected and old.form[1] == ((0, 1, 1), "n")
+    untried = Sarimax(season_length=12)._fit_one(y, None, hint=(None, ((0, 1, 1), None)))
+    assert untried.spec.endswith("with drift") and untried.form[1] == ((0, 1, 1), "c")
+    assert not untried.selected  # the order was reused, only the drift was tried
+
+
+# --- LightGBM's season features ----------------------------------------------------------------
+def test_lightgbm_season_features_by_hand_and_without_the_future() -> None:
+    """y = 100 + month index over 2023-01..2026-12, origin 2025-06: a step of 1 targets 2025-07,
+    whose value a year before (2024-07, index 18) is 118; a step of 13 targets 2026-07, two years
+    before is 2024-07 again. Its 12-month window (2023-08..2024-07) has mean 112.5; the 12 months
+    to the origin (2024-07..2025-06) have mean 123.5 and the 12 before 111.5. Changing every month
+    after the origin changes none of it."""
+    from pipeline.models.gbm import LightGBMForecaster
+
+    ds = pd.date_range("2023-01-01", periods=48, freq="MS")
+    df = pd.DataFrame({"unique_id": "a", "ds": ds, "y": 100.0 + np.arange(48)})
+    m = LightGBMForecaster(n_estimators=5, max_horizon=18, min_data_in_leaf=2).fit(df)
+    state = pd.DataFrame(
+        {"unique_id": ["a", "a"], "origin": pd.to_datetime(["2025-06-01"] * 2), "_scale": 2.0}
+    )
+    f = m._season_features(state, np.array([1, 13]))
+    np.testing.assert_allclose(f["same_month_before"], [118 / 2.0, 118 / 2.0])
+    np.testing.assert_allclose(f["season_index"], [118 / 112.5, 118 / 112.5])
+    np.testing.assert_allclose(f["year_on_year"], [123.5 / 111.5] * 2)
+    later = df.assign(y=np.where(df["ds"] > "2025-06-01", -5.0, df["y"]))
+    m2 = LightGBMForecaster(n_estimators=5, max_horizon=18, min_data_in_leaf=2).fit(later)
+    f2 = m2._season_features(state, np.array([1, 13]))
+    for k in f:
+        np.testing.assert_array_equal(f[k], f2[k])
+    early = pd.DataFrame(
+        {"unique_id": ["a"], "origin": pd.to_datetime(["2023-06-01"]), "_scale": 1.0}
+    )
+    assert np.isnan(m._season_features(early, np.array([1]))["year_on_year"]).all()  # < 24 months

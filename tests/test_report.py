@@ -297,6 +297,7 @@ def test_plain_words() -> None:
     # 14 of 2,000 paths: the terminal prints 0.01, so the page names the share, not "< 1 %"
     assert chance_in_words(0.007) == "practically none (0.7 %)"
     assert chance_in_words(0.0045) == "practically none (< 1 %)"  # the terminal's 0.00
+    assert chance_in_words(0.0097) == chance_in_words(0.01) == "unlikely (1 %)"  # one reading
     assert chance_in_words(0.25) == "possible, about 1 in 4 (25 %)"
     assert chance_in_words(0.72) == "likely (72 %)"
     assert chance_in_words(float("nan")) == "no budget"

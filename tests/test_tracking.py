@@ -209,3 +209,22 @@ def test_a_refit_uses_the_forms_the_run_fitted_with() -> None:
         a, b = run.predict(18, level=(80,)), refit.predict(18, level=(80,))
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     reset_form_cache()
+
+
+def test_a_lightgbm_version_stored_before_the_season_features_still_forecasts(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A version written by the code before the season features (its booster trained without
+    them, no ``y_by_month_`` in its state) restores and forecasts as it did."""
+    from pipeline.models.gbm import LightGBMForecaster
+
+    params = {"n_estimators": 20, "max_horizon": 6, "min_data_in_leaf": 5, "objective": "l2"}
+    with monkeypatch.context() as m:
+        m.setattr(LightGBMForecaster, "_season_features", lambda self, state, steps: {})
+        old = make_model("lightgbm", **params).fit(tiny())
+        del old.y_by_month_, old.year_mean_  # what the old code never set
+        expected = old.predict(6, level=(80, 95))
+        write_state(old, tmp_path / "state")
+    restored = read_state(make_model("lightgbm", **params), tmp_path / "state")
+    ok, why = same_frame(restored.predict(6, level=(80, 95)), expected)
+    assert ok, why

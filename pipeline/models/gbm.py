@@ -191,11 +191,14 @@ class LightGBMForecaster(Forecaster):
     def _season_features(self, state: pd.DataFrame, steps: np.ndarray) -> dict[str, np.ndarray]:
         """What the target month looked like a year (two, beyond 12 steps) before, from the
         history up to the origin: its value over the origin's scale (``same_month_before``), its
-        share of its own 12-month window's mean (``season_index``), and the last 12 months' mean
-        over the 12 before (``year_on_year``). The lags alone give the month ``k`` steps ahead
-        no value of its own season: on 300 generated series x 48 months (dev seed 7), held-out
-        MASE 1.112 -> 0.955 with these, 0.927 with the absolute-error objective too (dev seed 11:
-        1.208 -> 1.019 with both)."""
+        share of the 12 months ending with it (``season_index``), and the 12 months to the origin
+        over the 12 before them (``year_on_year``); missing (NaN) where the history is shorter or
+        a denominator is 0. The lags alone give the month ``k`` steps ahead no value of its own
+        season: on 300 generated series x 48 months (dev seeds 7 and 11), held-out MASE 1.112 ->
+        0.928 and 1.208 -> 1.018 with these and the absolute-error objective. A version stored
+        before these features has none (its booster was trained without them)."""
+        if getattr(self, "y_by_month_", None) is None:
+            return {}
         uids = state[UID].to_numpy()
         origin = pd.DatetimeIndex(state["origin"])
         back = 12 * np.ceil(steps / 12).astype(int)  # 12 for steps 1-12, 24 for 13-24
@@ -203,16 +206,18 @@ class LightGBMForecaster(Forecaster):
         def at(s: pd.Series, months: pd.DatetimeIndex) -> np.ndarray:
             return s.reindex(pd.MultiIndex.from_arrays([uids, months])).to_numpy(dtype=float)
 
-        same = at(self.y_by_month_, _add_months(origin, steps - back))
-        window = at(self.year_mean_, _add_months(origin, 12 - back))
+        def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(np.abs(b) > 0, a / np.where(np.abs(b) > 0, b, 1.0), np.nan)
+
+        source = _add_months(origin, steps - back)  # the target's month, 1 or 2 years earlier
+        same = at(self.y_by_month_, source)
         year_before = at(self.year_mean_, _add_months(origin, np.full(len(origin), -12)))
-        scale = state["_scale"].to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return {
-                "same_month_before": same / scale,
-                "season_index": same / window,
-                "year_on_year": at(self.year_mean_, origin) / year_before,
-            }
+        return {
+            "same_month_before": ratio(same, state["_scale"].to_numpy()),
+            "season_index": ratio(same, at(self.year_mean_, source)),
+            "year_on_year": ratio(at(self.year_mean_, origin), year_before),
+        }
 
     # --- fit / predict ----------------------------------------------------------------------
     def _pairs(
@@ -251,11 +256,11 @@ class LightGBMForecaster(Forecaster):
     def _fit(self, df: pd.DataFrame) -> None:
         self.driver_cols_ = driver_columns(df)
         H = self.max_horizon
-        # the history by series and month, and the mean of each 12 months (fewer at the start)
+        # the history by series and month, and the mean of the 12 months ending at each month
         self.y_by_month_ = df.set_index([UID, DS])[Y].astype(float)
         self.year_mean_ = pd.Series(
             df.groupby(UID, sort=False)[Y]
-            .transform(lambda s: s.rolling(12, min_periods=1).mean())
+            .transform(lambda s: s.rolling(12, min_periods=12).mean())
             .to_numpy(dtype=float),
             index=self.y_by_month_.index,
         )

@@ -543,17 +543,14 @@ class Theta(PerSeriesForecaster):
 
 
 # --- SARIMAX --------------------------------------------------------------------------------
-def _order_and_trend(form: Any) -> tuple[tuple[int, int, int], str]:
+def _order_and_trend(form: Any) -> tuple[tuple[int, int, int], str | None]:
     """A stored SARIMAX form: ``(order, trend)``, or a bare order (versions fitted before the
-    drift was searched: no drift)."""
-    if len(form) == 2 and isinstance(form[1], str):
-        return tuple(form[0]), str(form[1])  # type: ignore[return-value]
-    return tuple(form), "n"  # type: ignore[return-value]
-
-
-def trend_of_form(hint: Any, chosen: str, selected: bool) -> str:
-    """The drift a form records: the one searched (``selected``), else the reused form's own."""
-    return chosen if selected or hint is None else _order_and_trend(hint[1])[1]
+    drift was searched: no drift). ``trend`` is ``"n"`` or ``"c"`` as chosen by a search that
+    tried both, or None when the search could not try a drift (with the seasonal difference)."""
+    if len(form) == 2 and (form[1] is None or isinstance(form[1], str)):
+        order, trend = form
+        return (int(order[0]), int(order[1]), int(order[2])), trend
+    return (int(form[0]), int(form[1]), int(form[2])), "n"
 
 
 def seasonal_difference_needed(y: np.ndarray, m: int) -> bool:
@@ -649,15 +646,19 @@ class Sarimax(PerSeriesForecaster):
 
         best, best_aic, best_o, best_t = None, np.inf, None, "n"
         selected = True
+        recorded: str | None = None  # the drift this form records for later fits
         if hint is not None and hint[0] == ctx:
             order, trend = _order_and_trend(hint[1])
-            try:
-                res = fit(order, trend if trend in trends else "n")
-                if np.isfinite(res.aic):
-                    best, best_aic, best_o, selected = res, res.aic, order, False
-                    best_t = trend if trend in trends else "n"
-            except Exception:
-                pass  # search again below
+            # a form found with the seasonal difference never tried the drift: try both now
+            for tr in (("n", "c") if trend is None else (trend,)) if "c" in trends else ("n",):
+                try:
+                    res = fit(order, tr)
+                except Exception:
+                    continue
+                if np.isfinite(res.aic) and res.aic < best_aic:
+                    best, best_aic, best_o, best_t, selected = res, res.aic, order, tr, False
+            if best is not None:
+                recorded = best_t if trend is None and "c" in trends else trend
         for order in self.orders if best is None else ():
             for trend in trends:
                 try:
@@ -666,6 +667,8 @@ class Sarimax(PerSeriesForecaster):
                     continue
                 if np.isfinite(res.aic) and res.aic < best_aic:
                     best, best_aic, best_o, best_t = res, res.aic, order, trend
+        if selected:  # searched here
+            recorded = best_t if "c" in trends else None
         if best is None or best_o is None:
             raise RuntimeError("no SARIMAX order could be fitted")
         st = SeriesState(
@@ -675,9 +678,9 @@ class Sarimax(PerSeriesForecaster):
             f"SARIMA{best_o}{seas[:3]}"
             + ("X" if exog is not None else "")
             + (" with drift" if best_t == "c" else ""),
-            # the drift as chosen, whatever this fit's seasonal differencing allowed: a later,
-            # longer history without the seasonal difference gets it back
-            form=(ctx, (best_o, trend_of_form(hint, best_t, selected))),
+            # the drift as chosen (None: not tried, the seasonal difference was on), whatever this
+            # fit allowed: a later, longer history without the seasonal difference gets it back
+            form=(ctx, (best_o, recorded)),
             selected=selected,
         )
         st.x_last = X[-1] if X is not None and len(X) else None
