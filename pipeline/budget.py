@@ -25,7 +25,9 @@ the number scenarios change exactly. A quarter whose every month is billed
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +137,22 @@ def hint_column(head: list[str], row: list[str]) -> str | None:
     return "amount" if "amount" in names and len(row) > len(head) else None
 
 
+# plain digits, or thousands grouped by commas in threes; a decimal point and digits after it
+_AMOUNT = re.compile(r"^(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
+
+
+def _amount(text: object) -> float | None:
+    """A budget amount, or None when it is not one. Only a comma between groups of three digits
+    is dropped: "574.500,00" (a European export) used to lose its comma and read as 574.5."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        v = float(text)
+        return v if math.isfinite(v) and v >= 0 else None
+    t = str(text).strip()
+    if not _AMOUNT.match(t):
+        return None
+    return float(t.replace(",", ""))
+
+
 def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame:
     """Check a budgets frame; return it with ``amount`` as float and ``period`` normalized."""
     raw = raw.rename(columns={c: c.strip().lower() for c in raw.columns})
@@ -159,24 +177,28 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             )
         phase = str(row.phase).strip()
         if phase != TOTAL and phase not in PHASES:
+            near = difflib.get_close_matches(phase.lower(), [TOTAL, *PHASES], n=1)
             problems.append(
                 Problem(
-                    f"unknown phase {phase!r}; expected total or one of {list(PHASES)}",
+                    f"unknown phase {phase!r}"
+                    + (f" (did you mean {near[0]}?)" if near else "")
+                    + f"; expected total or one of {', '.join(PHASES)}",
                     source,
                     i,
                     "phase",
                 )
             )
-        try:
-            amount = float(str(row.amount).replace(",", "").strip())
-            if not math.isfinite(amount) or amount < 0:
-                raise ValueError
-            amounts.append(amount)
-        except ValueError:
-            amounts.append(float("nan"))
+        amount = _amount(row.amount)
+        amounts.append(float("nan") if amount is None else amount)
+        if amount is None:
             problems.append(
                 Problem(
-                    f"amount must be a non-negative number, got {row.amount!r}", source, i, "amount"
+                    f"amount must be a non-negative number written 2395000, 2395000.50 or "
+                    f"2,395,000.50, got {row.amount!r} (a decimal comma such as 574.500,00 "
+                    "is not read: it would be a different amount)",
+                    source,
+                    i,
+                    "amount",
                 )
             )
     if problems:

@@ -522,7 +522,7 @@ def _compute_and_log(
     )
     res = run_forecast(drivers[0], fc, plan, X_future=drivers[1], progress=cfg.progress)
     for ev in res.events:
-        log.info("event: %s", ev)
+        log.info("event: %s", ", ".join(f"{k} {v}" for k, v in ev.items()))
 
     # the stored run: written once, then every derived table is computed from it as read back
     run = build_run(

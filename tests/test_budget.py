@@ -137,6 +137,17 @@ def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
         "USD",
         "",
     ]  # no currency: the forecast's, decided when compared
+    # a decimal comma (a European export) is refused, not read as another amount: "574.500,00"
+    # once lost its comma and became 574.5; a misspelled phase gets the nearest name
+    f.write_text(
+        'period,phase,amount,currency\n2027Q1,inference,"574.500,00",USD\n'
+        "2027Q1,fine_tunning,10,USD\n2027Q1,total,\"2,395,000.50\",USD\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_budgets(f)
+    msg = str(e.value)
+    assert "2 problems" in msg and "'574.500,00'" in msg and "'amount'" in msg
+    assert "did you mean fine_tuning?" in msg and "['" not in msg  # names, not a Python list
 
 
 # --- quantiles of sums ------------------------------------------------------------------------

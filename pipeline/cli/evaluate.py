@@ -79,12 +79,13 @@ def evaluate_cmd(
     med, promos, by_length = evaluate(
         tuple(seeds), tuple(months), horizon, tuple(collections), demo_hold_out=demo_hold_out
     )
+
     fmt = {c: "{:.3f}".format for c in med.columns if c not in ("collection", "model", "band")}
     runs = len(seeds) * len(months)
-    said = [f"seeds {list(seeds)}"]
+    said = [f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"]
     if {"hierarchy", "hierarchy-no-plan"} & set(collections):
         said.append(
-            f"generated hierarchies: histories {list(months)} months, horizon {horizon}, "
+            f"generated hierarchies: histories of {', '.join(map(str, months))} months, horizon {horizon}, "
             f"medians over the {runs} run{'s' if runs > 1 else ''}"
         )
     if "demo-world" in collections:
@@ -95,7 +96,9 @@ def evaluate_cmd(
     click.echo("; ".join(said) + "\n")
     for name, part in med.groupby("collection", sort=False):
         click.echo(f"== {name}")
-        click.echo(part.drop(columns="collection").to_string(index=False, formatters=fmt))
+        # a standard error of one run is not a number: "-"
+        table = part.drop(columns="collection")
+        click.echo(table.to_string(index=False, formatters=fmt, na_rep="-"))
         click.echo("")
     click.echo("")
     for line in summary(med, promos, by_length):

@@ -246,14 +246,12 @@ def forecast_cmd(
             "WAPE",
             *[c for c in top.columns if c.startswith("coverage_")],
         ]
-        click.echo(
-            "backtest accuracy (rolling origin, out-of-sample calibrated intervals):", err=True
-        )
-        click.echo(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"), err=True)
+        # results on stdout, like every command's (log lines go to stderr)
+        click.echo("backtest accuracy (rolling origin, out-of-sample calibrated intervals):")
+        click.echo(top[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     counts = res.selection["model"].value_counts()
     chosen = ", ".join(f"{m} {n}" for m, n in counts.items())
     click.echo(
         f"wrote {len(res.forecast)} rows for {res.forecast[UID].nunique()} series to {output}; "
-        f"series per selected model: {chosen}",
-        err=True,
+        f"series per selected model: {chosen}"
     )
