@@ -26,6 +26,7 @@ the number scenarios change exactly. A quarter whose every month is billed
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,8 @@ from pipeline.periods import Period, line_uid, months_until, parse_period
 
 if TYPE_CHECKING:
     from pipeline.runstore import ForecastRun
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BUDGET_COLUMNS",
@@ -137,8 +140,8 @@ def hint_column(head: list[str], row: list[str]) -> str | None:
     return "amount" if "amount" in names and len(row) > len(head) else None
 
 
-# plain digits, or thousands grouped by commas in threes; a decimal point and digits after it
-_AMOUNT = re.compile(r"^(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
+# plain digits (a decimal point, an exponent: 1e12), or thousands grouped by commas in threes
+_AMOUNT = re.compile(r"^(\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+|\d{1,3}(,\d{3})+(\.\d+)?)$")
 
 
 def _amount(text: object) -> float | None:
@@ -230,8 +233,38 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             ],
             fix="keep one amount per period and phase",
         )
+    _warn_month_above_quarter(out, source)
     out.attrs["source"] = source
     return out
+
+
+def _warn_month_above_quarter(budgets: pd.DataFrame, source: str) -> None:
+    """A month budgeted above its whole quarter (same phase) reads ``ok`` for the month and
+    ``at_risk`` for the quarter on the same money: legal, but almost surely a mistake, said once."""
+    quarters = {
+        (str(p), str(ph)): (float(a), i + 1)
+        for i, (p, ph, a) in enumerate(budgets[["period", "phase", "amount"]].itertuples(False))
+        if "Q" in str(p)
+    }
+    for i, (p, ph, a) in enumerate(budgets[["period", "phase", "amount"]].itertuples(False)):
+        if "Q" in str(p) or not math.isfinite(float(a)):
+            continue
+        m = pd.Period(str(p), freq="M")
+        q = quarters.get((f"{m.year}Q{m.quarter}", str(ph)))
+        if q is not None and float(a) > q[0]:
+            log.warning(
+                "%s: data row %d budgets %s %s at %s, more than the whole %sQ%s (%s, data row %d);"
+                " one of the two is likely a mistake",
+                source,
+                i + 1,
+                p,
+                ph,
+                f"{float(a):,.0f}",
+                m.year,
+                m.quarter,
+                f"{q[0]:,.0f}",
+                q[1],
+            )
 
 
 # --- sample-path arithmetic -------------------------------------------------------------------

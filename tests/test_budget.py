@@ -141,7 +141,7 @@ def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
     # once lost its comma and became 574.5; a misspelled phase gets the nearest name
     f.write_text(
         'period,phase,amount,currency\n2027Q1,inference,"574.500,00",USD\n'
-        "2027Q1,fine_tunning,10,USD\n2027Q1,total,\"2,395,000.50\",USD\n"
+        '2027Q1,fine_tunning,10,USD\n2027Q1,total,"2,395,000.50",USD\n'
     )
     with pytest.raises(InputError) as e:
         load_budgets(f)
@@ -372,3 +372,35 @@ def test_period_type_is_frozen() -> None:
     p = Period("2027-01", (pd.Timestamp("2027-01-01"),))
     with pytest.raises(AttributeError):
         p.label = "x"  # type: ignore[misc]
+
+
+def test_a_month_budgeted_above_its_quarter_is_warned(tmp_path, caplog) -> None:
+    """January pretraining at 634,100 and all of 2027Q1 at 497,200: the month would read ok and
+    the quarter at risk for the same run; the file is read, with one warning naming both rows."""
+    import logging
+
+    f = tmp_path / "budgets.csv"
+    f.write_text(
+        "period,phase,amount,currency\n2027-01,pretraining,634100,USD\n"
+        "2027Q1,pretraining,497200,USD\n2027-02,inference,10,USD\n2027Q1,inference,30,USD\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
+        b = load_budgets(f)
+    assert len(b) == 4
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned
+    assert "data row 1 budgets 2027-01 pretraining at 634,100" in warned[0]
+    assert "2027Q1 (497,200, data row 2)" in warned[0]
+
+
+def test_the_sample_budgets_never_put_a_month_above_its_quarter(tmp_path) -> None:
+    from pipeline.synth import SynthConfig, generate
+
+    generate(SynthConfig(out=tmp_path / "s", months=3))
+    b = load_budgets(tmp_path / "s" / "budgets.csv").set_index(["period", "phase"])["amount"]
+    months = [(p, ph) for p, ph in b.index if "Q" not in p]
+    for p, ph in months:
+        m = pd.Period(p, freq="M")
+        q = (f"{m.year}Q{m.quarter}", ph)
+        if q in b.index:
+            assert b[(p, ph)] <= b[q], (p, ph)

@@ -742,6 +742,16 @@ def _budgets(
             "budget": tot,
             "intent": "comfortable",
         }
+    # a month's budget never above its quarter's (a team would not plan January at 634k and the
+    # whole quarter at 497k: the month would read ok and the quarter at risk for the same run)
+    quarter_of = {m: label for label, ms in periods.items() if len(ms) == 3 for m in ms}
+    given = {(label, phase): value for label, phase, value in lines}
+    for i, (label, phase, value) in enumerate(lines):
+        ms = periods[label]
+        cap = given.get((quarter_of.get(ms[0], ""), phase)) if len(ms) == 1 else None
+        if cap is not None and value > cap:
+            lines[i] = (label, phase, cap)
+            notes[f"{label}/{phase}"].update(budget=int(cap), intent="capped at its quarter's")
     return lines, notes
 
 
@@ -799,7 +809,8 @@ def _readme(
         "- `budgets.csv`: `period,phase,amount,currency` for the current month, the next two months, the "
         "current and next quarter, per phase and `total`, in EffectiveCost + labor. Most lines are "
         "comfortable, two are tight, and fine_tuning in the current month is already over budget by "
-        "month to date (see `truth.json` -> `budgets`).",
+        "month to date; no month is budgeted above its quarter (such a month is capped at the "
+        "quarter's amount; see `truth.json` -> `budgets`).",
         "- `truth.json`: exact totals per billing period (BilledCost, EffectiveCost, ListCost, ContractedCost; "
         "per phase), the restated period's original totals, labor cost per month and phase, the dated events "
         "and the simulated (unwritten) future EffectiveCost per month and phase.",
