@@ -204,11 +204,6 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
                     "amount",
                 )
             )
-    if problems:
-        raise InputError(
-            problems,
-            fix="one budget per row: period (2027-01 or 2027Q1), phase (or total), amount, currency",
-        )
     out = pd.DataFrame(
         {
             "period": periods,
@@ -220,18 +215,20 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             else "",
         }
     )
-    dup = out.duplicated(["period", "phase"], keep="first")
-    if dup.any():
+    # a second line for the same period and phase, told with the other problems (not after them)
+    dup = out.duplicated(["period", "phase"], keep="first") & out["period"].notna()
+    for k, (per, ph) in zip(
+        np.flatnonzero(dup.to_numpy()),
+        out.loc[dup, ["period", "phase"]].itertuples(index=False),
+        strict=False,
+    ):
+        problems.append(Problem(f"second budget for {per} / {ph}", source, int(k) + 1))
+    if problems:
+        problems.sort(key=lambda pr: pr.row or 0)
         raise InputError(
-            [
-                Problem(f"second budget for {p} / {ph}", source, int(i) + 1)
-                for i, (p, ph) in zip(
-                    np.flatnonzero(dup.to_numpy()),
-                    out.loc[dup, ["period", "phase"]].itertuples(index=False),
-                    strict=False,
-                )
-            ],
-            fix="keep one amount per period and phase",
+            problems,
+            fix="one budget per row and one row per period and phase: period (2027-01 or "
+            "2027Q1), phase (or total), amount, currency",
         )
     _warn_month_above_quarter(out, source)
     out.attrs["source"] = source

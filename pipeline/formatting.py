@@ -143,6 +143,11 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
             "phases add up) and quantiles of the quarter's summed sample paths"
         ]
     lines += _table(head, rows)
+    if len(t) > 1 and t["recommended"].notna().any():
+        lines.append(
+            "expected adds up from the phases to the total (before rounding); P50, P80, P95 and the "
+            "recommendations are each line's own quantile and do not"
+        )
     if scenarios is not None and len(scenarios):
         lines.append("")
         lines.append("scenarios (same run, re-priced by the plan's arithmetic):")

@@ -148,6 +148,16 @@ def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
     msg = str(e.value)
     assert "2 problems" in msg and "'574.500,00'" in msg and "'amount'" in msg
     assert "did you mean fine_tuning?" in msg and "['" not in msg  # names, not a Python list
+    # a second line for the same period and phase is told with the other problems, in row order
+    f.write_text(
+        "period,phase,amount,currency\n2027Q1,total,5,USD\n2027Q1,inference,-3,USD\n"
+        "2027Q1,total,6,USD\n"
+    )
+    with pytest.raises(InputError) as e:
+        load_budgets(f)
+    msg = str(e.value)
+    assert "2 problems" in msg and msg.index("data row 2") < msg.index("data row 3")
+    assert "second budget for 2027Q1 / total" in msg
 
 
 # --- quantiles of sums ------------------------------------------------------------------------
