@@ -194,11 +194,17 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
         amount = _amount(row.amount)
         amounts.append(float("nan") if amount is None else amount)
         if amount is None:
+            text = str(row.amount).strip()
+            why = (
+                "a budget cannot be negative"
+                if text.startswith("-")
+                else "a decimal comma such as 574.500,00 is not read: it would be another amount"
+                if "," in text
+                else "write it as 2395000, 2395000.50 or 2,395,000.50"
+            )
             problems.append(
                 Problem(
-                    f"amount must be a non-negative number written 2395000, 2395000.50 or "
-                    f"2,395,000.50, got {row.amount!r} (a decimal comma such as 574.500,00 "
-                    "is not read: it would be a different amount)",
+                    f"amount must be a non-negative number, got {row.amount!r} ({why})",
                     source,
                     i,
                     "amount",

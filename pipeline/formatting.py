@@ -146,7 +146,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
     if len(t) > 1 and t["recommended"].notna().any():
         lines.append(
             "expected adds up from the phases to the total (before rounding); P50, P80, P95 and the "
-            "recommendations are each line's own quantile and do not"
+            "recommendations are each line's own quantile and do not add up"
         )
     if scenarios is not None and len(scenarios):
         lines.append("")

@@ -114,7 +114,8 @@ def derive(
         tick(f"budget {q.label}")
         if scenarios:
             summary, models = evaluate(run, scenarios, q, quantile=quantile)
-            out.scenarios[q.label], out.scenario_models[q.label] = summary, models
+            if len(summary):  # none for a closed quarter (whatif.evaluate says why)
+                out.scenarios[q.label], out.scenario_models[q.label] = summary, models
             tick(f"scenarios {q.label}")
     prev = previous_run(run) if compare else None
     if prev is not None:

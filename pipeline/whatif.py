@@ -22,6 +22,7 @@ same functions as the base's. In the current month only the part not yet spent m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ from pipeline.errors import InputError
 from pipeline.frames import DS, MEAN, MODEL, TOTAL, UID, parse_hierarchy_id
 from pipeline.periods import Period, line_uid, parse_period
 from pipeline.scenarios import EDITS, Scenario, apply_scenario
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipeline.plan import Plan
@@ -208,6 +211,12 @@ def evaluate(
     for sc in scenarios:
         apply_scenario(plan, sc)  # bad arguments fail here, before any work
     period = parse_period(quarter)
+    if quarter_closed(period, run.monthly, run.partial):
+        log.warning(
+            "no scenario for %s: every month of it is billed, and a plan change cannot alter it",
+            period.label,
+        )
+        return pd.DataFrame(columns=SUMMARY_COLUMNS), pd.DataFrame()
     S, bottom = _bottom(run.path_ids)
     base_pt = period_totals(
         period,
@@ -223,7 +232,6 @@ def evaluate(
 
     plan_base = baseline_by_phase(plan, list(period.months))
     rows, model_rows = [], []
-    over = quarter_closed(period, run.monthly, run.partial)
     for sc in scenarios:
         a, c = transform(plan, sc, bottom, run.path_ds)
         sp = scenario_paths(run, a, c, bottom, S)
@@ -241,8 +249,6 @@ def evaluate(
             uid = line_uid(phase)
             qb = _quantiles(base_pt.of(uid)[1], quantile)
             qs = _quantiles(pt.of(uid)[1], quantile)
-            if over:  # every month billed: nothing left to budget (budget.quarter_closed)
-                qb["rec"] = qs["rec"] = float("nan")
             rows.append(
                 {
                     "scenario": sc.name,

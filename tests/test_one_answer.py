@@ -351,3 +351,22 @@ def test_booked_labor_is_never_extrapolated_by_pace() -> None:
     half = dict(pm, **{"operations/labor": PartialMonth(ds[0], 45.0, 14, 31, 1e-16)})
     cond = condition_paths(paths, ids, ds, half, booked=["operations/labor"])
     np.testing.assert_allclose(cond[pos["operations/labor"], :, 0], 100.0)  # the forecast month
+
+
+def test_a_closed_quarter_has_no_scenario_and_no_recommendation(stored, tmp_path) -> None:
+    """A quarter whose every month is billed: its budget is its actuals, nothing recommended, and
+    a scenario (a plan change) cannot alter it: no scenario files, a warning that says why."""
+    paths, run_dir, _ = stored
+    sc = tmp_path / "big-run.yaml"
+    sc.write_text(
+        "name: big-run\nchanges:\n  - add_run: {gpu: H100, gpus: 8, days: 2, "
+        "start: 2027-02-04, pricing: committed, phase: pretraining}\n"
+    )
+    closed = pd.Period(AS_OF, freq="Q") - 1  # the quarter before the as-of's: all billed
+    out = tmp_path / "closed"
+    r = cli(paths, "budget", "--quarter", str(closed), "--scenario", str(sc), "--output", str(out))
+    assert r.exit_code == 0, r.output
+    assert "the quarter is closed" in r.output and "no scenario for" in r.output
+    assert not list(out.glob("scenario*"))
+    b = pd.read_csv(out / f"budget-{closed}.csv")
+    assert b["recommended"].isna().all() and (b["p95"] == b["actual_to_date"]).all()

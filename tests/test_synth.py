@@ -138,12 +138,12 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "plan.yaml").exists()
     # no progress bar redrawn into output that is not a terminal (a scheduled job's log)
     assert "synth months" not in r.output
-    # the printed totals are the truth file's exact decimals, grouped in thousands
+    # the printed totals are the truth file's exact decimals to the cent, grouped in thousands
     truth = json.loads((tmp_path / "s" / "truth.json").read_text())
-    billed = truth["totals"]["BilledCost"]
-    line = next(ln for ln in r.output.splitlines() if ln.startswith("totals: "))
+    billed = Decimal(truth["totals"]["BilledCost"])
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("totals (USD;"))
     shown = line.split("BilledCost ")[1].split(", ")[0]
-    assert "," in shown and Decimal(shown.replace(",", "")) == Decimal(billed), (shown, billed)
+    assert "," in shown and Decimal(shown.replace(",", "")) == billed.quantize(Decimal("0.01"))
 
 
 # --- files and the plan -----------------------------------------------------------------------

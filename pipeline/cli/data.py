@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import click
@@ -75,5 +75,12 @@ def synth(
         f"wrote {len(res.billing_files)} billing files ({res.rows} rows) and usage, labor, plan, budgets, "
         f"truth under {res.out}"
     )
-    # exact decimals, every digit the exports carry (what ``ingest`` reconciles to), grouped
-    click.echo("totals: " + ", ".join(f"{k} {Decimal(v):,}" for k, v in res.totals.items()))
+    # money to the cent for reading; the exact decimals (every digit the exports carry, what
+    # ``ingest`` reconciles to) are in truth.json
+    cents = ", ".join(
+        f"{k} {Decimal(v).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
+        for k, v in res.totals.items()
+    )
+    click.echo(
+        f"totals ({res.truth.get('currency', '')}; exact to the last digit in truth.json): {cents}"
+    )
