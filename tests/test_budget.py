@@ -137,27 +137,25 @@ def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
         "USD",
         "",
     ]  # no currency: the forecast's, decided when compared
+
+    def refused(text: str) -> str:
+        f.write_text("period,phase,amount,currency\n" + text)
+        with pytest.raises(InputError) as e:
+            load_budgets(f)
+        return str(e.value)
+
     # a decimal comma (a European export) is refused, not read as another amount: "574.500,00"
     # once lost its comma and became 574.5; a misspelled phase gets the nearest name
-    f.write_text(
-        'period,phase,amount,currency\n2027Q1,inference,"574.500,00",USD\n'
-        '2027Q1,fine_tunning,10,USD\n2027Q1,total,"2,395,000.50",USD\n'
+    msg = refused(
+        '2027Q1,inference,"574.500,00",USD\n2027Q1,fine_tunning,10,USD\n'
+        '2027Q1,total,"2,395,000.50",USD\n'
     )
-    with pytest.raises(InputError) as e:
-        load_budgets(f)
-    msg = str(e.value)
     assert "2 problems" in msg and "'574.500,00'" in msg and "'amount'" in msg
     assert "did you mean fine_tuning?" in msg and "['" not in msg  # names, not a Python list
     # a second line for the same period and phase is told with the other problems, in row order
-    f.write_text(
-        "period,phase,amount,currency\n2027Q1,total,5,USD\n2027Q1,inference,-3,USD\n"
-        "2027Q1,total,6,USD\n"
-    )
-    with pytest.raises(InputError) as e:
-        load_budgets(f)
-    msg = str(e.value)
+    msg = refused("2027Q1,total,5,USD\n2027Q1,inference,-3,USD\n2027Q1,total,6,USD\n")
     assert "2 problems" in msg and msg.index("data row 2") < msg.index("data row 3")
-    assert "second budget for 2027Q1 / total" in msg
+    assert "second budget for 2027Q1 / total" in msg and "cannot be negative" in msg
 
 
 # --- quantiles of sums ------------------------------------------------------------------------
