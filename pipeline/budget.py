@@ -223,12 +223,22 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
     )
     # a second line for the same period and phase, told with the other problems (not after them)
     dup = out.duplicated(["period", "phase"], keep="first") & out["period"].notna()
+    first_row = {
+        key: int(k) + 1
+        for k, key in reversed(list(enumerate(zip(out["period"], out["phase"], strict=True))))
+    }
     for k, (per, ph) in zip(
         np.flatnonzero(dup.to_numpy()),
         out.loc[dup, ["period", "phase"]].itertuples(index=False),
         strict=False,
     ):
-        problems.append(Problem(f"second budget for {per} / {ph}", source, int(k) + 1))
+        problems.append(
+            Problem(
+                f"second budget for {per} / {ph} (the first is data row {first_row[(per, ph)]})",
+                source,
+                int(k) + 1,
+            )
+        )
     if problems:
         problems.sort(key=lambda pr: pr.row or 0)
         raise InputError(

@@ -227,6 +227,12 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert f"wrote {out}" in res.output
     bad = CliRunner().invoke(cli, ["estimate", "--plan", str(tmp_path / "missing.yaml")])
     assert bad.exit_code == 2
+    # months before the plan begins (its earliest dated line): estimated, with a warning
+    early = CliRunner().invoke(
+        cli, ["estimate", "--plan", str(plan), "--start", "2020-01", "--months", "2"]
+    )
+    assert early.exit_code == 0 and "describes costs from" in early.output, early.output
+    assert "describes costs from" not in res.output  # 2027-01 is inside the plan
 
 
 def test_plan_sources_and_start() -> None:

@@ -155,7 +155,8 @@ def test_load_budgets_reports_every_bad_row(tmp_path) -> None:
     # a second line for the same period and phase is told with the other problems, in row order
     msg = refused("2027Q1,total,5,USD\n2027Q1,inference,-3,USD\n2027Q1,total,6,USD\n")
     assert "2 problems" in msg and msg.index("data row 2") < msg.index("data row 3")
-    assert "second budget for 2027Q1 / total" in msg and "cannot be negative" in msg
+    assert "second budget for 2027Q1 / total (the first is data row 1)" in msg
+    assert "cannot be negative" in msg
 
 
 # --- quantiles of sums ------------------------------------------------------------------------

@@ -3,6 +3,7 @@ baseline's cost per phase, category and month from a plan, with no history neede
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -12,12 +13,14 @@ from pipeline.cli import cli
 from pipeline.config import Paths
 from pipeline.errors import InputError
 
+log = logging.getLogger(__name__)
+
 
 def run_estimate(
     plan_path: Path, start: str | None, months: int, output: Path | None
 ) -> pd.DataFrame:
     """Load the plan, estimate ``months`` months from ``start`` (default: next month), write it."""
-    from pipeline.estimate import estimate_from_plan
+    from pipeline.estimate import estimate_from_plan, plan_start
     from pipeline.plan import load_plan, month
 
     if months < 1:
@@ -33,6 +36,15 @@ def run_estimate(
     except ValueError as exc:
         raise InputError(f"--start must be a month YYYY-MM. Got {start!r} instead.") from exc
     plan = load_plan(plan_path)
+    begins = plan_start(plan)
+    if begins is not None and first < begins:
+        log.warning(
+            "%s describes costs from %s on: the months before it (from %s) are estimated from "
+            "whatever in the plan is undated (storage, a price book) and miss the rest",
+            plan_path,
+            f"{begins:%Y-%m}",
+            f"{first:%Y-%m}",
+        )
     est = estimate_from_plan(plan, first, months)
     est["currency"] = plan.currency
     last = first + pd.DateOffset(months=months - 1)
