@@ -39,7 +39,7 @@ import pandas as pd
 from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.errors import InputError, Problem
 from pipeline.frames import DS, PHASES, TOTAL, UID, Y
-from pipeline.periods import Period, line_uid, months_until, parse_period
+from pipeline.periods import Period, line_uid, months_until, parse_period, quarter_of
 
 if TYPE_CHECKING:
     from pipeline.runstore import ForecastRun
@@ -254,29 +254,23 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
 def _warn_month_above_quarter(budgets: pd.DataFrame, source: str) -> None:
     """A month budgeted above its whole quarter (same phase) reads ``ok`` for the month and
     ``at_risk`` for the quarter on the same money: legal, but almost surely a mistake, said once."""
-    quarters = {
-        (str(p), str(ph)): (float(a), i + 1)
-        for i, (p, ph, a) in enumerate(budgets[["period", "phase", "amount"]].itertuples(False))
-        if "Q" in str(p)
-    }
-    for i, (p, ph, a) in enumerate(budgets[["period", "phase", "amount"]].itertuples(False)):
-        if "Q" in str(p) or not math.isfinite(float(a)):
-            continue
-        m = pd.Period(str(p), freq="M")
-        q = quarters.get((f"{m.year}Q{m.quarter}", str(ph)))
-        if q is not None and float(a) > q[0]:
+    rows = list(budgets[["period", "phase", "amount"]].itertuples(index=False))
+    quarters = {(p, ph): (a, i + 1) for i, (p, ph, a) in enumerate(rows) if "Q" in p}
+    for i, (p, ph, a) in enumerate(rows):
+        q = quarter_of(parse_period(p).start)
+        limit = quarters.get((q.label, ph)) if "Q" not in p else None
+        if limit is not None and a > limit[0]:
             log.warning(
-                "%s: data row %d budgets %s %s at %s, more than the whole %sQ%s (%s, data row %d);"
+                "%s: data row %d budgets %s %s at %s, more than the whole %s (%s, data row %d);"
                 " one of the two is likely a mistake",
                 source,
                 i + 1,
                 p,
                 ph,
-                f"{float(a):,.0f}",
-                m.year,
-                m.quarter,
-                f"{q[0]:,.0f}",
-                q[1],
+                f"{a:,.0f}",
+                q.label,
+                f"{limit[0]:,.0f}",
+                limit[1],
             )
 
 

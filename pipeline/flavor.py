@@ -284,6 +284,15 @@ def decode_forms(obj: Any) -> Any:
     return obj
 
 
+def spec_params(spec: dict[str, Any], artifacts: dict[str, str]) -> dict[str, Any]:
+    """A stored version's hyperparameters; one added after the version was stored takes the value
+    the version had (the model class's ``params_before``), not today's default."""
+    from pipeline.models import REGISTRY
+
+    before = getattr(REGISTRY.get(spec["model"]), "params_before", {})
+    return {**before, **decode_params(spec["params"], artifacts)}
+
+
 def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
     """A version's model: restored from its state, or re-fitted on its logged series with the
     model forms (ETS form, SARIMA order) the run fitted it with (``forms`` in the spec). The run
@@ -291,10 +300,7 @@ def build_model(spec: dict[str, Any], artifacts: dict[str, str]) -> Any:
     history could pick another (a SARIMA order whose forecast ran to -1M on the demo's labor)."""
     from pipeline.models import make_model
 
-    params = decode_params(spec["params"], artifacts)
-    if spec["model"] == "lightgbm" and "objective" not in params:
-        params["objective"] = "l2"  # versions stored before the objective was a parameter
-    model = make_model(spec["model"], **params)
+    model = make_model(spec["model"], **spec_params(spec, artifacts))
     if spec["state"] == "state":
         return read_state(model, Path(artifacts["state"]))
     if spec.get("forms"):

@@ -228,3 +228,16 @@ def test_a_lightgbm_version_stored_before_the_season_features_still_forecasts(
     restored = read_state(make_model("lightgbm", **params), tmp_path / "state")
     ok, why = same_frame(restored.predict(6, level=(80, 95)), expected)
     assert ok, why
+
+
+def test_a_stored_spec_without_a_later_parameter_gets_the_value_it_had() -> None:
+    """LightGBM's objective became a parameter (default l1) after versions were stored with l2:
+    their specs, without the name, rebuild with l2; a spec that names it keeps its own."""
+    from pipeline.flavor import encode_params, spec_params
+
+    old = {"model": "lightgbm", "params": encode_params({"n_estimators": 20})}
+    assert spec_params(old, {})["objective"] == "l2"
+    assert spec_params(old, {})["n_estimators"] == 20
+    new = {"model": "lightgbm", "params": encode_params({"objective": "l1"})}
+    assert spec_params(new, {})["objective"] == "l1"
+    assert "objective" not in spec_params({"model": "ets", "params": {}}, {})

@@ -69,6 +69,9 @@ class Forecaster:
     #: per series (per member for a combination), the model form to fit instead of searching
     #: one: set by ``flavor.build_model`` to refit a stored version as the run fitted it
     given_forms_: dict[str, Any] | None = None
+    #: hyperparameters added after versions were stored, with the value those versions had
+    #: (a stored spec without the name is rebuilt with it: ``flavor.build_model``)
+    params_before: ClassVar[dict[str, Any]] = {}
     deterministic: ClassVar[bool] = True
 
     # --- public protocol -------------------------------------------------

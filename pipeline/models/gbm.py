@@ -54,6 +54,7 @@ _LAG_COLS_UNSCALED = ("history_length",)
 class LightGBMForecaster(Forecaster):
     name = "lightgbm"
     uses_exogenous = True
+    params_before = {"objective": "l2"}  # squared error until 2026-12-02
 
     def __init__(
         self,

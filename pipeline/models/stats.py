@@ -644,30 +644,29 @@ class Sarimax(PerSeriesForecaster):
             params = mod.fit(disp=False, maxiter=self.maxiter, method="lbfgs", return_params=True)
             return mod.filter(params, cov_type="none")
 
-        best, best_aic, best_o, best_t = None, np.inf, None, "n"
-        selected = True
-        recorded: str | None = None  # the drift this form records for later fits
-        if hint is not None and hint[0] == ctx:
-            order, trend = _order_and_trend(hint[1])
-            # a form found with the seasonal difference never tried the drift: try both now
-            for tr in (("n", "c") if trend is None else (trend,)) if "c" in trends else ("n",):
-                try:
-                    res = fit(order, tr)
-                except Exception:
-                    continue
-                if np.isfinite(res.aic) and res.aic < best_aic:
-                    best, best_aic, best_o, best_t, selected = res, res.aic, order, tr, False
-            if best is not None:
-                recorded = best_t if trend is None and "c" in trends else trend
-        for order in self.orders if best is None else ():
-            for trend in trends:
+        def lowest_aic(cands: Sequence[tuple[tuple[int, int, int], str]]) -> tuple[Any, ...]:
+            """(results, order, trend) of the candidate with the lowest finite AIC, or Nones."""
+            best: tuple[Any, ...] = (None, None, "n")
+            best_aic = np.inf
+            for order, trend in cands:
                 try:
                     res = fit(order, trend)
                 except Exception:
                     continue
                 if np.isfinite(res.aic) and res.aic < best_aic:
-                    best, best_aic, best_o, best_t = res, res.aic, order, trend
-        if selected:  # searched here
+                    best, best_aic = (res, order, trend), res.aic
+            return best
+
+        selected = hint is None or hint[0] != ctx
+        if not selected:
+            order, trend = _order_and_trend(hint[1])
+            # a form found with the seasonal difference never tried the drift: try both now
+            tries = ("n",) if "c" not in trends else ("n", "c") if trend is None else (trend,)
+            best, best_o, best_t = lowest_aic([(order, tr) for tr in tries])
+            recorded = best_t if trend is None and "c" in trends else trend
+            selected = best is None  # the reused form failed: search again
+        if selected:
+            best, best_o, best_t = lowest_aic([(o, t) for o in self.orders for t in trends])
             recorded = best_t if "c" in trends else None
         if best is None or best_o is None:
             raise RuntimeError("no SARIMAX order could be fitted")
