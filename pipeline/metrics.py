@@ -17,7 +17,7 @@ finite, positive scale. :func:`scale_of` documents the chain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -215,7 +215,17 @@ def summarize(
 TYPICAL_AT = (1, 3, 12)
 
 
-def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -> pd.DataFrame:
+NOT_BACKTESTED = "the plan's scheduled runs: no backtest can see them"
+BEYOND = "backtest of the cost beyond"  # an ancestor of such series: the rest of its cost
+ALONE = "backtest of the models alone; the published figure adds the plan for"
+
+
+def accuracy_table(
+    bt: pd.DataFrame,
+    chosen: pd.Series,
+    levels: Sequence[int],
+    planned: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Backtest accuracy of the forecast each series publishes (``chosen``: model per series),
     one row per series plus one cost-weighted row over the bottom series (``unique_id`` ``all``).
 
@@ -227,18 +237,39 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     ``all`` row's MASE weights each forecast (series and cutoff) by its cost, as ``MASE_cost`` does
     (:func:`cost_weighted_mase`), so a $1k/month series with a MASE of 60 cannot dominate it the
     way it dominates a plain mean.
+
+    ``planned``: series whose published forecast is the plan's scheduled runs (the plan describes
+    months after the history only, so no backtest saw that forecast), each with the model it would
+    otherwise have had. Their rows carry no figures, and ``basis`` says why; their ancestors'
+    figures are those of the rest of their cost (their backtest minus those series' actuals and
+    model forecasts), which is what the models forecast in the published figure, without MASE and
+    coverage (no scale or bounds of that rest). ``basis`` is ``backtest`` for every other row.
     """
     cols = ["scope", UID, MODEL, "WAPE", *[f"typical_error_{k}m" for k in TYPICAL_AT], "MASE"]
-    cols += [f"coverage_{lv}" for lv in levels] + ["cost_share", "n"]
+    cols += [f"coverage_{lv}" for lv in levels] + ["cost_share", "n", "basis"]
     if bt.empty:
         return pd.DataFrame(columns=cols)
+    planned = {str(k): str(v) for k, v in (planned or {}).items()}
     mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
+    mine, basis = _without_planned(mine, bt, planned)
     t = add_point_terms(mine, levels)
+    rest = t[UID].astype(str).isin([u for u, b in basis.items() if b.startswith(BEYOND)])
+    t.loc[rest, [c for c in t.columns if c.startswith("_cov_")]] = np.nan  # no bounds of the rest
     out = _accuracy_rows(t, chosen, levels)
+    out["basis"] = out[UID].map(basis).fillna("backtest")
+    if planned:
+        there = set(bt[UID].astype(str))
+        gone = [u for u in planned if u in there]
+        gone += [u for u, b in basis.items() if b == NOT_BACKTESTED and u not in set(out[UID])]
+        rows = [
+            {"scope": _scope(u), UID: u, MODEL: str(chosen.get(u, "")), "basis": NOT_BACKTESTED}
+            for u in gone
+        ]
+        out = pd.concat([out, pd.DataFrame(rows, columns=out.columns)], ignore_index=True)
     hier = (out["scope"] != "series").any()
     bottom = out[out["scope"] == "series"] if hier else out
-    if len(bottom):
-        b = t[t[UID].isin(bottom[UID])]
+    b = t[t[UID].isin(bottom[UID])]  # the bottom series with a backtest
+    if len(b):
         row = _accuracy_row(b, "all", "all", "", levels)
         # the same cost-weighted MASE as the metrics' MASE_cost and the champion decisions
         row["MASE"] = float(_cost_weighted(b.assign(_g=0), ["_g"]).iloc[0])
@@ -250,22 +281,74 @@ def accuracy_table(bt: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -
     return out.reindex(columns=cols).reset_index(drop=True)  # no bounds: coverage NaN
 
 
+def _without_planned(
+    mine: pd.DataFrame, bt: pd.DataFrame, planned: Mapping[str, str]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The chosen backtest rows without the ``planned`` series, and their ancestors' rows as the
+    rest of their cost where that can be measured: minus each planned descendant's actual and its
+    model's forecast at the same cutoff and month, with no scale (MASE NaN). Returns the rows and
+    the ``basis`` of every ancestor:
+
+    * the rest, where every planned descendant was backtested from the ancestor's cutoffs (a
+      series with a shorter history has its windows cut elsewhere; those rows are left out);
+    * :data:`NOT_BACKTESTED` when the rest has no cost (a phase that is only planned runs);
+    * otherwise the models' own backtest, said to be of the models alone."""
+    from pipeline.frames import DS, node_parents
+
+    if not planned:
+        return mine, {}
+    uid = mine[UID].astype(str)
+    out = mine[~uid.isin(list(planned))].copy()
+    holds: dict[str, list[str]] = {}
+    for p in planned:
+        for a in node_parents(p):
+            holds.setdefault(a, []).append(p)
+    basis: dict[str, str] = {}
+    drop = np.zeros(len(out), dtype=bool)
+    for a, ps in holds.items():
+        rows = (out[UID].astype(str) == a).to_numpy()
+        if not rows.any():
+            continue
+        key = pd.MultiIndex.from_frame(out.loc[rows, [CUTOFF, DS]])
+        y = out.loc[rows, Y].to_numpy(float)
+        f = out.loc[rows, MEAN].to_numpy(float)
+        for p in ps:
+            d = bt[(bt[UID].astype(str) == p) & (bt[MODEL] == planned[p])]
+            sub = d.set_index([CUTOFF, DS])[[Y, MEAN]].reindex(key)
+            y, f = y - sub[Y].to_numpy(float), f - sub[MEAN].to_numpy(float)
+        seen = np.isfinite(y) & np.isfinite(f)
+        names = ", ".join(ps)
+        if not seen.any():  # no window in common: what the models alone did
+            basis[a] = f"{ALONE} {names}"
+        elif np.abs(y[seen]).sum() > 0:
+            out.loc[rows, Y], out.loc[rows, MEAN] = y, f
+            out.loc[rows, "scale"] = np.nan  # no MASE of the rest
+            drop[np.flatnonzero(rows)[~seen]] = True
+            basis[a] = f"{BEYOND} {names} (the plan)"
+        else:  # nothing but planned runs
+            drop |= rows
+            basis[a] = NOT_BACKTESTED
+    return out[~drop], basis
+
+
 def _ratio(ae: pd.Series, absy: pd.Series) -> pd.Series:
     return (ae / absy.where(absy > 0)).astype(float)
 
 
-def _accuracy_rows(t: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -> pd.DataFrame:
-    """:func:`_accuracy_row` for every series at once (grouped sums, linear in the rows)."""
+def _scope(uid: str) -> str:
+    """``total``, ``phase`` or ``series``: where a series id sits in the hierarchy."""
     from pipeline.frames import parse_hierarchy_id
 
+    phase, cat = parse_hierarchy_id(uid)
+    return "total" if phase is None else ("phase" if cat is None else "series")
+
+
+def _accuracy_rows(t: pd.DataFrame, chosen: pd.Series, levels: Sequence[int]) -> pd.DataFrame:
+    """:func:`_accuracy_row` for every series at once (grouped sums, linear in the rows)."""
     g = t.groupby(UID, sort=False)
     uids = pd.Index(g.size().index)
     out = pd.DataFrame({UID: uids.astype(str)}, index=uids)
-    scopes = []
-    for uid in uids:
-        phase, cat = parse_hierarchy_id(str(uid))
-        scopes.append("total" if phase is None else ("phase" if cat is None else "series"))
-    out.insert(0, "scope", scopes)
+    out.insert(0, "scope", [_scope(str(u)) for u in uids])
     out[MODEL] = [str(chosen.get(u, "")) for u in uids]
     absy, ae = g["_absy"].sum(), g["_ae"].sum()
     out["WAPE"] = _ratio(ae, absy)

@@ -341,8 +341,15 @@ def typical_errors(
     return pd.DataFrame(rows, columns=cols)
 
 
-def error_words(errors: pd.DataFrame, uid: str) -> str:
-    """``typical error ±8 % one month ahead, ±15 % three months ahead`` (or why there is none)."""
+def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
+    """``typical error ±8 % one month ahead, ±15 % three months ahead`` (or why there is none);
+    ``basis``: the accuracy row's (:func:`pipeline.metrics.accuracy_table`), which says when the
+    figures are of the cost beyond a plan's scheduled runs or of the models alone, or when there
+    are none."""
+    from pipeline.metrics import NOT_BACKTESTED
+
+    if basis == NOT_BACKTESTED:
+        return f"typical error: not measurable ({NOT_BACKTESTED})"
     e = errors[errors[UID] == uid] if len(errors) else errors
     parts = [
         f"±{_pc(float(r['error']))} {HORIZON_WORDS.get(int(r['h']), str(int(r['h'])) + ' months ahead')}"
@@ -350,7 +357,38 @@ def error_words(errors: pd.DataFrame, uid: str) -> str:
     ]
     if not parts:
         return "typical error: not measurable (no backtested month with cost)"
+    kind, planned = _plan_part(basis)
+    if kind == "beyond":
+        return "typical error " + ", ".join(parts) + f" on the cost beyond {planned}"
+    if kind == "alone":
+        return (
+            "typical error of the models alone " + ", ".join(parts)
+            + f" (the figure adds {planned}, which no backtest saw)"
+        )  # fmt: skip
     return "typical error " + ", ".join(parts)
+
+
+def _plan_part(basis: Any) -> tuple[str, str]:
+    """From an accuracy row's basis: ``("beyond" | "alone" | "", "pretraining/compute gpu's
+    planned runs")``."""
+    from pipeline.metrics import ALONE, BEYOND
+
+    text = str(basis or "")
+    if text.startswith(BEYOND) and text.endswith(" (the plan)"):
+        kind, ids = "beyond", text[len(BEYOND) : -len(" (the plan)")]
+    elif text.startswith(ALONE):
+        kind, ids = "alone", text[len(ALONE) :]
+    else:
+        return "", ""
+    names = [_words(u) for u in ids.strip().split(", ")]
+    return kind, " and ".join(names) + "'s planned runs"
+
+
+def _bases(accuracy: pd.DataFrame | None) -> dict[str, str]:
+    if accuracy is None or not len(accuracy) or "basis" not in accuracy.columns:
+        return {}
+    basis = accuracy["basis"].fillna("backtest").astype(str)
+    return dict(zip(accuracy[UID].astype(str), basis, strict=True))
 
 
 def _status(row: Mapping[str, Any], flags: pd.DataFrame | None, thresholds: Sequence[float]) -> str:
@@ -476,12 +514,13 @@ def write_report(
         accuracy = accuracy_table(backtest, pd.Series(chosen_of(selection)), levels)
     errors = typical_errors(accuracy, (1, 3, 12))
     chosen = chosen_of(selection)
+    bases = _bases(accuracy)
     charts = [
         {
             "uid": u,
             "png": fan_chart(u, history, fan, forecast, budgets, levels=levels),
-            "error": error_words(errors, u),
-            "model": MODEL_WORDS.get(chosen.get(u, ""), chosen.get(u, "")),
+            "error": error_words(errors, u, bases.get(u, "backtest")),
+            "model": _model_words(chosen.get(u, ""), bases.get(u, "")),
         }
         for u in nodes
         if u in ids
@@ -642,7 +681,7 @@ def accuracy_rows(
             {
                 "uid": "all series (cost-weighted)" if u == "all" else u.replace("_", " "),
                 "total": u == TOTAL,
-                "model": MODEL_WORDS.get(str(r.get(MODEL, "")), str(r.get(MODEL, ""))),
+                "model": _model_words(str(r.get(MODEL, "")), r.get("basis", "")),
                 "cells": [_pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)],
                 "WAPE": _fmt_pct(r.get("WAPE")),
                 "MASE": f"{float(r['MASE']):.2f}" if np.isfinite(float(r["MASE"])) else "–",
@@ -658,6 +697,20 @@ def accuracy_rows(
             }
         )
     return rows
+
+
+def _model_words(model: str, basis: Any) -> str:
+    """What forecasts a series, in words; ``the plan for pretraining/compute gpu's planned runs,
+    a blend of models for the rest`` where the figure adds a plan's scheduled runs."""
+    from pipeline.metrics import NOT_BACKTESTED
+
+    words = MODEL_WORDS.get(model, model)
+    kind, planned = _plan_part(basis)
+    if kind:
+        return f"the plan for {planned}, {words} for the rest"
+    if basis == NOT_BACKTESTED and model != "analytic_baseline":  # an aggregate of planned runs
+        return "the plan's scheduled runs"
+    return words
 
 
 def _words(name: Any) -> str:

@@ -262,6 +262,79 @@ def test_theta_sigma_is_the_ima11_forecast_sd() -> None:
     assert alpha < 0.5 and sd[-1] / sd[0] < 1.5
 
 
+def test_the_median_combination_by_hand() -> None:
+    """The middle member, or halfway between the two middle ones, of the members with weight; the
+    job's frames (one row per member) and a stored version's arrays give the same digits."""
+    from pipeline.models.ensemble import combine, grouped_combination, middle
+
+    means = np.array([[[1.0, 5.0]], [[4.0, 2.0]], [[10.0, 3.0]], [[2.0, 100.0]]])  # 4 x 1 x 2
+    sig = np.ones_like(means)
+    # all four: halfway between the middle two; without the last: the middle one
+    np.testing.assert_array_equal(combine(means, sig, [1, 1, 1, 1], how="median")[0], [[3.0, 4.0]])
+    np.testing.assert_array_equal(combine(means, sig, [1, 1, 1, 0], how="median")[0], [[4.0, 3.0]])
+    np.testing.assert_allclose(combine(means, sig, [1, 1, 1, 1])[0], [[4.25, 27.5]])  # the mean
+    # a never-negative series leaves out a member forecasting below 0 (here the first)
+    neg = means.copy()
+    neg[0, 0, 1] = -1.0
+    got = combine(neg, sig, [1, 1, 1, 1], np.array([True]), how="median")[0]
+    np.testing.assert_array_equal(got, [[4.0, 3.0]])
+    keep = np.array([[True, False], [True, True], [False, False]])
+    np.testing.assert_array_equal(
+        middle(np.array([[1.0, np.nan], [3.0, 7.0], [9.0, 8.0]]), keep), [2.0, 7.0]
+    )
+    assert np.isnan(middle(np.array([[np.nan], [1.0]]), np.array([[True], [True]]))).all()
+    assert np.isnan(middle(np.array([[1.0]]), np.array([[False]]))).all()
+    rows = pd.DataFrame(
+        {"unique_id": "s", "ds": np.tile(pd.date_range("2027-01-01", periods=2, freq="MS"), 4),
+         "model": np.repeat(["a", "b", "c", "d"], 2), "mean": means.reshape(4, 2).ravel(),
+         "sigma": 1.0, "fallback": False}
+    )  # fmt: skip
+    w = {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}
+    res = grouped_combination(rows, w, ["unique_id", "ds"], how="median")
+    np.testing.assert_array_equal(res["mean"], [3.0, 4.0])
+    res = grouped_combination(rows, {**w, "d": 0.0}, ["unique_id", "ds"], how="median")
+    np.testing.assert_array_equal(res["mean"], [4.0, 3.0])
+
+
+def test_who_joins_the_combination_and_how_it_combines() -> None:
+    """A member leaves only when its pooled backtest MASE is over 1.25x the best local member's
+    (the bench's case: LightGBM's flattering 0.92 must not push SARIMAX's 1.23 out; ETS's 1.047 x
+    1.25 = 1.309, so 1.6 is broken);
+    four members combine by their median, fewer by their mean; LightGBM (a global model) joins
+    from ``global_member_min_series`` series."""
+    from pipeline.forecast import combination_of
+    from pipeline.models.ensemble import trimmed_equal_weights
+
+    bench = {"ets": 1.047, "lightgbm": 0.923, "sarimax": 1.227, "theta": 1.085}
+    local = ("ets", "theta", "sarimax")
+    assert trimmed_equal_weights(bench, reference=local) == {m: 0.25 for m in bench}
+    assert "sarimax" not in trimmed_equal_weights(bench)  # LightGBM as the bar: 0.923 x 1.25
+    broken = {**bench, "sarimax": 1.6}
+    assert set(trimmed_equal_weights(broken, reference=local)) == {"ets", "lightgbm", "theta"}
+    cfg = ForecastConfig()
+    assert combination_of(trimmed_equal_weights(bench, reference=local), cfg) == "median"
+    assert combination_of(trimmed_equal_weights(broken, reference=local), cfg) == "mean"
+    assert (
+        combination_of({"a": 0.5, "b": 0.5}, ForecastConfig(ensemble_combination="median"))
+        == "median"
+    )
+    with pytest.raises(ValueError, match="ensemble_combination must be one of"):
+        ForecastConfig(ensemble_combination="trimmed")
+    # 12 short series: LightGBM stays out of the combination; from 10 series on it is in
+    rng = np.random.default_rng(2)
+    ds = pd.date_range("2022-01-01", periods=30, freq="MS")
+    hist = pd.concat(
+        [pd.DataFrame({"unique_id": f"s{i}", "ds": ds, "y": 100 + rng.normal(0, 5, 30).cumsum()})
+         for i in range(12)]
+    )  # fmt: skip
+    models = ("ets", "theta", "sarimax", "lightgbm", "ensemble")
+    res = run_forecast(hist, ForecastConfig(horizon=6, models=models, n_paths=50), progress=False)
+    assert "lightgbm" not in res.ensemble_weights and len(res.ensemble_weights) == 3
+    cfg = ForecastConfig(horizon=6, models=models, n_paths=50, global_member_min_series=10)
+    res = run_forecast(hist, cfg, progress=False)
+    assert "lightgbm" in res.ensemble_weights
+
+
 def test_combined_sigma_is_the_weighted_geometric_mean() -> None:
     from pipeline.models.ensemble import combined_sigma
 
@@ -278,7 +351,7 @@ def test_a_member_forecasting_a_negative_cost_leaves_the_combination() -> None:
     """A labor line that stepped down twice at the end (45.6k for three years, 30.4k, 15.2k; 1 %
     noise): ETS reads the steps as a trend and forecasts below 0 within months. The combination
     leaves it out for that series (and only there), so its forecast is the mean of the members
-    that stay, never negative; the fitted ensemble (what the registry stores and ``reproduce``
+    that stay (three members: the mean, ``combination_of``), never negative; the fitted ensemble (what the registry stores and ``reproduce``
     runs) gives the same numbers, for a shorter horizon too."""
     from pipeline.models.ensemble import kept_members
 

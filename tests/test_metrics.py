@@ -89,6 +89,88 @@ def test_accuracy_table_is_cost_weighted() -> None:
     assert acc.loc["a/x", "cost_share"] == pytest.approx(1000 / 1010)
 
 
+def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
+    """Pre-training's GPUs follow the plan's scheduled runs, which no backtest saw: their row has
+    no figures and says why. Pre-training (and the total) publish the models' estimate of the
+    rest plus the plan, so their figures are of the rest: actuals 110, 120 minus the GPUs' 100,
+    100 is 10, 20; the models' 62, 68 minus their GPU forecast 50, 50 is 12, 18; misses 2 and 2
+    over 30 (WAPE 0.133; one month ahead 2 / 10). Storage is a plain backtest: misses 1, 2 over
+    30. By hand."""
+    from pipeline.metrics import NOT_BACKTESTED, accuracy_table
+    from pipeline.report import _model_words, error_words, typical_errors
+
+    rows = []
+    series = {
+        ("pretraining", "ensemble"): ([110.0, 120.0], [62.0, 68.0]),
+        ("total", "ensemble"): ([110.0, 120.0], [62.0, 68.0]),
+        ("pretraining/compute_gpu", "ensemble"): ([100.0, 100.0], [50.0, 50.0]),
+        ("pretraining/compute_gpu", "analytic_baseline"): ([100.0, 100.0], [0.0, 0.0]),
+        ("pretraining/storage", "ensemble"): ([10.0, 20.0], [9.0, 22.0]),
+    }
+    for (uid, model), (ys, fs) in series.items():
+        for h, (y, f) in enumerate(zip(ys, fs, strict=True), start=1):
+            rows.append(
+                {"unique_id": uid, "cutoff": pd.Timestamp("2026-01-01"),
+                 "ds": pd.Timestamp("2026-01-01") + pd.DateOffset(months=h), "h": h,
+                 "model": model, "y": y, "mean": f, "scale": 5.0, "lo_80": 0.0, "hi_80": 1e9}
+            )  # fmt: skip
+    bt = pd.DataFrame(rows)
+    chosen = pd.Series(
+        {"total": "ensemble", "pretraining": "ensemble", "pretraining/storage": "ensemble",
+         "pretraining/compute_gpu": "analytic_baseline"}
+    )  # fmt: skip
+    acc = accuracy_table(bt, chosen, (80,), {"pretraining/compute_gpu": "ensemble"})
+    acc = acc.set_index("unique_id")
+    gpu = acc.loc["pretraining/compute_gpu"]
+    assert (
+        gpu["basis"] == NOT_BACKTESTED
+        and np.isnan(gpu[["WAPE", "MASE", "coverage_80"]].astype(float)).all()
+    )
+    for node in ("pretraining", "total"):
+        r = acc.loc[node]
+        assert r["WAPE"] == pytest.approx(4 / 30) and r["typical_error_1m"] == pytest.approx(0.2)
+        assert np.isnan(r["MASE"]) and np.isnan(r["coverage_80"])
+        assert r["basis"] == "backtest of the cost beyond pretraining/compute_gpu (the plan)"
+    assert acc.loc["pretraining/storage", "WAPE"] == pytest.approx(3 / 30)
+    assert acc.loc["pretraining/storage", "basis"] == "backtest"
+    assert acc.loc["all", "WAPE"] == pytest.approx(3 / 30)  # the bottom series with a backtest
+    # what the report says about them
+    errors = typical_errors(acc.reset_index(), (1,))
+    words = error_words(errors, "pretraining", acc.loc["pretraining", "basis"])
+    assert words == (
+        "typical error ±20 % one month ahead on the cost beyond pretraining/compute gpu's planned runs"
+    )
+    assert "not measurable (the plan's scheduled runs" in error_words(errors, "x", NOT_BACKTESTED)
+    assert _model_words("ensemble", acc.loc["total", "basis"]) == (
+        "the plan for pretraining/compute gpu's planned runs, a blend of models for the rest"
+    )
+    assert _model_words("ensemble", "backtest") == "a blend of models"
+    # the GPUs' windows cut a month later (a shorter history): no window in common, so the
+    # aggregates keep the models' own backtest (actuals 110, 120 against 62, 68: WAPE 100 / 230),
+    # said to be of the models alone
+    moved = bt.assign(
+        cutoff=np.where(bt["unique_id"] == "pretraining/compute_gpu", pd.Timestamp("2026-02-01"), bt["cutoff"])
+    )  # fmt: skip
+    acc = accuracy_table(moved, chosen, (80,), {"pretraining/compute_gpu": "ensemble"})
+    acc = acc.set_index("unique_id")
+    assert acc.loc["total", "WAPE"] == pytest.approx(100 / 230)
+    assert acc.loc["total", "MASE"] == pytest.approx((48 / 5 + 52 / 5) / 2)
+    assert acc.loc["total", "basis"].startswith("backtest of the models alone")
+    words = error_words(typical_errors(acc.reset_index(), (1,)), "total", acc.loc["total", "basis"])
+    assert words == (
+        "typical error of the models alone ±44 % one month ahead (the figure adds "
+        "pretraining/compute gpu's planned runs, which no backtest saw)"
+    )
+    # a phase that is nothing but planned runs: the rest has no cost, nothing to measure
+    only = bt[bt["unique_id"] != "pretraining/storage"].copy()
+    only.loc[only["unique_id"].isin(["pretraining", "total"]), "y"] = [100.0, 100.0] * 2
+    acc = accuracy_table(only, chosen, (80,), {"pretraining/compute_gpu": "ensemble"})
+    acc = acc.set_index("unique_id")
+    assert acc.loc["pretraining", "basis"] == NOT_BACKTESTED
+    assert acc.loc["pretraining", "scope"] == "phase" and np.isnan(acc.loc["pretraining", "WAPE"])
+    assert _model_words("ensemble", NOT_BACKTESTED) == "the plan's scheduled runs"
+
+
 def test_accuracy_all_row_is_the_metrics_cost_weighted_mase() -> None:
     """One cost-weighted MASE everywhere: the accuracy table's ``all`` row weights each forecast
     (series and cutoff) by its cost, as ``MASE_cost`` and the champion decisions do. a/x: a window

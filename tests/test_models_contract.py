@@ -165,6 +165,12 @@ def test_lightgbm_season_features_by_hand_and_without_the_future() -> None:
     np.testing.assert_allclose(f["same_month_before"], [118 / 2.0, 118 / 2.0])
     np.testing.assert_allclose(f["season_index"], [118 / 112.5, 118 / 112.5])
     np.testing.assert_allclose(f["year_on_year"], [123.5 / 111.5] * 2)
+    # two years' shares: a year earlier (2023-07) has no full 12 months before it, so one share
+    np.testing.assert_allclose(f["season_index_2y"], f["season_index"])
+    # origin 2026-06, step 1: 2025-07 is 130 over its year's 124.5, 2024-07 is 118 over 112.5
+    late = state.iloc[:1].assign(origin=pd.Timestamp("2026-06-01"))
+    got = m._season_features(late, np.array([1]))["season_index_2y"]
+    np.testing.assert_allclose(got, [(130 / 124.5 + 118 / 112.5) / 2])
     later = df.assign(y=np.where(df["ds"] > "2025-06-01", -5.0, df["y"]))
     m2 = LightGBMForecaster(n_estimators=5, max_horizon=18, min_data_in_leaf=2).fit(later)
     f2 = m2._season_features(state, np.array([1, 13]))

@@ -73,6 +73,8 @@ class Forecaster:
     #: (a stored spec without the name is rebuilt with it: ``flavor.build_model``)
     params_before: ClassVar[dict[str, Any]] = {}
     deterministic: ClassVar[bool] = True
+    #: one model learnt across all the frame's series (it needs many series to learn from)
+    is_global: ClassVar[bool] = False
 
     # --- public protocol -------------------------------------------------
     def fit(self, df: pd.DataFrame) -> Self:

@@ -54,6 +54,7 @@ _LAG_COLS_UNSCALED = ("history_length",)
 class LightGBMForecaster(Forecaster):
     name = "lightgbm"
     uses_exogenous = True
+    is_global = True
     params_before = {"objective": "l2"}  # squared error until 2026-12-02
 
     def __init__(
@@ -196,8 +197,10 @@ class LightGBMForecaster(Forecaster):
         over the 12 before them (``year_on_year``); missing (NaN) where the history is shorter or
         a denominator is 0. The lags alone give the month ``k`` steps ahead no value of its own
         season: on 300 generated series x 48 months (dev seeds 7 and 11), held-out MASE 1.112 ->
-        0.928 and 1.208 -> 1.018 with these and the absolute-error objective. A version stored
-        before these features has none (its booster was trained without them)."""
+        0.928 and 1.208 -> 1.018 with these and the absolute-error objective. One year's share is
+        noisy: ``season_index_2y`` is its mean with the share a year earlier (where the history
+        has it): 0.928 -> 0.887 and 1.018 -> 0.983. A version stored before these features has
+        none (its booster was trained without them, and predicts from the features it knew)."""
         if getattr(self, "y_by_month_", None) is None:
             return {}
         uids = state[UID].to_numpy()
@@ -213,10 +216,14 @@ class LightGBMForecaster(Forecaster):
 
         source = _add_months(origin, steps - back)  # the target's month, 1 or 2 years earlier
         same = at(self.y_by_month_, source)
+        index = ratio(same, at(self.year_mean_, source))
+        earlier = _add_months(origin, steps - back - 12)  # and one year before that
+        index_2 = ratio(at(self.y_by_month_, earlier), at(self.year_mean_, earlier))
         year_before = at(self.year_mean_, _add_months(origin, np.full(len(origin), -12)))
         return {
             "same_month_before": ratio(same, state["_scale"].to_numpy()),
-            "season_index": ratio(same, at(self.year_mean_, source)),
+            "season_index": index,
+            "season_index_2y": np.where(np.isfinite(index_2), (index + index_2) / 2, index),
             "year_on_year": ratio(at(self.year_mean_, origin), year_before),
         }
 
