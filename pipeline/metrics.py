@@ -251,18 +251,21 @@ def accuracy_table(
         return pd.DataFrame(columns=cols)
     planned = {str(k): str(v) for k, v in (planned or {}).items()}
     mine = bt[bt[MODEL].to_numpy() == bt[UID].map(chosen).to_numpy()]
+    cost = mine[Y].abs().groupby(mine[UID].astype(str)).sum()  # shares of cost count every series
     mine, basis = _without_planned(mine, bt, planned)
     t = add_point_terms(mine, levels)
     rest = t[UID].astype(str).isin([u for u, b in basis.items() if b.startswith(BEYOND)])
     t.loc[rest, [c for c in t.columns if c.startswith("_cov_")]] = np.nan  # no bounds of the rest
     out = _accuracy_rows(t, chosen, levels)
     out["basis"] = out[UID].map(basis).fillna("backtest")
+    out["_cost"] = out[UID].map(cost).fillna(out["_cost"])  # a rest's share is its whole cost's
     if planned:
         there = set(bt[UID].astype(str))
         gone = [u for u in planned if u in there]
         gone += [u for u, b in basis.items() if b == NOT_BACKTESTED and u not in set(out[UID])]
         rows = [
-            {"scope": _scope(u), UID: u, MODEL: str(chosen.get(u, "")), "basis": NOT_BACKTESTED}
+            {"scope": _scope(u), UID: u, MODEL: str(chosen.get(u, "")), "basis": NOT_BACKTESTED,
+             "_cost": float(cost.get(u, np.nan))}  # fmt: skip
             for u in gone
         ]
         out = pd.concat([out, pd.DataFrame(rows, columns=out.columns)], ignore_index=True)
@@ -274,7 +277,7 @@ def accuracy_table(
         # the same cost-weighted MASE as the metrics' MASE_cost and the champion decisions
         row["MASE"] = float(_cost_weighted(b.assign(_g=0), ["_g"]).iloc[0])
         out = pd.concat([out, pd.DataFrame([row])], ignore_index=True)
-        total_cost = float(bottom["_cost"].sum())
+        total_cost = float(bottom["_cost"].sum())  # planned series included (not in ``b``)
         out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
     else:
         out["cost_share"] = np.nan

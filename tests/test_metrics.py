@@ -134,6 +134,9 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     assert acc.loc["pretraining/storage", "WAPE"] == pytest.approx(3 / 30)
     assert acc.loc["pretraining/storage", "basis"] == "backtest"
     assert acc.loc["all", "WAPE"] == pytest.approx(3 / 30)  # the bottom series with a backtest
+    # shares of cost count every series: the GPUs' 200 and storage's 30
+    assert acc.loc["total", "cost_share"] == pytest.approx(1.0)
+    assert acc.loc["pretraining/compute_gpu", "cost_share"] == pytest.approx(200 / 230)
     # what the report says about them
     errors = typical_errors(acc.reset_index(), (1,))
     words = error_words(errors, "pretraining", acc.loc["pretraining", "basis"])
