@@ -322,7 +322,10 @@ def pipeline_forecast(spec: dict[str, Any], artifacts: dict[str, str]) -> pd.Dat
 
 
 def forecast_config_from(d: dict[str, Any]) -> Any:
-    from pipeline.forecast import ForecastConfig
+    """A stored job configuration; a field added after it was stored takes the value it ran with
+    (``pipeline.forecast.CONFIG_BEFORE``), not today's default."""
+    from pipeline.forecast import CONFIG_BEFORE, ForecastConfig
 
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    kw = {**CONFIG_BEFORE, **kw}
     return ForecastConfig(**kw)

@@ -148,11 +148,25 @@ class ForecastConfig:
     )
 
     def __post_init__(self) -> None:
+        unknown = [m for m in self.ensemble_members if m not in REGISTRY or m == ENSEMBLE]
+        if unknown:
+            raise ValueError(
+                f"ensemble_members: {', '.join(unknown)} is not a member model; "
+                f"use some of {', '.join(sorted(set(REGISTRY) - {ENSEMBLE}))}."
+            )
         if self.ensemble_combination not in ("auto", *COMBINATIONS):
             raise ValueError(
                 f"ensemble_combination must be one of auto, {', '.join(COMBINATIONS)}. "
                 f"Got {self.ensemble_combination!r} instead."
             )
+
+
+#: fields added to ForecastConfig after versions were stored, with the values those versions ran
+#: with (a stored configuration without the name re-runs as it ran: ``flavor.forecast_config_from``)
+CONFIG_BEFORE: dict[str, object] = {
+    "ensemble_members": ("ets", "theta", "sarimax"),
+    "ensemble_combination": "mean",
+}
 
 
 @dataclass

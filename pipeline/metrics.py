@@ -260,27 +260,29 @@ def accuracy_table(
     out["basis"] = out[UID].map(basis).fillna("backtest")
     out["_cost"] = out[UID].map(cost).fillna(out["_cost"])  # a rest's share is its whole cost's
     if planned:
-        there = set(bt[UID].astype(str))
-        gone = [u for u in planned if u in there]
-        gone += [u for u, b in basis.items() if b == NOT_BACKTESTED and u not in set(out[UID])]
+        gone = [*planned, *[u for u, b in basis.items() if b == NOT_BACKTESTED]]
         rows = [
-            {"scope": _scope(u), UID: u, MODEL: str(chosen.get(u, "")), "basis": NOT_BACKTESTED,
-             "_cost": float(cost.get(u, np.nan))}  # fmt: skip
+            {
+                "scope": _scope(u),
+                UID: u,
+                MODEL: str(chosen.get(u, "")),
+                "basis": NOT_BACKTESTED,
+                "_cost": float(cost.get(u, np.nan)),
+            }  # fmt: skip
             for u in gone
         ]
         out = pd.concat([out, pd.DataFrame(rows, columns=out.columns)], ignore_index=True)
     hier = (out["scope"] != "series").any()
     bottom = out[out["scope"] == "series"] if hier else out
     b = t[t[UID].isin(bottom[UID])]  # the bottom series with a backtest
+    total_cost = float(bottom["_cost"].sum())  # planned series included (not in ``b``)
     if len(b):
         row = _accuracy_row(b, "all", "all", "", levels)
         # the same cost-weighted MASE as the metrics' MASE_cost and the champion decisions
         row["MASE"] = float(_cost_weighted(b.assign(_g=0), ["_g"]).iloc[0])
+        row["basis"] = "backtest"
         out = pd.concat([out, pd.DataFrame([row])], ignore_index=True)
-        total_cost = float(bottom["_cost"].sum())  # planned series included (not in ``b``)
-        out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
-    else:
-        out["cost_share"] = np.nan
+    out["cost_share"] = out["_cost"] / total_cost if total_cost > 0 else np.nan
     return out.reindex(columns=cols).reset_index(drop=True)  # no bounds: coverage NaN
 
 
@@ -313,17 +315,21 @@ def _without_planned(
         if not rows.any():
             continue
         key = pd.MultiIndex.from_frame(out.loc[rows, [CUTOFF, DS]])
-        y = out.loc[rows, Y].to_numpy(float)
-        f = out.loc[rows, MEAN].to_numpy(float)
+        whole = out.loc[rows, Y].to_numpy(float)
+        y, f = whole.copy(), out.loc[rows, MEAN].to_numpy(float)
         for p in ps:
             d = bt[(bt[UID].astype(str) == p) & (bt[MODEL] == planned[p])]
+            if d.empty:  # too short for any window: nothing to take out
+                continue
             sub = d.set_index([CUTOFF, DS])[[Y, MEAN]].reindex(key)
             y, f = y - sub[Y].to_numpy(float), f - sub[MEAN].to_numpy(float)
         seen = np.isfinite(y) & np.isfinite(f)
         names = ", ".join(ps)
+        # what is left after the planned series, beyond rounding (sums of floats leave ~1e-13)
+        left = np.abs(y[seen]).sum() > 1e-9 * np.nansum(np.abs(whole[seen]))
         if not seen.any():  # no window in common: what the models alone did
             basis[a] = f"{ALONE} {names}"
-        elif np.abs(y[seen]).sum() > 0:
+        elif left:
             out.loc[rows, Y], out.loc[rows, MEAN] = y, f
             out.loc[rows, "scale"] = np.nan  # no MASE of the rest
             drop[np.flatnonzero(rows)[~seen]] = True

@@ -363,7 +363,7 @@ def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
-            + f" (the figure adds {planned}, which no backtest saw)"
+            + " (the figure adds the planned runs, which no backtest saw)"
         )  # fmt: skip
     return "typical error " + ", ".join(parts)
 
@@ -672,6 +672,10 @@ def accuracy_rows(
     if accuracy is None or not len(accuracy):
         return []
     acc = accuracy.assign(**{UID: accuracy[UID].astype(str)}).set_index(UID)
+    from pipeline.metrics import NOT_BACKTESTED
+
+    basis = acc["basis"] if "basis" in acc.columns else pd.Series(dtype=str)
+    every = "all backtested series" if (basis == NOT_BACKTESTED).any() else "all series"
     rows = []
     for u in [*nodes, "all"]:
         if u not in acc.index:
@@ -679,9 +683,10 @@ def accuracy_rows(
         r = acc.loc[u]
         rows.append(
             {
-                "uid": "all series (cost-weighted)" if u == "all" else u.replace("_", " "),
+                "uid": f"{every} (cost-weighted)" if u == "all" else u.replace("_", " "),
                 "total": u == TOTAL,
-                "model": _model_words(str(r.get(MODEL, "")), r.get("basis", "")),
+                "model": _model_words(str(r.get(MODEL, "")), r.get("basis", ""))
+                + _FIGURES_OF.get(_plan_part(r.get("basis", ""))[0], ""),
                 "cells": [_pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)],
                 "WAPE": _fmt_pct(r.get("WAPE")),
                 "MASE": f"{float(r['MASE']):.2f}" if np.isfinite(float(r["MASE"])) else "–",
@@ -697,6 +702,9 @@ def accuracy_rows(
             }
         )
     return rows
+
+
+_FIGURES_OF = {"alone": " (figures: the models alone)", "beyond": " (figures: the rest)"}
 
 
 def _model_words(model: str, basis: Any) -> str:

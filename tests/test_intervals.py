@@ -333,6 +333,45 @@ def test_who_joins_the_combination_and_how_it_combines() -> None:
     cfg = ForecastConfig(horizon=6, models=models, n_paths=50, global_member_min_series=10)
     res = run_forecast(hist, cfg, progress=False)
     assert "lightgbm" in res.ensemble_weights
+    # four members: the published combination is their median, and the stored version (the
+    # fitted Ensemble the registry keeps) predicts the same digits
+    members = [m for m, w in res.ensemble_weights.items() if w > 0]
+    assert len(members) == 4 and res.fitted["ensemble"].how == "median"
+    allf = res.all_forecasts.set_index(["model", "unique_id"])
+    ens = allf.loc[("ensemble", "s3"), "mean"].to_numpy()
+    by_hand = np.median([allf.loc[(m, "s3"), "mean"].to_numpy() for m in members], axis=0)
+    np.testing.assert_allclose(ens, by_hand, rtol=1e-12)
+    pred = res.fitted["ensemble"].predict(6, level=(80,))
+    np.testing.assert_array_equal(pred.loc[pred["unique_id"] == "s3", "mean"].to_numpy(), ens)
+
+
+def test_versions_stored_before_the_median_run_as_they_ran() -> None:
+    """A stored job configuration or Ensemble spec without the new names re-runs with what it ran
+    with (the mean of ETS, Theta and SARIMAX), not today's defaults; a spec that has them keeps
+    them; a misspelled member is refused."""
+    import dataclasses
+
+    from pipeline.flavor import forecast_config_from, spec_params
+
+    old = dataclasses.asdict(ForecastConfig())
+    for k in ("ensemble_members", "ensemble_combination", "global_member_min_series"):
+        old.pop(k)
+    cfg = forecast_config_from(old)
+    assert cfg.ensemble_combination == "mean" and cfg.ensemble_members == (
+        "ets",
+        "theta",
+        "sarimax",
+    )
+    assert forecast_config_from(dataclasses.asdict(ForecastConfig())) == ForecastConfig()
+    spec = {
+        "model": "ensemble",
+        "params": {"members": {"__tuple__": ["ets", "theta"]}, "weights": None},
+    }
+    assert spec_params(spec, {})["how"] == "mean"
+    spec["params"]["how"] = "median"
+    assert spec_params(spec, {})["how"] == "median"
+    with pytest.raises(ValueError, match="thetta is not a member model"):
+        ForecastConfig(ensemble_members=("ets", "thetta"))
 
 
 def test_combined_sigma_is_the_weighted_geometric_mean() -> None:

@@ -171,6 +171,11 @@ def test_lightgbm_season_features_by_hand_and_without_the_future() -> None:
     late = state.iloc[:1].assign(origin=pd.Timestamp("2026-06-01"))
     got = m._season_features(late, np.array([1]))["season_index_2y"]
     np.testing.assert_allclose(got, [(130 / 124.5 + 118 / 112.5) / 2])
+    after = df.assign(y=np.where(df["ds"] > "2026-06-01", -5.0, df["y"]))  # its future scrambled
+    m3 = LightGBMForecaster(n_estimators=5, max_horizon=18, min_data_in_leaf=2).fit(after)
+    late2 = state.assign(origin=pd.Timestamp("2026-06-01"))
+    for k, v in m._season_features(late2, np.array([1, 6])).items():
+        np.testing.assert_array_equal(v, m3._season_features(late2, np.array([1, 6]))[k])
     later = df.assign(y=np.where(df["ds"] > "2025-06-01", -5.0, df["y"]))
     m2 = LightGBMForecaster(n_estimators=5, max_horizon=18, min_data_in_leaf=2).fit(later)
     f2 = m2._season_features(state, np.array([1, 13]))

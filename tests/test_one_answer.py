@@ -23,6 +23,7 @@ from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.config import Paths
 from pipeline.formatting import fixed
 from pipeline.frames import PHASES, TOTAL
+from pipeline.metrics import ALONE, NOT_BACKTESTED
 from pipeline.periods import parse_period
 from pipeline.reconcile import summing_matrix
 from pipeline.runstore import load_run
@@ -132,7 +133,17 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
     chosen = pd.read_parquet(run_dir / "selection.parquet").set_index("unique_id")["model"]
     mine = bt[bt["model"] == bt["unique_id"].map(chosen)]
     shown = [TOTAL, *[p for p in PHASES if p in acc.index]]
+    planned = [
+        u for u, r in chosen.items() if u in acc.index and acc.loc[u, "basis"] == NOT_BACKTESTED
+    ]
+    assert planned, "the demo plans pre-training runs: some series follow the plan"
     for uid in shown:
+        basis = acc.loc[uid, "basis"]
+        if basis == NOT_BACKTESTED:  # nothing but the plan's runs: no figure to show
+            assert acc.loc[uid, ["typical_error_1m", "typical_error_3m"]].isna().all()
+            continue
+        # the models' own backtest (or, beyond planned runs, a rest this test does not rebuild)
+        assert basis == "backtest" or basis.startswith(ALONE), basis
         for h in (1, 3):
             g = mine[(mine["unique_id"] == uid) & (mine["h"] == h)]
             den = float(g["y"].abs().sum())
@@ -145,7 +156,8 @@ def test_every_command_gives_the_run_folders_numbers(stored, tmp_path) -> None:
         assert float(row.group(k)) == pytest.approx(
             100 * acc.loc[TOTAL, f"typical_error_{h}m"], abs=0.51
         )
-    assert "all series (cost-weighted)" in html
+    assert "all backtested series (cost-weighted)" in html
+    assert "not measurable (the plan&#39;s scheduled runs" in html
 
 
 def test_phases_add_up_in_every_table_and_every_path(stored) -> None:

@@ -54,8 +54,8 @@ COMBINATIONS = ("median", "mean")  # how the members' means make the combination
 def middle(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The median over the first axis of ``values`` of the entries ``keep`` marks: the middle
     value, or half the sum of the two middle ones (NaN where nothing is kept, or where a kept
-    entry is NaN, as in a weighted mean). One formula for the job's frames and a stored
-    version's arrays, so both give the same digits."""
+    entry is NaN). One formula for the job's frames and a stored version's arrays, so both give
+    the same digits."""
     v = np.asarray(values, dtype=float)
     k = np.asarray(keep, bool)
     nan_kept = (k & np.isnan(v)).any(axis=0)
@@ -266,6 +266,7 @@ class Ensemble(Forecaster):
             ws = [1.0] * len(ws)
         nn = getattr(self, "nonneg_", {})  # versions stored before the rule: no member left out
         nonneg = np.array([nn.get(str(u), False) for u in self.ids_], dtype=bool)
+        # an Ensemble pickled before the median (a run folder's fitted.pkl) has no ``how``
         mean, sigma = combine(means, sigmas, ws, nonneg, how=getattr(self, "how", "mean"))
         return SeriesForecast(mean[:, :h_out], sigma[:, :h_out])
 
@@ -327,7 +328,7 @@ def _group_middle(values: np.ndarray, used: np.ndarray, group: np.ndarray, n: in
     """:func:`middle` per group (``group``: each row's group number, 0 to ``n`` - 1) over the rows
     ``used`` marks, through a (members, groups) array padded with left-out entries."""
     rank = pd.Series(group).groupby(group).cumcount().to_numpy()
-    vals = np.full((rank.max() + 1 if len(rank) else 1, n), np.nan)
+    vals = np.full((rank.max() + 1, n), np.nan)
     keep = np.zeros_like(vals, dtype=bool)
     vals[rank, group] = values
     keep[rank, group] = used
