@@ -95,7 +95,7 @@ from pipeline.models.ensemble import (
     trimmed_equal_weights,
 )
 from pipeline.plan import Plan
-from pipeline.plan_driven import RUNS_REASON, plan_overrides
+from pipeline.plan_driven import HEADCOUNT_REASON, RUNS_REASON, plan_overrides
 
 __all__ = ["ForecastConfig", "ForecastResult", "Published", "plan_overrides", "run_forecast"]
 
@@ -371,7 +371,10 @@ def run_forecast(
     forecast, all_forecasts = output_tables(pub.table, allf, selection, ids, levels, config)
     metrics = metrics_table(bt_out, levels) if len(bt_out) else pd.DataFrame()
     reasons = selection.set_index(UID)["reason"].astype(str)
-    planned = {u: str(model_choice[u]) for u in plan_ids if reasons[u].startswith(RUNS_REASON)}
+    # plan-driven series whose published forecast no backtest saw (the plan describes the months
+    # ahead only): their accuracy rows say so, their ancestors' are of the rest
+    unseen = (RUNS_REASON, HEADCOUNT_REASON)
+    planned = {u: str(model_choice[u]) for u in plan_ids if reasons[u].startswith(unseen)}
     accuracy = accuracy_table(bt_out, selection.set_index(UID)[MODEL], levels, planned)
     tick("done")
     bar.total = bar.n  # short histories run fewer windows than configured: end at 100 %

@@ -215,7 +215,7 @@ def summarize(
 TYPICAL_AT = (1, 3, 12)
 
 
-NOT_BACKTESTED = "the plan's scheduled runs: no backtest can see them"
+NOT_BACKTESTED = "it follows the plan, which describes only the months ahead: no backtest saw it"
 BEYOND = "backtest of the cost beyond"  # an ancestor of such series: the rest of its cost
 ALONE = "backtest of the models alone; the published figure adds the plan for"
 
@@ -290,39 +290,58 @@ def _without_planned(
     mine: pd.DataFrame, bt: pd.DataFrame, planned: Mapping[str, str]
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The chosen backtest rows without the ``planned`` series, and their ancestors' rows as the
-    rest of their cost where that can be measured: minus each planned descendant's actual and its
-    model's forecast at the same cutoff and month, with no scale (MASE NaN). Returns the rows and
-    the ``basis`` of every ancestor:
+    rest of their cost where that can be measured, with no scale (MASE NaN): at each cutoff and
+    month, the ancestor's own actual and forecast minus each planned descendant's actual and
+    model forecast; where a planned descendant's windows were cut at other months (a shorter
+    history), the sum of the ancestor's children's (a planned child or one with nothing left
+    counting 0, the others their own rows or rest). Returns the rows and the ``basis`` of every
+    ancestor:
 
-    * the rest, where every planned descendant was backtested from the ancestor's cutoffs (a
-      series with a shorter history has its windows cut elsewhere; those rows are left out);
-    * :data:`NOT_BACKTESTED` when the rest has no cost (a phase that is only planned runs);
+    * the rest, on the cutoffs and months where it could be measured (the others left out);
+    * :data:`NOT_BACKTESTED` when the rest has no cost (a phase that is only planned series);
     * otherwise the models' own backtest, said to be of the models alone."""
-    from pipeline.frames import DS, node_parents
+    from pipeline.frames import DS, TOTAL, node_parents
 
     if not planned:
         return mine, {}
-    uid = mine[UID].astype(str)
-    out = mine[~uid.isin(list(planned))].copy()
+    ids = pd.unique(mine[UID].astype(str))
+    out = mine[~mine[UID].astype(str).isin(list(planned))].copy()
     holds: dict[str, list[str]] = {}
     for p in planned:
         for a in node_parents(p):
             holds.setdefault(a, []).append(p)
+    children: dict[str, list[str]] = {}
+    for u in ids:
+        if node_parents(u):
+            children.setdefault(node_parents(u)[0], []).append(u)
     basis: dict[str, str] = {}
     drop = np.zeros(len(out), dtype=bool)
-    for a, ps in holds.items():
+    for a in sorted(holds, key=lambda u: (u == TOTAL, -u.count("/"))):  # children first
+        ps = holds[a]
         rows = (out[UID].astype(str) == a).to_numpy()
         if not rows.any():
             continue
         key = pd.MultiIndex.from_frame(out.loc[rows, [CUTOFF, DS]])
         whole = out.loc[rows, Y].to_numpy(float)
         y, f = whole.copy(), out.loc[rows, MEAN].to_numpy(float)
-        for p in ps:
+        for p in ps:  # the ancestor's own figures minus the planned series' models
             d = bt[(bt[UID].astype(str) == p) & (bt[MODEL] == planned[p])]
             if d.empty:  # too short for any window: nothing to take out
                 continue
             sub = d.set_index([CUTOFF, DS])[[Y, MEAN]].reindex(key)
             y, f = y - sub[Y].to_numpy(float), f - sub[MEAN].to_numpy(float)
+        yc, fc = np.zeros(len(key)), np.zeros(len(key))  # the children's, where that fails
+        for c in children.get(a, []):
+            if c in planned or basis.get(c) == NOT_BACKTESTED:
+                continue
+            if basis.get(c, "").startswith(ALONE):  # its figures hold planned cost: no rest
+                yc = fc = np.full(len(key), np.nan)
+                break
+            sub = out[(out[UID].astype(str) == c) & ~drop].set_index([CUTOFF, DS])
+            sub = sub[[Y, MEAN]].reindex(key)
+            yc, fc = yc + sub[Y].to_numpy(float), fc + sub[MEAN].to_numpy(float)
+        own = np.isfinite(y) & np.isfinite(f)
+        y, f = np.where(own, y, yc), np.where(own, f, fc)
         seen = np.isfinite(y) & np.isfinite(f)
         names = ", ".join(ps)
         # what is left after the planned series, beyond rounding (sums of floats leave ~1e-13)
@@ -334,8 +353,8 @@ def _without_planned(
             out.loc[rows, "scale"] = np.nan  # no MASE of the rest
             drop[np.flatnonzero(rows)[~seen]] = True
             basis[a] = f"{BEYOND} {names} (the plan)"
-        else:  # nothing but planned runs
-            drop |= rows
+        else:  # nothing but planned series
+            drop[rows] = True
             basis[a] = NOT_BACKTESTED
     return out[~drop], basis
 

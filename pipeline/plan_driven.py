@@ -57,6 +57,8 @@ from pipeline.frames import CATEGORY, DS, PHASE, UID, Y, parse_hierarchy_id
 from pipeline.plan import Plan
 
 RUNS_REASON = "plan-driven: scheduled runs in the plan (bursts no backtest can see)"
+# checked against the last actual month only: the backtest's windows saw no headcount plan either
+HEADCOUNT_REASON = "plan-driven: headcount in the plan"
 
 
 def _next_month(ts: pd.Timestamp) -> pd.Timestamp:
@@ -114,10 +116,7 @@ def plan_overrides(
                 ok = rel <= tolerance
                 out[str(uid)] = (
                     ok,
-                    (
-                        f"plan-driven: headcount in the plan (first month within {rel:.1%} "
-                        f"of the last actual)"
-                    )
+                    (f"{HEADCOUNT_REASON} (first month within {rel:.1%} of the last actual)")
                     if ok
                     else (
                         f"plan (headcount) is {rel:.1%} off the last actual month "

@@ -359,18 +359,18 @@ def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
         return "typical error: not measurable (no backtested month with cost)"
     kind, planned = _plan_part(basis)
     if kind == "beyond":
-        return "typical error " + ", ".join(parts) + f" on the cost beyond {planned}"
+        return "typical error " + ", ".join(parts) + f" on the cost beyond {planned} (the plan)"
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
-            + " (the figure adds the planned runs, which no backtest saw)"
+            + f" (the figure takes {planned} from the plan, which no backtest saw)"
         )  # fmt: skip
     return "typical error " + ", ".join(parts)
 
 
 def _plan_part(basis: Any) -> tuple[str, str]:
-    """From an accuracy row's basis: ``("beyond" | "alone" | "", "pretraining/compute gpu's
-    planned runs")``."""
+    """From an accuracy row's basis: ``("beyond" | "alone" | "", "pretraining/compute gpu and
+    fine tuning/labor")``, the series that follow the plan."""
     from pipeline.metrics import ALONE, BEYOND
 
     text = str(basis or "")
@@ -381,7 +381,9 @@ def _plan_part(basis: Any) -> tuple[str, str]:
     else:
         return "", ""
     names = [_words(u) for u in ids.strip().split(", ")]
-    return kind, " and ".join(names) + "'s planned runs"
+    if len(names) > 2:  # the total of a plan with many lines: say how many, the table names them
+        return kind, f"the {len(names)} series that follow the plan"
+    return kind, " and ".join(names)
 
 
 def _bases(accuracy: pd.DataFrame | None) -> dict[str, str]:
@@ -716,8 +718,8 @@ def _model_words(model: str, basis: Any) -> str:
     kind, planned = _plan_part(basis)
     if kind:
         return f"the plan for {planned}, {words} for the rest"
-    if basis == NOT_BACKTESTED and model != "analytic_baseline":  # an aggregate of planned runs
-        return "the plan's scheduled runs"
+    if basis == NOT_BACKTESTED:
+        return "the plan"
     return words
 
 

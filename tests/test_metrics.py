@@ -141,19 +141,30 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     errors = typical_errors(acc.reset_index(), (1,))
     words = error_words(errors, "pretraining", acc.loc["pretraining", "basis"])
     assert words == (
-        "typical error ±20 % one month ahead on the cost beyond pretraining/compute gpu's planned runs"
+        "typical error ±20 % one month ahead on the cost beyond pretraining/compute gpu (the plan)"
     )
-    assert "not measurable (the plan's scheduled runs" in error_words(errors, "x", NOT_BACKTESTED)
+    assert "not measurable (it follows the plan" in error_words(errors, "x", NOT_BACKTESTED)
     assert _model_words("ensemble", acc.loc["total", "basis"]) == (
-        "the plan for pretraining/compute gpu's planned runs, a blend of models for the rest"
+        "the plan for pretraining/compute gpu, a blend of models for the rest"
     )
     assert _model_words("ensemble", "backtest") == "a blend of models"
-    # the GPUs' windows cut a month later (a shorter history): no window in common, so the
-    # aggregates keep the models' own backtest (actuals 110, 120 against 62, 68: WAPE 100 / 230),
-    # said to be of the models alone
+    three = "backtest of the cost beyond a/x, b/y, c/z (the plan)"
+    assert _model_words("ensemble", three) == (
+        "the plan for the 3 series that follow the plan, a blend of models for the rest"
+    )
+    # the GPUs' windows cut a month later (a shorter history): the rest is the sum of the
+    # children's: storage alone at pre-training's cutoffs, then pre-training's rest at the total's
     moved = bt.assign(
         cutoff=np.where(bt["unique_id"] == "pretraining/compute_gpu", pd.Timestamp("2026-02-01"), bt["cutoff"])
     )  # fmt: skip
+    acc = accuracy_table(moved, chosen, (80,), {"pretraining/compute_gpu": "ensemble"})
+    acc = acc.set_index("unique_id")
+    for node in ("pretraining", "total"):
+        assert acc.loc[node, "WAPE"] == pytest.approx(3 / 30)
+        assert acc.loc[node, "basis"].startswith("backtest of the cost beyond")
+    # storage's windows elsewhere too: nothing to rebuild the rest from, so the aggregates keep
+    # the models' own backtest (110, 120 against 62, 68: WAPE 100 / 230), said to be of them alone
+    moved.loc[moved["unique_id"] == "pretraining/storage", "cutoff"] = pd.Timestamp("2026-02-01")
     acc = accuracy_table(moved, chosen, (80,), {"pretraining/compute_gpu": "ensemble"})
     acc = acc.set_index("unique_id")
     assert acc.loc["total", "WAPE"] == pytest.approx(100 / 230)
@@ -161,8 +172,8 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     assert acc.loc["total", "basis"].startswith("backtest of the models alone")
     words = error_words(typical_errors(acc.reset_index(), (1,)), "total", acc.loc["total", "basis"])
     assert words == (
-        "typical error of the models alone ±44 % one month ahead (the figure adds the planned "
-        "runs, which no backtest saw)"
+        "typical error of the models alone ±44 % one month ahead (the figure takes "
+        "pretraining/compute gpu from the plan, which no backtest saw)"
     )
     # a phase that is nothing but planned runs: the rest has no cost, nothing to measure
     only = bt[bt["unique_id"] != "pretraining/storage"].copy()
@@ -171,7 +182,7 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     acc = acc.set_index("unique_id")
     assert acc.loc["pretraining", "basis"] == NOT_BACKTESTED
     assert acc.loc["pretraining", "scope"] == "phase" and np.isnan(acc.loc["pretraining", "WAPE"])
-    assert _model_words("ensemble", NOT_BACKTESTED) == "the plan's scheduled runs"
+    assert _model_words("ensemble", NOT_BACKTESTED) == "the plan"
     # sums of floats leave ~1e-13 of a phase that is two planned series: still nothing to measure
     two = bt[bt["unique_id"] != "pretraining/storage"].copy()
     gpu = two["unique_id"] == "pretraining/compute_gpu"
