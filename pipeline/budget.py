@@ -210,6 +210,12 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
                     "amount",
                 )
             )
+    if "currency" not in raw.columns:
+        log.warning(
+            "%s has no currency column: its amounts are read in the forecast's currency "
+            "(add a column currency, e.g. USD, to have each line checked against it)",
+            source,
+        )
     out = pd.DataFrame(
         {
             "period": periods,

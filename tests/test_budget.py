@@ -413,3 +413,22 @@ def test_the_sample_budgets_never_put_a_month_above_its_quarter(tmp_path) -> Non
         q = (f"{m.year}Q{m.quarter}", ph)
         if q in b.index:
             assert b[(p, ph)] <= b[q], (p, ph)
+
+
+def test_a_budgets_file_without_currencies_is_read_with_a_warning(tmp_path, caplog) -> None:
+    """Without a currency column the amounts are in the forecast's currency (the file is read),
+    and the user is told so: a EUR budget would otherwise be compared with USD in silence."""
+    import logging
+
+    f = tmp_path / "budgets.csv"
+    f.write_text("period,phase,amount\n2027Q1,total,2400000\n")
+    with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
+        b = load_budgets(f)
+    assert b["amount"].tolist() == [2400000.0]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "has no currency column" in warned[0] and str(f) in warned[0]
+    caplog.clear()
+    f.write_text("period,phase,amount,currency\n2027Q1,total,2400000,USD\n")
+    with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
+        load_budgets(f)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
