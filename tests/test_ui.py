@@ -77,8 +77,12 @@ def test_ui_announces_itself_and_leaves_nothing_behind(tmp_path: Path, sig: int)
         while _alive(children) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _alive(children) == []
-        with socket.socket() as s:  # the port is free again
+        with socket.socket() as s:  # the port is free again: nothing listens on it
+            # (SO_REUSEADDR: a connection the server closed may linger in TIME_WAIT on the port,
+            # which is not a listener; without it the bind failed about one run in ten)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+            s.listen()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
