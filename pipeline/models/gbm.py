@@ -60,7 +60,7 @@ class LightGBMForecaster(Forecaster):
     def __init__(
         self,
         max_horizon: int = 18,
-        max_origins: int = 24,
+        max_origins: int = 12,
         n_estimators: int = 250,
         learning_rate: float = 0.05,
         num_leaves: int = 31,
@@ -240,6 +240,9 @@ class LightGBMForecaster(Forecaster):
             last_t.astype("datetime64[M]") - origin.values.astype("datetime64[M]")
         ).astype(int)
         # keep the most recent ``max_origins`` origins per series with at least one future target
+        # (12, not 24, since 2026-12-02: on 2 x 300 generated series x 48 months, held-out MASE
+        # 0.889 -> 0.890 and 0.981 -> 0.975, each booster trained 2.5x faster; the job trains
+        # two per fit, on every backtest window and the final fit)
         rank_from_end = state.groupby(UID, sort=False).cumcount(ascending=False).to_numpy()
         for k in range(1, H + 1):
             ok = (months_left >= k) & (rank_from_end < self.max_origins + k)
