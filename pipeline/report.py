@@ -359,7 +359,7 @@ def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
         return "typical error: not measurable (no backtested month with cost)"
     kind, planned = _plan_part(basis)
     if kind == "beyond":
-        return "typical error " + ", ".join(parts) + f" on the cost beyond {planned} (the plan)"
+        return "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}"
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
@@ -382,7 +382,7 @@ def _plan_part(basis: Any) -> tuple[str, str]:
         return "", ""
     names = [_words(u) for u in ids.strip().split(", ")]
     if len(names) > 2:  # the total of a plan with many lines: say how many, the table names them
-        return kind, f"the {len(names)} series that follow the plan"
+        return kind, f"{len(names)} series"
     return kind, " and ".join(names)
 
 

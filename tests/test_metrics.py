@@ -141,7 +141,7 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     errors = typical_errors(acc.reset_index(), (1,))
     words = error_words(errors, "pretraining", acc.loc["pretraining", "basis"])
     assert words == (
-        "typical error ±20 % one month ahead on the cost beyond pretraining/compute gpu (the plan)"
+        "typical error ±20 % one month ahead on the cost beyond the plan for pretraining/compute gpu"
     )
     assert "not measurable (it follows the plan" in error_words(errors, "x", NOT_BACKTESTED)
     assert _model_words("ensemble", acc.loc["total", "basis"]) == (
@@ -150,7 +150,7 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     assert _model_words("ensemble", "backtest") == "a blend of models"
     three = "backtest of the cost beyond a/x, b/y, c/z (the plan)"
     assert _model_words("ensemble", three) == (
-        "the plan for the 3 series that follow the plan, a blend of models for the rest"
+        "the plan for 3 series, a blend of models for the rest"
     )
     # the GPUs' windows cut a month later (a shorter history): the rest is the sum of the
     # children's: storage alone at pre-training's cutoffs, then pre-training's rest at the total's
