@@ -312,8 +312,8 @@ def _without_planned(
             holds.setdefault(a, []).append(p)
     children: dict[str, list[str]] = {}
     for u in ids:
-        if node_parents(u):
-            children.setdefault(node_parents(u)[0], []).append(u)
+        for parent in node_parents(u)[:1]:
+            children.setdefault(parent, []).append(u)
     basis: dict[str, str] = {}
     drop = np.zeros(len(out), dtype=bool)
     for a in sorted(holds, key=lambda u: (u == TOTAL, -u.count("/"))):  # children first

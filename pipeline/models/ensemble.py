@@ -316,9 +316,11 @@ def grouped_combination(
         c for c in sub.columns if c not in (*keys, MODEL, MEAN, SIGMA, FALLBACK) and c[0] != "_"
     ]
     res = (g[rest].first().join(sums) if rest else sums).reset_index()
-    res[MEAN] = res["_wm"] / res["_w"]
-    if how == "median":
-        res[MEAN] = _group_middle(sub[MEAN].to_numpy(float), used, g.ngroup().to_numpy(), len(res))
+    res[MEAN] = (
+        _group_middle(sub[MEAN].to_numpy(float), used, g.ngroup().to_numpy(), len(res))
+        if how == "median"
+        else res["_wm"] / res["_w"]
+    )
     res[SIGMA] = _sigma_from_sums(res["_wl"], res["_wa"], res["_w"], res["_np"])
     res[FALLBACK] = g[FALLBACK].any().to_numpy()
     return res.drop(columns=["_wm", "_wl", "_wa", "_w", "_np"])
