@@ -4,6 +4,7 @@ for plan-driven series, MinT reconciliation of the mean and every path (steps 6 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,8 +126,10 @@ class Published:
     paths: np.ndarray  # (n, n_paths, h)
     path_ds: pd.DatetimeIndex
     nn: np.ndarray  # (n,) series never negative in history
-    plan_rows: list[int]
-    model_mean: np.ndarray  # (n, h) what the models would say for plan-driven series
+    # plan-driven series and series no longer billed (published at 0): their forecasts are set
+    # outside the models, kept out of the reconciliation and added back through the hierarchy
+    fixed_rows: list[int]
+    model_mean: np.ndarray  # (n, h) what the models would say for the fixed series
     pools: list[iv.ErrorPool | None] | None = None  # each series' pool (None: plan-driven)
 
 
@@ -141,10 +144,12 @@ def published_paths(
     config: ForecastConfig,
     bt: pd.DataFrame | None = None,
     hist: pd.DataFrame | None = None,
+    quiet_ids: Sequence[str] = (),
 ) -> Published:
     """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
     vectors resampled); plan-driven series get the plan's paths, a scheduled-runs series plus what
-    it cost between runs (:func:`between_runs`, resampled month by month from ``hist``).
+    it cost between runs (:func:`between_runs`, resampled month by month from ``hist``); series no
+    longer billed (``quiet_ids``, :func:`pipeline.forecast.no_longer_billed`) are 0 in every path.
 
     Before drawing, two things the backtest says about each series (:mod:`pipeline.intervals`):
     in a reconciled cost hierarchy, the growth its model missed (``missed_drift``, bounded by the
@@ -223,9 +228,10 @@ def published_paths(
     path_ds = pd.DatetimeIndex(pub[DS].to_numpy()[:h]) if len(ids) else pd.DatetimeIndex([])
     pos = {u: i for i, u in enumerate(ids)}
     plan_rows = [pos[u] for u in plan_ids]
+    quiet_rows = [pos[u] for u in quiet_ids]
     model_mean = np.zeros((len(ids), h))
-    if plan_ids:
-        alt = allf[allf[UID].isin(plan_ids)]
+    if plan_ids or quiet_rows:
+        alt = allf[allf[UID].isin([*plan_ids, *quiet_ids])]
         alt = alt[alt[MODEL].to_numpy() == alt[UID].map(model_choice).to_numpy()]
         for uid, g in alt.groupby(UID, sort=False):
             model_mean[pos[str(uid)], : len(g)] = g.sort_values("h")[MEAN].to_numpy(float)[:h]
@@ -238,11 +244,14 @@ def published_paths(
                 base = between_runs(hist.loc[hist[UID] == ids[i], Y].to_numpy(float))
                 paths[i] += between_runs_draws(base, (config.n_paths, h), rng)
                 mean[i] = paths[i].mean(axis=0)
+    for i in quiet_rows:
+        mean[i], d[i], paths[i] = 0.0, 0.0, 0.0
     nn = nonneg.reindex(ids).to_numpy(bool)
+    fixed_rows = sorted({*plan_rows, *quiet_rows})
     own: list[iv.ErrorPool | None] = list(series_pools)
-    for i in plan_rows:
+    for i in fixed_rows:
         own[i] = None
-    return Published(pub, mean, d, paths, path_ds, nn, plan_rows, model_mean, own)
+    return Published(pub, mean, d, paths, path_ds, nn, fixed_rows, model_mean, own)
 
 
 def reconcile_step(
@@ -258,26 +267,26 @@ def reconcile_step(
     """Step 7 (hierarchies): MinT on the mean and every path, plan-driven series taken out and
     added back through the summing matrix (module docstring); bounds from the reconciled paths."""
     h = config.horizon
-    mean, paths, plan_rows = p.mean, p.paths, p.plan_rows
+    mean, paths, fixed = p.mean, p.paths, p.fixed_rows
     resid = _aligned_residuals(bt, selection, ids)
     var1 = (p.d[:, 0] ** 2) if h else None
-    plan_mean = mean[plan_rows].copy()
-    plan_p = paths[plan_rows].copy()
-    if plan_rows:
-        for i in plan_rows:
+    fixed_mean = mean[fixed].copy()
+    fixed_p = paths[fixed].copy()
+    if fixed:
+        for i in fixed:
             for a in _ancestors(ids[i], ids):
                 mean[a] -= p.model_mean[i]
                 paths[a] -= p.model_mean[i]
-        mean[plan_rows] = 0.0
-        paths[plan_rows] = 0.0
+        mean[fixed] = 0.0
+        paths[fixed] = 0.0
         if resid is not None:
             resid = resid.copy()
-            resid[:, plan_rows] *= 1e-3
+            resid[:, fixed] *= 1e-3
         if var1 is not None:
             var1 = var1.copy()
-            var1[plan_rows] = np.maximum(var1[plan_rows], 1e-12) * 1e-6
+            var1[fixed] = np.maximum(var1[fixed], 1e-12) * 1e-6
     mean, paths, info = _reconcile(ids, mean, paths, resid, var1, p.nn)
-    if plan_rows:
+    if fixed:
         from pipeline.reconcile import add_up, summing_sparse
 
         S, bottom = summing_sparse(ids)
@@ -285,12 +294,18 @@ def reconcile_step(
         bpos = {u: j for j, u in enumerate(bottom)}
         brow = [pos[b] for b in bottom]
         b_mean, b_paths = mean[brow].copy(), paths[brow].copy()
-        for k, i in enumerate(plan_rows):
+        for k, i in enumerate(fixed):
             j = bpos[ids[i]]
-            b_mean[j], b_paths[j] = plan_mean[k], plan_p[k]
+            b_mean[j], b_paths[j] = fixed_mean[k], fixed_p[k]
         mean = add_up(S, b_mean)
         paths = add_up(S, b_paths)
-        info["method"] = f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
+        if plan_ids:
+            info["method"] = (
+                f"{info['method']}; plan-driven series added back: {', '.join(plan_ids)}"
+            )
+        quiet = [ids[i] for i in fixed if ids[i] not in plan_ids]
+        if quiet:
+            info["method"] = f"{info['method']}; no longer billed, kept at 0: {', '.join(quiet)}"
     events.append(
         {MODEL: "reconcile", WINDOW: "final", "reason": f"reconciled by {info['method']}"}
     )
@@ -428,14 +443,14 @@ def unreconciled_step(
     """Step 7 (flat series): ancestors follow their plan-driven descendants; series whose history is
     never negative get forecasts, bounds and paths clipped at zero."""
     pub, paths, mean = p.table, p.paths, p.mean
-    for i in p.plan_rows:
+    for i in p.fixed_rows:
         delta = mean[i] - p.model_mean[i]
         for a in _ancestors(ids[i], ids):
             paths[a] += delta
             rows = (pub[UID] == ids[a]).to_numpy()
             for c in [MEAN, *interval_cols(levels)]:
                 pub.loc[rows, c] = pub.loc[rows, c].to_numpy(float) + delta
-    for i in p.plan_rows:
+    for i in p.fixed_rows:
         rows = (pub[UID] == ids[i]).to_numpy()
         for lv in levels:
             alpha = 1 - lv / 100

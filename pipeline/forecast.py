@@ -41,7 +41,7 @@ Plan-driven series (the plan *is* the forecast for scheduled runs) are described
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +137,8 @@ class ForecastConfig:
     # "auto": the median of four or more members, the mean of fewer (combination_of); or "median"
     # / "mean" (pipeline.models.ensemble.COMBINATIONS)
     ensemble_combination: str = "auto"
+    # lines nothing has been billed on lately are forecast at 0 with no band (no_longer_billed)
+    quiet_lines_at_zero: bool = True
     plan_rel_sd: float = (
         0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
     )
@@ -166,6 +168,7 @@ class ForecastConfig:
 CONFIG_BEFORE: dict[str, object] = {
     "ensemble_members": ("ets", "theta", "sarimax"),
     "ensemble_combination": "mean",
+    "quiet_lines_at_zero": False,
 }
 
 
@@ -357,12 +360,14 @@ def run_forecast(
     pools = iv.calibrate(bt, config.horizon, models=names)
     bt_out = iv.cross_fitted(bt, levels, config.horizon) if len(bt) else bt
     tick("calibrated")
-    selection, model_choice, plan_ids = selection_step(ids, hist, bt, pooled, plan, config)
+    selection, model_choice, plan_ids, quiet_ids = selection_step(
+        ids, hist, bt, pooled, plan, config
+    )
     fitted, frames = final_fits(hist, names, base, make, X_future, weights, config, tick, events)
     allf = calibrated_forecasts(frames, hist, pools, levels)
     nonneg = never_negative(hist)
     pub = published_paths(
-        ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt, hist
+        ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt, hist, quiet_ids
     )
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)
@@ -470,9 +475,10 @@ def selection_step(
     pooled: pd.Series,
     plan: Plan | None,
     config: ForecastConfig,
-) -> tuple[pd.DataFrame, pd.Series, list[str]]:
-    """Step 4: a model per series, then the plan-driven overrides. Returns the selection, what the
-    models alone would publish, and the plan-driven series."""
+) -> tuple[pd.DataFrame, pd.Series, list[str], list[str]]:
+    """Step 4: a model per series, then the plan-driven overrides and the series no longer billed
+    (:func:`no_longer_billed`). Returns the selection, what the models alone would publish, the
+    plan-driven series and the series no longer billed."""
     scores = per_series_scores(bt) if len(bt) else pd.DataFrame()
     if (
         UNIT_COST in scores.columns
@@ -492,7 +498,56 @@ def selection_step(
     for uid in plan_ids:
         for a in _ancestors(uid, ids):
             selection.loc[selection[UID] == ids[a], "reason"] += f"; includes plan-driven {uid}"
-    return selection, model_choice, plan_ids
+    # lines only (a parent with every line quiet adds up to 0 through them); a line the plan
+    # prices may be about to start: never taken as quiet
+    parents = {ids[a] for u in ids for a in _ancestors(u, ids)}
+    quiet = (
+        no_longer_billed(hist, exclude={*parents, *plan_notes})
+        if config.quiet_lines_at_zero
+        else {}
+    )
+    for uid, note in quiet.items():
+        row = selection[UID] == uid
+        selection.loc[row, MODEL] = BASELINE
+        selection.loc[row, "reason"] = note
+    return selection, model_choice, plan_ids, [u for u in ids if u in quiet]
+
+
+QUIET_MONTHS = 12  # nothing billed for a year: the line is retired (a yearly charge would show)
+QUIET_CREDIT_MONTHS = 6  # a line that only ever carried credits: half a year without one
+QUIET_REASON = "no longer billed"
+
+
+def no_longer_billed(hist: pd.DataFrame, exclude: Collection[str] = ()) -> dict[str, str]:
+    """``unique_id -> reason`` for the series nothing has been billed on lately: not a cent either
+    way in their last :data:`QUIET_MONTHS` months, or in their last :data:`QUIET_CREDIT_MONTHS`
+    when nothing but credits was ever billed on them (a one-off SLA credit). Their published
+    forecast is 0 with no band (:func:`pipeline.coherence.published_paths`).
+
+    A model fitted on such a history forecasts what the history no longer has: the demo's SLA
+    credit line (-12,345.67 once, then ten months of nothing) got a monthly 80 % band of -9k to
+    +12k from the run-rate's one-step errors, a seasonal naive repeats the credit a year on, and
+    conditioning on a month to date of 0 clipped the band's lower half and lifted its mean to 885.
+    Series without any billed month (a category that exists in another phase) are left to the
+    models, which forecast them at 0 already; so are the series in ``exclude`` (priced by the plan)."""
+    out: dict[str, str] = {}
+    for uid, g in hist.groupby(UID, sort=False):
+        if str(uid) in exclude:
+            continue
+        g = g.sort_values(DS)
+        y = g[Y].to_numpy(float)
+        billed = np.flatnonzero(np.abs(y) >= 0.005)  # a cent, either way
+        if not len(billed):
+            continue
+        quiet = len(y) - 1 - int(billed[-1])
+        credits_only = bool((y[billed] < 0).all())
+        if quiet >= (QUIET_CREDIT_MONTHS if credits_only else QUIET_MONTHS):
+            last = pd.Timestamp(g[DS].to_numpy()[billed[-1]]).strftime("%Y-%m")
+            what = "credits only, the last" if credits_only else "last billed"
+            out[str(uid)] = (
+                f"{QUIET_REASON}: {what} in {last}, then nothing for {quiet} months; forecast 0"
+            )
+    return out
 
 
 def never_negative_at(hist: pd.DataFrame, bt: pd.DataFrame) -> pd.Series:

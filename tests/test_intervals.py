@@ -354,9 +354,15 @@ def test_versions_stored_before_the_median_run_as_they_ran() -> None:
     from pipeline.flavor import forecast_config_from, spec_params
 
     old = dataclasses.asdict(ForecastConfig())
-    for k in ("ensemble_members", "ensemble_combination", "global_member_min_series"):
+    for k in (
+        "ensemble_members",
+        "ensemble_combination",
+        "global_member_min_series",
+        "quiet_lines_at_zero",
+    ):
         old.pop(k)
     cfg = forecast_config_from(old)
+    assert not cfg.quiet_lines_at_zero  # stored before lines no longer billed were kept at 0
     assert cfg.ensemble_combination == "mean" and cfg.ensemble_members == (
         "ets",
         "theta",

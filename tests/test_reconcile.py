@@ -201,3 +201,84 @@ def test_factor_correlation_draws_have_the_shrunk_sample_correlation():
     expect = 0.7 * np.corrcoef(r, rowvar=False) + 0.3 * np.eye(4)
     np.testing.assert_allclose(np.corrcoef(g, rowvar=False), expect, atol=0.01)
     np.testing.assert_allclose(g.std(axis=0), 1.0, atol=0.01)
+
+
+def test_a_line_no_longer_billed_is_forecast_at_zero_without_a_band() -> None:
+    """A bottom line whose only cost was a one-off credit, then nothing for 10 months (the demo's
+    SLA credit on inference/compute_cpu): its forecast is 0 with no band, so it adds no spread to
+    its phase or the total. Its run-rate sigma came from the credit alone; the band it gave was
+    -9k to +12k a month, and conditioning on a month to date of 0 lifted its mean to 885."""
+    base = hierarchy_frame(n=24)
+    ds = pd.date_range("2023-01-01", periods=24, freq="MS")
+    credit = np.zeros(24)
+    credit[13] = -12345.67
+    line = pd.DataFrame({"unique_id": "inference/compute_cpu", "ds": ds, "y": credit})
+    parents = base["unique_id"].isin(["inference", "total"])
+    base.loc[parents, "y"] = base.loc[parents, "y"].to_numpy() + np.tile(credit, 2)
+    df = pd.concat([base, line], ignore_index=True)
+    cfg = ForecastConfig(
+        horizon=6,
+        models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
+        n_paths=300,
+        reconcile=True,
+    )
+    res = run_forecast(df, cfg, progress=False)
+    f = res.forecast.set_index("unique_id").loc["inference/compute_cpu"]
+    for col in ("mean", "lo_80", "hi_80", "lo_95", "hi_95"):
+        np.testing.assert_array_equal(f[col].to_numpy(), 0.0)
+    assert np.abs(res.paths[res.path_ids.index("inference/compute_cpu")]).max() == 0.0
+    # its phase still adds up from its lines, paths and means
+    fc = res.forecast.set_index(["unique_id", "ds"])["mean"].unstack("unique_id")
+    lines = fc[["inference/compute_gpu", "inference/network", "inference/compute_cpu"]].sum(axis=1)
+    np.testing.assert_allclose(fc["inference"], lines, atol=0.005)
+    # a version stored before the rule re-runs as it ran: the line's models and its band
+    import dataclasses
+
+    before = run_forecast(df, dataclasses.replace(cfg, quiet_lines_at_zero=False), progress=False)
+    f0 = before.forecast.set_index("unique_id").loc["inference/compute_cpu"]
+    assert (f0["hi_95"] - f0["lo_95"]).min() > 1000.0
+    # a line billed within the last six months keeps its band
+    recent = credit.copy()
+    recent[20] = -5000.0
+    df2 = df.copy()
+    df2.loc[df2["unique_id"] == "inference/compute_cpu", "y"] = recent
+    for p in ("inference", "total"):
+        df2.loc[df2["unique_id"] == p, "y"] += recent - credit
+    f2 = run_forecast(df2, cfg, progress=False).forecast.set_index("unique_id")
+    assert (
+        f2.loc["inference/compute_cpu", "hi_95"] > f2.loc["inference/compute_cpu", "lo_95"]
+    ).all()
+
+
+def test_no_longer_billed_is_a_year_of_nothing_or_half_a_year_after_credits_only() -> None:
+    from pipeline.forecast import no_longer_billed
+
+    ds = pd.date_range("2025-01-01", periods=24, freq="MS")
+
+    def line(uid: str, values: dict[int, float]) -> pd.DataFrame:
+        y = np.zeros(24)
+        for k, v in values.items():
+            y[k] = v
+        return pd.DataFrame({"unique_id": uid, "ds": ds, "y": y})
+
+    hist = pd.concat(
+        [
+            line("a/credit_6", {17: -100.0}),  # months 18-23 quiet: 6
+            line("a/credit_5", {18: -100.0}),
+            line("a/retired_12", {5: 50.0, 11: 70.0}),  # months 12-23 quiet: 12
+            line("a/yearly_11", {0: 900.0, 12: 900.0}),  # billed each January: 11 quiet months
+            line("a/credit_and_cost", {3: 500.0, 17: -100.0}),
+            line("a/never", {}),
+            line("a/half_cent", {17: -100.0, 23: 0.004}),
+            line("a/priced", {17: -100.0}),
+        ],
+        ignore_index=True,
+    )
+    quiet = no_longer_billed(hist, exclude={"a/priced"})
+    assert sorted(quiet) == ["a/credit_6", "a/half_cent", "a/retired_12"]
+    assert quiet["a/credit_6"] == (
+        "no longer billed: credits only, the last in 2026-06, then nothing for 6 months; forecast 0"
+    )
+    assert quiet["a/retired_12"] == (
+        "no longer billed: last billed in 2025-12, then nothing for 12 months; forecast 0"
+    )
