@@ -473,7 +473,8 @@ def quarter_table(
                 "quantile": float(quantile),
                 "last_quarter": prev.label,
                 "last_quarter_actual": last_actual,
-                "change_vs_last_quarter": (float(qv[0.5]) / last_actual - 1.0)
+                # the expected cost, the figure the headline, the flags and the phases' sums use
+                "change_vs_last_quarter": (float(np.mean(totals)) / last_actual - 1.0)
                 if last_actual and math.isfinite(last_actual)
                 else float("nan"),
                 "currency": currency,

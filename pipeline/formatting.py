@@ -105,7 +105,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
         "budget",
         "p_overrun",
         f"recommend@P{round(100 * t['quantile'].iloc[0]) if len(t) else 80}",
-        f"P50 vs {t['last_quarter'].iloc[0] if len(t) else ''}",
+        f"expected vs {t['last_quarter'].iloc[0] if len(t) else ''}",
     ]
 
     def money(x: float) -> str:
@@ -152,13 +152,21 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
         lines.append("")
         lines.append("scenarios (same run, re-priced by the plan's arithmetic):")
         lines += _table(
-            ["scenario", "phase", "base P50", "scenario P50", "P80", "delta mean", "recommend"],
+            [
+                "scenario",
+                "phase",
+                "base expected",
+                "scenario expected",
+                "P80",
+                "change",
+                "recommend",
+            ],
             [
                 [
                     r.scenario,
                     r.phase,
-                    money(r.base_p50),
-                    money(r.scenario_p50),
+                    money(r.base_mean),
+                    money(r.scenario_mean),
                     money(r.scenario_p80),
                     f"{r.delta_mean:+,.0f}",
                     money(r.scenario_recommended),

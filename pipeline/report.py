@@ -594,8 +594,9 @@ def write_report(
                     "scenario": r["scenario"],
                     "period": r["period"],
                     "phase": _words(r["phase"]),
-                    "base": _fmt_money(r["base_p50"]),
-                    "value": _fmt_money(r["scenario_p50"]),
+                    # expected costs: the change beside them is their difference
+                    "base": _fmt_money(r["base_mean"]),
+                    "value": _fmt_money(r["scenario_mean"]),
                     "p80": _fmt_money(r["scenario_p80"]),
                     "delta": f"{float(r['delta_mean']):+,.0f}",
                     "pct": _fmt_pct(r.get("delta_pct"), signed=True),

@@ -118,9 +118,9 @@ def build_report(out: Path) -> tuple[Path, int]:
             "period": "2027Q1",
             "phase": ["total", "pretraining"],
             "base_mean": [1e6, 2e5],
-            "base_p50": [1e6, 2e5],
+            "base_p50": [987_654.0, 2e5],
             "scenario_mean": [1.1e6, 3.78176e5],
-            "scenario_p50": [1.1e6, 3.78176e5],
+            "scenario_p50": [1_087_654.0, 3.78176e5],
             "scenario_p80": [1.2e6, 4e5],
             "delta_mean": [1e5, 1.78176e5],
             "delta_pct": [0.1, 0.89],
@@ -179,6 +179,9 @@ def test_report_escapes_billing_strings_and_is_self_contained(tmp_path) -> None:
     # both MASE figures, each named, the cost-weighted one (ets 0.370) being what decisions use
     assert "<th>MASE, cost-weighted</th>" in html and "<td>0.370</td>" in html
     assert "<th>Change (expected)</th>" in html  # the scenarios' change is the mean's
+    # and the figures beside it are the means, so that scenario less base is the change
+    assert "<th>Base (expected)</th><th>Scenario (expected)</th>" in html
+    assert "987,654" not in html and "1,087,654" not in html
     assert "<th>Months ahead</th>" in html  # an unusual month says how far ahead it was forecast
 
 
