@@ -1,11 +1,13 @@
 """The published forecast made coherent: sample paths of the selected models, the plan's paths
-for plan-driven series, MinT reconciliation of the mean and every path (steps 6 and 7 of
-:mod:`pipeline.forecast`), and the output tables."""
+for plan-driven series and 0 for lines no longer billed (together the *fixed* series: set outside
+the models, kept out of the reconciliation and added back through the hierarchy), MinT
+reconciliation of the mean and every path (steps 6 and 7 of :mod:`pipeline.forecast`), and the
+output tables."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,7 +132,14 @@ class Published:
     # outside the models, kept out of the reconciliation and added back through the hierarchy
     fixed_rows: list[int]
     model_mean: np.ndarray  # (n, h) what the models would say for the fixed series
-    pools: list[iv.ErrorPool | None] | None = None  # each series' pool (None: plan-driven)
+    pools: list[iv.ErrorPool | None] | None = None  # each series' pool (None: a fixed series)
+    # (line, ancestor) -> the line's forecast by the ancestor's own model, for the lines no longer
+    # billed: what the ancestor's forecast holds of that line (else ``model_mean``)
+    held: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+    def held_by(self, i: int, a: int) -> np.ndarray:
+        """What ancestor ``a``'s own forecast holds of fixed series ``i``."""
+        return self.held.get((i, a), self.model_mean[i])
 
 
 def published_paths(
@@ -244,14 +253,23 @@ def published_paths(
                 base = between_runs(hist.loc[hist[UID] == ids[i], Y].to_numpy(float))
                 paths[i] += between_runs_draws(base, (config.n_paths, h), rng)
                 mean[i] = paths[i].mean(axis=0)
+    held: dict[tuple[int, int], np.ndarray] = {}
     for i in quiet_rows:
+        # an ancestor's forecast was made by its own model, which read the line's history its own
+        # way (seasonal naive repeats a credit a year on, the run-rate forgets it): that model's
+        # forecast of the line is what comes off the ancestor
+        own_fc = allf[allf[UID].to_numpy() == ids[i]]
+        for a in _ancestors(ids[i], ids):
+            g = own_fc[own_fc[MODEL].to_numpy() == sel.get(ids[a])]
+            if len(g) >= h:
+                held[(i, a)] = g.sort_values("h")[MEAN].to_numpy(float)[:h]
         mean[i], d[i], paths[i] = 0.0, 0.0, 0.0
     nn = nonneg.reindex(ids).to_numpy(bool)
     fixed_rows = sorted({*plan_rows, *quiet_rows})
     own: list[iv.ErrorPool | None] = list(series_pools)
     for i in fixed_rows:
         own[i] = None
-    return Published(pub, mean, d, paths, path_ds, nn, fixed_rows, model_mean, own)
+    return Published(pub, mean, d, paths, path_ds, nn, fixed_rows, model_mean, own, held)
 
 
 def reconcile_step(
@@ -264,8 +282,9 @@ def reconcile_step(
     config: ForecastConfig,
     events: list[dict[str, object]],
 ) -> None:
-    """Step 7 (hierarchies): MinT on the mean and every path, plan-driven series taken out and
-    added back through the summing matrix (module docstring); bounds from the reconciled paths."""
+    """Step 7 (hierarchies): MinT on the mean and every path, the fixed series (plan-driven, no
+    longer billed) taken out and added back through the summing matrix (module docstring); bounds
+    from the reconciled paths."""
     h = config.horizon
     mean, paths, fixed = p.mean, p.paths, p.fixed_rows
     resid = _aligned_residuals(bt, selection, ids)
@@ -275,8 +294,8 @@ def reconcile_step(
     if fixed:
         for i in fixed:
             for a in _ancestors(ids[i], ids):
-                mean[a] -= p.model_mean[i]
-                paths[a] -= p.model_mean[i]
+                mean[a] -= p.held_by(i, a)
+                paths[a] -= p.held_by(i, a)
         mean[fixed] = 0.0
         paths[fixed] = 0.0
         if resid is not None:
@@ -440,12 +459,13 @@ def unreconciled_step(
     nonneg: pd.Series,
     levels: tuple[int, ...],
 ) -> None:
-    """Step 7 (flat series): ancestors follow their plan-driven descendants; series whose history is
-    never negative get forecasts, bounds and paths clipped at zero."""
+    """Step 7 (flat series): ancestors follow their fixed descendants (plan-driven, no longer
+    billed); series whose history is never negative get forecasts, bounds and paths clipped at
+    zero."""
     pub, paths, mean = p.table, p.paths, p.mean
     for i in p.fixed_rows:
-        delta = mean[i] - p.model_mean[i]
         for a in _ancestors(ids[i], ids):
+            delta = mean[i] - p.held_by(i, a)
             paths[a] += delta
             rows = (pub[UID] == ids[a]).to_numpy()
             for c in [MEAN, *interval_cols(levels)]:

@@ -108,6 +108,12 @@ def condition_partial_month(
         return np.zeros_like(month_paths), later
     if f <= 0.0:
         return np.clip(month_paths, 0.0, None), later
+    if abs(partial.mtd) >= 0.005 and np.ptp(month_paths) == 0.0 and abs(month_paths[0]) < 0.005:
+        # a line forecast at exactly 0 (no longer billed) that bills again this month: the forecast
+        # has no spread to update, so a cost goes on at its month-to-date pace and a credit is the
+        # month's whole amount (not cancelled by a cost nobody forecast)
+        rest = partial.mtd * (1.0 - f) / f if partial.mtd > 0 else 0.0
+        return np.full(len(month_paths), rest), later
     if method == "proportional" or partial.pace_error is None:
         return np.clip((1.0 - f) * month_paths, 0.0, None), later
     obs = partial.mtd / f

@@ -34,8 +34,9 @@ reconcile, and sample paths of the published forecast.
    0.62, so the expectation is kept.
 
 Plan-driven series (the plan *is* the forecast for scheduled runs) are described in
-:mod:`pipeline.plan_driven`; steps 6 and 7 (published paths, reconciliation) are in
-:mod:`pipeline.coherence`.
+:mod:`pipeline.plan_driven`; lines no longer billed (a one-off credit, a retired service) are
+forecast at 0 with no band (:func:`no_longer_billed`); steps 6 and 7 (published paths,
+reconciliation) are in :mod:`pipeline.coherence`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from pipeline.frames import (
     Y,
     check_levels,
     fill_gaps,
+    node_parents,
     validate_frame,
 )
 from pipeline.metrics import accuracy_table, scale_of, summarize
@@ -500,7 +502,8 @@ def selection_step(
             selection.loc[selection[UID] == ids[a], "reason"] += f"; includes plan-driven {uid}"
     # lines only (a parent with every line quiet adds up to 0 through them); a line the plan
     # prices may be about to start: never taken as quiet
-    parents = {ids[a] for u in ids for a in _ancestors(u, ids)}
+    known = set(ids)
+    parents = {a for u in ids for a in node_parents(u) if a in known}
     quiet = (
         no_longer_billed(hist, exclude={*parents, *plan_notes})
         if config.quiet_lines_at_zero
@@ -513,16 +516,21 @@ def selection_step(
     return selection, model_choice, plan_ids, [u for u in ids if u in quiet]
 
 
-QUIET_MONTHS = 12  # nothing billed for a year: the line is retired (a yearly charge would show)
-QUIET_CREDIT_MONTHS = 6  # a line that only ever carried credits: half a year without one
+QUIET_MONTHS = 15  # nothing billed for a year and a quarter: a yearly charge posted late would show
+QUIET_CREDIT_MONTHS = 6  # a line that only ever carried one credit: half a year without another
+ONE_EVENT = 3  # credits within 3 consecutive months are one event (a credit and its correction)
+QUIET_GAP_SLACK = 3  # and always 3 months more than the longest gap between its billed months
 QUIET_REASON = "no longer billed"
 
 
 def no_longer_billed(hist: pd.DataFrame, exclude: Collection[str] = ()) -> dict[str, str]:
     """``unique_id -> reason`` for the series nothing has been billed on lately: not a cent either
     way in their last :data:`QUIET_MONTHS` months, or in their last :data:`QUIET_CREDIT_MONTHS`
-    when nothing but credits was ever billed on them (a one-off SLA credit). Their published
-    forecast is 0 with no band (:func:`pipeline.coherence.published_paths`).
+    when one credit was all that was ever billed on them (a one-off SLA credit, or its months
+    within :data:`ONE_EVENT` consecutive months: a credit and its correction), and in any
+    case for :data:`QUIET_GAP_SLACK` months more than the longest gap between two billed months (a
+    yearly charge or rebate, even posted a quarter late, is never taken for a line that stopped).
+    Their published forecast is 0 with no band (:func:`pipeline.coherence.published_paths`).
 
     A model fitted on such a history forecasts what the history no longer has: the demo's SLA
     credit line (-12,345.67 once, then ten months of nothing) got a monthly 80 % band of -9k to
@@ -541,9 +549,12 @@ def no_longer_billed(hist: pd.DataFrame, exclude: Collection[str] = ()) -> dict[
             continue
         quiet = len(y) - 1 - int(billed[-1])
         credits_only = bool((y[billed] < 0).all())
-        if quiet >= (QUIET_CREDIT_MONTHS if credits_only else QUIET_MONTHS):
+        gap = int(np.diff(billed).max()) if len(billed) > 1 else 0
+        once = credits_only and int(billed[-1] - billed[0]) < ONE_EVENT
+        if quiet >= max(QUIET_CREDIT_MONTHS if once else QUIET_MONTHS, gap + QUIET_GAP_SLACK):
             last = pd.Timestamp(g[DS].to_numpy()[billed[-1]]).strftime("%Y-%m")
-            what = "credits only, the last" if credits_only else "last billed"
+            what = "one credit, the last" if once else "credits only, the last"
+            what = what if credits_only else "last billed"
             out[str(uid)] = (
                 f"{QUIET_REASON}: {what} in {last}, then nothing for {quiet} months; forecast 0"
             )

@@ -568,6 +568,7 @@ def write_report(
                 {
                     "period": r["period"],
                     "phase": _words(r["phase"]),
+                    "mean": _fmt_money(r["mean"]),
                     "p50": _fmt_money(r["p50"]),
                     "p80": _fmt_money(r["p80"]),
                     "p95": _fmt_money(r["p95"]),

@@ -118,6 +118,23 @@ def test_partial_month_proportional_by_hand() -> None:
     assert f["p_overrun"] == 0.5 and f["days_covered"] == 10
 
 
+def test_a_line_forecast_at_zero_that_bills_again_goes_on_at_its_pace() -> None:
+    """A line no longer billed is forecast at exactly 0 in every path: no spread for the update to
+    move. Billing again (8,000 in 15 of 30 days) the month goes on at its pace, 8,000 more; a
+    credit in the month (negative) is the month's whole cost; nothing billed stays 0."""
+    zero, later = np.zeros(200), np.zeros((200, 2))
+    for method in ("enkf", "proportional"):
+        for err in (None, 0.1):
+            pm = PartialMonth(pd.Timestamp("2027-01-01"), 8000.0, 15, 30, pace_error=err)
+            rem, adj = condition_partial_month(zero, later, pm, method=method)
+            np.testing.assert_allclose(rem, 8000.0)
+            np.testing.assert_array_equal(adj, 0.0)
+    for mtd in (-500.0, 0.0):
+        pm = PartialMonth(pd.Timestamp("2027-01-01"), mtd, 15, 30, pace_error=0.1)
+        rem, _ = condition_partial_month(zero, later, pm)
+        np.testing.assert_array_equal(rem, 0.0)
+
+
 def test_partial_month_enkf_limits_and_regression_of_later_months() -> None:
     rng = np.random.default_rng(3)
     month = 1000.0 + rng.normal(0, 100, 4000)

@@ -237,6 +237,27 @@ def test_a_line_no_longer_billed_is_forecast_at_zero_without_a_band() -> None:
     before = run_forecast(df, dataclasses.replace(cfg, quiet_lines_at_zero=False), progress=False)
     f0 = before.forecast.set_index("unique_id").loc["inference/compute_cpu"]
     assert (f0["hi_95"] - f0["lo_95"]).min() > 1000.0
+
+    # the line's spread was most of its phase's: the phase's band is a fraction of what it was
+    def width(r: object, uid: str) -> np.ndarray:
+        g = r.forecast.set_index("unique_id").loc[uid]  # type: ignore[attr-defined]
+        return (g["hi_95"] - g["lo_95"]).to_numpy()
+
+    assert (width(res, "inference") < 0.3 * width(before, "inference")).all()
+    # every path adds up: total = phases = lines
+    P, ids = res.paths, res.path_ids
+    phases = sum(P[ids.index(p)] for p in ("inference", "operations", "fine_tuning"))
+    lines = sum(P[i] for i, u in enumerate(ids) if "/" in u)
+    assert np.abs(P[ids.index("total")] - phases).max() < 1e-6
+    assert np.abs(P[ids.index("total")] - lines).max() < 1e-6
+    # without reconciliation the phase loses what its own model forecast of the line
+    flat = run_forecast(df, dataclasses.replace(cfg, reconcile=False), progress=False)
+    fl = flat.forecast.set_index(["unique_id", "ds"])["mean"]
+    assert (fl.loc["inference/compute_cpu"] == 0.0).all()
+    own = flat.selection.set_index("unique_id")["model"]["inference"]
+    a = flat.all_forecasts[flat.all_forecasts["model"] == own].set_index(["unique_id", "ds"])
+    held = a.loc["inference", "mean"] - a.loc["inference/compute_cpu", "mean"]
+    np.testing.assert_allclose(fl.loc["inference"].to_numpy(), held.to_numpy(), rtol=1e-6)
     # a line billed within the last six months keeps its band
     recent = credit.copy()
     recent[20] = -5000.0
@@ -265,8 +286,14 @@ def test_no_longer_billed_is_a_year_of_nothing_or_half_a_year_after_credits_only
         [
             line("a/credit_6", {17: -100.0}),  # months 18-23 quiet: 6
             line("a/credit_5", {18: -100.0}),
-            line("a/retired_12", {5: 50.0, 11: 70.0}),  # months 12-23 quiet: 12
+            line("a/credit_corrected", {15: -100.0, 17: 20.0}),  # a credit and its correction...
+            line("a/credit_corrected_6", {15: -100.0, 17: -20.0}),  # ...and one taken further
+            line("a/retired_15", {2: 50.0, 8: 70.0}),  # months 9-23 quiet: 15
+            line("a/retired_14", {3: 50.0, 9: 70.0}),
             line("a/yearly_11", {0: 900.0, 12: 900.0}),  # billed each January: 11 quiet months
+            line("a/yearly_late", {11: 900.0}),  # next January's charge not posted yet: 12
+            line("a/yearly_rebate", {5: -3000.0, 17: -3000.0}),  # a rebate each June: 6
+            line("a/every_17", {0: 40.0, 17: 40.0}),  # gap 17: quiet only from 20 months
             line("a/credit_and_cost", {3: 500.0, 17: -100.0}),
             line("a/never", {}),
             line("a/half_cent", {17: -100.0, 23: 0.004}),
@@ -275,10 +302,10 @@ def test_no_longer_billed_is_a_year_of_nothing_or_half_a_year_after_credits_only
         ignore_index=True,
     )
     quiet = no_longer_billed(hist, exclude={"a/priced"})
-    assert sorted(quiet) == ["a/credit_6", "a/half_cent", "a/retired_12"]
+    assert sorted(quiet) == ["a/credit_6", "a/credit_corrected_6", "a/half_cent", "a/retired_15"]
     assert quiet["a/credit_6"] == (
-        "no longer billed: credits only, the last in 2026-06, then nothing for 6 months; forecast 0"
+        "no longer billed: one credit, the last in 2026-06, then nothing for 6 months; forecast 0"
     )
-    assert quiet["a/retired_12"] == (
-        "no longer billed: last billed in 2025-12, then nothing for 12 months; forecast 0"
+    assert quiet["a/retired_15"] == (
+        "no longer billed: last billed in 2025-09, then nothing for 15 months; forecast 0"
     )

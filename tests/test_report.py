@@ -182,6 +182,13 @@ def test_report_escapes_billing_strings_and_is_self_contained(tmp_path) -> None:
     # and the figures beside it are the means, so that scenario less base is the change
     assert "<th>Base (expected)</th><th>Scenario (expected)</th>" in html
     assert "987,654" not in html and "1,087,654" not in html
+    # the budget table shows the expected cost its change against last quarter is measured on
+    paths, ids, pds = make_paths(h=6, start="2027-01-01")  # build_report's own inputs
+    hist = make_history(months=24, start="2025-01-01")
+    qt = quarter_table("2027Q1", hist, paths, ids, pds).set_index("phase")
+    assert "<th>Expected</th><th>P50</th>" in html
+    row = f"<td>{qt.loc['total', 'mean']:,.0f}</td><td>{qt.loc['total', 'p50']:,.0f}</td>"
+    assert row in html
     assert "<th>Months ahead</th>" in html  # an unusual month says how far ahead it was forecast
 
 
