@@ -154,11 +154,16 @@ def published_paths(
     bt: pd.DataFrame | None = None,
     hist: pd.DataFrame | None = None,
     quiet_ids: Sequence[str] = (),
+    plan_begins: pd.Timestamp | None = None,
 ) -> Published:
     """Step 6: the selected model's forecast per series and its sample paths (whole backtest error
     vectors resampled); plan-driven series get the plan's paths, a scheduled-runs series plus what
     it cost between runs (:func:`between_runs`, resampled month by month from ``hist``); series no
     longer billed (``quiet_ids``, :func:`pipeline.forecast.no_longer_billed`) are 0 in every path.
+    A scheduled-runs series has no run in the months before the plan begins (``plan_begins``, the
+    plan's ``start``): the plan says nothing of them, and the run-rate the analytic baseline puts
+    there is an average of past bursts (the demo's run of 2026-10-15 forecast October's pre-training
+    at 168k with 0 billed by the 14th and no run in it); only the between-runs cost is left.
 
     Before drawing, two things the backtest says about each series (:mod:`pipeline.intervals`):
     in a reconciled cost hierarchy, the growth its model missed (``missed_drift``, bounded by the
@@ -248,6 +253,8 @@ def published_paths(
 
         runs = set(selection.loc[selection["reason"].str.startswith(RUNS_REASON), UID])
         for i in plan_rows:
+            if ids[i] in runs and plan_begins is not None:
+                mean[i] = np.where(np.asarray(path_ds < plan_begins), 0.0, mean[i])
             paths[i] = plan_paths(mean[i], config.plan_rel_sd, config.n_paths, rng)
             if hist is not None and ids[i] in runs:
                 base = between_runs(hist.loc[hist[UID] == ids[i], Y].to_numpy(float))

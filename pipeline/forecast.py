@@ -141,6 +141,8 @@ class ForecastConfig:
     ensemble_combination: str = "auto"
     # lines nothing has been billed on lately are forecast at 0 with no band (no_longer_billed)
     quiet_lines_at_zero: bool = True
+    # a scheduled-runs series has no run in the months before the plan's start (published_paths)
+    no_runs_before_plan: bool = True
     plan_rel_sd: float = (
         0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
     )
@@ -171,6 +173,7 @@ CONFIG_BEFORE: dict[str, object] = {
     "ensemble_members": ("ets", "theta", "sarimax"),
     "ensemble_combination": "mean",
     "quiet_lines_at_zero": False,
+    "no_runs_before_plan": False,
 }
 
 
@@ -369,7 +372,18 @@ def run_forecast(
     allf = calibrated_forecasts(frames, hist, pools, levels)
     nonneg = never_negative(hist)
     pub = published_paths(
-        ids, allf, selection, model_choice, plan_ids, pools, nonneg, config, bt, hist, quiet_ids
+        ids,
+        allf,
+        selection,
+        model_choice,
+        plan_ids,
+        pools,
+        nonneg,
+        config,
+        bt,
+        hist,
+        quiet_ids,
+        plan_begins=plan.start if plan is not None and config.no_runs_before_plan else None,
     )
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)

@@ -359,10 +359,12 @@ def test_versions_stored_before_the_median_run_as_they_ran() -> None:
         "ensemble_combination",
         "global_member_min_series",
         "quiet_lines_at_zero",
+        "no_runs_before_plan",
     ):
         old.pop(k)
     cfg = forecast_config_from(old)
     assert not cfg.quiet_lines_at_zero  # stored before lines no longer billed were kept at 0
+    assert not cfg.no_runs_before_plan
     assert cfg.ensemble_combination == "mean" and cfg.ensemble_members == (
         "ets",
         "theta",

@@ -131,3 +131,38 @@ def test_headcount_checked_against_history() -> None:
     raw["headcount"][0]["people"] = 9  # 80 % off the last actual: the models stay
     got = plan_overrides(hist, plan_from_dict(raw), 6)
     assert got["operations/labor"][0] is False and "models kept" in got["operations/labor"][1]
+
+
+def test_no_scheduled_run_before_the_plan_begins() -> None:
+    """The plan begins in March 2027 (``start``) and schedules one run then; the history's last
+    burst was in November 2026, so the run-rate (October to December) is 100k. January and
+    February are before the plan: it says nothing of them, and a scheduled-runs series has no run
+    there, only what it cost between runs (nothing, here). A version stored before the rule
+    re-runs with the run-rate."""
+    import dataclasses
+
+    ds = pd.date_range("2024-01-01", periods=36, freq="MS")
+    h = hierarchy()
+    pre = np.where(np.arange(36) % 6 == 4, 300_000.0, 0.0)  # bursts up to 2026-11
+    for uid in ("pretraining/compute_gpu", "pretraining"):
+        h.loc[h["unique_id"] == uid, "y"] = pre
+    h.loc[h["unique_id"] == "total", "y"] = (
+        h.loc[h["unique_id"] == "inference", "y"].to_numpy() + pre
+    )
+    assert h["ds"].max() == ds[-1]
+    plan = {**PLAN, "start": "2027-03"}
+    plan["scheduled_runs"] = [{**PLAN["scheduled_runs"][0], "start": "2027-03-03"}]
+    res = run_forecast(h, CFG, plan_from_dict(plan), progress=False)
+    fc = res.forecast.set_index(["unique_id", "ds"])["mean"]
+    for m in ("2027-01-01", "2027-02-01"):
+        assert fc.loc[("pretraining/compute_gpu", pd.Timestamp(m))] == pytest.approx(0.0, abs=1e-6)
+    assert fc.loc[("pretraining/compute_gpu", pd.Timestamp("2027-03-01"))] == pytest.approx(
+        PLANNED, rel=1e-9
+    )
+    old = run_forecast(
+        h, dataclasses.replace(CFG, no_runs_before_plan=False), plan_from_dict(plan), progress=False
+    )
+    fo = old.forecast.set_index(["unique_id", "ds"])["mean"]
+    assert fo.loc[("pretraining/compute_gpu", pd.Timestamp("2027-01-01"))] == pytest.approx(
+        100_000.0, rel=1e-6
+    )
