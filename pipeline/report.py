@@ -341,11 +341,13 @@ def typical_errors(
     return pd.DataFrame(rows, columns=cols)
 
 
-def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
+def error_words(
+    errors: pd.DataFrame, uid: str, basis: str = "backtest", share: float | None = None
+) -> str:
     """``typical error ±8 % one month ahead, ±15 % three months ahead`` (or why there is none);
     ``basis``: the accuracy row's (:func:`pipeline.metrics.accuracy_table`), which says when the
     figures are of the cost beyond a plan's scheduled runs or of the models alone, or when there
-    are none."""
+    are none; ``share``: its ``measured_share``, the part of the cost a rest's figures are of."""
     from pipeline.metrics import NOT_BACKTESTED
 
     if basis == NOT_BACKTESTED:
@@ -359,7 +361,12 @@ def error_words(errors: pd.DataFrame, uid: str, basis: str = "backtest") -> str:
         return "typical error: not measurable (no backtested month with cost)"
     kind, planned = _plan_part(basis)
     if kind == "beyond":
-        return "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}"
+        of = ""
+        if share is not None and np.isfinite(share) and share < 0.995:
+            of = f" ({_pc(share)} of its cost)"
+        return (
+            "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}{of}"
+        )
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
@@ -384,6 +391,15 @@ def _plan_part(basis: Any) -> tuple[str, str]:
     if len(names) > 2:  # the total of a plan with many lines: say how many, the table names them
         return kind, f"{len(names)} series"
     return kind, " and ".join(names)
+
+
+def _measured(accuracy: pd.DataFrame | None) -> dict[str, float]:
+    """Each accuracy row's ``measured_share`` (absent from runs stored before it)."""
+    if accuracy is None or not len(accuracy) or "measured_share" not in accuracy.columns:
+        return {}
+    return dict(
+        zip(accuracy[UID].astype(str), accuracy["measured_share"].astype(float), strict=True)
+    )
 
 
 def _bases(accuracy: pd.DataFrame | None) -> dict[str, str]:
@@ -517,11 +533,12 @@ def write_report(
     errors = typical_errors(accuracy, (1, 3, 12))
     chosen = chosen_of(selection)
     bases = _bases(accuracy)
+    shares = _measured(accuracy)
     charts = [
         {
             "uid": u,
             "png": fan_chart(u, history, fan, forecast, budgets, levels=levels),
-            "error": error_words(errors, u, bases.get(u, "backtest")),
+            "error": error_words(errors, u, bases.get(u, "backtest"), shares.get(u)),
             "model": _model_words(chosen.get(u, ""), bases.get(u, "")),
         }
         for u in nodes
@@ -689,8 +706,7 @@ def accuracy_rows(
             {
                 "uid": f"{every} (cost-weighted)" if u == "all" else u.replace("_", " "),
                 "total": u == TOTAL,
-                "model": _model_words(str(r.get(MODEL, "")), r.get("basis", ""))
-                + _FIGURES_OF.get(_plan_part(r.get("basis", ""))[0], ""),
+                "model": _model_words(str(r.get(MODEL, "")), r.get("basis", "")) + _figures_of(r),
                 "cells": [_pm(r.get(f"typical_error_{h}m")) for h in (1, 3, 12)],
                 "WAPE": _fmt_pct(r.get("WAPE")),
                 "MASE": f"{float(r['MASE']):.2f}" if np.isfinite(float(r["MASE"])) else "–",
@@ -709,6 +725,15 @@ def accuracy_rows(
 
 
 _FIGURES_OF = {"alone": " (figures: the models alone)", "beyond": " (figures: the rest)"}
+
+
+def _figures_of(r: Mapping[str, Any]) -> str:
+    """`` (figures: the rest, 4 % of its cost)``: what an accuracy row's figures are of."""
+    kind = _plan_part(r.get("basis", ""))[0]
+    share = float(r.get("measured_share", np.nan))
+    if kind == "beyond" and np.isfinite(share) and share < 0.995:
+        return f" (figures: the rest, {_pc(share)} of its cost)"
+    return _FIGURES_OF.get(kind, "")
 
 
 def _model_words(model: str, basis: Any) -> str:

@@ -139,10 +139,24 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
     assert acc.loc["pretraining/compute_gpu", "cost_share"] == pytest.approx(200 / 230)
     # what the report says about them
     errors = typical_errors(acc.reset_index(), (1,))
-    words = error_words(errors, "pretraining", acc.loc["pretraining", "basis"])
+    # the rest (storage, 30 of 230) is what the figures are of: 13 % of pre-training's cost
+    assert acc.loc["pretraining", "measured_share"] == pytest.approx(30 / 230)
+    assert acc.loc["pretraining/storage", "measured_share"] == 1.0
+    assert np.isnan(acc.loc["pretraining/compute_gpu", "measured_share"])
+    words = error_words(
+        errors,
+        "pretraining",
+        acc.loc["pretraining", "basis"],
+        acc.loc["pretraining", "measured_share"],
+    )
     assert words == (
         "typical error ±20 % one month ahead on the cost beyond the plan for pretraining/compute gpu"
+        " (13 % of its cost)"
     )
+    from pipeline.report import _figures_of
+
+    assert _figures_of(acc.loc["pretraining"]) == " (figures: the rest, 13 % of its cost)"
+    assert _figures_of(acc.loc["pretraining/storage"]) == ""
     assert "not measurable (it follows the plan" in error_words(errors, "x", NOT_BACKTESTED)
     assert _model_words("ensemble", acc.loc["total", "basis"]) == (
         "the plan for pretraining/compute gpu, a blend of models for the rest"
