@@ -254,3 +254,20 @@ def test_months_before_the_plan_start_get_the_run_rate() -> None:
     assert fc[("pretraining/compute_gpu", ts("2027-01-01"))] == pytest.approx(5.0)
     assert fc[("pretraining/compute_gpu", ts("2027-02-01"))] == pytest.approx(5.0)
     assert fc[("pretraining/compute_gpu", ts("2027-03-01"))] == pytest.approx(21_600.0)
+
+
+def test_estimate_starts_after_the_newest_stored_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without --start, the months after the newest stored run's as-of month (the run budget, flag
+    and report read), whatever day it is; with no stored run, the month after today."""
+    from pipeline.cli.estimate import default_start
+    from pipeline.runstore import RUN_FILE
+
+    out = tmp_path / "outputs"
+    for as_of in ("2026-10-15", "2026-11-15"):
+        (out / as_of).mkdir(parents=True)
+        (out / as_of / RUN_FILE).write_text("{}")
+    (out / "2027-05-01").mkdir()  # not a run: no run.json
+    assert default_start(out) == pd.Timestamp("2026-12-01")
+    today = pd.Timestamp.today().to_period("M").to_timestamp()
+    assert default_start(tmp_path / "none") == today + pd.DateOffset(months=1)
+    assert default_start(None) == today + pd.DateOffset(months=1)

@@ -16,10 +16,25 @@ from pipeline.errors import InputError
 log = logging.getLogger(__name__)
 
 
+def default_start(outputs: Path | None) -> pd.Timestamp:
+    """The month after the newest stored run's as-of month (the run every other command reads), or
+    after today's when there is none: the same command gives the same months whatever the day."""
+    from pipeline.runstore import stored_runs
+
+    runs = stored_runs(outputs) if outputs is not None else []
+    ref = pd.Timestamp(runs[-1].name) if runs else pd.Timestamp.today()
+    return ref.to_period("M").to_timestamp() + pd.DateOffset(months=1)
+
+
 def run_estimate(
-    plan_path: Path, start: str | None, months: int, output: Path | None
+    plan_path: Path,
+    start: str | None,
+    months: int,
+    output: Path | None,
+    outputs: Path | None = None,
 ) -> pd.DataFrame:
-    """Load the plan, estimate ``months`` months from ``start`` (default: next month), write it."""
+    """Load the plan, estimate ``months`` months from ``start`` (default: :func:`default_start`
+    of the runs under ``outputs``), write it."""
     from pipeline.estimate import estimate_from_plan, plan_start
     from pipeline.plan import load_plan, month
 
@@ -28,11 +43,7 @@ def run_estimate(
             f"--months must be >= 1. Got {months} instead.", fix="pass e.g. --months 12"
         )
     try:
-        first = (
-            month(start)
-            if start
-            else pd.Timestamp.today().to_period("M").to_timestamp() + pd.DateOffset(months=1)
-        )
+        first = month(start) if start else default_start(outputs)
     except ValueError as exc:
         raise InputError(f"--start must be a month YYYY-MM. Got {start!r} instead.") from exc
     plan = load_plan(plan_path)
@@ -70,7 +81,12 @@ def run_estimate(
     default=None,
     help="Plan YAML (default: the sample plan under --home).",
 )
-@click.option("--start", default=None, help="First month, YYYY-MM (default: next month).")
+@click.option(
+    "--start",
+    default=None,
+    help="First month, YYYY-MM (default: the month after the newest stored run's as-of, or "
+    "after today's without one).",
+)
 @click.option("--months", default=12, show_default=True, type=int, help="How many months.")
 @click.option(
     "--output",
@@ -83,7 +99,7 @@ def estimate(
     paths: Paths, plan_path: Path | None, start: str | None, months: int, output: Path | None
 ) -> None:
     """Analytic-baseline costs per phase, category and month from a plan."""
-    est = run_estimate(plan_path or paths.plan, start, months, output)
+    est = run_estimate(plan_path or paths.plan, start, months, output, paths.outputs)
     span = est.attrs["months"]
     if est.empty:
         click.echo(f"the plan schedules no cost in {span}")
