@@ -357,3 +357,36 @@ def test_billing_period_at_local_midnight_is_the_first(tmp_path: Path) -> None:
     rep = ingest(IngestConfig(billing=(f,), warehouse=db, progress=False))
     assert rep.files[0].billing_periods == ["2026-09"]
     assert rep.warehouse_totals["USD"]["BilledCost"] == 7
+
+
+def test_labor_and_usage_cells_say_what_they_probably_meant(
+    tmp_path: Path, warehouse: Path
+) -> None:
+    """One problem per bad cell (its first failed check, not also 'not hours >= 0' for a value that
+    is no number at all), counted as such, with the likely intent: a decimal comma, a misspelt
+    phase; a thousands comma (1,234) gets no decimal-comma hint. Nothing is stored."""
+    labor = tmp_path / "labor.csv"
+    labor.write_text(
+        "month,phase,team,hours,hourly_rate,currency\n"
+        "2026-10,operations,sre,2,10,USD\n"
+        '2026-10,operations,sre,"1.234,50",10,USD\n'
+        '2026-10,operations,sre,"1,234",10,USD\n'
+    )
+    before = content_checksum(warehouse)
+    with pytest.raises(InputError) as ei:
+        ingest(IngestConfig(labor=labor, warehouse=warehouse, progress=False))
+    err = ei.value
+    assert [(p.row, p.column) for p in err.problems] == [(2, "hours"), (3, "hours")]
+    assert str(err).startswith("2 problems in the input:")
+    assert "'1.234,50' is not a decimal number" in str(err)
+    assert "a decimal comma is not read, write it as 1234.50" in str(err)
+    assert str(err).count("decimal comma") == 1  # not for 1,234
+    assert content_checksum(warehouse) == before
+    usage = tmp_path / "usage.csv"
+    usage.write_text("ts,phase,metric,value\n2026-10-01,fine_tunning,gpu_hours,3\n")
+    with pytest.raises(InputError) as ei:
+        ingest(IngestConfig(usage=usage, warehouse=warehouse, progress=False))
+    assert [(p.row, p.column) for p in ei.value.problems] == [(1, "phase")]
+    assert "'fine_tunning' is not one of" in str(ei.value)
+    assert str(ei.value).count("; did you mean fine_tuning?") == 1
+    assert content_checksum(warehouse) == before

@@ -11,6 +11,9 @@ the currency an ISO 4217 code, upper-cased); a file replaces the months it cover
 
 from __future__ import annotations
 
+import difflib
+import re
+
 import duckdb
 
 from pipeline.currency import sql_codes
@@ -64,14 +67,42 @@ def _validate(
         return
     raw_where = " OR ".join(f"NOT coalesce({ok}, false)" for _, _, ok, _ in checks)
     rows = _ordered(con, _numbered(src, proj, raw_where) + f" LIMIT {MAX_SHOWN}")
-    problems = [Problem(f"{n_bad} row(s) have bad values; the first ones:", str(src.path))]
+    problems = []
     for row in rows:
+        said: set[str] = set()  # one problem per cell: its first failed check
         for i, (col, _, _, must) in enumerate(checks):
-            if row[2 + 2 * i]:
+            if row[2 + 2 * i] and col not in said:
+                said.add(col)
+                raw = row[1 + 2 * i]
                 problems.append(
-                    Problem(f"{row[1 + 2 * i]!r} is not {must}", str(src.path), int(row[0]), col)
+                    Problem(
+                        f"{raw!r} is not {must}{_hint(col, raw)}", str(src.path), int(row[0]), col
+                    )
                 )
+    if n_bad > len(rows):
+        problems.append(Problem(f"{n_bad - len(rows)} more row(s) with bad values", str(src.path)))
     raise InputError(problems, fix=fix)
+
+
+# 1.234,50 or 12,5 (not 1,234: a thousands comma, which a spreadsheet reads as another number)
+_DECIMAL_COMMA = re.compile(r"-?([0-9]{1,3}(\.[0-9]{3})+,[0-9]+|[0-9]+,[0-9]{1,2})")
+
+
+def _hint(column: str, raw: object) -> str:
+    """What a bad cell most likely meant: a decimal comma (``1.234,50``), a misspelled phase."""
+    text = str(raw).strip() if raw is not None else ""
+    if _DECIMAL_COMMA.fullmatch(text):
+        return f": a decimal comma is not read, write it as {_plain(text)}"
+    if column == "phase" and text:
+        near = difflib.get_close_matches(text.lower(), PHASES, n=1)
+        if near:
+            return f"; did you mean {near[0]}?"
+    return ""
+
+
+def _plain(text: str) -> str:
+    """``1.234,50`` -> ``1234.50``: the same number with a decimal point and no grouping."""
+    return text.replace(".", "").replace(" ", "").replace(",", ".")
 
 
 def stage_usage(con: duckdb.DuckDBPyConnection, src: SourceFile) -> dict[str, object]:
