@@ -390,3 +390,21 @@ def test_labor_and_usage_cells_say_what_they_probably_meant(
     assert "'fine_tunning' is not one of" in str(ei.value)
     assert str(ei.value).count("; did you mean fine_tuning?") == 1
     assert content_checksum(warehouse) == before
+
+
+@pytest.mark.parametrize(
+    ("as_of", "words"),
+    [
+        ("2026-11-31", "'2026-11-31' is not a day: November 2026 has 30 days"),
+        ("2026-13-01", "'2026-13-01' has no month 13: months run 01 to 12"),
+        ("15/11/2026", "'15/11/2026' is not a day in the form YYYY-MM-DD (e.g. 2026-11-15)"),
+    ],
+)
+def test_an_impossible_as_of_says_what_is_wrong(tmp_path: Path, as_of: str, words: str) -> None:
+    from pipeline.cli import cli
+
+    budgets = tmp_path / "b.csv"
+    budgets.write_text("period,phase,amount\n2026Q4,total,100\n")
+    for cmd in (["flag", "--budgets", str(budgets)], ["budget"], ["run-monthly"]):
+        res = CliRunner().invoke(cli, ["--home", str(tmp_path), *cmd, "--as-of", as_of])
+        assert res.exit_code == 2 and words in res.output, (cmd, res.output)

@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from pipeline.cli import cli, progress_steps
+from pipeline.cli.options import DAY
 from pipeline.config import Paths
 from pipeline.errors import EXIT_AT_RISK
 
@@ -31,7 +32,7 @@ _as_of = click.option(
     "--as-of",
     "as_of",
     default=None,
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="Read the stored run of this as-of (YYYY-MM-DD); default: the newest run.",
 )
 _run = click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import scheduler_option
+from pipeline.cli.options import DAY, scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -115,7 +115,7 @@ def ingest_cmd(
 @click.option(
     "--as-of",
     "as_of",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="Months before this date's month are complete [default: the day after the last charge].",
 )
 @click.option(

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pipeline.cli import cli, quiet, quiet_mlflow
-from pipeline.cli.options import scheduler_option
+from pipeline.cli.options import DAY, scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -32,7 +32,7 @@ def _tracking(paths: Paths) -> Any:
     "--as-of",
     "as_of",
     required=True,
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    type=DAY,
     help="Run date: months before its month are complete and forecast from.",
 )
 @click.option(
