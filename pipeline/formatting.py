@@ -88,7 +88,31 @@ def format_flags(flags: pd.DataFrame, color: bool = False) -> str:
 
     lines = [fmt(head, False), "  ".join("-" * w for w in widths)]
     lines += [fmt(r, True) for r in rows]
+    unbudgeted = outside_budget_lines(flags)
+    if unbudgeted:
+        lines.append(
+            "the total holds phases without a budget line too (not flagged; the phases above add "
+            "up to the total less these): "
+            + ", ".join(f"{p} {_money(v)}" for p, v in unbudgeted.items())
+        )
     return "\n".join(lines)
+
+
+def outside_budget_lines(flags: pd.DataFrame) -> dict[str, float]:
+    """Per period with a ``total`` line and phase lines, the total's forecast less its phase
+    lines' (the cost of phases without a budget line, e.g. unallocated), where that is at least
+    half a unit."""
+    out: dict[str, float] = {}
+    if not len(flags) or "total" not in set(flags["phase"]):
+        return out
+    for period, g in flags.groupby("period", sort=False):
+        tot = g.loc[g["phase"] == "total", "forecast_total"]
+        if tot.empty or (g["phase"] != "total").sum() == 0:  # no phase line to fall short
+            continue
+        rest = float(tot.iloc[0]) - float(g.loc[g["phase"] != "total", "forecast_total"].sum())
+        if abs(rest) >= 0.5:
+            out[str(period)] = rest
+    return out
 
 
 def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) -> str:

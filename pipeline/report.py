@@ -393,6 +393,15 @@ def _plan_part(basis: Any) -> tuple[str, str]:
     return kind, " and ".join(names)
 
 
+def _unbudgeted(flags: pd.DataFrame | None) -> str:
+    """``2026-11 123, 2027Q1 374``: what the total's forecast holds beyond its phase lines."""
+    from pipeline.formatting import outside_budget_lines
+
+    if flags is None or not len(flags):
+        return ""
+    return ", ".join(f"{p} {_fmt_money(v)}" for p, v in outside_budget_lines(flags).items())
+
+
 def _measured(accuracy: pd.DataFrame | None) -> dict[str, float]:
     """Each accuracy row's ``measured_share`` (absent from runs stored before it)."""
     if accuracy is None or not len(accuracy) or "measured_share" not in accuracy.columns:
@@ -652,6 +661,7 @@ def write_report(
         currency=currency,
         charts=charts,
         flags=flag_rows,
+        unbudgeted=_unbudgeted(flags),
         counts=counts,
         budget_rows=budget_rows,
         scenario_rows=scen_rows,

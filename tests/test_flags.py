@@ -438,3 +438,28 @@ def test_a_second_call_leaves_no_file_of_the_first_behind(tmp_path) -> None:
     (flags_then_budget / "flags.csv").write_text("flags")
     write_derived(Derived(flags=None, quarters=[], budgets={"2027Q1": table}), flags_then_budget)
     assert (flags_then_budget / "flags.csv").exists()
+
+
+def test_the_flag_table_says_what_the_total_holds_beyond_its_phase_lines() -> None:
+    """A budget file with lines for some phases and the total: the total's forecast holds the
+    phases without a line too, so the table says by how much the lines fall short of it."""
+    flags = pd.DataFrame(
+        {
+            "period": ["2027Q1"] * 3 + ["2027-01"] * 2,
+            "phase": ["inference", "operations", "total", "inference", "total"],
+            "budget": 100.0,
+            "actual_to_date": 0.0,
+            "forecast_total": [60.0, 30.0, 90.4, 20.0, 23.0],
+            "p80": 1.0,
+            "p_overrun": 0.0,
+            "expected_overrun": 0.0,
+            "status": "ok",
+        }
+    )
+    text = format_flags(flags)
+    assert text.splitlines()[-1] == (
+        "the total holds phases without a budget line too (not flagged; the phases above add up "
+        "to the total less these): 2027-01 3"
+    )  # 2027Q1: 0.4 short, rounding
+    assert "holds phases" not in format_flags(flags[flags["phase"] != "total"])
+    assert "holds phases" not in format_flags(flags[flags["phase"] == "total"])  # no phase lines
