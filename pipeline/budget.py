@@ -253,8 +253,28 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
             "2027Q1), phase (or total), amount, currency",
         )
     _warn_month_above_quarter(out, source)
+    _warn_phases_above_total(out, source)
     out.attrs["source"] = source
     return out
+
+
+def _warn_phases_above_total(budgets: pd.DataFrame, source: str) -> None:
+    """A period whose phase budgets add up to more than its total budget (the demo's 2026Q4:
+    1,828,600 against 1,750,800) can have every phase ``ok`` and the total ``at_risk`` on the
+    same forecast: legal (the total may be the binding one), but said once per period. Phases
+    adding up to less is normal (a phase without a line, a reserve)."""
+    for period, g in budgets.groupby("period", sort=False):
+        total = g.loc[g["phase"] == TOTAL, "amount"]
+        parts = g.loc[g["phase"] != TOTAL, "amount"]
+        if len(total) and len(parts) and float(parts.sum()) > float(total.iloc[0]) + 0.5:
+            log.warning(
+                "%s: the phase budgets of %s add up to %s, more than its total budget %s; the "
+                "total's flag reads against the smaller figure",
+                source,
+                period,
+                f"{float(parts.sum()):,.0f}",
+                f"{float(total.iloc[0]):,.0f}",
+            )
 
 
 def _warn_month_above_quarter(budgets: pd.DataFrame, source: str) -> None:

@@ -434,3 +434,22 @@ def test_a_budgets_file_without_currencies_is_read_with_a_warning(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
         load_budgets(f)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_phase_budgets_above_their_total_are_said_once_per_period(tmp_path, caplog) -> None:
+    import logging
+
+    f = tmp_path / "budgets.csv"
+    f.write_text(
+        "period,phase,amount,currency\n2026Q4,inference,600,USD\n2026Q4,operations,500,USD\n"
+        "2026Q4,total,1000,USD\n2027Q1,inference,600,USD\n2027Q1,total,1000,USD\n"
+        "2027-01,inference,10,USD\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
+        load_budgets(f)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned  # 2027Q1's phases (600) stay under its total; 2027-01 has none
+    assert (
+        "the phase budgets of 2026Q4 add up to 1,100, more than its total budget 1,000"
+        in (warned[0])
+    )
