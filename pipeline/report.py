@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -443,16 +443,25 @@ def focus_quarter(budget_table: pd.DataFrame | None, as_of: str) -> str | None:
     return later[0] if later else labels[-1]
 
 
+PLAN_ONLY_MARK = " *"  # a chance that rests on the plan's assumed error, not on a backtest
+
+
 def glance_rows(
     budget_table: pd.DataFrame,
     quarter: str,
     flags: pd.DataFrame | None,
     thresholds: Sequence[float],
+    plan_only: Collection[str] = (),
 ) -> list[dict[str, Any]]:
+    """The first screen's rows; ``plan_only``: phases forecast by the plan alone (no backtest saw
+    their forecast), whose chance of going over is marked: it rests on the plan's assumed error."""
     t = budget_table[budget_table["period"] == quarter]
     rows = []
     for r in t.to_dict("records"):
         status = _status(r, flags, thresholds)
+        chance = chance_in_words(r.get("p_overrun"))
+        if r["phase"] in plan_only and math.isfinite(float(r.get("p_overrun", float("nan")))):
+            chance += PLAN_ONLY_MARK
         rows.append(
             {
                 "phase": _words(r["phase"]),
@@ -461,8 +470,9 @@ def glance_rows(
                 "mean": _fmt_money(r.get("mean")),
                 "p50": _fmt_money(r["p50"]),
                 "p80": _fmt_money(r["p80"]),
-                "chance": chance_in_words(r.get("p_overrun")),
+                "chance": chance,
                 "status": status,
+                "plan_only": chance.endswith(PLAN_ONLY_MARK),
             }
         )
     return rows
@@ -554,8 +564,11 @@ def write_report(
         if u in ids
     ]
     quarter = focus_quarter(budget_table, as_of)
+    from pipeline.metrics import NOT_BACKTESTED
+
+    plan_only = {u for u, b in bases.items() if b == NOT_BACKTESTED}
     glance = (
-        glance_rows(budget_table, quarter, flags, thresholds)
+        glance_rows(budget_table, quarter, flags, thresholds, plan_only)
         if quarter is not None and budget_table is not None
         else []
     )

@@ -337,3 +337,27 @@ def test_fan_bands_are_path_quantiles() -> None:
     assert (
         row["q025"] < row["q10"] < row["q25"] < row["q50"] < row["q75"] < row["q90"] < row["q975"]
     )
+
+
+def test_a_chance_that_rests_on_the_plan_alone_is_marked() -> None:
+    """Pre-training is forecast by the plan alone (no backtest saw it): its chance of going over
+    comes from the plan's assumed error, and the first screen marks it so; the others are not."""
+    from pipeline.report import PLAN_ONLY_MARK, glance_rows
+
+    t = pd.DataFrame(
+        {
+            "period": "2027Q1",
+            "phase": ["pretraining", "inference", "unallocated", "total"],
+            "budget": [497_200.0, 574_500.0, float("nan"), 2_395_000.0],
+            "mean": [507_249.0, 424_976.0, 374.0, 2_026_235.0],
+            "p50": [509_099.0, 424_549.0, 372.0, 2_023_703.0],
+            "p80": [549_681.0, 447_567.0, 386.0, 2_091_754.0],
+            "p_overrun": [0.59, 0.0, float("nan"), 0.0],
+            "actual_to_date": 0.0,
+        }
+    )
+    rows = {r["phase"]: r for r in glance_rows(t, "2027Q1", None, (0.2, 0.5), {"pretraining"})}
+    assert rows["pretraining"]["chance"] == "likely (59 %)" + PLAN_ONLY_MARK
+    assert rows["pretraining"]["plan_only"] and not rows["inference"]["plan_only"]
+    assert not rows["inference"]["chance"].endswith(PLAN_ONLY_MARK)
+    assert not rows["unallocated"]["plan_only"]  # no budget, no chance to mark
