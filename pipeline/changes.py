@@ -154,7 +154,10 @@ def quarter_changes(current: Any, previous: Any, period: Period) -> pd.DataFrame
         }
         out = pd.concat([pd.DataFrame([head]), out], ignore_index=True)
         out["change_pct"] = [
-            c / p if p and math.isfinite(p) and abs(p) > 1e-9 else float("nan")
+            # less than half a cent is no change (float sums leave ~1e-10, a ratio of 2e-16)
+            (0.0 if abs(c) < 0.005 else c / p)
+            if p and math.isfinite(p) and abs(p) > 1e-9
+            else float("nan")
             for c, p in zip(out["change"], out["previous_mean"], strict=True)
         ]
         out["currency"] = current.currency
