@@ -9,6 +9,12 @@ from pipeline.forecast import ForecastConfig, run_forecast
 from pipeline.reconcile import mint_projection, reconcile, shrunk_covariance, summing_matrix
 
 IDS = ["total", "inference", "inference/compute_gpu", "inference/network", "operations"]
+SMALL_JOB = ForecastConfig(
+    horizon=6,
+    models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
+    n_paths=300,
+    reconcile=True,
+)
 
 
 def test_summing_matrix():
@@ -86,12 +92,7 @@ def hierarchy_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
 
 def test_job_is_coherent_to_the_cent():
     df = hierarchy_frame()
-    cfg = ForecastConfig(
-        horizon=6,
-        models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
-        n_paths=300,
-        reconcile=True,
-    )
+    cfg = SMALL_JOB
     res = run_forecast(df, cfg, progress=False)
     fc = res.forecast.set_index(["unique_id", "ds"])
     assert {"phase", "category"} <= set(res.forecast.columns)
@@ -216,12 +217,7 @@ def test_a_line_no_longer_billed_is_forecast_at_zero_without_a_band() -> None:
     parents = base["unique_id"].isin(["inference", "total"])
     base.loc[parents, "y"] = base.loc[parents, "y"].to_numpy() + np.tile(credit, 2)
     df = pd.concat([base, line], ignore_index=True)
-    cfg = ForecastConfig(
-        horizon=6,
-        models=("analytic_baseline", "seasonal_naive", "theta", "ensemble"),
-        n_paths=300,
-        reconcile=True,
-    )
+    cfg = SMALL_JOB
     res = run_forecast(df, cfg, progress=False)
     f = res.forecast.set_index("unique_id").loc["inference/compute_cpu"]
     for col in ("mean", "lo_80", "hi_80", "lo_95", "hi_95"):
