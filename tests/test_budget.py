@@ -410,6 +410,10 @@ def test_the_sample_budgets_never_put_a_month_above_its_quarter(tmp_path) -> Non
     generate(SynthConfig(out=tmp_path / "s", months=3))
     b = load_budgets(tmp_path / "s" / "budgets.csv").set_index(["period", "phase"])["amount"]
     months = [(p, ph) for p, ph in b.index if "Q" not in p]
+    # nor a total below the sum of its phases (the reader would warn)
+    for period in {p for p, _ in b.index}:
+        phases = [b[(period, ph)] for p, ph in b.index if p == period and ph != "total"]
+        assert sum(phases) <= b[(period, "total")], period
     for p, ph in months:
         m = pd.Period(p, freq="M")
         q = (f"{m.year}Q{m.quarter}", ph)

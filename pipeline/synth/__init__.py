@@ -752,6 +752,15 @@ def _budgets(
         if cap is not None and value > cap:
             lines[i] = (label, phase, cap)
             notes[f"{label}/{phase}"].update(budget=int(cap), intent="capped at its quarter's")
+    # nor a total below its phases' budgets (every phase ok and the total at risk on the same
+    # forecast: the budgets reader warns of it)
+    for i, (label, phase, value) in enumerate(lines):
+        if phase != "total":
+            continue
+        parts = sum((v for lb, ph, v in lines if lb == label and ph != "total"), Decimal(0))
+        if value < parts:
+            lines[i] = (label, phase, parts)
+            notes[f"{label}/total"].update(budget=int(parts), intent="raised to its phases' sum")
     return lines, notes
 
 
