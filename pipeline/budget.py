@@ -494,13 +494,19 @@ def quarter_table(
                 "last_quarter": prev.label,
                 "last_quarter_actual": last_actual,
                 # the expected cost, the figure the headline, the flags and the phases' sums use
-                "change_vs_last_quarter": (float(np.mean(totals)) / last_actual - 1.0)
-                if last_actual and math.isfinite(last_actual)
-                else float("nan"),
+                "change_vs_last_quarter": _change(float(np.mean(totals)), last_actual),
                 "currency": currency,
             }
         )
     return pd.DataFrame(rows)
+
+
+def _change(now: float, before: float) -> float:
+    """``now / before - 1``; 0 under half a cent of difference (not -0.0 or 4e-16 of float noise),
+    NaN without a ``before``."""
+    if not before or not math.isfinite(before):
+        return float("nan")
+    return 0.0 if abs(now - before) < 0.005 else now / before - 1.0
 
 
 def budget_table(

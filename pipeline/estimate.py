@@ -131,11 +131,32 @@ def _active(m: pd.Timestamp, start: pd.Timestamp | None, end: pd.Timestamp | Non
 
 
 # --- the plan -------------------------------------------------------------------------------
-def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
+STORAGE_FROM = ("plan", "window")
+
+
+def storage_anchor(plan: Plan) -> pd.Timestamp | None:
+    """The month the plan's storage ``gb`` is stocked at: the plan's ``start``, else its earliest
+    dated line (:func:`plan_start`); None for a plan with neither."""
+    if plan.start is not None:
+        return month(plan.start)
+    return plan_start(plan)
+
+
+def estimate_from_plan(
+    plan: Plan, start: Any, months: int, storage_from: str = "plan"
+) -> pd.DataFrame:
     """Planned cost per ``phase, category, ds`` for ``months`` months from ``start`` (a month).
+
+    The storage stock grows from :func:`storage_anchor` (``storage_from="plan"``), so a month
+    costs the same whichever month a caller's window starts at; ``"window"`` grows it from
+    ``start`` instead, as versions stored before 2026-12-02 did (the budget's plan column, the
+    estimate command and the baseline model then gave three figures for one month's storage, and
+    LightGBM's plan feature, read from the history's first month, grew it 36 months too early).
 
     Returns a frame with columns ``phase, category, ds, cost`` sorted by phase, category, ds.
     """
+    if storage_from not in STORAGE_FROM:
+        raise ValueError(f"storage_from must be one of {STORAGE_FROM}, got {storage_from!r}")
     idx = month_range(start, months)
     book = plan.price_book
     acc: dict[tuple[str, str], np.ndarray] = {}
@@ -193,7 +214,12 @@ def estimate_from_plan(plan: Plan, start: Any, months: int) -> pd.DataFrame:
 
     s = plan.storage
     if s is not None:
-        gb = storage_gb_path(s.gb, s.growth_per_month, len(idx))
+        anchor = storage_anchor(plan) if storage_from == "plan" else None
+        if anchor is None:
+            gb = storage_gb_path(s.gb, s.growth_per_month, len(idx))
+        else:  # months since the anchor (negative before it: the stock it grew from)
+            k = np.array([(m.year - anchor.year) * 12 + m.month - anchor.month for m in idx])
+            gb = float(s.gb) * (1.0 + float(s.growth_per_month)) ** k.astype(float)
         add(s.phase, "storage", np.array([storage_cost(g, book.storage_gb_month) for g in gb]))
 
     for hc in plan.headcount:

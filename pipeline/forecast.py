@@ -141,8 +141,9 @@ class ForecastConfig:
     ensemble_combination: str = "auto"
     # lines nothing has been billed on lately are forecast at 0 with no band (no_longer_billed)
     quiet_lines_at_zero: bool = True
-    # a scheduled-runs series has no run in the months before the plan's start (published_paths)
-    no_runs_before_plan: bool = True
+    # the plan says nothing of the months before its start: a scheduled-runs series has no run
+    # there (published_paths), and headcount is checked at its first planned month (plan_driven)
+    plan_from_its_start: bool = True
     plan_rel_sd: float = (
         0.10  # relative sd of a plan-driven forecast at 3 months ahead (x sqrt(h / 3))
     )
@@ -173,7 +174,7 @@ CONFIG_BEFORE: dict[str, object] = {
     "ensemble_members": ("ets", "theta", "sarimax"),
     "ensemble_combination": "mean",
     "quiet_lines_at_zero": False,
-    "no_runs_before_plan": False,
+    "plan_from_its_start": False,
 }
 
 
@@ -383,7 +384,7 @@ def run_forecast(
         bt,
         hist,
         quiet_ids,
-        plan_begins=plan.start if plan is not None and config.no_runs_before_plan else None,
+        plan_begins=plan.start if plan is not None and config.plan_from_its_start else None,
     )
     if config.reconcile:
         reconcile_step(pub, ids, bt, selection, plan_ids, levels, config, events)
@@ -502,7 +503,9 @@ def selection_step(
         scores.loc[~scores.index.isin(driven_ids(hist)), UNIT_COST] = np.nan
     selection = select_models(ids, scores, pooled, config.selection_margin)
     model_choice = selection.set_index(UID)[MODEL].copy()
-    plan_notes = plan_overrides(hist, plan, config.horizon, config.plan_tolerance)
+    plan_notes = plan_overrides(
+        hist, plan, config.horizon, config.plan_tolerance, config.plan_from_its_start
+    )
     plan_ids = [u for u in ids if plan_notes.get(u, (False, ""))[0]]
     for uid, (driven, note) in plan_notes.items():
         row = selection[UID] == uid

@@ -66,10 +66,19 @@ def _next_month(ts: pd.Timestamp) -> pd.Timestamp:
 
 
 def plan_overrides(
-    hist: pd.DataFrame, plan: Plan | None, horizon: int, tolerance: float = 0.10
+    hist: pd.DataFrame,
+    plan: Plan | None,
+    horizon: int,
+    tolerance: float = 0.10,
+    from_start: bool = True,
 ) -> dict[str, tuple[bool, str]]:
     """``unique_id -> (plan_driven, note)`` for the bottom series the plan covers in their horizon
-    (the rule is in the module docstring). Series the plan does not cover are absent."""
+    (the rule is in the module docstring). Series the plan does not cover are absent.
+
+    ``from_start``: headcount is checked at the plan's first month on or after the month after
+    the history, not at a month before the plan begins (which the plan prices at 0: the demo's run
+    of 2026-10-15 found every labor line "100 % off" and kept the models, 94k over the plan in
+    2027Q1); False for versions stored before 2026-12-02."""
     if plan is None or hist.empty:
         return {}
     last = hist.groupby(UID, sort=False)[DS].max()
@@ -108,7 +117,13 @@ def plan_overrides(
                 )
                 continue
         if srcs == {HEADCOUNT} and len(y):
-            first = estimate_from_plan(plan, _next_month(last_ds), 1)
+            at = _next_month(last_ds)
+            if from_start:  # the first month the plan prices this line (within the horizon)
+                ahead = estimate_from_plan(plan, at, horizon)
+                ahead = ahead[(ahead[PHASE] == phase) & (ahead[CATEGORY] == cat)]
+                priced = ahead.loc[ahead[COST] != 0, DS]
+                at = pd.Timestamp(priced.min()) if len(priced) else at
+            first = estimate_from_plan(plan, at, 1)
             first = first[(first[PHASE] == phase) & (first[CATEGORY] == cat)][COST]
             ref = float(y.iloc[-1])
             if len(first) and ref != 0:

@@ -361,12 +361,12 @@ def error_words(
         return "typical error: not measurable (no backtested month with cost)"
     kind, planned = _plan_part(basis)
     if kind == "beyond":
-        of = ""
         if share is not None and np.isfinite(share) and share < 0.995:
-            of = f" ({_pc(share)} of its cost)"
-        return (
-            "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}{of}"
-        )
+            return (
+                "typical error " + ", ".join(parts)
+                + f" on the {_pc(share)} of its cost the models forecast (the plan covers {planned})"
+            )  # fmt: skip
+        return "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}"
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
@@ -751,11 +751,11 @@ _FIGURES_OF = {"alone": " (figures: the models alone)", "beyond": " (figures: th
 
 
 def _figures_of(r: Mapping[str, Any]) -> str:
-    """`` (figures: the rest, 4 % of its cost)``: what an accuracy row's figures are of."""
+    """`` (figures: the 4 % of its cost the models forecast)``: what a row's figures are of."""
     kind = _plan_part(r.get("basis", ""))[0]
     share = float(r.get("measured_share", np.nan))
     if kind == "beyond" and np.isfinite(share) and share < 0.995:
-        return f" (figures: the rest, {_pc(share)} of its cost)"
+        return f" (figures: the {_pc(share)} of its cost the models forecast)"
     return _FIGURES_OF.get(kind, "")
 
 

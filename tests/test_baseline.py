@@ -271,3 +271,34 @@ def test_estimate_starts_after_the_newest_stored_run(tmp_path) -> None:  # type:
     today = pd.Timestamp.today().to_period("M").to_timestamp()
     assert default_start(tmp_path / "none") == today + pd.DateOffset(months=1)
     assert default_start(None) == today + pd.DateOffset(months=1)
+
+
+def test_a_months_storage_cost_does_not_depend_on_where_the_window_starts() -> None:
+    """The plan's storage stock (``gb`` at the plan's start, growing 3 % a month) costs the same in
+    2027-02 whether the estimate starts at the plan's start, at 2027-01 or at the history's first
+    month: 1000 x 1.03^3 GB x 0.02 in 2027-02 for a plan starting 2026-11. Versions stored before
+    grew it from each window's first month."""
+    from pipeline.estimate import estimate_from_plan
+    from pipeline.plan import plan_from_dict
+
+    raw = {
+        "currency": "USD",
+        "start": "2026-11",
+        "price_book": {"gpu_hour": {}, "storage_gb_month": 0.02},
+        "storage": {"phase": "data_preprocessing", "gb": 1000, "growth_per_month": 0.03},
+    }
+    plan = plan_from_dict(raw)
+    feb = pd.Timestamp("2027-02-01")
+
+    def cost(start: str, n: int, how: str = "plan") -> float:
+        e = estimate_from_plan(plan, start, n, how)
+        return float(e.loc[e["ds"] == feb, "cost"].iloc[0])
+
+    want = 1000 * 1.03**3 * 0.02
+    for start, n in (("2026-11", 6), ("2027-01", 3), ("2024-01", 40), ("2027-02", 1)):
+        assert cost(start, n) == pytest.approx(want, rel=1e-12), start
+    assert cost("2027-01", 3, "window") == pytest.approx(1000 * 1.03 * 0.02, rel=1e-12)
+    e = estimate_from_plan(plan, "2026-10", 1)  # a month before the plan: the stock it grew from
+    assert float(e["cost"].iloc[0]) == pytest.approx(1000 / 1.03 * 0.02, rel=1e-12)
+    with pytest.raises(ValueError, match="storage_from"):
+        estimate_from_plan(plan, "2027-01", 1, "later")

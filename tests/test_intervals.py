@@ -359,12 +359,12 @@ def test_versions_stored_before_the_median_run_as_they_ran() -> None:
         "ensemble_combination",
         "global_member_min_series",
         "quiet_lines_at_zero",
-        "no_runs_before_plan",
+        "plan_from_its_start",
     ):
         old.pop(k)
     cfg = forecast_config_from(old)
     assert not cfg.quiet_lines_at_zero  # stored before lines no longer billed were kept at 0
-    assert not cfg.no_runs_before_plan
+    assert not cfg.plan_from_its_start
     assert cfg.ensemble_combination == "mean" and cfg.ensemble_members == (
         "ets",
         "theta",
@@ -378,6 +378,13 @@ def test_versions_stored_before_the_median_run_as_they_ran() -> None:
     assert spec_params(spec, {})["how"] == "mean"
     spec["params"]["how"] = "median"
     assert spec_params(spec, {})["how"] == "median"
+    # the plan's storage grown from each window's start, as the baseline and LightGBM ran then
+    for model in ("analytic_baseline", "lightgbm"):
+        assert spec_params({"model": model, "params": {}}, {})["storage_from"] == "window"
+        assert (
+            spec_params({"model": model, "params": {"storage_from": "plan"}}, {})["storage_from"]
+            == "plan"
+        )
     with pytest.raises(ValueError, match="thetta is not a member model"):
         ForecastConfig(ensemble_members=("ets", "thetta"))
 

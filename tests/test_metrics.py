@@ -150,12 +150,14 @@ def test_accuracy_of_a_plan_driven_series_and_of_what_holds_it() -> None:
         acc.loc["pretraining", "measured_share"],
     )
     assert words == (
-        "typical error ±20 % one month ahead on the cost beyond the plan for pretraining/compute gpu"
-        " (13 % of its cost)"
+        "typical error ±20 % one month ahead on the 13 % of its cost the models forecast"
+        " (the plan covers pretraining/compute gpu)"
     )
     from pipeline.report import _figures_of
 
-    assert _figures_of(acc.loc["pretraining"]) == " (figures: the rest, 13 % of its cost)"
+    assert _figures_of(acc.loc["pretraining"]) == (
+        " (figures: the 13 % of its cost the models forecast)"
+    )
     assert _figures_of(acc.loc["pretraining/storage"]) == ""
     assert "not measurable (it follows the plan" in error_words(errors, "x", NOT_BACKTESTED)
     assert _model_words("ensemble", acc.loc["total", "basis"]) == (

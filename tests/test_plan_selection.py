@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.forecast import ForecastConfig, run_forecast
 from pipeline.plan import plan_from_dict
+from pipeline.plan_driven import HEADCOUNT_REASON
 
 PRICE = 6.0  # H100 on demand
 GPUS, DAYS = 64, 10.0
@@ -131,6 +132,16 @@ def test_headcount_checked_against_history() -> None:
     raw["headcount"][0]["people"] = 9  # 80 % off the last actual: the models stay
     got = plan_overrides(hist, plan_from_dict(raw), 6)
     assert got["operations/labor"][0] is False and "models kept" in got["operations/labor"][1]
+    # a plan that begins two months after the history: checked at its first month, not at the
+    # month before it (which it prices at 0, "100 % off"); versions stored before: as they ran
+    raw["headcount"][0].update(people=5, start="2027-03")
+    got = plan_overrides(hist, plan_from_dict(raw), 6)
+    assert got["operations/labor"] == (
+        True,
+        f"{HEADCOUNT_REASON} (first month within 0.0% of the last actual)",
+    )
+    old = plan_overrides(hist, plan_from_dict(raw), 6, from_start=False)
+    assert old["operations/labor"][0] is False and "100.0% off" in old["operations/labor"][1]
 
 
 def test_no_scheduled_run_before_the_plan_begins() -> None:
@@ -160,7 +171,7 @@ def test_no_scheduled_run_before_the_plan_begins() -> None:
         PLANNED, rel=1e-9
     )
     old = run_forecast(
-        h, dataclasses.replace(CFG, no_runs_before_plan=False), plan_from_dict(plan), progress=False
+        h, dataclasses.replace(CFG, plan_from_its_start=False), plan_from_dict(plan), progress=False
     )
     fo = old.forecast.set_index(["unique_id", "ds"])["mean"]
     assert fo.loc[("pretraining/compute_gpu", pd.Timestamp("2027-01-01"))] == pytest.approx(

@@ -27,10 +27,15 @@ from pipeline.plan import Plan
 class AnalyticBaseline(Forecaster):
     name = "analytic_baseline"
     deterministic = True
+    # storage grown from the window's first month until 2026-12-02 (estimate_from_plan)
+    params_before = {"storage_from": "window"}
 
-    def __init__(self, plan: Plan | None = None, window: int = 3) -> None:
+    def __init__(
+        self, plan: Plan | None = None, window: int = 3, storage_from: str = "plan"
+    ) -> None:
         self.plan = plan
         self.window = window
+        self.storage_from = storage_from
 
     def _fit(self, df: pd.DataFrame) -> None:
         self.y_ = series_arrays(df)
@@ -42,7 +47,9 @@ class AnalyticBaseline(Forecaster):
         starts = pd.DatetimeIndex(self.last_ds_)
         first = starts.min() + pd.DateOffset(months=1)
         n_months = (starts.max().year - first.year) * 12 + starts.max().month - first.month + 1 + h
-        est = estimate_from_plan(self.plan, first, n_months)
+        est = estimate_from_plan(
+            self.plan, first, n_months, getattr(self, "storage_from", "window")
+        )
         return {
             (str(ph), str(cat)): g.set_index(DS)[COST]
             for (ph, cat), g in est.groupby([PHASE, CATEGORY], sort=False)

@@ -55,7 +55,8 @@ class LightGBMForecaster(Forecaster):
     name = "lightgbm"
     uses_exogenous = True
     is_global = True
-    params_before = {"objective": "l2"}  # squared error until 2026-12-02
+    # squared error until 2026-12-02, and the plan's storage grown from the history's first month
+    params_before = {"objective": "l2", "storage_from": "window"}
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class LightGBMForecaster(Forecaster):
         executor: str = "serial",
         n_jobs: int = 2,
         objective: str = "l1",
+        storage_from: str = "plan",
     ) -> None:
         self.max_horizon = max_horizon
         self.max_origins = max_origins
@@ -86,6 +88,7 @@ class LightGBMForecaster(Forecaster):
         self.seed = seed
         self.max_bin = max_bin
         self.objective = objective
+        self.storage_from = storage_from
         self.executor = executor
         self.n_jobs = n_jobs
 
@@ -125,7 +128,7 @@ class LightGBMForecaster(Forecaster):
             return {}
         first, last = df[DS].min(), df[DS].max()
         n = (last.year - first.year) * 12 + last.month - first.month + 1 + extra_months
-        est = estimate_from_plan(self.plan, first, n)
+        est = estimate_from_plan(self.plan, first, n, getattr(self, "storage_from", "window"))
         out: dict[str, pd.Series] = {}
         for (ph, cat), g in est.groupby([PHASE, CATEGORY], sort=False):
             out[f"{ph}/{cat}"] = g.set_index(DS)[COST]
