@@ -40,6 +40,7 @@ from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.errors import InputError, Problem
 from pipeline.frames import DS, PHASES, TOTAL, UID, Y
 from pipeline.periods import Period, line_uid, months_until, parse_period, quarter_of
+from pipeline.tables import relative_change
 
 if TYPE_CHECKING:
     from pipeline.runstore import ForecastRun
@@ -494,19 +495,13 @@ def quarter_table(
                 "last_quarter": prev.label,
                 "last_quarter_actual": last_actual,
                 # the expected cost, the figure the headline, the flags and the phases' sums use
-                "change_vs_last_quarter": _change(float(np.mean(totals)), last_actual),
+                "change_vs_last_quarter": relative_change(
+                    float(np.mean(totals)) - last_actual, last_actual
+                ),
                 "currency": currency,
             }
         )
     return pd.DataFrame(rows)
-
-
-def _change(now: float, before: float) -> float:
-    """``now / before - 1``; 0 under half a cent of difference (not -0.0 or 4e-16 of float noise),
-    NaN without a ``before``."""
-    if not before or not math.isfinite(before):
-        return float("nan")
-    return 0.0 if abs(now - before) < 0.005 else now / before - 1.0
 
 
 def budget_table(

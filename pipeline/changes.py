@@ -34,6 +34,7 @@ from pipeline.conditioning import period_totals
 from pipeline.errors import InputError
 from pipeline.frames import DS, PHASE, PHASES, TOTAL, UID, Y
 from pipeline.periods import Period
+from pipeline.tables import relative_change
 
 COLUMNS = (
     "period",
@@ -154,11 +155,7 @@ def quarter_changes(current: Any, previous: Any, period: Period) -> pd.DataFrame
         }
         out = pd.concat([pd.DataFrame([head]), out], ignore_index=True)
         out["change_pct"] = [
-            # less than half a cent is no change (float sums leave ~1e-10, a ratio of 2e-16)
-            (0.0 if abs(c) < 0.005 else c / p)
-            if p and math.isfinite(p) and abs(p) > 1e-9
-            else float("nan")
-            for c, p in zip(out["change"], out["previous_mean"], strict=True)
+            relative_change(c, p) for c, p in zip(out["change"], out["previous_mean"], strict=True)
         ]
         out["currency"] = current.currency
     return out.reindex(columns=list(COLUMNS))

@@ -84,6 +84,7 @@ def plan_overrides(
     last = hist.groupby(UID, sort=False)[DS].max()
     p0 = plan_start(plan)
     by_last: dict[pd.Timestamp, dict[tuple[str, str], set[str]]] = {}
+    ahead: dict[pd.Timestamp, pd.DataFrame] = {}  # the plan's months after each history's end
     out: dict[str, tuple[bool, str]] = {}
     for uid, last_ds in last.items():
         phase, cat = parse_hierarchy_id(str(uid))
@@ -117,14 +118,13 @@ def plan_overrides(
                 )
                 continue
         if srcs == {HEADCOUNT} and len(y):
-            at = _next_month(last_ds)
+            if last_ds not in ahead:
+                ahead[last_ds] = estimate_from_plan(plan, _next_month(last_ds), horizon)
+            line = ahead[last_ds]
+            line = line[(line[PHASE] == phase) & (line[CATEGORY] == cat)].sort_values(DS)
             if from_start:  # the first month the plan prices this line (within the horizon)
-                ahead = estimate_from_plan(plan, at, horizon)
-                ahead = ahead[(ahead[PHASE] == phase) & (ahead[CATEGORY] == cat)]
-                priced = ahead.loc[ahead[COST] != 0, DS]
-                at = pd.Timestamp(priced.min()) if len(priced) else at
-            first = estimate_from_plan(plan, at, 1)
-            first = first[(first[PHASE] == phase) & (first[CATEGORY] == cat)][COST]
+                line = line[line[COST] != 0]
+            first = line[COST].iloc[:1]
             ref = float(y.iloc[-1])
             if len(first) and ref != 0:
                 rel = abs(float(first.iloc[0]) - ref) / abs(ref)

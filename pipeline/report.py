@@ -361,12 +361,11 @@ def error_words(
         return "typical error: not measurable (no backtested month with cost)"
     kind, planned = _plan_part(basis)
     if kind == "beyond":
-        if share is not None and np.isfinite(share) and share < 0.995:
-            return (
-                "typical error " + ", ".join(parts)
-                + f" on the {_pc(share)} of its cost the models forecast (the plan covers {planned})"
-            )  # fmt: skip
-        return "typical error " + ", ".join(parts) + f" on the cost beyond the plan for {planned}"
+        part = _models_part(share)
+        where = f" on {part} (the plan covers {planned})" if part else (
+            f" on the cost beyond the plan for {planned}"
+        )  # fmt: skip
+        return "typical error " + ", ".join(parts) + where
     if kind == "alone":
         return (
             "typical error of the models alone " + ", ".join(parts)
@@ -402,20 +401,23 @@ def _unbudgeted(flags: pd.DataFrame | None) -> str:
     return ", ".join(f"{p} {_fmt_money(v)}" for p, v in outside_budget_lines(flags).items())
 
 
-def _measured(accuracy: pd.DataFrame | None) -> dict[str, float]:
-    """Each accuracy row's ``measured_share`` (absent from runs stored before it)."""
-    if accuracy is None or not len(accuracy) or "measured_share" not in accuracy.columns:
+def _models_part(share: float | None) -> str:
+    """``the 4 % of its cost the models forecast`` for a rest that is part of its row's cost (its
+    ``measured_share``), else empty."""
+    if share is None or not np.isfinite(share) or share >= 0.995:
+        return ""
+    return f"the {_pc(share)} of its cost the models forecast"
+
+
+def _by_series(accuracy: pd.DataFrame | None, column: str, fill: Any) -> dict[str, Any]:
+    """One accuracy column per series (empty for runs stored before the column existed)."""
+    if accuracy is None or not len(accuracy) or column not in accuracy.columns:
         return {}
-    return dict(
-        zip(accuracy[UID].astype(str), accuracy["measured_share"].astype(float), strict=True)
-    )
+    return dict(zip(accuracy[UID].astype(str), accuracy[column].fillna(fill), strict=True))
 
 
 def _bases(accuracy: pd.DataFrame | None) -> dict[str, str]:
-    if accuracy is None or not len(accuracy) or "basis" not in accuracy.columns:
-        return {}
-    basis = accuracy["basis"].fillna("backtest").astype(str)
-    return dict(zip(accuracy[UID].astype(str), basis, strict=True))
+    return {u: str(b) for u, b in _by_series(accuracy, "basis", "backtest").items()}
 
 
 def _status(row: Mapping[str, Any], flags: pd.DataFrame | None, thresholds: Sequence[float]) -> str:
@@ -552,7 +554,7 @@ def write_report(
     errors = typical_errors(accuracy, (1, 3, 12))
     chosen = chosen_of(selection)
     bases = _bases(accuracy)
-    shares = _measured(accuracy)
+    shares = {u: float(s) for u, s in _by_series(accuracy, "measured_share", np.nan).items()}
     charts = [
         {
             "uid": u,
@@ -753,9 +755,9 @@ _FIGURES_OF = {"alone": " (figures: the models alone)", "beyond": " (figures: th
 def _figures_of(r: Mapping[str, Any]) -> str:
     """`` (figures: the 4 % of its cost the models forecast)``: what a row's figures are of."""
     kind = _plan_part(r.get("basis", ""))[0]
-    share = float(r.get("measured_share", np.nan))
-    if kind == "beyond" and np.isfinite(share) and share < 0.995:
-        return f" (figures: the {_pc(share)} of its cost the models forecast)"
+    part = _models_part(float(r.get("measured_share", np.nan)))
+    if kind == "beyond" and part:
+        return f" (figures: {part})"
     return _FIGURES_OF.get(kind, "")
 
 

@@ -3,6 +3,7 @@ renamed), and run folders staged aside and published by renames."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -64,6 +65,15 @@ NOT_MONEY = ("p_overrun", "quantile", "change_vs_last_quarter", "change_pct", "d
 
 
 RATIOS = ("change_vs_last_quarter", "change_pct", "delta_pct")  # shown to 0.01 %
+HALF_CENT = 0.005  # a difference below it is no difference
+
+
+def relative_change(change: float, base: float) -> float:
+    """``change / base``: 0 for less than half a cent of change (not -0.0 or 2e-16 of float
+    noise), NaN without a base."""
+    if not base or not math.isfinite(base) or abs(base) <= 1e-9:
+        return float("nan")
+    return 0.0 if abs(change) < HALF_CENT else change / base
 
 
 def is_money(df: pd.DataFrame, col: str) -> bool:
