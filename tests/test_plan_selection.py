@@ -83,6 +83,19 @@ def test_scheduled_burst_forecast_at_plan_cost(reconcile: bool) -> None:
     assert row["lo_95"] <= row["lo_80"] <= row["mean"] <= row["hi_80"] <= row["hi_95"]
     assert 0.05 * PLANNED < row["hi_95"] - row["lo_95"] < 0.8 * PLANNED
     assert fc.loc[("pretraining", feb), "mean"] == pytest.approx(PLANNED, rel=1e-6)
+    # a phase that is only its plan-driven line says so (reconciled, it is exactly their sum);
+    # the total, which holds a modelled line too, keeps its model
+    labels = res.forecast.groupby("unique_id")["model"].agg(set)
+    if reconcile:
+        assert sel.loc["pretraining", "model"] == "analytic_baseline"
+        assert labels["pretraining"] == {"analytic_baseline"}
+        assert sel.loc["pretraining", "reason"] == (
+            "the sum of its lines, every one plan-driven pretraining/compute_gpu"
+        )
+    else:  # unreconciled, the phase's own model still sets it beside the plan's run
+        assert sel.loc["pretraining", "model"] != "analytic_baseline"
+    assert "includes plan-driven pretraining/compute_gpu" in sel.loc["total", "reason"]
+    assert sel.loc["total", "model"] == labels["total"].pop() != "analytic_baseline"
     if reconcile:  # coherent means and paths: total = sum of the bottom series
         ids = res.path_ids
         tot = res.paths[ids.index("total")]
