@@ -403,6 +403,48 @@ def quarter_closed(
     return all(m in billed and m not in part for m in period.months)
 
 
+def actual_costs(monthly: pd.DataFrame) -> dict[tuple[str, pd.Timestamp], float]:
+    """``(unique_id, month) -> cost`` of the closed months' table."""
+    return {
+        (str(u), pd.Timestamp(d)): float(v)
+        for u, d, v in zip(monthly[UID], pd.to_datetime(monthly[DS]), monthly[Y], strict=True)
+    }
+
+
+def closed_months(
+    period: Period, monthly: pd.DataFrame, partial: Mapping[str, PartialMonth] | None = None
+) -> list[pd.Timestamp]:
+    """The period's months billed in full: the total has an actual and the month is not partial."""
+    partial_months = {pm.month for pm in dict(partial or {}).values()}
+    billed = set(pd.to_datetime(monthly.loc[monthly[UID] == TOTAL, DS]))
+    return [m for m in period.months if m in billed and m not in partial_months]
+
+
+def plan_estimate_by_phase(
+    estimate: pd.DataFrame,
+    period: Period,
+    actuals: Mapping[tuple[str, pd.Timestamp], float],
+    closed: Sequence[pd.Timestamp],
+) -> dict[str, float]:
+    """``plan_estimate`` per phase and ``total``: the plan's arithmetic (``estimate``, from
+    :func:`pipeline.estimate.estimate_from_plan`: ``phase, ds, cost``) for the period's open
+    months, the ``closed`` months at their actual (``actuals``: ``(unique_id, month) -> cost``),
+    like every other column. A phase the plan does not price has its actuals alone when some month
+    is closed, and no figure otherwise. The one figure the budget table and the scenario table
+    (``plan_base``, ``plan_scenario``) show."""
+    open_months = set(period.months) - set(closed)
+    b = estimate[pd.to_datetime(estimate[DS]).isin(open_months)]
+    by = {str(k): float(v) for k, v in b.groupby("phase")["cost"].sum().items()}
+    by[TOTAL] = float(b["cost"].sum())
+    phases = {u.split("/")[0] for (u, _m) in actuals} if closed else set()
+    out: dict[str, float] = {}
+    for phase in [TOTAL, *sorted(set(by) | phases - {TOTAL})]:
+        out[phase] = by.get(phase, 0.0) + sum(
+            actuals.get((line_uid(phase), m), 0.0) for m in closed
+        )
+    return out
+
+
 def quarter_table(
     quarter: str | Period,
     monthly: pd.DataFrame,
@@ -434,31 +476,16 @@ def quarter_table(
         paths if conditioned else condition_paths(paths, path_ids, path_ds, partial, method=method)
     )
     pt = period_totals(period, monthly, cond, path_ids, path_ds, partial, rerun_hint=rerun_hint)
-    actuals = {
-        (str(u), pd.Timestamp(d)): float(v)
-        for u, d, v in zip(monthly[UID], pd.to_datetime(monthly[DS]), monthly[Y], strict=True)
-    }
+    actuals = actual_costs(monthly)
     prev = _last_closed(period, {m for (u, m) in actuals if u == TOTAL})
-    partial_months = {pm.month for pm in partial.values()}
     qs = sorted({0.5, 0.8, 0.95, float(quantile)})
-    closed = [m for m in period.months if (TOTAL, m) in actuals and m not in partial_months]
+    closed = closed_months(period, monthly, partial)
     # a quarter whose every month is billed: its figures are what was billed, and a budget for it
     # is no longer to be set (no recommendation; the plan's column is the actual, like the rest)
     over = quarter_closed(period, monthly, partial)
     base_by_phase: dict[str, float] = {}
-    if over and baseline is not None:
-        base_by_phase = {
-            p: sum(actuals.get((line_uid(p), m), 0.0) for m in closed) for p in phases_in(path_ids)
-        }
-    elif baseline is not None and len(baseline):
-        # closed months at their actual, like every other column; the plan for the open ones
-        b = baseline[pd.to_datetime(baseline[DS]).isin(set(period.months) - set(closed))]
-        base_by_phase = b.groupby("phase")["cost"].sum().to_dict()
-        base_by_phase[TOTAL] = float(b["cost"].sum())
-        for phase in [TOTAL, *{str(p) for p in b["phase"]}]:
-            base_by_phase[phase] = base_by_phase.get(phase, 0.0) + sum(
-                actuals.get((line_uid(phase), m), 0.0) for m in closed
-            )
+    if baseline is not None and (over or len(baseline)):
+        base_by_phase = plan_estimate_by_phase(baseline, period, actuals, closed)
     budget_by_phase: dict[str, float] = {}
     if budgets is not None and len(budgets):
         bb = budgets[budgets["period"] == period.label]

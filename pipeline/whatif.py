@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from pipeline.budget import nice_ceil, phases_in, quarter_closed
+from pipeline.budget import (
+    actual_costs,
+    closed_months,
+    nice_ceil,
+    phases_in,
+    plan_estimate_by_phase,
+    quarter_closed,
+)
 from pipeline.conditioning import period_totals
 from pipeline.errors import InputError
 from pipeline.frames import DS, MEAN, MODEL, TOTAL, UID, parse_hierarchy_id
@@ -228,9 +235,17 @@ def evaluate(
         rerun_hint=run.rerun_hint(),
     )
     in_period = np.array([pd.Timestamp(d) in period.months for d in run.path_ds])
-    from pipeline.scenarios import baseline_by_phase
+    from pipeline.estimate import estimate_from_plan
 
-    plan_base = baseline_by_phase(plan, list(period.months))
+    # the budget table's plan_estimate: closed months at their actual, the plan for the open ones
+    actuals = actual_costs(run.monthly)
+    closed = closed_months(period, run.monthly, run.partial)
+
+    def plan_figures(p: Plan) -> dict[str, float]:
+        est = estimate_from_plan(p, period.start, len(period.months))
+        return plan_estimate_by_phase(est, period, actuals, closed)
+
+    plan_base = plan_figures(plan)
     rows, model_rows = [], []
     for sc in scenarios:
         a, c = transform(plan, sc, bottom, run.path_ds)
@@ -244,7 +259,7 @@ def evaluate(
             run.partial,
             rerun_hint=run.rerun_hint(),
         )
-        plan_sc = baseline_by_phase(apply_scenario(plan, sc), list(period.months))
+        plan_sc = plan_figures(apply_scenario(plan, sc))
         for phase in phases_in(run.path_ids):
             uid = line_uid(phase)
             qb = _quantiles(base_pt.of(uid)[1], quantile)

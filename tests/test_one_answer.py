@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.config import Paths
+from pipeline.estimate import estimate_from_plan
 from pipeline.formatting import fixed
 from pipeline.frames import PHASES, TOTAL
 from pipeline.metrics import ALONE, BEYOND, NOT_BACKTESTED
@@ -226,6 +227,31 @@ def test_gpu_price_scenario_moves_every_models_gpu_cost_by_hand(stored) -> None:
     assert pre.delta_mean == pytest.approx(-0.2 * pre.base_mean, rel=1e-9)
     q4 = pd.read_csv(run_dir / "scenarios-2026Q4.csv")
     assert (q4["delta_mean"].abs() < 1e-6).all()
+
+
+def test_the_scenario_tables_plan_is_the_budget_tables(stored) -> None:
+    """One 'plan' figure per quarter and phase: the scenario table's ``plan_base`` is the budget
+    table's ``plan_estimate`` (October, closed, at its actual in both; the plan for the rest), and
+    a scenario changes the plan's months only. Before, ``plan_base`` priced all of 2026Q4 from the
+    plan, which has next to nothing in October: 1,009,084 against 1,471,184 for the total."""
+    _, run_dir, _ = stored
+    run = load_run(run_dir)
+    for q in ("2026Q4", "2027Q1"):
+        b = pd.read_csv(run_dir / f"budget-{q}.csv").set_index("phase")
+        s = pd.read_csv(run_dir / f"scenarios-{q}.csv").set_index("phase")
+        assert set(s.index) == set(b.index), q
+        for phase in b.index:
+            assert s.loc[phase, "plan_base"] == pytest.approx(
+                b.loc[phase, "plan_estimate"], rel=1e-12, abs=1e-9
+            ), (q, phase)
+    s = pd.read_csv(run_dir / "scenarios-2026Q4.csv").set_index("phase")
+    october = run.monthly[pd.to_datetime(run.monthly["ds"]) == pd.Timestamp("2026-10-01")]
+    actual = october.set_index("unique_id")["y"]
+    assert actual["total"] > 100_000
+    est = estimate_from_plan(run.plan(), pd.Timestamp("2026-11-01"), 2)
+    by_hand = actual["total"] + est["cost"].sum()  # October billed, November-December planned
+    assert s.loc["total", "plan_base"] == pytest.approx(by_hand, abs=0.005)  # CSV: cents
+    assert (s["plan_scenario"] == s["plan_base"]).all()  # the cut starts in 2027
 
 
 def _days_in(run, month: pd.Timestamp) -> float:  # type: ignore[no-untyped-def]
