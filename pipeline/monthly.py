@@ -144,6 +144,22 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
     }
 
 
+FUTURE_SLACK = dt.timedelta(days=1)  # a clock a time zone behind the user's
+
+
+def check_not_future(as_of: dt.date, today: dt.date | None = None) -> None:
+    """Refuse an as-of after today (with a day's slack for time zones): a run as of a day still
+    to come would claim data it cannot have, and as the newest as-of its versions would take the
+    ``champion`` aliases from every genuine run after it (the registry never lets an older as-of
+    replace a newer champion)."""
+    today = today or dt.date.today()
+    if as_of > today + FUTURE_SLACK:
+        raise InputError(
+            Problem(f"--as-of {as_of} is after today ({today})"),
+            fix=f"pass today's date ({today}) or an earlier one",
+        )
+
+
 def run_monthly(cfg: MonthlyConfig) -> MonthlyResult:
     """The whole job under the lock (raises :class:`LockHeldError` when another run holds it), on
     the engine of ``cfg.settings.scheduler`` (:func:`pipeline.distributed.engine`)."""
@@ -179,7 +195,22 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
     if stale:
         log.warning("removed staging folders of dead runs: %s", ", ".join(stale))
 
-    # 1-2: inputs. A failure here is recorded as a FAILED run before the error goes up.
+    # 1: the run's arguments. A run that cannot start (an as-of still to come, a plan or budgets
+    # file that does not read) leaves nothing behind, in MLflow neither: exit 2, fix, re-run.
+    check_not_future(cfg.as_of)
+    plan = None
+    if cfg.plan is not None:
+        from pipeline.plan import load_plan
+
+        plan = load_plan(cfg.plan)
+    budgets = None
+    if cfg.budgets is not None:
+        from pipeline.budget import load_budgets
+
+        budgets = load_budgets(cfg.budgets)
+
+    # 2: the data. A failure here (an export in the inbox that does not read, billing that stops
+    # more than a month before the as-of) is recorded as a FAILED run before the error goes up.
     try:
         ingest_info = ingest_inbox(cfg)
         from pipeline.series import build_series
@@ -205,21 +236,6 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
                 frames.currency,
             )
         series = frames.monthly
-        if series.empty:
-            raise RunFailedError(
-                f"no complete month of cost before {as_of} in {cfg.paths.warehouse}"
-            )
-        plan = None
-        if cfg.plan is not None:
-            from pipeline.plan import load_plan
-
-            plan = load_plan(cfg.plan)
-        budgets = None
-        if cfg.budgets is not None:
-            from pipeline.budget import check_currency, load_budgets
-
-            budgets = load_budgets(cfg.budgets)
-            check_currency(budgets, frames.currency, str(cfg.budgets))
     except BaseException as exc:
         env = from_environment(exc) if isinstance(exc, Exception) else None
         if isinstance(env, LockHeldError):  # another process writes the warehouse: not a failure
@@ -231,6 +247,19 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             "monthly run %s failed while reading inputs; MLflow run %s marked FAILED", as_of, rid
         )
         raise _wrap(exc) from exc
+    if series.empty:  # an as-of before the first billed month: an argument, not a failure
+        raise InputError(
+            Problem(
+                f"no complete month of cost before {as_of} in the warehouse",
+                str(cfg.paths.warehouse),
+            ),
+            fix="pass an --as-of at least a month after the first billed month, or ingest "
+            "the billing exports of the months before it",
+        )
+    if budgets is not None:
+        from pipeline.budget import check_currency
+
+        check_currency(budgets, frames.currency, str(cfg.budgets))
 
     cfg = with_horizon(cfg, series, budgets)
     drivers = traffic_driver(cfg, series, plan)

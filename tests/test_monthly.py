@@ -366,3 +366,36 @@ def test_newer_data_refreshes_champion_of_same_configuration(home_copy: Paths) -
     assert d["version"] == "2" and d["alias"] == "champion" and "refresh" in d["decision"]
     assert r2.manifest["data_window"]["last_month"] == "2026-10"
     assert r1.manifest["data_window"]["last_month"] == "2026-09"
+
+
+def _all_runs(paths: Paths) -> int:
+    exp = client(paths).get_experiment_by_name("phasecast/monthly")
+    return 0 if exp is None else len(client(paths).search_runs([exp.experiment_id]))
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(home_copy: Paths, tmp_path: Path) -> None:
+    """Bad arguments (an as-of still to come, an as-of before the first billed month, a budgets
+    file without its phase column) exit 2 with the fix, and add no MLflow run, no output and no
+    warehouse row: a FAILED run is for a run that started (a corrupt export in the inbox)."""
+    from pipeline.monthly import check_not_future
+
+    paths = home_copy
+    rows = warehouse_rows(paths)
+    tomorrow = dt.date(2026, 12, 3)
+    check_not_future(tomorrow, today=dt.date(2026, 12, 2))  # a day's slack: time zones
+    with pytest.raises(InputError, match=r"--as-of 2026-12-04 is after today \(2026-12-02\)"):
+        check_not_future(dt.date(2026, 12, 4), today=dt.date(2026, 12, 2))
+    future = (dt.date.today() + dt.timedelta(days=8)).isoformat()
+    bad_budgets = tmp_path / "budgets.csv"
+    bad_budgets.write_text("period,amount,currency\n2027Q1,100,USD\n")
+    for args, says in (
+        (("--as-of", future), "is after today"),
+        (("--as-of", "2023-10-15"), "no complete month of cost before 2023-10-15"),
+        (("--as-of", "2026-11-15", "--budgets", str(bad_budgets)), "phase"),
+    ):
+        r = cli(paths, "run-monthly", *args, "--models", "seasonal_naive", "--no-progress")
+        assert r.exit_code == EXIT_BAD_INPUT, (args, r.output)
+        assert says in r.output and "How to fix" in r.output, (args, r.output)
+        assert _all_runs(paths) == 0, args
+        assert not paths.outputs.exists() or not any(paths.outputs.iterdir()), args
+        assert warehouse_rows(paths) == rows
