@@ -536,11 +536,10 @@ class Tracker:
                     "same configuration: the champion re-run on the new windows is this backtest"
                 )
                 what = []
-                if (champ_spec.get("as_of"), champ_spec.get("series_sha256")) != (
-                    new_spec.get("as_of"),
-                    new_spec.get("series_sha256"),
-                ):
+                if champ_spec.get("series_sha256") != new_spec.get("series_sha256"):
                     what.append("newer data")
+                elif champ_spec.get("as_of") != new_spec.get("as_of"):
+                    what.append("the same data as of a later day")
                 if champ_spec.get("code") != new_spec.get("code"):
                     what.append(
                         f"other code ({champ_spec.get('code') or 'not recorded'} -> {new_spec.get('code')})"

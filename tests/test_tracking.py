@@ -241,3 +241,28 @@ def test_a_stored_spec_without_a_later_parameter_gets_the_value_it_had() -> None
     new = {"model": "lightgbm", "params": encode_params({"objective": "l1"})}
     assert spec_params(new, {})["objective"] == "l1"
     assert "objective" not in spec_params({"model": "ets", "params": {}}, {})
+
+
+def test_a_refresh_says_whether_the_data_is_newer(tmp_path: Path) -> None:
+    """Same configuration: the later version takes over as a refresh, and its decision says
+    "newer data" only when the series differ (a later as-of on the same data says so)."""
+    tr = Tracker(TrackingConfig.for_paths(Paths(home=tmp_path)))
+    df = tiny()
+
+    def logged(as_of: str, sha: str):  # type: ignore[no-untyped-def]
+        it = _item("snaive", df, 1.0, {"season_length": 12}, as_of=as_of)
+        it.spec.update(as_of=as_of, series_sha256=sha)
+        return it, tr.log_model(it, as_of)
+
+    with tr.run("test", "2026-07-15", {}):
+        it, rec = logged("2026-07-15", "aaa")
+        tr.promote([tr.decide(rec, it.spec, lambda spec: None)])
+        it, rec = logged("2026-08-15", "aaa")
+        same = tr.decide(rec, it.spec, lambda spec: None)
+        assert same.alias == "champion"
+        assert "the same data as of a later day" in same.decision
+        assert "newer data" not in same.decision
+        tr.promote([same])
+        it, rec = logged("2026-09-15", "bbb")
+        newer = tr.decide(rec, it.spec, lambda spec: None)
+        assert "refresh (same model and configuration, newer data;" in newer.decision
