@@ -48,6 +48,36 @@ def check_lengths(df: pd.DataFrame, source: str) -> None:
         )
 
 
+def say_gaps(df: pd.DataFrame, source: str, gaps: str) -> list[str]:
+    """Log the empty ``y`` cells inside a series' span (before its last value: the rows after it
+    carry future drivers) and what ``--gaps`` makes of them; their ``series month`` labels."""
+    import pandas as pd
+
+    df = df.assign(_ds=pd.to_datetime(df["ds"], errors="coerce")).sort_values(
+        ["unique_id", "_ds"], kind="stable"
+    )
+    y = pd.to_numeric(df["y"], errors="coerce")
+    seen = y.notna().groupby(df["unique_id"]).cumsum()
+    last = seen.groupby(df["unique_id"]).transform("max")
+    inside = y.isna() & (seen < last) & (seen > 0)
+    labels = [
+        f"{u} {pd.Timestamp(d):%Y-%m} (data row {int(i) + 1})"
+        for i, u, d in zip(df.index[inside], df["unique_id"][inside], df["ds"][inside], strict=True)
+    ]
+    if labels and gaps != "error":
+        what = {"zero": "read as 0", "interpolate": "interpolated"}.get(gaps, gaps)
+        shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+        log.warning(
+            "%s: %d empty y cell(s) inside a series, %s (--gaps %s): %s",
+            source,
+            len(labels),
+            what,
+            gaps,
+            shown,
+        )
+    return labels
+
+
 def read_series(path: Path) -> pd.DataFrame:
     """A long ``unique_id, ds, y`` table from CSV (optionally gzipped) or Parquet."""
     import pandas as pd
@@ -58,7 +88,9 @@ def read_series(path: Path) -> pd.DataFrame:
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
-        return pd.read_csv(path, dtype={"unique_id": str})
+        # only an empty cell is missing (a gap, see --gaps): "n/a", "NaN", "null" are text, and
+        # text in y is an error naming the row, never a silent gap
+        return pd.read_csv(path, dtype={"unique_id": str}, keep_default_na=False, na_values=[""])
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise InputError(
             Problem(f"cannot read the file: {exc}", str(path)),
@@ -197,6 +229,7 @@ def forecast_cmd(
     df = read_series(series)
     if {"unique_id", "y"} <= set(df.columns):
         check_lengths(df, str(series))
+        say_gaps(df, str(series), gaps)
     plan = None
     if plan_path is not None:
         from pipeline.plan import load_plan
