@@ -164,7 +164,8 @@ def validate_budgets(raw: pd.DataFrame, source: str = "budgets") -> pd.DataFrame
     if missing:
         raise InputError(
             Problem(f"missing column(s) {missing}; found {list(raw.columns)}", source),
-            fix="the budgets file needs the columns period,phase,amount,currency",
+            fix="the budgets file needs the columns period,phase,amount (and currency, optional: "
+            "left out, the amounts are in the forecast's currency)",
         )
     problems: list[Problem] = []
     periods: list[str | None] = []

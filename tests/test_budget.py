@@ -439,6 +439,10 @@ def test_a_budgets_file_without_currencies_is_read_with_a_warning(tmp_path, capl
     assert b["amount"].tolist() == [2400000.0]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "has no currency column" in warned[0] and str(f) in warned[0]
+    # and the fix for a missing column says the currency is optional, as it is
+    f.write_text("period,amount\n2027Q1,2400000\n")
+    with pytest.raises(InputError, match="currency, optional"):
+        load_budgets(f)
     caplog.clear()
     f.write_text("period,phase,amount,currency\n2027Q1,total,2400000,USD\n")
     with caplog.at_level(logging.WARNING, logger="pipeline.budget"):
