@@ -28,6 +28,14 @@ def fixed(v: float, places: int, shift: int = 0) -> str:
         return f"{x * 10**shift:.{places}f}"
 
 
+def signed(x: float) -> str:
+    """A change in whole currency units with its sign; ``0`` under half a unit (never ``-0``)."""
+    if not math.isfinite(float(x)):
+        return "-"
+    v = round(float(x))
+    return "0" if v == 0 else f"{v:+,}"
+
+
 def _money(x: float) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
@@ -219,9 +227,6 @@ def format_changes(changes: pd.DataFrame, period: str) -> str:
     c = changes[changes["period"] == period] if len(changes) else changes
     if not len(c):
         return ""
-
-    def signed(x: float) -> str:
-        return "0" if abs(x) < 0.5 else f"{x:+,.0f}"
 
     rows = [
         [

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.budget import parse_period
-from pipeline.formatting import fixed
+from pipeline.formatting import fixed, signed
 from pipeline.frames import DS, MEAN, MODEL, PHASES, TOTAL, UID, Y, hi_col, lo_col
 
 QUANTILES = {
@@ -480,11 +480,6 @@ def glance_rows(
     return rows
 
 
-def _signed(x: Any) -> str:
-    v = float(x)
-    return "0" if abs(v) < 0.5 else f"{v:+,.0f}"
-
-
 def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[str, Any]]:
     from pipeline.changes import largest_reason
 
@@ -499,11 +494,11 @@ def change_rows(changes: pd.DataFrame | None, quarter: str | None) -> list[dict[
                 "total": r["phase"] == TOTAL,
                 "before": _fmt_money(r["previous_mean"]),
                 "now": _fmt_money(r["current_mean"]),
-                "change": f"{float(r['change']):+,.0f}",
+                "change": signed(r["change"]),
                 "pct": _fmt_pct(r.get("change_pct"), signed=True),
-                "actuals": _signed(r["new_actuals"]),
-                "plan": _signed(r["plan_changes"]),
-                "models": _signed(r["model_changes"]),
+                "actuals": signed(r["new_actuals"]),
+                "plan": signed(r["plan_changes"]),
+                "models": signed(r["model_changes"]),
                 "why": largest_reason(r),
                 "up": float(r["change"]) > 0,
             }

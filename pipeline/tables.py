@@ -84,8 +84,9 @@ def is_money(df: pd.DataFrame, col: str) -> bool:
 def round_money(df: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     """Amounts rounded to cents and ratios to 0.01 % for the CSVs people open (probabilities are
     multiples of 1 / paths and stay as they are). Parquet (and JSON) keep full precision."""
-    money = {c: df[c].round(decimals) for c in df.columns if is_money(df, c)}
-    ratios = {c: df[c].round(4) for c in RATIOS if c in df.columns}
+    # + 0.0: a rounded -0.004 is 0.00, not -0.00 (IEEE: -0.0 + 0.0 is 0.0)
+    money = {c: df[c].round(decimals) + 0.0 for c in df.columns if is_money(df, c)}
+    ratios = {c: df[c].round(4) + 0.0 for c in RATIOS if c in df.columns}
     return df.assign(**money, **ratios) if money or ratios else df
 
 

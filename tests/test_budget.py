@@ -235,6 +235,17 @@ def test_recommendation_baseline_budget_and_change_vs_last_quarter() -> None:
     assert relative_change(1e-10, 507_248.64) == 0.0  # no -0.0 or 2e-16 of float noise
     assert relative_change(10.0, 100.0) == pytest.approx(0.1)
     assert math.isnan(relative_change(1.0, float("nan")))
+    # nor a -0 in a CSV or on a page: the changes table's pretraining row read -0.0 and "-0"
+    from pipeline.formatting import signed
+    from pipeline.tables import round_money
+
+    cents = round_money(pd.DataFrame({"model_changes": [-1e-9, -0.004, -0.006]}))
+    assert cents["model_changes"].tolist() == [0.0, 0.0, -0.01]
+    assert not np.signbit(cents["model_changes"].to_numpy()[:2]).any()
+    assert [signed(v) for v in (-0.3, 0.49, -0.5, 0.5, -1.5, 1234.4, float("nan"))] == [
+        *("0", "0", "0", "0"),
+        *("-2", "+1,234", "-"),
+    ]
     sums = paths[1, :, :3].sum(axis=1)
     assert inf["p_overrun"] == pytest.approx(float(np.mean(sums > 340_000)))
     assert inf["recommended"] == nice_ceil(float(np.quantile(sums, 0.9)))
