@@ -49,7 +49,7 @@ def format_flags(flags: pd.DataFrame, color: bool = False) -> str:
         "phase",
         "budget",
         "actual",
-        "forecast",
+        "expected total",
         "P80",
         "p_overrun",
         "E[overrun]",

@@ -304,6 +304,8 @@ def test_flag_budgets_marks_anomalies_and_writes_outputs(tmp_path) -> None:
     assert pd.read_csv(tmp_path / "flags.csv").shape[0] == 3
     text = format_flags(res.flags)
     assert "at_risk" in text and "2027Q1" in text and "p_overrun" in text
+    # the column holds the actual plus the rest: its head says it is the whole period's
+    assert "expected total" in text.splitlines()[0]
 
 
 def test_flag_paths_must_cover_the_period() -> None:
