@@ -151,7 +151,36 @@ def _safe(url: str) -> str:
 @dataclass
 class NotifyResult:
     lines: int
-    delivered: bool | None  # None: nothing to send
+    delivered: bool | None  # None: nothing sent (nothing to send, or sent already)
+    already: str | None = None  # when the same alert was delivered before: when
+
+
+def outcome(sent: NotifyResult) -> str | None:
+    """What the terminal says about an alert (None: there was none to send)."""
+    if sent.already:
+        return f"alert for {sent.lines} budget line(s): delivered at {sent.already} already, not sent again"
+    if sent.delivered is None:
+        return None
+    how = "delivered" if sent.delivered else "NOT delivered (see the log)"
+    return f"alert for {sent.lines} budget line(s): {how}"
+
+
+SENT = ".alerts"  # beside the run folders: one record per as-of and webhook of what was delivered
+
+
+def sent_record(root: Path, as_of: str, url: str) -> Path:
+    """Where the delivery of ``as_of``'s alert to ``url`` is recorded (the URL hashed: webhook
+    paths are secrets)."""
+    import hashlib
+
+    return root / SENT / f"{as_of}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
+
+
+def _keys(lines: pd.DataFrame) -> list[list[str]]:
+    return sorted(
+        [str(p), str(ph), str(st)]
+        for p, ph, st in zip(lines["period"], lines["phase"], lines["status"], strict=True)
+    )
 
 
 def notify_run(
@@ -188,9 +217,33 @@ def notify_run(
         currency = str(flags["currency"].iloc[0]) if "currency" in flags.columns else "USD"
         report = folder / "report.html"
         body = alert_message(lines, as_of, currency, str(report) if report.exists() else None)
+        record = sent_record(folder.parent, as_of, url)
+        prior = json.loads(record.read_text()) if record.exists() else {}
+        if prior.get("lines") == _keys(lines):
+            # a re-run of the same as-of (a retried schedule, a restatement that changed no
+            # status): the people it went to have it already
+            log.info(
+                "the alert for %s (%d line(s)) was delivered at %s; the same lines are not sent "
+                "again (delete %s to send it again)",
+                as_of,
+                len(lines),
+                prior.get("sent_at"),
+                record,
+            )
+            return NotifyResult(len(lines), None, already=str(prior.get("sent_at")))
     except Exception as exc:  # an alert never fails the run
         log.warning(
             "alert not prepared (%s: %s); the run's result is unchanged", type(exc).__name__, exc
         )
         return NotifyResult(0, False)
-    return NotifyResult(len(lines), post_json(url, body, delivery))
+    delivered = post_json(url, body, delivery)
+    if delivered:
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = record.with_name(record.name + ".tmp")
+            sent_at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
+            tmp.write_text(json.dumps({"as_of": as_of, "sent_at": sent_at, "lines": _keys(lines)}))
+            tmp.replace(record)
+        except OSError as exc:  # the alert went out; only its record is missing
+            log.warning("alert delivered, but its record %s not written (%s)", record, exc)
+    return NotifyResult(len(lines), delivered)

@@ -134,6 +134,21 @@ def test_run_monthly_notify_posts_and_a_dead_hook_changes_nothing(
     assert body["lines"][0]["period"] == "2026-11" and body["lines"][0]["status"] == "over_budget"
     assert "2026-11 total: over budget" in body["text"]
     flags = (paths.outputs / AS_OF / "flags.csv").read_bytes()
+    # the same as-of again (a retried schedule), or its flag command: nothing sent twice
+    r = cli(paths, *args, "--notify", hook.url)
+    assert r.exit_code == 0, r.output
+    assert "alert for 1 budget line(s): delivered at " in r.output
+    assert "already, not sent again" in r.output
+    r = cli(paths, "flag", "--budgets", str(tight), "--as-of", AS_OF, "--notify", hook.url)
+    assert "already, not sent again" in r.output, r.output
+    assert len(hook.bodies) == 1
+    # the same hook on a run whose lines changed sends again: new news
+    tighter = tmp_path / "tighter.csv"
+    tighter.write_text(tight.read_text() + "2026-12,total,1,USD\n")
+    r = cli(paths, "flag", "--budgets", str(tighter), "--as-of", AS_OF, "--notify", hook.url)
+    assert "alert for 2 budget line(s): delivered" in r.output, r.output
+    assert len(hook.bodies) == 2
+    hook.bodies.pop()
     # the same run with a hook that is down (configured in phasecast.yaml): same outputs, exit 0
     import socket
 

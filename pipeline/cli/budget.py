@@ -258,17 +258,15 @@ def flag_cmd(
     _wrote(folder, files)
     url = notify or settings.notify
     if url:
-        from pipeline.notify import notify_run
+        from pipeline.notify import notify_run, outcome
         from pipeline.runstore import stored_runs
 
         root = Path(run.folder).parent if run.folder is not None else paths.outputs
         earlier = [p for p in stored_runs(root) if p.name < run.as_of]
         sent = notify_run(folder, url, as_of=run.as_of, previous=earlier[-1] if earlier else None)
-        if sent.delivered is not None:
-            click.echo(
-                f"alert for {sent.lines} budget line(s): "
-                + ("delivered" if sent.delivered else "NOT delivered (see the log)")
-            )
+        said = outcome(sent)
+        if said:
+            click.echo(said)
     if fail_on_risk and res.at_risk:
         n = int(res.flags["status"].isin(["at_risk", "over_budget"]).sum())
         click.echo(f"phasecast: {n} budget line(s) at risk or over budget", err=True)

@@ -188,14 +188,12 @@ def run_monthly_cmd(
     for role, d in res.manifest["champion_decisions"].items():
         click.echo(f"  phasecast-{role} v{d['version']} [{d['alias'] or '-'}]: {d['decision']}")
     if st.notify:
-        from pipeline.notify import notify_run
+        from pipeline.notify import notify_run, outcome
 
         sent = notify_run(res.output_dir, st.notify)
-        if sent.delivered is not None:
-            click.echo(
-                f"alert for {sent.lines} budget line(s): "
-                + ("delivered" if sent.delivered else "NOT delivered (see the log)")
-            )
+        said = outcome(sent)
+        if said:
+            click.echo(said)
     click.echo(f"done in {res.seconds:.1f} s")
 
 
