@@ -157,6 +157,15 @@ def load_settings(path: Path) -> Settings:
             num[key] = v
         except (TypeError, ValueError):
             problems.append(Problem(f"{key} must be a number in [{lo}, {hi}], got {value!r}", src))
+    if {"watch", "at_risk"} <= set(num) and num["watch"] > num["at_risk"]:
+        problems.append(
+            Problem(
+                f"thresholds: watch ({num['watch']:g}) must not be above at_risk "
+                f"({num['at_risk']:g})",
+                src,
+                key="thresholds",
+            )
+        )
     budgets, plan, output = file("budgets"), file("plan"), file("output")
     rules = file("rules")
     if problems:

@@ -23,9 +23,13 @@ def test_every_problem_at_once_and_relative_paths(tmp_path) -> None:
     )
     with pytest.raises(InputError) as err:
         load_settings(cfg)
-    text = str(err.value)
+    text = "\n".join(str(p) for p in err.value.problems)
     for needle in ("2027-02", "2027Q5", "quantile", "nowhere.yaml", "bogus"):
         assert needle in text, needle
+    # the thresholds' order is the file's problem too, named there (not "--watch" flags)
+    assert f"{cfg}, key thresholds: thresholds: watch (0.7) must not be above at_risk (0.5)" in (
+        text
+    ), text
     cfg.write_text(
         "budgets: b.csv\nquarters: [2027q1]\nthresholds: {watch: 0.3}\ncurrency: usd\n"
         "scenarios:\n  - name: cut\n    changes: [{price: {gpu: H100, start: 2027-01-01, change: -0.2}}]\n"
