@@ -278,11 +278,15 @@ def output_folder(root: Path, given: Path | None, kind: str, run: ForecastRun) -
             f"{folder} is the run folder of {run.as_of}; a {kind} never writes into a run folder",
             fix="pass another --output",
         )
-    if (folder / "run.json").exists():
+    inside = next(
+        (p for p in (folder.resolve(), *folder.resolve().parents) if (p / "run.json").exists()),
+        None,
+    )
+    if inside is not None:  # the folder of a stored run, or a folder inside one
         from pipeline.errors import InputError
 
         raise InputError(
-            f"{folder} holds a stored run; a {kind} never writes into a run folder",
+            f"{folder} is in the stored run {inside}; a {kind} never writes into a run folder",
             fix="pass another --output",
         )
     return folder

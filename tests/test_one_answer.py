@@ -274,7 +274,10 @@ def test_readers_never_write_into_a_run_folder(stored) -> None:
     before = digest(run_dir)
     r = cli(paths, "report", "--output", str(run_dir))
     assert r.exit_code == 2 and "never writes into a run folder" in r.output
-    assert digest(run_dir) == before
+    # nor into a folder inside one (it would ride along with the run's files)
+    r = cli(paths, "budget", "--output", str(run_dir / "sub"))
+    assert r.exit_code == 2 and f"in the stored run {run_dir.resolve()}" in r.output, r.output
+    assert digest(run_dir) == before and not (run_dir / "sub").exists()
 
 
 def test_conditioning_is_coherent_and_line_independent() -> None:
