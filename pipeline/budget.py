@@ -430,14 +430,16 @@ def plan_estimate_by_phase(
     """``plan_estimate`` per phase and ``total``: the plan's arithmetic (``estimate``, from
     :func:`pipeline.estimate.estimate_from_plan`: ``phase, ds, cost``) for the period's open
     months, the ``closed`` months at their actual (``actuals``: ``(unique_id, month) -> cost``),
-    like every other column. A phase the plan does not price has its actuals alone when some month
-    is closed, and no figure otherwise. The one figure the budget table and the scenario table
-    (``plan_base``, ``plan_scenario``) show."""
+    like every other column. A phase the plan does not price has no figure (its actuals alone
+    would read as a plan for the whole period) unless every month is closed: then the actuals
+    are the figure, as in every column. The one figure the budget table and the scenario table
+    (``plan_base``, ``plan_scenario``) show; a phase missing from it is NaN in both."""
     open_months = set(period.months) - set(closed)
     b = estimate[pd.to_datetime(estimate[DS]).isin(open_months)]
     by = {str(k): float(v) for k, v in b.groupby("phase")["cost"].sum().items()}
     by[TOTAL] = float(b["cost"].sum())
-    phases = {u.split("/")[0] for (u, _m) in actuals} if closed else set()
+    priced = {str(p) for p in estimate["phase"]}
+    phases = {u.split("/")[0] for (u, _m) in actuals} if not open_months else priced
     out: dict[str, float] = {}
     for phase in [TOTAL, *sorted(set(by) | phases - {TOTAL})]:
         out[phase] = by.get(phase, 0.0) + sum(

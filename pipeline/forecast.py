@@ -399,7 +399,7 @@ def run_forecast(
     planned = {u: str(model_choice[u]) for u in plan_ids if reasons[u].startswith(unseen)}
     accuracy = accuracy_table(bt_out, selection.set_index(UID)[MODEL], levels, planned)
     if config.reconcile:
-        fixed_parents(selection, forecast, ids, plan_ids, quiet_ids)
+        fixed_parents(selection, ids, plan_ids, quiet_ids)
     tick("done")
     bar.total = bar.n  # short histories run fewer windows than configured: end at 100 %
     bar.refresh()
@@ -536,18 +536,14 @@ def selection_step(
 
 
 def fixed_parents(
-    selection: pd.DataFrame,
-    forecast: pd.DataFrame,
-    ids: list[str],
-    plan_ids: Collection[str],
-    quiet_ids: Collection[str],
+    selection: pd.DataFrame, ids: list[str], plan_ids: Collection[str], quiet_ids: Collection[str]
 ) -> list[str]:
-    """Name the parents whose every line is plan-driven or no longer billed for what they are:
-    reconciled, such a parent is the sum of those lines and nothing of its own model's forecast
-    remains in it (the demo's pre-training phase is its one plan-driven GPU line, yet read
-    "ensemble: combination kept: best single (lightgbm) not 70% better"). Its ``model`` becomes
-    the lines' (the analytic baseline: the plan's usage x price, or 0) in ``selection`` and in the
-    forecast table, with a reason that names the lines; in place. Returns the parents renamed."""
+    """Say what the parents whose every line is plan-driven or no longer billed are: reconciled,
+    such a parent is the sum of those lines and nothing of its own model's forecast remains in it
+    (the demo's pre-training phase is its one plan-driven GPU line, yet read "combination kept:
+    best single (lightgbm) not 70% better"). Their ``reason`` says so, in place; their ``model``
+    stays the one the backtest chose, which is what the published score and the anomalies read
+    (:func:`pipeline.registry.backtest_mase`). Returns those parents."""
     known = set(ids)
     parents = {a for u in ids for a in node_parents(u) if a in known}
     lines: dict[str, list[str]] = {}
@@ -557,7 +553,7 @@ def fixed_parents(
                 if a in known:
                     lines.setdefault(a, []).append(u)
     fixed = {*plan_ids, *quiet_ids}
-    renamed = []
+    named = []
     for parent, its in lines.items():
         if not its or not set(its) <= fixed:
             continue
@@ -568,13 +564,14 @@ def fixed_parents(
             parts.append("plan-driven " + ", ".join(planned))
         if quiet:
             parts.append("no longer billed " + ", ".join(quiet))
-        why = f"the sum of its lines, every one {' or '.join(parts)}"
         row = selection[UID] == parent
-        selection.loc[row, MODEL] = BASELINE
-        selection.loc[row, "reason"] = why
-        forecast.loc[forecast[UID] == parent, MODEL] = BASELINE
-        renamed.append(parent)
-    return renamed
+        model = selection.loc[row, MODEL].iloc[0] if row.any() else ""
+        selection.loc[row, "reason"] = (
+            f"the sum of its lines, every one {' or '.join(parts)}: its own {model} forecast "
+            "is not used"
+        )
+        named.append(parent)
+    return named
 
 
 QUIET_MONTHS = 15  # nothing billed for a year and a quarter: a yearly charge posted late would show

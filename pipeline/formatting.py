@@ -200,7 +200,7 @@ def format_budget(table: pd.DataFrame, scenarios: pd.DataFrame | None = None) ->
                     money(r.base_mean),
                     money(r.scenario_mean),
                     money(r.scenario_p80),
-                    f"{r.delta_mean:+,.0f}",
+                    signed(r.delta_mean),
                     money(r.scenario_recommended),
                 ]
                 for r in scenarios.itertuples(index=False)

@@ -190,6 +190,7 @@ def notify_run(
     *,
     as_of: str | None = None,
     previous: Path | None = None,
+    runs_root: Path | None = None,
 ) -> NotifyResult:
     """Post the alert of the run (or flag output) in ``folder`` (its ``flags.parquet``) against
     the previous run's flags (``previous`` folder, else the newest earlier run beside it). Never
@@ -217,7 +218,8 @@ def notify_run(
         currency = str(flags["currency"].iloc[0]) if "currency" in flags.columns else "USD"
         report = folder / "report.html"
         body = alert_message(lines, as_of, currency, str(report) if report.exists() else None)
-        record = sent_record(folder.parent, as_of, url)
+        # one record beside the run folders, whichever command (and --output) sends the alert
+        record = sent_record(runs_root or folder.parent, as_of, url)
         prior = json.loads(record.read_text()) if record.exists() else {}
         if prior.get("lines") == _keys(lines):
             # a re-run of the same as-of (a retried schedule, a restatement that changed no

@@ -635,10 +635,10 @@ def write_report(
                     "base": _fmt_money(r["base_mean"]),
                     "value": _fmt_money(r["scenario_mean"]),
                     "p80": _fmt_money(r["scenario_p80"]),
-                    "delta": f"{float(r['delta_mean']):+,.0f}",
+                    "delta": signed(r["delta_mean"]),
                     "pct": _fmt_pct(r.get("delta_pct"), signed=True),
                     "recommended": _fmt_money(r["scenario_recommended"]),
-                    "plan_delta": f"{float(r['plan_scenario']) - float(r['plan_base']):+,.0f}",
+                    "plan_delta": signed(float(r["plan_scenario"]) - float(r["plan_base"])),
                     "up": float(r["delta_mean"]) > 0,
                 }
             )

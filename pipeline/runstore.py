@@ -323,13 +323,16 @@ def _altered(path: Path, what: str) -> InputError:
     )
 
 
+def is_run_folder(p: Path) -> bool:
+    """A stored run's folder: named by its as-of date, with its ``run.json``."""
+    return bool(_AS_OF.match(p.name)) and (p / RUN_FILE).is_file()
+
+
 def stored_runs(root: Path) -> list[Path]:
     """Run folders under ``root`` (named by their as-of date), oldest first."""
     if not root.exists():
         return []
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and _AS_OF.match(p.name) and (p / RUN_FILE).exists()
-    )
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_run_folder(p))
 
 
 def locate_run(root: Path, as_of: str | None = None, run: Path | None = None) -> Path:

@@ -157,7 +157,8 @@ def load_settings(path: Path) -> Settings:
             num[key] = v
         except (TypeError, ValueError):
             problems.append(Problem(f"{key} must be a number in [{lo}, {hi}], got {value!r}", src))
-    if {"watch", "at_risk"} <= set(num) and num["watch"] > num["at_risk"]:
+    # both in the file: one alone is checked against the other's flag where it is used
+    if {"watch", "at_risk"} <= set(num) & set(th) and num["watch"] > num["at_risk"]:
         problems.append(
             Problem(
                 f"thresholds: watch ({num['watch']:g}) must not be above at_risk "

@@ -536,10 +536,13 @@ class Tracker:
                     "same configuration: the champion re-run on the new windows is this backtest"
                 )
                 what = []
-                if champ_spec.get("series_sha256") != new_spec.get("series_sha256"):
+                shas = (champ_spec.get("series_sha256"), new_spec.get("series_sha256"))
+                later = champ_spec.get("as_of") != new_spec.get("as_of")
+                if None not in shas and shas[0] == shas[1]:  # recorded and equal: the same
+                    if later:
+                        what.append("the same data as of a later day")
+                elif later or shas[0] != shas[1]:
                     what.append("newer data")
-                elif champ_spec.get("as_of") != new_spec.get("as_of"):
-                    what.append("the same data as of a later day")
                 if champ_spec.get("code") != new_spec.get("code"):
                     what.append(
                         f"other code ({champ_spec.get('code') or 'not recorded'} -> {new_spec.get('code')})"

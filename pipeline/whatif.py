@@ -275,8 +275,8 @@ def evaluate(
                     "delta_pct": (qs["mean"] - qb["mean"]) / qb["mean"] if qb["mean"] else np.nan,
                     "base_recommended": qb["rec"],
                     "scenario_recommended": qs["rec"],
-                    "plan_base": plan_base.get(phase, 0.0),
-                    "plan_scenario": plan_sc.get(phase, 0.0),
+                    "plan_base": plan_base.get(phase, float("nan")),
+                    "plan_scenario": plan_sc.get(phase, float("nan")),
                     "currency": run.currency,
                 }
             )

@@ -478,3 +478,27 @@ def test_phase_budgets_above_their_total_are_said_once_per_period(tmp_path, capl
         "the phase budgets of 2026Q4 add up to 1,100, more than its total budget 1,000"
         in (warned[0])
     )
+
+
+def test_plan_estimate_of_a_phase_the_plan_does_not_price() -> None:
+    """The plan column by hand: October closed at its actual, the plan for November and December;
+    a phase the plan does not price has no figure while a month is open (October's actual alone
+    would read as a plan for the quarter), and its actuals once every month is closed."""
+    from pipeline.budget import plan_estimate_by_phase
+    from pipeline.periods import parse_period
+
+    q4 = parse_period("2026Q4")
+    months = list(q4.months)
+    est = pd.DataFrame(
+        {"phase": "pretraining", "category": "compute_gpu", "ds": months, "cost": [5.0, 7.0, 11.0]}
+    )
+    actuals = {
+        ("total", months[0]): 300.0,
+        ("pretraining", months[0]): 100.0,
+        ("inference", months[0]): 200.0,
+    }
+    one_closed = plan_estimate_by_phase(est, q4, actuals, months[:1])
+    assert one_closed == {"total": 300.0 + 7 + 11, "pretraining": 100.0 + 7 + 11}
+    actuals |= {(u, m): v for m in months[1:] for u, v in (("total", 1.0), ("inference", 1.0))}
+    all_closed = plan_estimate_by_phase(est, q4, actuals, months)
+    assert all_closed == {"total": 302.0, "pretraining": 100.0, "inference": 202.0}

@@ -195,7 +195,8 @@ def test_failed_model_is_visible(monkeypatch):
 
 def test_cli_text_in_y_is_an_error_and_an_empty_cell_a_gap_said_out_loud(tmp_path, caplog):
     """'n/a' (or NaN, null) in y is text: exit 2 naming the row, never read as a missing month
-    and so as 0; an empty cell inside a series is the gap --gaps says, and the log names it."""
+    and so as 0; an empty cell (or R's NA) inside a series is the gap --gaps says, and the log
+    names it."""
     rows = [f"a,2024-{m:02d}-01,{10 + m}" for m in range(1, 13)]
     out = str(tmp_path / "o.csv")
     base = ["forecast", "--horizon", "3", "--output", out, "--quiet", "--models", "seasonal_naive"]
@@ -205,12 +206,17 @@ def test_cli_text_in_y_is_an_error_and_an_empty_cell_a_gap_said_out_loud(tmp_pat
         r = CliRunner().invoke(cli, [*base, "--series", str(src)])
         assert r.exit_code == 2, (text, r.output)
         assert "na.csv, data row 6, column 'y'" in r.output and repr(text) in r.output, r.output
-    src = tmp_path / "empty.csv"
-    src.write_text("\n".join(["unique_id,ds,y", *rows[:5], "a,2024-06-01,", *rows[6:]]))
-    with caplog.at_level("WARNING", logger="phasecast.forecast"):
-        r = CliRunner().invoke(cli, [*base, "--series", str(src)])
-    assert r.exit_code == 0, r.output
-    said = " ".join(m.getMessage() for m in caplog.records)
-    assert "1 empty y cell(s) inside a series, read as 0 (--gaps zero): a 2024-06 (data row 6)" in (
-        said
-    ), said
+    for missing in ("", "NA"):
+        src = tmp_path / "empty.csv"
+        src.write_text(
+            "\n".join(["unique_id,ds,y", *rows[:5], f"a,2024-06-01,{missing}", *rows[6:]])
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="phasecast.forecast"):
+            r = CliRunner().invoke(cli, [*base, "--series", str(src)])
+        assert r.exit_code == 0, r.output
+        said = " ".join(m.getMessage() for m in caplog.records)
+        assert (
+            "1 empty (or NA) y cell(s) inside a series, read as 0 (--gaps zero): "
+            "a 2024-06 (data row 6)"
+        ) in said, said

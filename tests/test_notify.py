@@ -141,6 +141,11 @@ def test_run_monthly_notify_posts_and_a_dead_hook_changes_nothing(
     assert "already, not sent again" in r.output
     r = cli(paths, "flag", "--budgets", str(tight), "--as-of", AS_OF, "--notify", hook.url)
     assert "already, not sent again" in r.output, r.output
+    elsewhere = tmp_path / "flags-elsewhere"  # its own --output: the record is the runs' one
+    r = cli(paths, "flag", "--budgets", str(tight), "--as-of", AS_OF, "--output", str(elsewhere),
+            "--notify", hook.url)  # fmt: skip
+    assert "already, not sent again" in r.output, r.output
+    assert not (tmp_path / ".alerts").exists()
     assert len(hook.bodies) == 1
     # the same hook on a run whose lines changed sends again: new news
     tighter = tmp_path / "tighter.csv"

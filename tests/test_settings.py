@@ -36,6 +36,14 @@ def test_every_problem_at_once_and_relative_paths(tmp_path) -> None:
     )
     s = load_settings(cfg)
     assert s.budgets == tmp_path / "b.csv" and s.quarters == ("2027Q1",)
+    # one threshold alone is checked against the other's flag where it is used, not the default
+    cfg.write_text("thresholds: {watch: 0.6}\n")
+    assert load_settings(cfg).watch == 0.6
+    cfg.write_text(
+        "budgets: b.csv\nquarters: [2027q1]\nthresholds: {watch: 0.3}\ncurrency: usd\n"
+        "scenarios:\n  - name: cut\n    changes: [{price: {gpu: H100, start: 2027-01-01, change: -0.2}}]\n"
+    )
+    s = load_settings(cfg)
     assert (s.watch, s.at_risk, s.currency, s.horizon) == (0.3, 0.5, "USD", 18)
     assert s.scenarios[0].name == "cut"
     # flags override the file; flags not given keep it

@@ -249,7 +249,7 @@ def test_a_refresh_says_whether_the_data_is_newer(tmp_path: Path) -> None:
     tr = Tracker(TrackingConfig.for_paths(Paths(home=tmp_path)))
     df = tiny()
 
-    def logged(as_of: str, sha: str):  # type: ignore[no-untyped-def]
+    def logged(as_of: str, sha: str | None):  # type: ignore[no-untyped-def]
         it = _item("snaive", df, 1.0, {"season_length": 12}, as_of=as_of)
         it.spec.update(as_of=as_of, series_sha256=sha)
         return it, tr.log_model(it, as_of)
@@ -266,3 +266,7 @@ def test_a_refresh_says_whether_the_data_is_newer(tmp_path: Path) -> None:
         it, rec = logged("2026-09-15", "bbb")
         newer = tr.decide(rec, it.spec, lambda spec: None)
         assert "refresh (same model and configuration, newer data;" in newer.decision
+        tr.promote([newer])
+        it, rec = logged("2026-10-15", None)  # no checksum recorded: never claimed the same
+        unknown = tr.decide(rec, it.spec, lambda spec: None)
+        assert "newer data" in unknown.decision and "same data" not in unknown.decision

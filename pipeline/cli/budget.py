@@ -263,7 +263,13 @@ def flag_cmd(
 
         root = Path(run.folder).parent if run.folder is not None else paths.outputs
         earlier = [p for p in stored_runs(root) if p.name < run.as_of]
-        sent = notify_run(folder, url, as_of=run.as_of, previous=earlier[-1] if earlier else None)
+        sent = notify_run(
+            folder,
+            url,
+            as_of=run.as_of,
+            previous=earlier[-1] if earlier else None,
+            runs_root=root,
+        )
         said = outcome(sent)
         if said:
             click.echo(said)

@@ -49,7 +49,7 @@ def check_lengths(df: pd.DataFrame, source: str) -> None:
 
 
 def say_gaps(df: pd.DataFrame, source: str, gaps: str) -> list[str]:
-    """Log the empty ``y`` cells inside a series' span (before its last value: the rows after it
+    """Log the empty (or ``NA``) ``y`` cells inside a series' span (before its last value: the rows after it
     carry future drivers) and what ``--gaps`` makes of them; their ``series month`` labels."""
     import pandas as pd
 
@@ -68,7 +68,7 @@ def say_gaps(df: pd.DataFrame, source: str, gaps: str) -> list[str]:
         what = {"zero": "read as 0", "interpolate": "interpolated"}.get(gaps, gaps)
         shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
         log.warning(
-            "%s: %d empty y cell(s) inside a series, %s (--gaps %s): %s",
+            "%s: %d empty (or NA) y cell(s) inside a series, %s (--gaps %s): %s",
             source,
             len(labels),
             what,
@@ -88,9 +88,12 @@ def read_series(path: Path) -> pd.DataFrame:
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(path)
-        # only an empty cell is missing (a gap, see --gaps): "n/a", "NaN", "null" are text, and
-        # text in y is an error naming the row, never a silent gap
-        return pd.read_csv(path, dtype={"unique_id": str}, keep_default_na=False, na_values=[""])
+        # only an empty cell or R's NA is missing (a gap, see --gaps; the rows after a series'
+        # last value): "n/a", "NaN", "null", "-" are text, and text in y is an error naming the
+        # row, never a silent gap read as 0
+        return pd.read_csv(
+            path, dtype={"unique_id": str}, keep_default_na=False, na_values=["", "NA"]
+        )
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise InputError(
             Problem(f"cannot read the file: {exc}", str(path)),
