@@ -13,7 +13,7 @@ bands; without it the forecast table's ``lo_L/hi_L`` are used and the 50 % band 
 ``flags``/``anomalies`` from :mod:`pipeline.flags`; ``metrics`` the backtest summary
 (``scope, model, MASE, WAPE, sMAPE, pinball, coverage_L, MSIS_L``; rows with ``scope == "model"``);
 ``budget_table`` from :func:`pipeline.budget.quarter_table`; ``scenarios`` from
-:func:`pipeline.scenarios.scenario_deltas`; ``model_versions`` a frame or list of dicts
+:func:`pipeline.whatif.evaluate` (its summary); ``model_versions`` a frame or list of dicts
 (``model, version, alias, run_id`` ...: any columns, shown as they are); ``data_window`` a mapping
 shown as key/value pairs. Every string is HTML-escaped by the template (autoescape is on), so tag,
 team and model names from billing data cannot inject markup.
