@@ -398,6 +398,24 @@ def test_restatement_replaces_period_and_reingest_changes_nothing(tmp_path: Path
     assert q(db, "SELECT count(*) FROM manifest")[0][0] == 3
 
 
+def test_a_dated_restatement_applies_after_the_original_wherever_it_lives(tmp_path: Path) -> None:
+    """One call with the exports folder and a corrections folder elsewhere: the folder named
+    ``<period>.restated-<date>`` is applied after the undated original, although its path sorts
+    first (by path alone the original replaced the restatement, exit 0)."""
+    from pipeline.ingest.deliveries import restated_on
+
+    original = tmp_path / "z-exports"
+    fixes = tmp_path / "a-fixes" / "2026-09.restated-2026-10-05"
+    write_focus(original / "2026-09.csv", [row("2026-09-10", "7")])
+    write_focus(fixes / "2026-09.csv", [row("2026-09-10", "9.5")])
+    db, rep = run(tmp_path, original, fixes.parent)
+    assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("9.5")}
+    assert [f.status for f in rep.files] == ["superseded", "ingested"]
+    assert restated_on(fixes) == "2026-10-05"
+    assert restated_on(tmp_path / "2026-09.restated-2026-13-40") == ""  # not a day: undated
+    assert restated_on(original) == ""
+
+
 def test_restatement_inside_one_call(tmp_path: Path) -> None:
     a = write_focus(
         tmp_path / "in" / "m09-a.csv.gz", [row("2026-09-01", "1"), row("2026-10-01", "2")]

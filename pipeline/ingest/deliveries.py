@@ -25,9 +25,10 @@ Plain folders
 Which delivery is newer (deterministic): within one call, deliveries are applied in the order of
 ``(delivery time, delivery id)``. The delivery time is Azure's ``runInfo.submittedTime`` (ISO 8601,
 UTC); for an AWS manifest, which names no time, the manifest file's modification time (UTC; the AWS CLI
-keeps S3's LastModified when it downloads); plain folders carry none, so they sort first, then by their
-id (the folder's path: a subfolder sorts after its parent, ``2026-09.restated-...`` after ``2026-09``;
-name delivery folders by date). Each delivery replaces every ``(provider, billing
+keeps S3's LastModified when it downloads); a plain folder named ``<anything>restated-YYYY-MM-DD`` carries
+that date (:func:`restated_on`), wherever it lives; other plain folders carry none, so they sort
+first, then by their id (the folder's path: a subfolder sorts after its parent; name re-delivery
+folders ``<period>.restated-<date>``). Each delivery replaces every ``(provider, billing
 account, billing period)`` it carries, so the last one applied wins. Across calls, the later call wins.
 A delivery all of whose files (and its manifest) were ingested before is skipped as unchanged; if any
 file is new, the whole delivery is read again and replaces its periods whole.
@@ -184,9 +185,32 @@ def plan(paths: list[Path] | tuple[Path, ...]) -> list[Delivery]:
         folders.setdefault(f.parent, []).append(f)
     for folder, files in folders.items():
         deliveries.append(
-            Delivery(id=folder.as_posix(), kind="folder", files=tuple(sorted(files, key=str)))
+            Delivery(
+                id=folder.as_posix(),
+                kind="folder",
+                files=tuple(sorted(files, key=str)),
+                time=restated_on(folder),
+            )
         )
     return sorted(deliveries, key=lambda d: d.order)
+
+
+_RESTATED = re.compile(r"restated-(\d{4}-\d{2}-\d{2})")
+
+
+def restated_on(folder: Path) -> str:
+    """The date a plain folder's name gives its delivery (``2026-10.restated-2026-11-20`` ->
+    ``2026-11-20``), or "" (undated: applied first). A dated re-delivery is applied after every
+    undated folder of the call, wherever the two live: by path alone, ``/tmp/fixes/2026-10.restated-...``
+    sorted before ``/srv/billing`` and the original replaced the restatement (exit 0, 40,920.59 USD
+    lost). A restatement named by a date that is not a day is "" too."""
+    m = _RESTATED.search(folder.name)
+    if not m:
+        return ""
+    try:
+        return dt.date.fromisoformat(m.group(1)).isoformat()
+    except ValueError:
+        return ""
 
 
 def _in_azure_run(f: Path, manifests: list[Path]) -> bool:
