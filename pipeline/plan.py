@@ -314,7 +314,7 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
             fix="compare the file with the schema in pipeline/plan.py (phasecast synth writes a complete example)",
         ) from exc
     problems += check_plan(book, runs, recurring, traffic, storage, heads, raw, source)
-    problems += _unknown_keys(raw, source)
+    problems += _unknown_keys(raw, source) + _unknown_section_keys(raw, source)
     if problems:
         raise InputError(
             problems,
@@ -365,6 +365,87 @@ def _unknown_keys(raw: dict[str, Any], source: str) -> list[Problem]:
                 else f"; known: {', '.join(TOP_KEYS + INFO_KEYS)} (or x_<anything> for your own)"
             )
             out.append(Problem(f"unknown key {k!r}{hint}", source, key=str(k)))
+    return out
+
+
+# the keys each section reads (plan_from_dict); a key of another name is never read, so a typo
+# (storage_gb_mnth) would price that resource at 0 without a word
+SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "price_book": (
+        "gpu_hour",
+        "cpu_core_hour",
+        "storage_gb_month",
+        "egress_gb",
+        "tokens_million",
+        "price_changes",
+    ),
+    "scheduled_runs": (
+        "name",
+        "phase",
+        "gpu",
+        "gpus",
+        "start",
+        "days",
+        "pricing",
+        "params",
+        "tokens",
+        "utilization",
+    ),
+    "recurring": (
+        "name",
+        "phase",
+        "resource",
+        "quantity",
+        "hours_per_month",
+        "gpu",
+        "pricing",
+        "start",
+        "end",
+    ),
+    "traffic": (
+        "gpu",
+        "gpu_hours_per_1k_requests",
+        "months",
+        "pricing",
+        "tokens_per_request",
+        "quantization",
+    ),
+    "traffic.quantization": ("start", "cut"),
+    "storage": ("gb", "growth_per_month", "phase"),
+    "headcount": ("phase", "team", "people", "hours_per_month", "hourly_rate", "start", "end"),
+}
+
+
+def _unknown_section_keys(raw: dict[str, Any], source: str) -> list[Problem]:
+    """A misspelt key inside a section is an error too (``x_<anything>`` and the info keys are
+    kept for people and tools)."""
+    import difflib
+
+    def items(section: str, value: Any) -> list[tuple[str, dict[str, Any]]]:
+        if isinstance(value, dict):
+            return [(section, value)]
+        if isinstance(value, list):
+            return [(f"{section}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)]
+        return []
+
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for section in ("price_book", "scheduled_runs", "recurring", "traffic", "storage", "headcount"):
+        found += [(section, where, d) for where, d in items(section, raw.get(section))]
+    t = raw.get("traffic")
+    if isinstance(t, dict):
+        found += [
+            ("traffic.quantization", where, d)
+            for where, d in items("traffic.quantization", t.get("quantization"))
+        ]
+    out = []
+    for section, where, d in found:
+        known = SECTION_KEYS[section]
+        for k in d:
+            if k in known or k in INFO_KEYS or str(k).startswith("x_"):
+                continue
+            near = difflib.get_close_matches(str(k), known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(known)}"
+            out.append(Problem(f"unknown key {k!r} in {where}{hint}", source, key=f"{where}.{k}"))
     return out
 
 

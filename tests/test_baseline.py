@@ -302,3 +302,31 @@ def test_a_months_storage_cost_does_not_depend_on_where_the_window_starts() -> N
     assert float(e["cost"].iloc[0]) == pytest.approx(1000 / 1.03 * 0.02, rel=1e-12)
     with pytest.raises(ValueError, match="storage_from"):
         estimate_from_plan(plan, "2027-01", 1, "later")
+
+
+def test_a_misspelt_key_inside_a_section_is_an_error() -> None:
+    """storage_gb_mnth was never read: storage priced at 0, exit 0. Every section's keys are
+    checked, with the likely intent; x_ keys and notes are kept for people."""
+    import copy
+
+    from pipeline.errors import InputError
+
+    raw = copy.deepcopy(PLAN)
+    raw["price_book"]["storage_gb_mnth"] = raw["price_book"].pop("storage_gb_month")
+    raw["scheduled_runs"][0]["gpu_count"] = 8
+    raw["traffic"]["quantization"][0]["cutt"] = 0.1
+    raw["headcount"][0]["x_owner"] = "ops"  # one's own: kept
+    raw["recurring"][0]["notes"] = "nightly"
+    with pytest.raises(InputError) as err:
+        plan_from_dict(raw, "plan.yaml")
+    said = [str(p) for p in err.value.problems]
+    assert said == [
+        "plan.yaml, key price_book.storage_gb_mnth: unknown key 'storage_gb_mnth' in price_book; "
+        "did you mean 'storage_gb_month'?",
+        "plan.yaml, key scheduled_runs[0].gpu_count: unknown key 'gpu_count' in "
+        "scheduled_runs[0]; known: name, phase, gpu, gpus, start, days, pricing, params, tokens, "
+        "utilization",
+        "plan.yaml, key traffic.quantization[0].cutt: unknown key 'cutt' in "
+        "traffic.quantization[0]; did you mean 'cut'?",
+    ], said
+    plan_from_dict(PLAN)  # the full example reads
