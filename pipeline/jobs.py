@@ -278,11 +278,9 @@ def output_folder(root: Path, given: Path | None, kind: str, run: ForecastRun) -
             f"{folder} is the run folder of {run.as_of}; a {kind} never writes into a run folder",
             fix="pass another --output",
         )
-    from pipeline.runstore import is_run_folder
+    from pipeline.runstore import holding_run
 
-    inside = next(
-        (p for p in (folder.resolve(), *folder.resolve().parents) if is_run_folder(p)), None
-    )
+    inside = holding_run(folder)
     if inside is not None:  # the folder of a stored run, or a folder inside one
         from pipeline.errors import InputError
 

@@ -328,6 +328,12 @@ def is_run_folder(p: Path) -> bool:
     return bool(_AS_OF.match(p.name)) and (p / RUN_FILE).is_file()
 
 
+def holding_run(path: Path) -> Path | None:
+    """The stored run folder ``path`` is, or lies in (a file or folder), else None."""
+    p = Path(path).resolve()
+    return next((q for q in (p, *p.parents) if is_run_folder(q)), None)
+
+
 def stored_runs(root: Path) -> list[Path]:
     """Run folders under ``root`` (named by their as-of date), oldest first."""
     if not root.exists():

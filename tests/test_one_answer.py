@@ -278,6 +278,18 @@ def test_readers_never_write_into_a_run_folder(stored) -> None:
     r = cli(paths, "budget", "--output", str(run_dir / "sub"))
     assert r.exit_code == 2 and f"in the stored run {run_dir.resolve()}" in r.output, r.output
     assert digest(run_dir) == before and not (run_dir / "sub").exists()
+    # nor any other command that writes a file: only the run writes in its folder
+    for args in (
+        ("series", "--output", str(run_dir)),
+        ("estimate", "--plan", str(paths.sample / "plan.yaml"), "--output", str(run_dir / "e.csv")),
+        ("reproduce", "--model", "seasonal_naive", "--output", str(run_dir / "r.csv")),
+        ("attribution", "--json", str(run_dir / "a.json")),
+        ("forecast", "--series", str(run_dir / "series.csv"), "--output", str(run_dir / "f.csv")),
+        ("run-monthly", "--as-of", AS_OF, "--output", str(run_dir)),
+    ):
+        r = cli(paths, *args)
+        assert r.exit_code == 2 and "only the run writes there" in r.output, (args, r.output)
+    assert digest(run_dir) == before
 
 
 def test_conditioning_is_coherent_and_line_independent() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
+from pipeline.cli.options import outside_run_folders
 from pipeline.config import Paths
 
 _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -28,7 +29,13 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
 @click.option(
     "--top", type=int, default=10, show_default=True, help="Services listed and rules suggested."
 )
-@click.option("--json", "json_out", type=_FILE, help="Also write the report as JSON here.")
+@click.option(
+    "--json",
+    "json_out",
+    type=_FILE,
+    callback=outside_run_folders,
+    help="Also write the report as JSON here.",
+)
 @click.pass_obj
 def attribution_cmd(
     paths: Paths,

@@ -10,6 +10,7 @@ import click
 import pandas as pd
 
 from pipeline.cli import cli
+from pipeline.cli.options import outside_run_folders
 from pipeline.config import Paths
 from pipeline.errors import InputError
 
@@ -92,6 +93,7 @@ def run_estimate(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=outside_run_folders,
     help="CSV or .parquet to write; a per-phase summary is printed either way.",
 )
 @click.pass_obj

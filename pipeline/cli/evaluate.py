@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
+from pipeline.cli.options import outside_run_folders
 
 
 @cli.command("evaluate")
@@ -59,6 +60,7 @@ from pipeline.cli import cli
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=outside_run_folders,
     help="Also write the per-band table here (CSV), and the published coverage per history "
     "length beside it (NAME-by-length.csv).",
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import scheduler_option
+from pipeline.cli.options import outside_run_folders, scheduler_option
 from pipeline.config import Paths
 from pipeline.tables import spreadsheet_safe
 
@@ -146,6 +146,7 @@ def sidecar(path: Path, what: str) -> Path:
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=outside_run_folders,
     help="Forecast table, CSV or Parquet by extension; the backtest metrics go beside it as "
     "<stem>.metrics.csv and the per-series model choice as <stem>.selection.csv.",
 )

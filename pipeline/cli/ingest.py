@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import cli
-from pipeline.cli.options import DAY, scheduler_option
+from pipeline.cli.options import DAY, outside_run_folders, scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -121,6 +121,7 @@ def ingest_cmd(
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=outside_run_folders,
     help="Folder for monthly.csv, daily.csv, partial.csv [default: HOME/outputs/series].",
 )
 @click.option(

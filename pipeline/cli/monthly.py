@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pipeline.cli import cli, quiet, quiet_mlflow
-from pipeline.cli.options import DAY, scheduler_option
+from pipeline.cli.options import DAY, outside_run_folders, scheduler_option
 from pipeline.config import Paths
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -49,6 +49,7 @@ def _tracking(paths: Paths) -> Any:
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=outside_run_folders,
     help="Outputs root [default: HOME/outputs]; the run writes <output>/<as-of>/.",
 )
 @click.option(
@@ -206,7 +207,12 @@ def run_monthly_cmd(
 )
 @click.option("--alias", default=None, help="Alias to load [default: champion].")
 @click.option("--version", "version", type=int, default=None, help="Version number to load.")
-@click.option("--output", type=_FILE, help="Write the reproduced forecast here (.csv or .parquet).")
+@click.option(
+    "--output",
+    type=_FILE,
+    callback=outside_run_folders,
+    help="Write the reproduced forecast here (.csv or .parquet).",
+)
 @click.pass_obj
 def reproduce_cmd(
     paths: Paths, model: str, alias: str | None, version: int | None, output: Path | None

@@ -4,6 +4,27 @@ from __future__ import annotations
 
 import click
 
+
+def outside_run_folders(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """A click callback for an output path: never in a stored run's folder, which only the run
+    that made it writes (a file dropped there would ride along with the run's own)."""
+    from pathlib import Path
+
+    from pipeline.runstore import holding_run
+
+    if value is None:
+        return value
+    inside = holding_run(Path(str(value)))
+    if inside is not None:
+        raise click.BadParameter(
+            f"{value} is in the stored run {inside}; only the run writes there: pass a path "
+            "outside it",
+            ctx,
+            param,
+        )
+    return value
+
+
 scheduler_option = click.option(
     "--scheduler",
     default=None,
