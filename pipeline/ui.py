@@ -52,6 +52,24 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         pass
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether this machine can listen on ``host:port`` now (a server already there would answer
+    the readiness check in the UI's place: the user would be sent to someone else's server)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return True  # an unknown host: the server says so itself
+    for family, kind, proto, _name, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            try:
+                s.bind(addr)
+            except OSError:
+                return False
+    return True
+
+
 def serve_ui(
     cmd: Sequence[str],
     url: str,

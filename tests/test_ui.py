@@ -89,3 +89,23 @@ def test_ui_announces_itself_and_leaves_nothing_behind(tmp_path: Path, sig: int)
         err.close()
     text = (tmp_path / "ui.err").read_text()
     assert text.count("listening on") == 1 and "\x1b[" not in text
+
+
+def test_a_port_in_use_is_refused_not_announced(tmp_path: Path) -> None:
+    """Another server on the port answered the readiness check: the UI said it listened there and
+    exited 0 when its own server could not bind. Now: exit 2 before starting anything."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from pipeline.ui import port_free
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        r = CliRunner().invoke(cli, ["--home", str(tmp_path), "ui", "--port", str(port)])
+        assert r.exit_code == 2, r.output
+        assert f"port {port} on 127.0.0.1 is in use" in r.output and "--port" in r.output
+        assert "listening" not in r.output
+    assert port_free("127.0.0.1", port)

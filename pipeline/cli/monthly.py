@@ -287,9 +287,14 @@ def ui_cmd(paths: Paths, port: int, host: str, wait_s: float, workers: int) -> N
     Says where it listens once it answers; Ctrl-C or SIGTERM stops the server and all its workers
     (it runs in a process group of its own, which is what gets stopped).
     """
-    from pipeline.errors import RunFailedError
-    from pipeline.ui import serve_ui
+    from pipeline.errors import InputError, RunFailedError
+    from pipeline.ui import port_free, serve_ui
 
+    if not port_free(host, port):
+        raise InputError(
+            f"port {port} on {host} is in use (another server listens there)",
+            fix=f"pass another --port, e.g. --port {port + 1}, or stop what listens on {port}",
+        )
     paths.artifact_root.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
