@@ -233,6 +233,15 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
     )
     assert early.exit_code == 0 and "describes costs from" in early.output, early.output
     assert "describes costs from" not in res.output  # 2027-01 is inside the plan
+    assert "lines it does not price" in res.output  # the total is the plan's, said so
+    # a thousand months compounded storage to 1.6e18 USD; an .xlsx got CSV text
+    for args, says in (
+        (("--months", "1000"), "--months must be between 1 and 120"),
+        (("--output", str(tmp_path / "est.xlsx")), "a .csv or .parquet file, not .xlsx"),
+    ):
+        r = CliRunner().invoke(cli, ["estimate", "--plan", str(plan), "--start", "2027-01", *args])
+        assert r.exit_code == 2 and says in r.output, r.output
+    assert not (tmp_path / "est.xlsx").exists()
 
 
 def test_plan_sources_and_start() -> None:

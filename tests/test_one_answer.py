@@ -290,6 +290,10 @@ def test_readers_never_write_into_a_run_folder(stored) -> None:
         r = cli(paths, *args)
         assert r.exit_code == 2 and "only the run writes there" in r.output, (args, r.output)
     assert digest(run_dir) == before
+    r = cli(
+        paths, "reproduce", "--model", "seasonal_naive", "--output", str(run_dir.parent / "r.xlsx")
+    )
+    assert r.exit_code == 2 and "a .csv or .parquet file, not .xlsx" in r.output, r.output
 
 
 def test_conditioning_is_coherent_and_line_independent() -> None:

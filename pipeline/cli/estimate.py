@@ -10,7 +10,7 @@ import click
 import pandas as pd
 
 from pipeline.cli import cli
-from pipeline.cli.options import outside_run_folders
+from pipeline.cli.options import table_file
 from pipeline.config import Paths
 from pipeline.errors import InputError
 
@@ -27,6 +27,9 @@ def default_start(outputs: Path | None) -> pd.Timestamp:
     return ref.to_period("M").to_timestamp() + pd.DateOffset(months=1)
 
 
+MAX_MONTHS = 120  # ten years; the forecast's own horizon stops at 60 months
+
+
 def run_estimate(
     plan_path: Path,
     start: str | None,
@@ -39,10 +42,12 @@ def run_estimate(
     from pipeline.estimate import estimate_from_plan, plan_start
     from pipeline.plan import load_plan, month
 
-    if months < 1:
+    if not 1 <= months <= MAX_MONTHS:
         raise InputError(
-            f"--months must be >= 1. Got {months} instead.", fix="pass e.g. --months 12"
+            f"--months must be between 1 and {MAX_MONTHS}. Got {months} instead.",
+            fix="pass e.g. --months 12 (a plan prices the months it describes: years, not decades)",
         )
+
     try:
         first = month(start) if start else default_start(outputs)
     except ValueError as exc:
@@ -65,7 +70,7 @@ def run_estimate(
     )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        if output.suffix == ".parquet":
+        if output.suffix.lower() in (".parquet", ".pq"):
             est.to_parquet(output, index=False)
         else:
             est.assign(ds=est["ds"].dt.strftime("%Y-%m-%d")).to_csv(
@@ -93,14 +98,16 @@ def run_estimate(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    callback=outside_run_folders,
+    callback=table_file,
     help="CSV or .parquet to write; a per-phase summary is printed either way.",
 )
 @click.pass_obj
 def estimate(
     paths: Paths, plan_path: Path | None, start: str | None, months: int, output: Path | None
 ) -> None:
-    """Analytic-baseline costs per phase, category and month from a plan."""
+    """The plan's arithmetic (usage x unit price) per phase, category and month: the budget
+    table's `plan` column for the months it covers. Lines the plan does not price (the models
+    forecast them) are not in it."""
     est = run_estimate(plan_path or paths.plan, start, months, output, paths.outputs)
     span = est.attrs["months"]
     if est.empty:
@@ -111,5 +118,8 @@ def estimate(
     for phase, cost in summary.items():
         click.echo(f"{phase:<20} {cost:>16,.2f}")
     click.echo(f"{'total':<20} {summary.sum():>16,.2f} {est['currency'].iloc[0]}")
+    click.echo(
+        "(what the plan prices: lines it does not price, forecast by the models, are not in it)"
+    )
     if output is not None:
         click.echo(f"wrote {output} (per phase, category and month)")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pipeline.cli import cli, quiet, quiet_mlflow
-from pipeline.cli.options import DAY, outside_run_folders, scheduler_option
+from pipeline.cli.options import DAY, outside_run_folders, scheduler_option, table_file
 from pipeline.config import Paths
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -210,7 +210,7 @@ def run_monthly_cmd(
 @click.option(
     "--output",
     type=_FILE,
-    callback=outside_run_folders,
+    callback=table_file,
     help="Write the reproduced forecast here (.csv or .parquet).",
 )
 @click.pass_obj
@@ -239,7 +239,7 @@ def reproduce_cmd(
         ) from exc
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        if output.suffix == ".parquet":
+        if output.suffix.lower() in (".parquet", ".pq"):
             reproduced.to_parquet(output, index=False)
         else:
             reproduced.to_csv(output, index=False)

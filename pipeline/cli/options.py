@@ -25,6 +25,21 @@ def outside_run_folders(ctx: click.Context, param: click.Parameter, value: objec
     return value
 
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def table_file(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """A click callback for a table to write: CSV or Parquet by its extension (an .xlsx got CSV
+    text), outside the stored runs' folders (:func:`outside_run_folders`)."""
+    from pathlib import Path
+
+    value = outside_run_folders(ctx, param, value)
+    if value is not None and Path(str(value)).suffix.lower() not in TABLE_SUFFIXES:
+        suffix = Path(str(value)).suffix or "no extension"
+        raise click.BadParameter(f"{value}: a .csv or .parquet file, not {suffix}", ctx, param)
+    return value
+
+
 scheduler_option = click.option(
     "--scheduler",
     default=None,
