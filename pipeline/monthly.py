@@ -247,15 +247,9 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
             "monthly run %s failed while reading inputs; MLflow run %s marked FAILED", as_of, rid
         )
         raise _wrap(exc) from exc
-    if series.empty:  # an as-of before the first billed month: an argument, not a failure
-        raise InputError(
-            Problem(
-                f"no complete month of cost before {as_of} in the warehouse",
-                str(cfg.paths.warehouse),
-            ),
-            fix="pass an --as-of at least a month after the first billed month, or ingest "
-            "the billing exports of the months before it",
-        )
+    from pipeline.series import require_a_month
+
+    require_a_month(series, as_of, cfg.paths.warehouse)  # an argument to fix, not a failure
     if budgets is not None:
         from pipeline.budget import check_currency
 

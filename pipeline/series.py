@@ -327,6 +327,17 @@ def build_series(
     )
 
 
+def require_a_month(monthly: pd.DataFrame, as_of: object, warehouse: Path | str) -> None:
+    """An as-of before the first billed month leaves no complete month: an argument to fix (exit
+    2), the same for every command that builds the series."""
+    if monthly.empty:
+        raise InputError(
+            Problem(f"no complete month of cost before {as_of} in the warehouse", str(warehouse)),
+            fix="pass an --as-of at least a month after the first billed month, or ingest "
+            "the billing exports of the months before it",
+        )
+
+
 def check_as_of(as_of: dt.date, last_charge: dt.date | None, source: str = "") -> None:
     """Raise InputError when ``as_of`` is more than one month after ``last_charge``.
 

@@ -68,3 +68,18 @@ def test_p_overrun_is_calibrated_and_at_risk_is_precise() -> None:
     assert s["precision"] >= 0.75 and s["recall"] >= 0.75
     later = s["by_checkpoint"].set_index("checkpoint").loc[["m2d10", "m3d10", "m3d20"]]
     assert (later["precision"] >= 0.8).all() and (later["recall"] >= 0.8).all()
+
+
+def test_calibrate_cli_names_what_it_measured_and_refuses_no_series(tmp_path) -> None:
+    """`--series 0` was an IndexError traceback (exit 1); the table now says which paths it
+    measured (the default is ETS's own, not what run-monthly publishes) and what m1d0 means."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "calibrate", "--series", "0"])
+    assert r.exit_code == 2 and "--series" in r.output, r.output
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "calibrate", "--series", "2"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("p_overrun from the ets model's own paths (run-monthly publishes")
+    assert "m1d0: the quarter's first day" in r.output

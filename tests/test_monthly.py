@@ -399,3 +399,7 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(home_copy: Paths, tmp_pat
         assert _all_runs(paths) == 0, args
         assert not paths.outputs.exists() or not any(paths.outputs.iterdir()), args
         assert warehouse_rows(paths) == rows
+    # the series command the same way (it wrote "0 series" and empty files, exit 0)
+    r = cli(paths, "series", "--as-of", "2023-10-15", "--output", str(tmp_path / "s"))
+    assert r.exit_code == EXIT_BAD_INPUT and "no complete month of cost before" in r.output
+    assert not (tmp_path / "s").exists()

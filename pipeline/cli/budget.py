@@ -333,7 +333,12 @@ def report_cmd(
 
 @cli.command("calibrate")
 @click.option(
-    "--series", "n_series", type=int, default=60, show_default=True, help="Generated histories."
+    "--series",
+    "n_series",
+    type=click.IntRange(1, 10_000),
+    default=60,
+    show_default=True,
+    help="Generated histories.",
 )
 @click.option(
     "--method", type=click.Choice(["enkf", "proportional"]), default="enkf", show_default=True
@@ -357,6 +362,12 @@ def calibrate_cmd(n_series: int, method: str, model: str, seed: int) -> None:
         CalibrationConfig(n_series=n_series, method=method, model=model, seed=seed)
     )
     s = calibration_summary(lines)
+    what = (
+        "the published pipeline (run_forecast: selection and calibrated paths)"
+        if model == "pipeline"
+        else f"the {model} model's own paths (run-monthly publishes the pipeline: --model pipeline)"
+    )
+    click.echo(f"p_overrun from {what}, {n_series} generated histories, seed {seed}")
     click.echo(
         f"{s['lines']} budget-line checks ({s['already_over_budget']} already over budget, excluded)"
     )
@@ -365,3 +376,7 @@ def calibrate_cmd(n_series: int, method: str, model: str, seed: int) -> None:
         f"at_risk (p >= 0.5): precision {s['precision']:.3f}, recall {s['recall']:.3f}; Brier {s['brier']:.4f}"
     )
     click.echo(s["by_checkpoint"].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo(
+        "checkpoint mKdD: day D of the quarter's month K (m1d0: the quarter's first day, nothing "
+        "of it known yet)"
+    )

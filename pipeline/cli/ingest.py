@@ -158,6 +158,10 @@ def series_cmd(
         include_team=include_team,
         currency=currency,
     )
+    if as_of is not None:  # as run-monthly: an as-of before the data is exit 2, not 0 series
+        from pipeline.series import require_a_month
+
+        require_a_month(frames.monthly, as_of.date(), warehouse or paths.warehouse)
     # the inference traffic the monthly run reads (a `requests` column), for forecast --plan
     import dataclasses
 
