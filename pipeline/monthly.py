@@ -144,6 +144,31 @@ def _config_dict(cfg: MonthlyConfig) -> dict[str, Any]:
     }
 
 
+def say_replaced(out: Path, checks: dict[str, Any]) -> None:
+    """Log what a run that replaces a stored folder of the same as-of changes: the inputs whose
+    checksums differ (a restatement shows as the series), or the same inputs (other code or
+    settings). Budgets, flags and reports read the new folder from now on."""
+    manifest = out / "run.json"
+    if not manifest.is_file():
+        return
+    try:
+        before = json.loads(manifest.read_text()).get("input_checksums", {})
+    except (OSError, ValueError):
+        before = {}
+    changed = [
+        k.removesuffix("_sha256")
+        for k in sorted({*checks, *before})
+        if before.get(k) != checks.get(k)  # a file given, dropped or changed
+    ]
+    log.warning(
+        "replacing the stored run %s: %s",
+        out,
+        f"its inputs changed ({', '.join(changed)})"
+        if changed
+        else "same inputs, other code or configuration",
+    )
+
+
 FUTURE_SLACK = dt.timedelta(days=1)  # a clock a time zone behind the user's
 
 
@@ -321,6 +346,7 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
                 t0,
             )
             out = cfg.out_root / as_of
+            say_replaced(out, checks)
             publish(tmp, out)
             # the last step: aliases move only now that the outputs are in place
             tracker.promote(manifest.pop("_records"))

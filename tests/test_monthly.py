@@ -403,3 +403,17 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(home_copy: Paths, tmp_pat
     r = cli(paths, "series", "--as-of", "2023-10-15", "--output", str(tmp_path / "s"))
     assert r.exit_code == EXIT_BAD_INPUT and "no complete month of cost before" in r.output
     assert not (tmp_path / "s").exists()
+
+
+def test_a_run_that_replaces_a_stored_one_says_what_changed(home_copy: Paths, caplog) -> None:
+    """A re-run of an as-of on other inputs (here a budgets file; a restatement shows as the
+    series) replaces the folder the readers use: the log says so and names the inputs."""
+    paths = home_copy
+    run_monthly(config(paths))
+    with caplog.at_level("WARNING", logger="pipeline.monthly"):
+        run_monthly(config(paths, budgets=paths.sample / "budgets.csv"))
+    said = [r.getMessage() for r in caplog.records if "replacing the stored run" in r.getMessage()]
+    assert said == [
+        f"replacing the stored run {paths.outputs / AS_OF.isoformat()}: its inputs changed "
+        "(budgets)"
+    ], said
