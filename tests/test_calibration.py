@@ -79,6 +79,8 @@ def test_calibrate_cli_names_what_it_measured_and_refuses_no_series(tmp_path) ->
 
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), "calibrate", "--series", "0"])
     assert r.exit_code == 2 and "--series" in r.output, r.output
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "calibrate", "--model", "nosuch"])
+    assert r.exit_code == 2 and "pass --model pipeline (what run-monthly publishes)" in r.output
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), "calibrate", "--series", "2"])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("p_overrun from the ets model's own paths (run-monthly publishes")

@@ -26,7 +26,7 @@ import click
 from pipeline.cli import cli, progress_steps
 from pipeline.cli.options import DAY
 from pipeline.config import Paths
-from pipeline.errors import EXIT_AT_RISK
+from pipeline.errors import EXIT_AT_RISK, InputError
 
 _as_of = click.option(
     "--as-of",
@@ -357,7 +357,13 @@ def calibrate_cmd(n_series: int, method: str, model: str, seed: int) -> None:
         calibration_summary,
         simulate_calibration,
     )
+    from pipeline.models import REGISTRY
 
+    if model != "pipeline" and model not in REGISTRY:
+        raise InputError(
+            f"--model {model!r} is neither pipeline nor a registered model",
+            fix=f"pass --model pipeline (what run-monthly publishes) or one of {', '.join(sorted(REGISTRY))}",
+        )
     lines = simulate_calibration(
         CalibrationConfig(n_series=n_series, method=method, model=model, seed=seed)
     )
