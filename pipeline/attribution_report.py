@@ -14,6 +14,7 @@ outside 0-100 %).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -339,6 +340,15 @@ def _suggest(
     return Suggestion(provider, service, cost, share, body)
 
 
+def pct(x: float, width: int = 9) -> str:
+    """A share for the terminal: one decimal, two under 1 % (0.039 % is not 0.0 %), ``-`` for
+    none (a service that cost nothing has no unallocated share)."""
+    if x is None or not math.isfinite(float(x)):
+        return f"{'-':>{width}}"
+    v = float(x)
+    return f"{v:>{width}.2%}" if 0 < abs(v) < 0.0095 else f"{v:>{width}.1%}"
+
+
 def format_report(rep: AttributionReport, top: int = 10) -> str:
     """The report as text for a terminal."""
     cur = rep.currency
@@ -348,7 +358,7 @@ def format_report(rep: AttributionReport, top: int = 10) -> str:
         f"{'attributed by':<16}{'cost':>18}{'share':>9}",
     ]
     for k in rep.by_kind:
-        out.append(f"{k['kind']:<16}{k['cost']:>18,.2f}{k['share']:>9.1%}")
+        out.append(f"{k['kind']:<16}{k['cost']:>18,.2f}{pct(k['share'])}")
     out += ["", f"Per provider and service (largest unallocated first, top {top}):"]
     out.append(
         f"{'provider':<12}{'service':<44}{'cost':>14}{'unallocated':>14}{'unalloc %':>10}  main method"
@@ -356,20 +366,21 @@ def format_report(rep: AttributionReport, top: int = 10) -> str:
     for s in rep.services[:top]:
         out.append(
             f"{s['provider'][:11]:<12}{s['service'][:43]:<44}{s['cost']:>14,.2f}"
-            f"{s['unallocated']:>14,.2f}{s['unallocated_share']:>10.1%}  {s['main_method']}"
+            f"{s['unallocated']:>14,.2f}"
+            f"{pct(s['unallocated_share'] if s['cost'] else float('nan'), 10)}  {s['main_method']}"
         )
     if len(rep.services) > top:
         out.append(f"... {len(rep.services) - top} more services")
     out += ["", "Rules that matched:"]
     if rep.rules:
         for r in rep.rules:
-            out.append(f"  {r['rule']:<40}{r['phase']:<20}{r['cost']:>16,.2f}{r['share']:>9.1%}")
+            out.append(f"  {r['rule']:<40}{r['phase']:<20}{r['cost']:>16,.2f}{pct(r['share'])}")
     else:
         out.append("  (none)")
     out += ["", "Usage-based allocation (GPU cost split by gpu_hours):"]
     if rep.allocations:
         for a in rep.allocations:
-            out.append(f"  {a['pool']:<40}{a['phase']:<20}{a['cost']:>16,.2f}{a['share']:>9.1%}")
+            out.append(f"  {a['pool']:<40}{a['phase']:<20}{a['cost']:>16,.2f}{pct(a['share'])}")
     else:
         out.append("  (none: no unallocated GPU cost had usage metrics for its day)")
     if rep.suggestions:

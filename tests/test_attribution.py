@@ -752,3 +752,13 @@ def test_attribution_command(tmp_path: Path) -> None:
     }
     res = CliRunner().invoke(cli, ["attribution", "--warehouse", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2 and "phasecast ingest" in res.output
+
+
+def test_shares_read_as_what_they_are() -> None:
+    """4,574.74 of 11.7 M unallocated read "0.0%"; a service that cost nothing read 100.0 % or
+    0.0 % unallocated."""
+    from pipeline.attribution_report import pct
+
+    assert pct(4574.74 / 11.7e6).strip() == "0.04%"
+    assert pct(0.0).strip() == "0.0%" and pct(0.5).strip() == "50.0%"
+    assert pct(float("nan")).strip() == "-" and len(pct(0.5, 10)) == 10

@@ -27,7 +27,11 @@ _FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
     "--currency", help="Currency to report (needed only when the warehouse holds several)."
 )
 @click.option(
-    "--top", type=int, default=10, show_default=True, help="Services listed and rules suggested."
+    "--top",
+    type=click.IntRange(1, None),
+    default=10,
+    show_default=True,
+    help="Services listed and rules suggested.",
 )
 @click.option(
     "--json",
