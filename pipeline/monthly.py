@@ -160,7 +160,7 @@ def say_replaced(out: Path, checks: dict[str, Any]) -> None:
         for k in sorted({*checks, *before})
         if before.get(k) != checks.get(k)  # a file given, dropped or changed
     ]
-    log.warning(
+    log.info(
         "replacing the stored run %s: %s",
         out,
         f"its inputs changed ({', '.join(changed)})"

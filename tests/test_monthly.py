@@ -410,7 +410,7 @@ def test_a_run_that_replaces_a_stored_one_says_what_changed(home_copy: Paths, ca
     series) replaces the folder the readers use: the log says so and names the inputs."""
     paths = home_copy
     run_monthly(config(paths))
-    with caplog.at_level("WARNING", logger="pipeline.monthly"):
+    with caplog.at_level("INFO", logger="pipeline.monthly"):
         run_monthly(config(paths, budgets=paths.sample / "budgets.csv"))
     said = [r.getMessage() for r in caplog.records if "replacing the stored run" in r.getMessage()]
     assert said == [
