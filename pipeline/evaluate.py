@@ -254,13 +254,8 @@ def scored(fc: pd.DataFrame, future: pd.DataFrame, hist: pd.DataFrame) -> pd.Dat
 
 def band_table(t: pd.DataFrame, levels: tuple[int, ...] = (80, 95)) -> pd.DataFrame:
     """Per model and band: WAPE (cost-weighted), MASE (mean over series), coverage per level."""
-    rows: list[dict[str, object]] = []
-    top = int(t["h"].max()) if len(t) else 0
+    rows = []
     for name, lo, hi in BANDS:
-        if top < hi:  # a horizon shorter than the band: named by what it scores, or left out
-            if lo > top or any(r["band"] == f"{lo}-{top}" for r in rows):
-                continue
-            name = f"{lo}-{top}"
         b = t[(t["h"] >= lo) & (t["h"] <= hi)]
         for model, g in b.groupby(MODEL, sort=False):
             ae = (g[Y] - g[MEAN]).abs()

@@ -38,11 +38,6 @@ def test_band_table_scores_a_perfect_forecast_as_perfect() -> None:
     assert set(t["band"]) == {"1-3", "1-6", "7-18"}
     assert (t["WAPE"] == 0).all() and (t["coverage_80"] == 1).all()
     assert isinstance(t, pd.DataFrame)
-    # a shorter horizon: each band named by the months it scores, none twice, none empty
-    for h, bands in ((1, ["1-1"]), (4, ["1-3", "1-4"]), (9, ["1-3", "1-6", "7-9"])):
-        short = fc[fc.groupby("unique_id").cumcount() < h]
-        got = band_table(scored(short, c.future, c.hist))["band"].unique().tolist()
-        assert got == bands, h
 
 
 def test_pooled_coverage_counts_every_month_of_every_run() -> None:
