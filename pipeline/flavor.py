@@ -230,7 +230,7 @@ def decode_params(params: dict[str, Any], artifacts: dict[str, str]) -> dict[str
         if isinstance(v, dict) and "__plan__" in v:
             from pipeline.plan import load_plan
 
-            out[k] = load_plan(artifacts["plan"])
+            out[k] = load_plan(artifacts["plan"], strict=False)
         elif isinstance(v, dict) and "__tuple__" in v:
             out[k] = tuple(v["__tuple__"])
         else:
@@ -314,7 +314,7 @@ def pipeline_forecast(spec: dict[str, Any], artifacts: dict[str, str]) -> pd.Dat
     from pipeline.plan import load_plan
 
     cfg = forecast_config_from(spec["forecast_config"])
-    plan = load_plan(artifacts["plan"]) if "plan" in artifacts else None
+    plan = load_plan(artifacts["plan"], strict=False) if "plan" in artifacts else None
     series = pd.read_parquet(artifacts["series"])
     drivers = pd.read_parquet(artifacts["drivers"]) if "drivers" in artifacts else None
     assert isinstance(cfg, ForecastConfig)

@@ -151,9 +151,12 @@ def say_replaced(out: Path, checks: dict[str, Any]) -> None:
     manifest = out / "run.json"
     if not manifest.is_file():
         return
-    try:
-        before = json.loads(manifest.read_text()).get("input_checksums", {})
-    except (OSError, ValueError):
+    try:  # a log line: whatever the old run.json holds, it never fails the run
+        doc = json.loads(manifest.read_text())
+        before = doc.get("input_checksums") if isinstance(doc, dict) else None
+        if not isinstance(before, dict):
+            before = {}
+    except Exception:
         before = {}
     changed = [
         k.removesuffix("_sha256")
@@ -346,7 +349,8 @@ def _run_locked(cfg: MonthlyConfig) -> MonthlyResult:
                 t0,
             )
             out = cfg.out_root / as_of
-            say_replaced(out, checks)
+            if not existing:  # a reused run republishes what it is
+                say_replaced(out, checks)
             publish(tmp, out)
             # the last step: aliases move only now that the outputs are in place
             tracker.promote(manifest.pop("_records"))

@@ -47,6 +47,7 @@ It is the analytic baseline's input and the models' source of known future drive
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ import yaml
 from pipeline.errors import InputError, Problem
 from pipeline.frames import PHASES
 
+log = logging.getLogger(__name__)
 # Dense BF16 peak FLOP/s per GPU (vendor datasheets); used to estimate a run's GPU-hours from FLOPs.
 GPU_PEAK_FLOPS: dict[str, float] = {
     "H100": 989e12,
@@ -212,8 +214,11 @@ def _opt_month(v: Any) -> pd.Timestamp | None:
     return None if v is None else month(v)
 
 
-def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
-    """Build a :class:`Plan` from parsed YAML; every problem is reported with its key path."""
+def plan_from_dict(raw: dict[str, Any], source: str = "plan", strict: bool = True) -> Plan:
+    """Build a :class:`Plan` from parsed YAML; every problem is reported with its key path.
+    ``strict=False`` for plans already stored (a run folder's, a model version's): a key inside a
+    section that this version does not read is logged, not refused (they were accepted when
+    stored, before the keys inside sections were checked)."""
     problems: list[Problem] = []
 
     def phase_ok(p: str, where: str) -> str:
@@ -314,7 +319,13 @@ def plan_from_dict(raw: dict[str, Any], source: str = "plan") -> Plan:
             fix="compare the file with the schema in pipeline/plan.py (phasecast synth writes a complete example)",
         ) from exc
     problems += check_plan(book, runs, recurring, traffic, storage, heads, raw, source)
-    problems += _unknown_keys(raw, source) + _unknown_section_keys(raw, source)
+    problems += _unknown_keys(raw, source)
+    unread = _unknown_section_keys(raw, source)
+    if strict:
+        problems += unread
+    for p in unread:
+        if not strict:
+            log.warning("%s (a stored plan: not read, kept as it is)", p)
     if problems:
         raise InputError(
             problems,
@@ -613,7 +624,8 @@ def safe_load_unique(text: str) -> object:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
 
 
-def load_plan(path: str | Path) -> Plan:
+def load_plan(path: str | Path, strict: bool = True) -> Plan:
+    """A plan file; ``strict=False`` for stored plans (see :func:`plan_from_dict`)."""
     path = Path(path)
     try:
         raw = safe_load_unique(path.read_text())
@@ -626,4 +638,4 @@ def load_plan(path: str | Path) -> Plan:
         raise InputError(Problem(f"not valid YAML: {exc}", str(path))) from exc
     if not isinstance(raw, dict):
         raise InputError(Problem("the plan must be a YAML mapping", str(path)))
-    return plan_from_dict(raw, str(path))
+    return plan_from_dict(raw, str(path), strict=strict)

@@ -106,7 +106,9 @@ class ForecastRun:
 
         from pipeline.plan import plan_from_dict
 
-        return plan_from_dict(yaml.safe_load(self.plan_text), source=str(self.folder or "run"))
+        return plan_from_dict(
+            yaml.safe_load(self.plan_text), source=str(self.folder or "run"), strict=False
+        )
 
     def scenarios(self) -> tuple[Any, ...]:
         """The scenarios the run was configured with."""

@@ -61,12 +61,21 @@ def port_free(host: str, port: int) -> bool:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         return True  # an unknown host: the server says so itself
+    import errno
+
     for family, kind, proto, _name, addr in infos:
-        with socket.socket(family, kind, proto) as s:
+        try:
+            s = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # a family this machine lacks (no IPv6): not a server in the way
+        with s:
+            # as the server will: a port whose old connections wait out TIME_WAIT is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(addr)
-            except OSError:
-                return False
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
     return True
 
 

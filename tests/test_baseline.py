@@ -242,6 +242,11 @@ def test_estimate_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
         r = CliRunner().invoke(cli, ["estimate", "--plan", str(plan), "--start", "2027-01", *args])
         assert r.exit_code == 2 and says in r.output, r.output
     assert not (tmp_path / "est.xlsx").exists()
+    gz = tmp_path / "est.csv.gz"  # a compressed CSV is a CSV
+    r = CliRunner().invoke(
+        cli, ["estimate", "--plan", str(plan), "--start", "2027-01", "--output", str(gz)]
+    )
+    assert r.exit_code == 0 and pd.read_csv(gz)["cost"].sum() > 0, r.output
 
 
 def test_plan_sources_and_start() -> None:
@@ -339,3 +344,9 @@ def test_a_misspelt_key_inside_a_section_is_an_error() -> None:
         "traffic.quantization[0]; did you mean 'cut'?",
     ], said
     plan_from_dict(PLAN)  # the full example reads
+    # a plan already stored (a run folder's, a model version's) still reads: logged, not refused
+    stored = copy.deepcopy(PLAN)
+    stored["recurring"][0]["team"] = "search"
+    assert plan_from_dict(stored, "run", strict=False).recurring[0].name == "ft"
+    with pytest.raises(InputError, match="unknown key 'team' in recurring"):
+        plan_from_dict(stored, "plan.yaml")

@@ -411,7 +411,8 @@ def test_a_dated_restatement_applies_after_the_original_wherever_it_lives(tmp_pa
     db, rep = run(tmp_path, original, fixes.parent)
     assert _totals(db) == {("AWS", "2026-09", "acct-A"): Decimal("9.5")}
     assert [f.status for f in rep.files] == ["superseded", "ingested"]
-    assert restated_on(fixes) == "2026-10-05"
+    assert restated_on(fixes) == "2026-10-05T23:59:59Z"  # a manifest of that day sorts first
+    assert restated_on(fixes / "aws" / "part0") == "2026-10-05T23:59:59Z"  # the nearest parent
     assert restated_on(tmp_path / "2026-09.restated-2026-13-40") == ""  # not a day: undated
     assert restated_on(original) == ""
 

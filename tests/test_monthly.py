@@ -405,7 +405,9 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(home_copy: Paths, tmp_pat
     assert not (tmp_path / "s").exists()
 
 
-def test_a_run_that_replaces_a_stored_one_says_what_changed(home_copy: Paths, caplog) -> None:
+def test_a_run_that_replaces_a_stored_one_says_what_changed(
+    home_copy: Paths, caplog, tmp_path: Path
+) -> None:
     """A re-run of an as-of on other inputs (here a budgets file; a restatement shows as the
     series) replaces the folder the readers use: the log says so and names the inputs."""
     paths = home_copy
@@ -417,3 +419,9 @@ def test_a_run_that_replaces_a_stored_one_says_what_changed(home_copy: Paths, ca
         f"replacing the stored run {paths.outputs / AS_OF.isoformat()}: its inputs changed "
         "(budgets)"
     ], said
+    # whatever an old run.json holds, the line never fails the run
+    from pipeline.monthly import say_replaced
+
+    for text in ('{"input_checksums": null}', "[1, 2]", "not json"):
+        (tmp_path / "run.json").write_text(text)
+        say_replaced(tmp_path, {"series_sha256": "x"})

@@ -29,12 +29,18 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def table_file(ctx: click.Context, param: click.Parameter, value: object) -> object:
-    """A click callback for a table to write: CSV or Parquet by its extension (an .xlsx got CSV
-    text), outside the stored runs' folders (:func:`outside_run_folders`)."""
+    """A click callback for a table to write: CSV (``.csv.gz`` too) or Parquet by its extension
+    (an .xlsx got CSV text), outside the stored runs' folders (:func:`outside_run_folders`)."""
     from pathlib import Path
 
     value = outside_run_folders(ctx, param, value)
-    if value is not None and Path(str(value)).suffix.lower() not in TABLE_SUFFIXES:
+    suffixes = [x.lower() for x in Path(str(value)).suffixes] if value is not None else []
+    compressed_csv = suffixes[-2:-1] == [".csv"] and suffixes[-1:] in ([".gz"], [".bz2"], [".xz"])
+    if (
+        value is not None
+        and Path(str(value)).suffix.lower() not in TABLE_SUFFIXES
+        and not (compressed_csv)
+    ):
         suffix = Path(str(value)).suffix or "no extension"
         raise click.BadParameter(f"{value}: a .csv or .parquet file, not {suffix}", ctx, param)
     return value

@@ -199,18 +199,20 @@ _RESTATED = re.compile(r"restated-(\d{4}-\d{2}-\d{2})")
 
 
 def restated_on(folder: Path) -> str:
-    """The date a plain folder's name gives its delivery (``2026-10.restated-2026-11-20`` ->
-    ``2026-11-20``), or "" (undated: applied first). A dated re-delivery is applied after every
-    undated folder of the call, wherever the two live: by path alone, ``/tmp/fixes/2026-10.restated-...``
-    sorted before ``/srv/billing`` and the original replaced the restatement (exit 0, 40,920.59 USD
-    lost). A restatement named by a date that is not a day is "" too."""
-    m = _RESTATED.search(folder.name)
-    if not m:
-        return ""
-    try:
-        return dt.date.fromisoformat(m.group(1)).isoformat()
-    except ValueError:
-        return ""
+    """The date the nearest folder (this one or a parent) named ``<anything>restated-YYYY-MM-DD``
+    gives a plain folder's delivery, as the end of that day (``2026-11-20T23:59:59Z``: a manifest
+    of the same day sorts before it), or "" (undated: applied first). A dated re-delivery is
+    applied after every undated folder of the call, wherever the two live: by path alone,
+    ``/tmp/fixes/2026-10.restated-...`` sorted before ``/srv/billing`` and the original replaced
+    the restatement (exit 0, 40,920.59 USD lost). A name whose date is not a day is undated."""
+    for p in (folder, *folder.parents):
+        m = _RESTATED.search(p.name)
+        if m:
+            try:
+                return dt.date.fromisoformat(m.group(1)).isoformat() + "T23:59:59Z"
+            except ValueError:
+                return ""
+    return ""
 
 
 def _in_azure_run(f: Path, manifests: list[Path]) -> bool:
