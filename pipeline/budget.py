@@ -38,7 +38,7 @@ import pandas as pd
 
 from pipeline.conditioning import PartialMonth, condition_paths, period_totals
 from pipeline.errors import InputError, Problem
-from pipeline.frames import DS, PHASES, TOTAL, UID, Y
+from pipeline.frames import DS, PHASES, TOTAL, UID, Y, parse_hierarchy_id
 from pipeline.periods import Period, line_uid, months_until, parse_period, quarter_of
 from pipeline.tables import relative_change
 
@@ -399,9 +399,7 @@ def quarter_closed(
 ) -> bool:
     """Whether every month of ``period`` is billed (closed, none of it month-to-date): its
     figures are then actuals, and no budget is recommended for it (here and in the scenarios)."""
-    billed = set(pd.to_datetime(monthly.loc[monthly[UID].astype(str) == TOTAL, DS]))
-    part = {pm.month for pm in (partial or {}).values()}
-    return all(m in billed and m not in part for m in period.months)
+    return len(closed_months(period, monthly, partial)) == len(period.months)
 
 
 def actual_costs(monthly: pd.DataFrame) -> dict[tuple[str, pd.Timestamp], float]:
@@ -417,7 +415,7 @@ def closed_months(
 ) -> list[pd.Timestamp]:
     """The period's months billed in full: the total has an actual and the month is not partial."""
     partial_months = {pm.month for pm in dict(partial or {}).values()}
-    billed = set(pd.to_datetime(monthly.loc[monthly[UID] == TOTAL, DS]))
+    billed = set(pd.to_datetime(monthly.loc[monthly[UID].astype(str) == TOTAL, DS]))
     return [m for m in period.months if m in billed and m not in partial_months]
 
 
@@ -439,7 +437,8 @@ def plan_estimate_by_phase(
     by = {str(k): float(v) for k, v in b.groupby("phase")["cost"].sum().items()}
     by[TOTAL] = float(b["cost"].sum())
     priced = {str(p) for p in estimate["phase"]}
-    phases = {u.split("/")[0] for (u, _m) in actuals} if not open_months else priced
+    billed = {p for (u, _m) in actuals if (p := parse_hierarchy_id(u)[0]) is not None}
+    phases = billed if not open_months else priced
     out: dict[str, float] = {}
     for phase in [TOTAL, *sorted(set(by) | phases - {TOTAL})]:
         out[phase] = by.get(phase, 0.0) + sum(

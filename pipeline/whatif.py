@@ -42,6 +42,7 @@ from pipeline.errors import InputError
 from pipeline.frames import DS, MEAN, MODEL, TOTAL, UID, parse_hierarchy_id
 from pipeline.periods import Period, line_uid, parse_period
 from pipeline.scenarios import EDITS, Scenario, apply_scenario
+from pipeline.tables import relative_change
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def evaluate(
                     **{f"base_{k}": qb[k] for k in ("mean", "p50", "p80", "p95")},
                     **{f"scenario_{k}": qs[k] for k in ("mean", "p50", "p80", "p95")},
                     "delta_mean": qs["mean"] - qb["mean"],
-                    "delta_pct": (qs["mean"] - qb["mean"]) / qb["mean"] if qb["mean"] else np.nan,
+                    "delta_pct": relative_change(qs["mean"] - qb["mean"], qb["mean"]),
                     "base_recommended": qb["rec"],
                     "scenario_recommended": qs["rec"],
                     "plan_base": plan_base.get(phase, float("nan")),

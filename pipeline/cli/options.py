@@ -26,6 +26,7 @@ def outside_run_folders(ctx: click.Context, param: click.Parameter, value: objec
 
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+COMPRESSED = (".gz", ".bz2", ".xz")
 
 
 def table_file(ctx: click.Context, param: click.Parameter, value: object) -> object:
@@ -34,13 +35,12 @@ def table_file(ctx: click.Context, param: click.Parameter, value: object) -> obj
     from pathlib import Path
 
     value = outside_run_folders(ctx, param, value)
-    suffixes = [x.lower() for x in Path(str(value)).suffixes] if value is not None else []
-    compressed_csv = suffixes[-2:-1] == [".csv"] and suffixes[-1:] in ([".gz"], [".bz2"], [".xz"])
-    if (
-        value is not None
-        and Path(str(value)).suffix.lower() not in TABLE_SUFFIXES
-        and not (compressed_csv)
-    ):
+    if value is None:
+        return value
+    suffixes = [x.lower() for x in Path(str(value)).suffixes]
+    if suffixes[-1:] and suffixes[-1] in COMPRESSED:
+        suffixes = suffixes[:-1]  # x.csv.gz: pandas compresses by the name
+    if not suffixes or suffixes[-1] not in TABLE_SUFFIXES:
         suffix = Path(str(value)).suffix or "no extension"
         raise click.BadParameter(f"{value}: a .csv or .parquet file, not {suffix}", ctx, param)
     return value
