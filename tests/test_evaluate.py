@@ -119,7 +119,12 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     the rule before it, which differs only for 36-month histories): pooled 0.825 +- 0.022 / 0.962
     +- 0.008 over months 1-6 and 0.781 +- 0.030 / 0.949 +- 0.015 over 7-18; median run 0.844 /
     0.967 and 0.783 / 0.978; WAPE 1-3 0.044 against 0.090 and 0.270; promotion ratio 1.09 +- 0.10
-    pooled (median run 1.18). This guards that level: the aim is not met on every 15-run set. On
+    pooled (median run 1.18). With the ETS estimator of 2026-12-03 (least-squares initial states
+    from 27 months; ``pipeline.models.stats.AutoETS``): pooled 0.813 +- 0.029 / 0.953 +- 0.009 and
+    0.783 +- 0.027 / 0.946 +- 0.016; median run 0.833 / 0.967 and 0.806 / 0.967; WAPE 1-3 0.044;
+    promotion ratio 1.06 +- 0.10 (median run 1.17). Least squares on the 24-month histories as
+    well had put the ratio at 1.20, past the aim: that is why short histories keep the old fit.
+    This guards that level: the aim is not met on every 15-run set. On
     seeds 801-805, first run with the final rule, 80 % over months 7-18 held 0.726 +- 0.028 (the
     actuals above the band: compounding storage, labor, the total) and the promotion ratio was
     1.24 +- 0.16; over all 90 runs of seeds 101-105, 401-405, 501-505, 601-605, 701-705 and
