@@ -323,7 +323,8 @@ class AutoETS(PerSeriesForecaster):
     statsmodels' Holt-Winters ``ExponentialSmoothing``, its smoothing parameters and its initial
     level, trend and seasonal states estimated together by least squares, the optimiser stopped at
     ``maxiter`` iterations; the fit is then read as an ``ETSModel`` with those states known
-    (:meth:`_as_ets`: same recursions, same point forecasts) for each error form, whose likelihood
+    (:meth:`_as_ets`: the same recursions except a multiplicative season's, see there) for each
+    error form, whose likelihood
     gives the AICc. Before, ``ETSModel`` estimated the smoothing parameters alone from heuristic
     seasonal states (estimating them there as well was worse and 3x slower), and a poor initial
     trend was made up for by a trend parameter at its bound (beta = alpha) on about 50 of the 1,000
@@ -387,9 +388,14 @@ class AutoETS(PerSeriesForecaster):
     ) -> tuple[Any, np.ndarray, float]:
         """(model, parameters, AICc) of the ETS form ``c`` whose smoothing parameters and initial
         states are the Holt-Winters fit ``hw`` of its (trend, damped, seasonal) part: the same
-        recursions (the ETS trend parameter is Holt's times alpha, the season's the same), so the
-        same fitted values and point forecasts; the error form only sets the likelihood and the
-        forecast distribution. The AICc counts every estimated parameter: the smoothing ones, the
+        recursions (the ETS trend parameter is Holt's times alpha, so at most alpha squared; the
+        season's the same), so the same fitted values and point forecasts, except for a
+        multiplicative season with gamma > 0: ``ETSModel`` updates it from y / level with
+        gamma / (1 - alpha), Holt-Winters from y / (previous level + trend) with gamma (in the
+        fits measured gamma stayed near 0 and the fitted values differed by at most 0.03 % of the
+        series' scale). The error form only sets the likelihood and the forecast distribution.
+        Known: the least-squares stop at ``maxiter`` depends on the series' units (the initial
+        states are fitted unscaled); fitting on the series over its mean would remove that. The AICc counts every estimated parameter: the smoothing ones, the
         initial level and trend, m - 1 seasonal states (one is the level's) and the variance."""
         from statsmodels.tools.eval_measures import aicc
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
