@@ -264,6 +264,12 @@ def _explodes(mean: np.ndarray, y: np.ndarray, factor: float = 10.0) -> bool:
 
 
 # --- ETS ------------------------------------------------------------------------------------
+def season_fits(n: int, season_length: int) -> bool:
+    """Whether ``n`` months hold two full seasons and a quarter: the seasonal ETS forms are tried,
+    and fitted by least squares (:class:`AutoETS`), from there."""
+    return season_length > 1 and n >= 2 * season_length + 3
+
+
 def ets_candidates(
     y: np.ndarray, season_length: int
 ) -> list[tuple[str, str | None, bool, str | None]]:
@@ -281,7 +287,7 @@ def ets_candidates(
         cands += [("add", "add", False, None), ("add", "add", True, None)]
         if pos:
             cands += [("mul", "add", False, None), ("mul", "add", True, None)]
-    if season_length > 1 and n >= 2 * season_length + 3:
+    if season_fits(n, season_length):
         cands += [
             ("add", None, False, "add"),
             ("add", "add", False, "add"),
@@ -395,8 +401,9 @@ class AutoETS(PerSeriesForecaster):
         fits measured gamma stayed near 0 and the fitted values differed by at most 0.03 % of the
         series' scale). The error form only sets the likelihood and the forecast distribution.
         Known: the least-squares stop at ``maxiter`` depends on the series' units (the initial
-        states are fitted unscaled); fitting on the series over its mean would remove that. The AICc counts every estimated parameter: the smoothing ones, the
-        initial level and trend, m - 1 seasonal states (one is the level's) and the variance."""
+        states are fitted unscaled); fitting on the series over its mean would remove that. The
+        AICc counts every estimated parameter: the smoothing ones, the initial level and trend,
+        m - 1 seasonal states (one is the level's) and the variance."""
         from statsmodels.tools.eval_measures import aicc
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
@@ -441,7 +448,7 @@ class AutoETS(PerSeriesForecaster):
 
     def _short(self, n: int) -> bool:
         """A history too short for the seasonal forms: fitted by :meth:`_by_likelihood`."""
-        return n < 2 * self.season_length + 3
+        return not season_fits(n, self.season_length)
 
     def _fit_form(
         self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
