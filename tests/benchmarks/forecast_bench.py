@@ -351,26 +351,10 @@ def _timed(fn, *args):  # type: ignore[no-untyped-def]
     return out, wall, mem.peak / 2**20
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-series", type=int, default=1000)
-    ap.add_argument("--months", type=int, default=48)
-    ap.add_argument("--horizon", type=int, default=18)
-    ap.add_argument("--n-windows", type=int, default=3)
-    ap.add_argument("--step", type=int, default=3)
-    ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--executor", default="processes")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("bench-results/forecast.json"))
-    ap.add_argument("--skip-peer", action="store_true")
-    ap.add_argument("--skip-ensemble", action="store_true", help="skip the statistical ensemble")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    """Both sides on the collection of ``seed``: prints the tables, returns the results."""
     hist, test = make_collection(
-        args.n_series, seed=args.seed, fixed_len=args.months, holdout=args.horizon
+        args.n_series, seed=seed, fixed_len=args.months, holdout=args.horizon
     )
     rows, extra = [], {}
     (fc, info), wall, mem = _timed(
@@ -456,13 +440,71 @@ def main(argv: list[str] | None = None) -> int:
         extra["member_swaps"] = swaps.to_dict(orient="records")
         print("\nwhere the point gap lies (median of members, held-out):")
         print(swaps.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    return {"seed": seed, "results": table.to_dict(orient="records"), **extra}
+
+
+def medians(per_seed: list[dict]) -> pd.DataFrame:
+    """Per system, the median over the seeds of each figure (and the number of seeds)."""
+    rows = pd.DataFrame([r | {"seed": p["seed"]} for p in per_seed for r in p["results"]])
+    cols = ["wall_s", "peak_mb", "MASE", "sMAPE", "WAPE", "coverage_80", "coverage_95", "MSIS_95"]
+    out = rows.groupby("system", sort=False)[cols].median()
+    out["seeds"] = rows.groupby("system", sort=False)["seed"].nunique()
+    return out.reset_index()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-series", type=int, default=1000)
+    ap.add_argument("--months", type=int, default=48)
+    ap.add_argument("--horizon", type=int, default=18)
+    ap.add_argument("--n-windows", type=int, default=3)
+    ap.add_argument("--step", type=int, default=3)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--executor", default="processes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="several collections (one per seed), each compared in full, then the medians",
+    )
+    ap.add_argument("--out", type=Path, default=Path("bench-results/forecast.json"))
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-ensemble", action="store_true", help="skip the statistical ensemble")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    seeds = args.seeds or [args.seed]
+    per_seed = []
+    for seed in seeds:
+        if len(seeds) > 1:
+            print(f"\n=== collection seed {seed} ===", flush=True)
+        per_seed.append(run_seed(args, seed))
+    payload: dict = {
         "config": vars(args) | {"out": str(args.out)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "results": table.to_dict(orient="records"),
-        **extra,
     }
+    if len(seeds) == 1:
+        payload |= {k: v for k, v in per_seed[0].items() if k != "seed"}
+    else:
+        med = medians(per_seed)
+        ratios = [p["wall_ratio_ensemble"] for p in per_seed if "wall_ratio_ensemble" in p]
+        print(f"\n=== medians over seeds {', '.join(map(str, seeds))} ===")
+        print(med.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if ratios:
+            print(
+                "wall-time ratio phasecast / ensemble, per seed: "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f"; median {float(np.median(ratios)):.2f}"
+            )
+        payload |= {
+            "medians": med.to_dict(orient="records"),
+            "wall_ratio_ensemble_median": float(np.median(ratios)) if ratios else None,
+            "per_seed": per_seed,
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
