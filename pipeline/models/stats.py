@@ -305,6 +305,57 @@ def ets_candidates(
     return cands
 
 
+def _sse_gradient(form: tuple[str | None, bool, str | None], m: int) -> Any:
+    """The forward-difference gradient of Holt-Winters' sum of squared errors, for
+    ``ExponentialSmoothing.fit(minimize_kwargs={"jac": ...})``: the same steps and the same
+    bound handling as scipy's own ``approx_derivative`` ('2-point', which L-BFGS-B uses when no
+    gradient is given), so the fit is the same to the last digit, without scipy's per-call
+    overhead (about 0.4 ms a gradient, 85 % of an ETS fit; the sum itself takes a few
+    microseconds). The parameters, in statsmodels' order: alpha, beta, gamma (in [0, 1] before
+    its transform), the initial level and trend, phi, the m seasonal states (bounded below by 0,
+    and so the level, for a multiplicative season)."""
+    from statsmodels.tsa.holtwinters.model import SMOOTHERS
+
+    t, d, s = form
+    sse = SMOOTHERS[(s, t)]
+    mul = s == "mul"
+    bounds = (
+        [(0.0, 1.0)]
+        + ([(0.0, 1.0)] if t else [])
+        + ([(0.0, 1.0)] if s else [])
+        + [(0.0 if mul else -np.inf, np.inf)]
+        + ([(-np.inf, np.inf)] if t else [])
+        + ([(0.8, 0.995)] if d else [])
+        + ([(0.0 if mul else -np.inf, np.inf)] * m if s else [])
+    )
+    lb, ub = (np.array(b, dtype=float) for b in zip(*bounds, strict=True))
+    rel = np.finfo(np.float64).eps ** 0.5
+
+    def value(x: np.ndarray, args: Any) -> float:
+        err = sse(x, args)
+        return float(err @ err) if isinstance(err, np.ndarray) else float(err)
+
+    def gradient(x: np.ndarray, args: Any) -> np.ndarray:
+        if x.shape != lb.shape:
+            raise ValueError(f"{x.size} parameters where the form {form} has {lb.size}")
+        f0 = value(x, args)
+        h = rel * ((x >= 0).astype(float) * 2 - 1) * np.maximum(1.0, np.abs(x))
+        below, above = x - lb, ub - x
+        out = (x + h < lb) | (x + h > ub)
+        fits = np.abs(h) <= np.maximum(below, above)
+        h[out & fits] *= -1
+        h = np.where(~fits & (above >= below), above, h)
+        h = np.where(~fits & (above < below), -below, h)
+        g = np.empty_like(x)
+        for i in range(x.size):
+            xi = x.copy()
+            xi[i] = x[i] + h[i]
+            g[i] = (value(xi, args) - f0) / ((x[i] + h[i]) - x[i])
+        return g
+
+    return gradient
+
+
 def _code(c: tuple[str, str | None, bool, str | None]) -> str:
     e, t, d, s = c
     return (
@@ -395,7 +446,12 @@ class AutoETS(PerSeriesForecaster):
             seasonal_periods=self.season_length if s else None,
             initialization_method="estimated",
         ).fit(
-            optimized=True, use_brute=False, minimize_kwargs={"options": {"maxiter": self.maxiter}}
+            optimized=True,
+            use_brute=False,
+            minimize_kwargs={
+                "options": {"maxiter": self.maxiter},
+                "jac": _sse_gradient(form, self.season_length),
+            },
         )
         p = dict(hw.params)
         p["initial_level"] = float(p["initial_level"]) * sc
