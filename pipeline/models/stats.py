@@ -308,8 +308,8 @@ def ets_candidates(
 def _sse_gradient(form: tuple[str | None, bool, str | None], m: int) -> Any:
     """The forward-difference gradient of Holt-Winters' sum of squared errors, for
     ``ExponentialSmoothing.fit(minimize_kwargs={"jac": ...})``: the same steps and the same
-    bound handling as scipy's own ``approx_derivative`` ('2-point', which L-BFGS-B uses when no
-    gradient is given), so the fit is the same to the last digit, without scipy's per-call
+    bound handling as scipy's own when L-BFGS-B is given no gradient (``approx_derivative``,
+    2-point, absolute step 1e-8), so the fit is the same to the last digit, without scipy's per-call
     overhead (about 0.4 ms a gradient, 85 % of an ETS fit; the sum itself takes a few
     microseconds). The parameters, in statsmodels' order: alpha, beta, gamma (in [0, 1] before
     its transform), the initial level and trend, phi, the m seasonal states (bounded below by 0,
@@ -329,7 +329,7 @@ def _sse_gradient(form: tuple[str | None, bool, str | None], m: int) -> Any:
         + ([(0.0 if mul else -np.inf, np.inf)] * m if s else [])
     )
     lb, ub = (np.array(b, dtype=float) for b in zip(*bounds, strict=True))
-    rel = np.finfo(np.float64).eps ** 0.5
+    rel, step = np.finfo(np.float64).eps ** 0.5, 1e-8  # L-BFGS-B's default absolute step
 
     def value(x: np.ndarray, args: Any) -> float:
         err = sse(x, args)
@@ -339,7 +339,10 @@ def _sse_gradient(form: tuple[str | None, bool, str | None], m: int) -> Any:
         if x.shape != lb.shape:
             raise ValueError(f"{x.size} parameters where the form {form} has {lb.size}")
         f0 = value(x, args)
-        h = rel * ((x >= 0).astype(float) * 2 - 1) * np.maximum(1.0, np.abs(x))
+        h = np.full_like(x, step)
+        h = np.where(
+            (x + h) - x == 0, rel * np.where(x >= 0, 1.0, -1.0) * np.maximum(1.0, abs(x)), h
+        )
         below, above = x - lb, ub - x
         out = (x + h < lb) | (x + h > ub)
         fits = np.abs(h) <= np.maximum(below, above)
