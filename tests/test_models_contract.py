@@ -150,13 +150,15 @@ def test_sarimax_forms_stored_before_the_drift_and_without_it() -> None:
 def test_ets_chooses_the_same_form_and_forecast_in_any_units() -> None:
     """The same costs in cents, dollars or millions: the same ETS form and the same forecast in
     those units (the least-squares fit stops after a fixed number of iterations, which once made
-    the form depend on the units on 8 of these 12 series). Long histories (48 months), where the
-    seasonal forms are fitted by least squares."""
+    the form depend on the units on 8 of these 12 series at 48 months, least squares, and on 3 of
+    them at 24 months, maximum likelihood). The same up to rounding: a capped optimiser's stop
+    moves with the last digit of its input."""
     from pipeline.models.stats import AutoETS
     from tests.benchmarks.forecast_bench import make_collection
 
-    hist, _ = make_collection(12, seed=5, fixed_len=48, holdout=12)
-    for uid, g in hist.groupby("unique_id"):
+    long, _ = make_collection(12, seed=5, fixed_len=48, holdout=12)
+    short, _ = make_collection(12, seed=5, fixed_len=24, holdout=12)
+    for uid, g in [*long.groupby("unique_id"), *short.groupby("unique_id")]:
         y = g["y"].to_numpy(dtype=float)
         fits = []
         for unit in (1e-3, 1.0, 1e6):
@@ -165,7 +167,7 @@ def test_ets_chooses_the_same_form_and_forecast_in_any_units() -> None:
             fits.append((st.spec, mean / unit, sd / unit))
         assert len({f[0] for f in fits}) == 1, (uid, [f[0] for f in fits])
         for _, mean, sd in fits[::2]:
-            np.testing.assert_allclose(mean, fits[1][1], rtol=1e-5, err_msg=str(uid))
+            np.testing.assert_allclose(mean, fits[1][1], rtol=1e-3, err_msg=str(uid))
             np.testing.assert_allclose(sd, fits[1][2], rtol=1e-3, err_msg=str(uid))
 
 

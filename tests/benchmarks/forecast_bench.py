@@ -440,6 +440,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         extra["member_swaps"] = swaps.to_dict(orient="records")
         print("\nwhere the point gap lies (median of members, held-out):")
         print(swaps.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    from pipeline.parallel import _shutdown_pool
+
+    _shutdown_pool()  # each seed starts its workers afresh, as the first did
     return {"seed": seed, "results": table.to_dict(orient="records"), **extra}
 
 
@@ -487,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     if len(seeds) == 1:
-        payload |= {k: v for k, v in per_seed[0].items() if k != "seed"}
+        payload |= per_seed[0]
     else:
         med = medians(per_seed)
         ratios = [p["wall_ratio_ensemble"] for p in per_seed if "wall_ratio_ensemble" in p]
