@@ -124,9 +124,10 @@ def test_published_coverage_accuracy_and_promotions_on_fresh_seeds() -> None:
     0.783 +- 0.027 / 0.946 +- 0.016; median run 0.833 / 0.967 and 0.806 / 0.967; WAPE 1-3 0.044;
     promotion ratio 1.06 +- 0.10 (median run 1.17). Least squares on the 24-month histories as
     well had put the ratio at 1.20, past the aim: that is why short histories keep the old fit.
-    With that fit made on the series over its mean (the same form in any units, 2026-12-03):
-    pooled 0.812 +- 0.029 / 0.954 +- 0.009 and 0.786 +- 0.027 / 0.938 +- 0.019; median run 0.833
-    / 0.956 and 0.800 / 0.961; WAPE 1-3 0.044; promotion ratio 1.06 +- 0.11 (median run 1.17).
+    With every ETS fit made on the series over its mean (the same form in any units, 2026-12-03
+    07:3x): pooled 0.818 +- 0.023 / 0.953 +- 0.010 and 0.774 +- 0.028 / 0.933 +- 0.017; median
+    run 0.844 / 0.967 and 0.817 / 0.956; WAPE 1-3 0.044; promotion ratio 1.01 +- 0.10 (median run
+    1.09). 80 % over months 7-18 is 2.6 points under, within the aim but near its edge.
     This guards that level: the aim is not met on every 15-run set. On
     seeds 801-805, first run with the final rule, 80 % over months 7-18 held 0.726 +- 0.028 (the
     actuals above the band: compounding storage, labor, the total) and the promotion ratio was
