@@ -440,9 +440,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         extra["member_swaps"] = swaps.to_dict(orient="records")
         print("\nwhere the point gap lies (median of members, held-out):")
         print(swaps.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    from pipeline.parallel import _shutdown_pool
-
-    _shutdown_pool()  # each seed starts its workers afresh, as the first did
+    # the process pool is kept for the next seed: workers forked again from this process, grown
+    # by the seeds before, count its pages in their RSS (peaks of 4.8-5.1 GB instead of 3.3-3.4)
     return {"seed": seed, "results": table.to_dict(orient="records"), **extra}
 
 
