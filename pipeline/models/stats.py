@@ -408,15 +408,13 @@ class AutoETS(PerSeriesForecaster):
     seasonal forms are tried on every long enough series (the lag-12 autocorrelation test that used
     to prune them cost 0.010 MASE once the states were estimated).
 
-    A history too short for a season (under 27 months) is fitted as before, by ``ETSModel``'s own
-    maximum likelihood (:meth:`_by_likelihood`, ``short_maxiter`` iterations, also on the series
-    over its mean: at 24 months MASE 1.550 -> 1.543 and 1.713 -> 1.702 on 400 series of dev seeds
-    7 and 11, and the same form in any units, where it changed on 3 of 12 series): at 24 months
-    the two estimators were even on the
-    generated collections (MASE 1.542 against 1.550 on seed 7, 1.751 against 1.713 on seed 11),
-    but on the cost hierarchies' inference series (seeds 701-705, 24-month histories) least
-    squares put ETS's error in ordinary months at 8.5 % against 7.3 %, and the published
-    forecast's promotion-month ratio at 1.46 against 0.97.
+    A history too short for a season (under 27 months) is fitted by ``ETSModel``'s own maximum
+    likelihood (:meth:`_by_likelihood`, ``short_maxiter`` iterations), also on the series over its
+    mean (the same form in any units, where it changed on 3 of 12 generated series; MASE 1.550 ->
+    1.543 and 1.713 -> 1.702 on 400 series x 24 months of dev seeds 7 and 11). Least squares was
+    even with it there on the generated collections, but on the cost hierarchies' inference series
+    (seeds 701-705, 24-month histories) it put ETS's error in ordinary months at 8.5 % against
+    7.3 %, and the published forecast's promotion-month ratio at 1.46 against 0.97.
 
     The form chosen on a series' earliest backtest window is refitted, without a new search, on
     its later windows and the final fit while the candidate set is the same (see ``_FORMS``).
@@ -544,13 +542,15 @@ class AutoETS(PerSeriesForecaster):
         return not season_fits(n, self.season_length)
 
     def _fit_form(
-        self, ys: pd.Series, c: tuple[str, str | None, bool, str | None]
+        self, ys: pd.Series, c: tuple[str, str | None, bool, str | None], hw: Any = None
     ) -> tuple[Any, np.ndarray, float]:
-        """(model, fitted parameters, AICc) of one ETS form (:meth:`_smoothed` and
-        :meth:`_as_ets`, or :meth:`_by_likelihood` on a short history)."""
+        """(model, fitted parameters, AICc) of one ETS form: :meth:`_by_likelihood` on a short
+        history, else :meth:`_as_ets` of the Holt-Winters fit ``hw`` of its structure (made here
+        by :meth:`_smoothed` when not given: the search fits each structure once for both error
+        forms)."""
         if self._short(len(ys)):
             return self._by_likelihood(ys, c)
-        return self._as_ets(ys, self._smoothed(ys, c[1:]), c)
+        return self._as_ets(ys, hw if hw is not None else self._smoothed(ys, c[1:]), c)
 
     def _fit_one(self, y: np.ndarray, X: np.ndarray | None, hint: Any = None) -> SeriesState:
         ys = _pd(y)
@@ -573,9 +573,7 @@ class AutoETS(PerSeriesForecaster):
                 continue
             for c in (c for c in cands if c[1:] == form):
                 try:
-                    mod, params, a = (
-                        self._by_likelihood(ys, c) if hw is None else self._as_ets(ys, hw, c)
-                    )
+                    mod, params, a = self._fit_form(ys, c, hw)
                 except Exception:
                     continue
                 if np.isfinite(a) and a < best_aicc:
